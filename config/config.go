@@ -1,0 +1,154 @@
+// Package config loads bluegreen.yml: strict YAML decoding (an unknown key
+// is an error naming it and its line), defaults, environment overrides and
+// validation. With no file at all it returns the embedded default: one
+// service "app" running bgd's own demo app behind the builtin proxy.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalid marks every configuration error; the CLI maps it to exit 2.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Colors are the two slots of every service, in display order.
+var Colors = []string{"blue", "green"}
+
+// Config is a whole bluegreen.yml.
+type Config struct {
+	// StateDir holds state files and slot logs. Default ".local_context".
+	StateDir string `yaml:"state_dir"`
+	// Services by name. The embedded default has one, "app".
+	Services map[string]*Service `yaml:"services"`
+
+	// Path is the file the config came from; "" for the embedded default.
+	Path string `yaml:"-"`
+	// StateFile overrides the single-service state path (env BG_STATE_FILE,
+	// flag --state-file). Default "" (derived from StateDir).
+	StateFile string `yaml:"-"`
+}
+
+// Service is one blue/green pair and the load balancer in front of it.
+type Service struct {
+	// Name is the key under services:, filled in by Load.
+	Name string `yaml:"-"`
+	// Command is the slot's argv, never run through a shell. Each element is
+	// a text/template with {{.Port}}, {{.Color}} and {{.Release}}. Required.
+	Command []string `yaml:"command"`
+	// Workdir is the slot's working directory (a template too). Default: bgd's.
+	Workdir string `yaml:"workdir"`
+	// Env is added to bgd's environment; PORT, BG_COLOR, BG_RELEASE always set.
+	Env map[string]string `yaml:"env"`
+	// Blue and Green hold each slot's port. Defaults 5005 and 5006.
+	Blue  Slot `yaml:"blue"`
+	Green Slot `yaml:"green"`
+	// Health says how a slot is probed.
+	Health Health `yaml:"health"`
+	// StopGrace is the wait between SIGTERM and SIGKILL. Default 10s.
+	StopGrace Duration `yaml:"stop_grace"`
+	// Failover lets a health sweep switch to a healthy standby when the
+	// active slot is down. Default false.
+	Failover bool `yaml:"failover"`
+	// LB selects and configures the load balancer driver.
+	LB LB `yaml:"lb"`
+}
+
+// Slot is one colour's settings.
+type Slot struct {
+	// Port the slot listens on (loopback). Required, 1-65535.
+	Port int `yaml:"port"`
+}
+
+// Health configures probing of a slot.
+type Health struct {
+	// Path probed with GET. Default "/health".
+	Path string `yaml:"path"`
+	// Interval between probes once the fast first probes are done. Default 1s.
+	Interval Duration `yaml:"interval"`
+	// Timeout is how long a starting slot may take to become healthy. Default 30s.
+	Timeout Duration `yaml:"timeout"`
+	// RequestTimeout bounds one probe. Default 2s.
+	RequestTimeout Duration `yaml:"request_timeout"`
+	// ExpectStatus is the status a healthy slot answers. Default 0: any 2xx.
+	ExpectStatus int `yaml:"expect_status"`
+}
+
+// LB selects the driver and holds each driver's settings.
+type LB struct {
+	// Driver is builtin, nginx or haproxy. Default builtin.
+	Driver  string  `yaml:"driver"`
+	Builtin Builtin `yaml:"builtin"`
+	Nginx   Nginx   `yaml:"nginx"`
+	HAProxy HAProxy `yaml:"haproxy"`
+}
+
+// Builtin configures `bgd proxy`.
+type Builtin struct {
+	// Listen is the proxy's address. Default "127.0.0.1:5004" (env BG_PROXY_PORT
+	// replaces the port).
+	Listen string `yaml:"listen"`
+}
+
+// Nginx configures the nginx driver.
+type Nginx struct {
+	// File is the one file bgd owns and rewrites. Default /etc/nginx/conf.d/bgd-<service>.conf.
+	File string `yaml:"file"`
+	// Listen is what the default template's server listens on. Default "80".
+	Listen string `yaml:"listen"`
+	// Template is a path to the user's template; "" for the embedded default.
+	Template string `yaml:"template"`
+	// Test validates the configuration. Default ["nginx", "-t"].
+	Test []string `yaml:"test"`
+	// Reload makes nginx load it. Default ["nginx", "-s", "reload"].
+	Reload []string `yaml:"reload"`
+	// VerifyURL is probed after a reload until the new generation answers.
+	// Default "http://127.0.0.1:<listen port>/".
+	VerifyURL string `yaml:"verify_url"`
+}
+
+// HAProxy configures the HAProxy driver.
+type HAProxy struct {
+	// Socket is the admin socket: a path, or "tcp://host:port". Default /run/haproxy/admin.sock.
+	Socket string `yaml:"socket"`
+	// MapFile is the map HAProxy loaded; key: service name, value: backend.
+	// Default /etc/haproxy/bgd.map.
+	MapFile string `yaml:"map_file"`
+	// Backends names the backend of each colour. Default <service>_blue, <service>_green.
+	Backends map[string]string `yaml:"backends"`
+}
+
+// Port returns the port of the given colour.
+func (s *Service) Port(color string) int {
+	if color == "green" {
+		return s.Green.Port
+	}
+	return s.Blue.Port
+}
+
+// Duration is a time.Duration written as "1s", "250ms" in YAML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes the duration back in its readable form.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Other returns the colour that is not c.
+func Other(c string) string {
+	if c == "green" {
+		return "blue"
+	}
+	return "green"
+}
+
+// ValidColor reports whether c is blue or green.
+func ValidColor(c string) bool { return c == "blue" || c == "green" }
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}

@@ -1,0 +1,273 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultFile is read from the working directory when no --config or
+// BG_CONFIG names a file.
+const DefaultFile = "bluegreen.yml"
+
+// Source says where to look for a config and how to build the default one.
+type Source struct {
+	// Path given by --config; "" to fall back to BG_CONFIG, then DefaultFile.
+	Path string
+	// Getenv reads overrides (BG_CONFIG, BLUE_PORT, GREEN_PORT, BG_STATE_FILE,
+	// BG_PROXY_PORT). Default os.Getenv.
+	Getenv func(string) string
+	// Self is the bgd binary, the command of the embedded default's demo app.
+	Self string
+}
+
+// Load finds, parses, completes and validates the configuration. Errors wrap
+// ErrInvalid and name the file, and the key and line where there is one.
+func Load(src Source) (*Config, error) {
+	getenv := src.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	path, explicit := src.Path, src.Path != ""
+	if path == "" {
+		if p := getenv("BG_CONFIG"); p != "" {
+			path, explicit = p, true
+		} else {
+			path = DefaultFile
+		}
+	}
+	data, err := os.ReadFile(path)
+	var cfg *Config
+	switch {
+	case err == nil:
+		cfg, err = Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		cfg.Path = path
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		cfg = Default(src.Self)
+	default:
+		return nil, invalidf("cannot read config file: %v", err)
+	}
+	if err := cfg.applyEnv(getenv); err != nil {
+		return nil, err
+	}
+	cfg.fillDefaults()
+	if err := cfg.Validate(); err != nil {
+		if cfg.Path != "" {
+			return nil, fmt.Errorf("%s: %w", cfg.Path, err)
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Default is the configuration used when there is no file: service "app",
+// bgd's demo app on 5005/5006, behind the builtin proxy on 127.0.0.1:5004.
+func Default(self string) *Config {
+	return &Config{Services: map[string]*Service{
+		"app": {
+			Command: []string{self, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"},
+			Blue:    Slot{Port: 5005},
+			Green:   Slot{Port: 5006},
+		},
+	}}
+}
+
+var (
+	unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
+	yamlPrefix   = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?`)
+)
+
+// Parse decodes YAML strictly: an unknown key is an error naming it and its line.
+func Parse(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, invalidf("the file is empty")
+		}
+		msg := yamlPrefix.ReplaceAllString(err.Error(), "")
+		msg = unknownField.ReplaceAllString(msg, `line $1: unknown key "$2"`)
+		msg = strings.ReplaceAll(msg, "\n  ", "; ")
+		return nil, invalidf("%s", msg)
+	}
+	for name, svc := range cfg.Services {
+		if svc == nil {
+			return nil, invalidf("service %q is empty", name)
+		}
+		svc.Name = name
+	}
+	return &cfg, nil
+}
+
+// UnmarshalYAML reads "1s"-style durations and names the line of a bad one.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: invalid duration %q (want e.g. 500ms, 2s, 1m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) error {
+	for _, o := range []struct {
+		env   string
+		color string
+	}{{"BLUE_PORT", "blue"}, {"GREEN_PORT", "green"}} {
+		v := getenv(o.env)
+		if v == "" {
+			continue
+		}
+		p, err := strconv.Atoi(v)
+		if err != nil {
+			return invalidf("%s=%q is not a port number", o.env, v)
+		}
+		for _, s := range c.Services {
+			if o.color == "blue" {
+				s.Blue.Port = p
+			} else {
+				s.Green.Port = p
+			}
+		}
+	}
+	if v := getenv("BG_PROXY_PORT"); v != "" {
+		if _, err := strconv.Atoi(v); err != nil {
+			return invalidf("BG_PROXY_PORT=%q is not a port number", v)
+		}
+		for _, s := range c.Services {
+			host := "127.0.0.1"
+			if h, _, ok := strings.Cut(s.LB.Builtin.Listen, ":"); ok && s.LB.Builtin.Listen != "" {
+				host = h
+			}
+			s.LB.Builtin.Listen = host + ":" + v
+		}
+	}
+	if v := getenv("BG_STATE_FILE"); v != "" {
+		c.StateFile = v
+	}
+	return nil
+}
+
+func (c *Config) fillDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = ".local_context"
+	}
+	for name, s := range c.Services {
+		h := &s.Health
+		if h.Path == "" {
+			h.Path = "/health"
+		}
+		setDur(&h.Interval, time.Second)
+		setDur(&h.Timeout, 30*time.Second)
+		setDur(&h.RequestTimeout, 2*time.Second)
+		setDur(&s.StopGrace, 10*time.Second)
+		if s.LB.Driver == "" {
+			s.LB.Driver = "builtin"
+		}
+		if s.LB.Builtin.Listen == "" {
+			s.LB.Builtin.Listen = "127.0.0.1:5004"
+		}
+		n := &s.LB.Nginx
+		if n.File == "" {
+			n.File = "/etc/nginx/conf.d/bgd-" + name + ".conf"
+		}
+		if n.Listen == "" {
+			n.Listen = "80"
+		}
+		if len(n.Test) == 0 {
+			n.Test = []string{"nginx", "-t"}
+		}
+		if len(n.Reload) == 0 {
+			n.Reload = []string{"nginx", "-s", "reload"}
+		}
+		if n.VerifyURL == "" {
+			port := n.Listen
+			if i := strings.LastIndex(port, ":"); i >= 0 {
+				port = port[i+1:]
+			}
+			n.VerifyURL = "http://127.0.0.1:" + port + "/"
+		}
+		hp := &s.LB.HAProxy
+		if hp.Socket == "" {
+			hp.Socket = "/run/haproxy/admin.sock"
+		}
+		if hp.MapFile == "" {
+			hp.MapFile = "/etc/haproxy/bgd.map"
+		}
+		if hp.Backends == nil {
+			hp.Backends = map[string]string{}
+		}
+		for _, col := range Colors {
+			if hp.Backends[col] == "" {
+				hp.Backends[col] = name + "_" + col
+			}
+		}
+	}
+}
+
+func setDur(d *Duration, def time.Duration) {
+	if *d == 0 {
+		*d = Duration(def)
+	}
+}
+
+// ServiceNames returns the service names, sorted.
+func (c *Config) ServiceNames() []string {
+	names := make([]string, 0, len(c.Services))
+	for n := range c.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Service returns the named service, or the only one when name is "".
+func (c *Config) Service(name string) (*Service, error) {
+	if name == "" {
+		if len(c.Services) == 1 {
+			for _, s := range c.Services {
+				return s, nil
+			}
+		}
+		return nil, invalidf("several services are configured (%s): choose one with --service",
+			strings.Join(c.ServiceNames(), ", "))
+	}
+	s, ok := c.Services[name]
+	if !ok {
+		return nil, invalidf("unknown service %q (configured: %s)", name, strings.Join(c.ServiceNames(), ", "))
+	}
+	return s, nil
+}
+
+// StatePath is the state file of the service: BG_STATE_FILE or --state-file
+// when set, <state_dir>/bg_state.json for a single service (the seed's path),
+// <state_dir>/<service>.json when there are several.
+func (c *Config) StatePath(service string) string {
+	if len(c.Services) <= 1 {
+		if c.StateFile != "" {
+			return c.StateFile
+		}
+		return filepath.Join(c.StateDir, "bg_state.json")
+	}
+	return filepath.Join(c.StateDir, service+".json")
+}
+
+// LogPath is where the slot's stdout and stderr go.
+func (c *Config) LogPath(service, color string) string {
+	return filepath.Join(filepath.Dir(c.StatePath(service)), "logs", service+"-"+color+".log")
+}

@@ -1,0 +1,117 @@
+// Package state is bgd's record of a service: which colour is active, each
+// slot's pid, port, health and release, and the deployment history. It is a
+// JSON file (the seed's bg_state.json fields, never renamed), written
+// atomically and changed only under an exclusive lock.
+package state
+
+import (
+	"time"
+)
+
+// MaxHistory bounds deployment_history; the oldest entries are dropped.
+const MaxHistory = 50
+
+// History statuses.
+const (
+	StatusSuccess    = "success"
+	StatusFailed     = "failed"
+	StatusRolledBack = "rolled_back"
+	// StatusInterrupted marks an operation that started and never finished
+	// (bgd was killed); found by the next command that takes the lock.
+	StatusInterrupted = "interrupted"
+)
+
+// State is the content of one service's state file.
+type State struct {
+	ActiveVersion string     `json:"active_version"`
+	BluePort      int        `json:"blue_port"`
+	GreenPort     int        `json:"green_port"`
+	BluePID       int        `json:"blue_pid"`
+	GreenPID      int        `json:"green_pid"`
+	BlueHealthy   bool       `json:"blue_healthy"`
+	GreenHealthy  bool       `json:"green_healthy"`
+	LastSwitch    *time.Time `json:"last_switch"`
+	LastCheck     *time.Time `json:"last_check"`
+	History       []Event    `json:"deployment_history"`
+
+	// Added by bgd.
+	ProxyPID     int    `json:"proxy_pid,omitempty"`
+	BlueRelease  string `json:"blue_release,omitempty"`
+	GreenRelease string `json:"green_release,omitempty"`
+	// Generation counts flips; the builtin proxy reports the one it serves,
+	// which is how a flip is confirmed.
+	Generation uint64 `json:"generation"`
+	// InProgress is set while an operation runs and cleared when it ends; a
+	// value left behind means bgd was killed mid-operation.
+	InProgress *Operation `json:"in_progress,omitempty"`
+}
+
+// Event is one entry of deployment_history.
+type Event struct {
+	Timestamp time.Time `json:"timestamp"`
+	From      string    `json:"from"`
+	To        string    `json:"to"`
+	Status    string    `json:"status"`
+	// Added by bgd: what was done and why it ended as it did.
+	Action  string `json:"action,omitempty"`
+	Release string `json:"release,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Operation describes a running mutating command.
+type Operation struct {
+	Command string    `json:"command"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	From    string    `json:"from,omitempty"`
+	To      string    `json:"to,omitempty"`
+}
+
+// New is the state of a service nothing has run for yet: blue active, both stopped.
+func New(bluePort, greenPort int) *State {
+	return &State{ActiveVersion: "blue", BluePort: bluePort, GreenPort: greenPort, History: []Event{}}
+}
+
+// Slot is a view of one colour's fields.
+type Slot struct {
+	PID     *int
+	Port    *int
+	Healthy *bool
+	Release *string
+}
+
+// Slot returns pointers to the fields of the given colour.
+func (s *State) Slot(color string) Slot {
+	if color == "green" {
+		return Slot{&s.GreenPID, &s.GreenPort, &s.GreenHealthy, &s.GreenRelease}
+	}
+	return Slot{&s.BluePID, &s.BluePort, &s.BlueHealthy, &s.BlueRelease}
+}
+
+// Record appends an event, keeping at most MaxHistory.
+func (s *State) Record(e Event) {
+	if e.Timestamp.IsZero() {
+		e.Timestamp = Now()
+	}
+	s.History = append(s.History, e)
+	if len(s.History) > MaxHistory {
+		s.History = append([]Event(nil), s.History[len(s.History)-MaxHistory:]...)
+	}
+}
+
+// Clone returns a deep copy.
+func (s *State) Clone() *State {
+	c := *s
+	c.History = append([]Event(nil), s.History...)
+	if s.InProgress != nil {
+		op := *s.InProgress
+		c.InProgress = &op
+	}
+	return &c
+}
+
+// Now is the current time in UTC, as stored in the file.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// TimePtr returns a pointer to t.
+func TimePtr(t time.Time) *time.Time { return &t }

@@ -1,0 +1,247 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var (
+	// ErrLocked: another bgd operation holds the lock (exit 3).
+	ErrLocked = errors.New("another bgd operation holds the lock")
+	// ErrCorrupt: the state file cannot be decoded; it is left untouched.
+	ErrCorrupt = errors.New("state file is corrupt")
+)
+
+// LockedError says who holds the lock.
+type LockedError struct {
+	Path    string
+	PID     int
+	Command string
+}
+
+func (e *LockedError) Error() string {
+	holder := "an unknown process"
+	if e.PID > 0 {
+		holder = fmt.Sprintf("pid %d (%s)", e.PID, e.Command)
+	}
+	return fmt.Sprintf("%s is locked by %s: wait for it to finish, or retry with --lock-timeout", e.Path, holder)
+}
+
+func (e *LockedError) Unwrap() error { return ErrLocked }
+
+// Store is one service's state file and its lock file (<path>.lock).
+type Store struct {
+	// Path of the JSON file.
+	Path string
+	// BluePort and GreenPort seed a state file that does not exist yet.
+	BluePort, GreenPort int
+}
+
+// Load reads the state without locking: writes are atomic renames, so a
+// reader sees either the old or the new file. A missing file gives New().
+func (s *Store) Load() (*State, error) {
+	data, err := os.ReadFile(s.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(s.BluePort, s.GreenPort), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", s.Path, err)
+	}
+	return s.decode(data)
+}
+
+// Exists reports whether the state file is there.
+func (s *Store) Exists() bool {
+	_, err := os.Stat(s.Path)
+	return err == nil
+}
+
+func (s *Store) decode(data []byte) (*State, error) {
+	st, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v; it was left as it is: run `bgd reconcile` to rebuild it from what is running (the bad file is kept beside it)", ErrCorrupt, s.Path, err)
+	}
+	return st, nil
+}
+
+// Decode parses a state file strictly: unknown fields, a missing or wrong
+// active_version, bad ports or trailing data are errors.
+func Decode(data []byte) (*State, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("the file is empty")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var st State
+	if err := dec.Decode(&st); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	if st.ActiveVersion != "blue" && st.ActiveVersion != "green" {
+		return nil, fmt.Errorf("active_version is %q, want blue or green", st.ActiveVersion)
+	}
+	for _, p := range []int{st.BluePort, st.GreenPort} {
+		if p < 0 || p > 65535 {
+			return nil, fmt.Errorf("port %d out of range", p)
+		}
+	}
+	if st.BluePID < 0 || st.GreenPID < 0 || st.ProxyPID < 0 {
+		return nil, errors.New("negative pid")
+	}
+	for i, e := range st.History {
+		if e.Status == "" {
+			return nil, fmt.Errorf("deployment_history[%d] has no status", i)
+		}
+	}
+	if st.History == nil {
+		st.History = []Event{}
+	}
+	return &st, nil
+}
+
+// Save writes st atomically: a temp file in the same directory, fsync,
+// rename over the old file, fsync of the directory. rename(2) is atomic on
+// POSIX file systems, so readers never see a torn file.
+func (s *Store) Save(st *State) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return WriteFileAtomic(s.Path, append(data, '\n'), 0o600)
+}
+
+// WriteFileAtomic replaces path with data so that readers see the old or the
+// new content, never a mix, and the change survives a crash once it returns.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create directory for %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write %s: open dir for fsync: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync dir: %w", path, err)
+	}
+	return nil
+}
+
+// Lock is a held exclusive lock on a state file.
+type Lock struct {
+	store *Store
+	f     *os.File
+}
+
+// Lock takes the exclusive lock, waiting up to timeout (0: fail at once with
+// a *LockedError naming the holder). The holder's pid and command are written
+// into the lock file for that message. The lock is an flock(2), so it is
+// released by the kernel if bgd dies.
+func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration) (*Lock, error) {
+	if err := os.MkdirAll(filepath.Dir(s.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	lockPath := s.Path + ".lock"
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", lockPath, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			holder := readHolder(lockPath)
+			f.Close()
+			holder.Path = s.Path
+			return nil, holder
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := f.Truncate(0); err == nil {
+		fmt.Fprintf(f, "%d %s\n", os.Getpid(), command)
+		f.Sync()
+	}
+	return &Lock{store: s, f: f}, nil
+}
+
+func readHolder(lockPath string) *LockedError {
+	data, _ := os.ReadFile(lockPath)
+	pidStr, cmd, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
+	pid, _ := strconv.Atoi(pidStr)
+	return &LockedError{PID: pid, Command: cmd}
+}
+
+// Unlock releases the lock. Safe to call more than once.
+func (l *Lock) Unlock() {
+	if l == nil || l.f == nil {
+		return
+	}
+	l.f.Truncate(0)
+	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	l.f.Close()
+	l.f = nil
+}
+
+// Update is a locked read-modify-write: fn changes the state, which is saved
+// if fn returns nil.
+func (s *Store) Update(ctx context.Context, command string, timeout time.Duration, fn func(*State) error) error {
+	l, err := s.Lock(ctx, command, timeout)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	st, err := s.Load()
+	if err != nil {
+		return err
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	return s.Save(st)
+}
