@@ -1,0 +1,120 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bgdBin is the bgd binary built from this tree by TestMain.
+var bgdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bgd-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	bgdBin = filepath.Join(dir, "bgd")
+	build := exec.Command("go", "build", "-o", bgdBin, "../cmd/bgd")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building bgd:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireBinary returns the path of a system program the test needs. On a
+// developer machine without it the test skips loudly; in CI (CI set) it fails.
+func requireBinary(t testing.TB, name string) string {
+	t.Helper()
+	for _, dir := range []string{"", "/usr/sbin/", "/usr/local/sbin/"} {
+		if p, err := exec.LookPath(dir + name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, and CI must not skip: install it (see .ci/run)", name)
+	}
+	t.Skipf("SKIP (loud): %s is not installed; this integration test did not run", name)
+	return ""
+}
+
+// freePort returns a loopback TCP port that was free a moment ago, never
+// one of the seed's 5004-5006.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if p < 5004 || p > 5006 {
+			return p
+		}
+	}
+}
+
+// startDemoApp runs `bgd demo-app` as a real process until the test ends.
+func startDemoApp(t testing.TB, port int, color, release string, extra ...string) *exec.Cmd {
+	t.Helper()
+	args := append([]string{"demo-app", "--port", strconv.Itoa(port), "--color", color, "--release", release}, extra...)
+	cmd := exec.Command(bgdBin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	waitListening(t, port, 5*time.Second)
+	return cmd
+}
+
+// waitListening waits until something accepts TCP connections on the port.
+func waitListening(t testing.TB, port int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on port %d after %s: %v", port, within, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// bgd runs the bgd binary with args in dir, with env added to the test's
+// environment, and returns stdout, stderr and the exit code.
+func bgd(t testing.TB, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bgdBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run bgd %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
