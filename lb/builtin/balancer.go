@@ -1,0 +1,148 @@
+package builtin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/slots"
+)
+
+// Balancer is the CLI's view of a running `bgd proxy`. The routing itself is
+// the state file, written by the orchestrator before Flip; Flip confirms
+// that the proxy serves it.
+type Balancer struct {
+	// Listen is the proxy's address, e.g. "127.0.0.1:5004".
+	Listen string
+	// Spawn starts a detached `bgd proxy` and returns its pid; nil: never
+	// start one (systemd runs it).
+	Spawn func() (int, error)
+	// ConfirmTimeout bounds the wait for the proxy to serve a new
+	// generation. Default 3s.
+	ConfirmTimeout time.Duration
+	// Client asks the proxy. Default: a client with a 1 s timeout.
+	Client *http.Client
+}
+
+var _ lb.Balancer = (*Balancer)(nil)
+
+var adminClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
+
+// FollowsState tells the orchestrator to write the new routing to the state
+// file before calling Flip.
+func (b *Balancer) FollowsState() bool { return true }
+
+// Route asks the proxy what it serves.
+func (b *Balancer) Route(ctx context.Context) (*RouteInfo, error) {
+	client := b.Client
+	if client == nil {
+		client = adminClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.Listen+RoutePath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: builtin proxy on %s: %v", lb.ErrUnreachable, b.Listen, err)
+	}
+	defer resp.Body.Close()
+	var ri RouteInfo
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ri) != nil || ri.Active == "" {
+		return nil, fmt.Errorf("%w: %s answers, but %w (status %d)%s", lb.ErrUnreachable, b.Listen, errNotProxy, resp.StatusCode, b.holder())
+	}
+	return &ri, nil
+}
+
+func (b *Balancer) holder() string {
+	_, port, _ := splitPort(b.Listen)
+	if o, ok := slots.ListenerOf(port); ok && o.PID > 0 {
+		return fmt.Sprintf(": the port is held by pid %d (%s)", o.PID, o.Command)
+	}
+	return ""
+}
+
+// Ensure returns the pid of a newly started proxy, or 0 when one already
+// answers. With Spawn nil and no proxy running it fails.
+func (b *Balancer) Ensure(ctx context.Context) (int, error) {
+	_, err := b.Route(ctx)
+	if err == nil {
+		return 0, nil
+	}
+	if errors.Is(err, errNotProxy) || b.Spawn == nil {
+		return 0, err
+	}
+	pid, err := b.Spawn()
+	if err != nil {
+		return 0, fmt.Errorf("start builtin proxy on %s: %w", b.Listen, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := b.Route(ctx); err == nil {
+			return pid, nil
+		}
+		if !slots.Alive(pid) {
+			return 0, fmt.Errorf("%w: the builtin proxy (pid %d) exited at start: see its log", lb.ErrUnreachable, pid)
+		}
+		if time.Now().After(deadline) {
+			return pid, fmt.Errorf("%w: the builtin proxy (pid %d) does not answer on %s after 5s", lb.ErrUnreachable, pid, b.Listen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Flip waits until the proxy serves r.Generation with r.Active's colour. The
+// state file already says so; the proxy picks it up through fsnotify.
+func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+	timeout := b.ConfirmTimeout
+	if timeout <= 0 {
+		timeout = 3 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		ri, err := b.Route(ctx)
+		if err != nil {
+			return err
+		}
+		if ri.Generation >= r.Generation && ri.Active == r.Active.Color {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: builtin proxy on %s still serves %s (generation %d) after %s, want %s (generation %d)",
+				lb.ErrNotConfirmed, b.Listen, ri.Active, ri.Generation, timeout, r.Active.Color, r.Generation)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 20*time.Millisecond)
+	}
+}
+
+// Active asks the proxy which colour it serves.
+func (b *Balancer) Active(ctx context.Context) (string, error) {
+	ri, err := b.Route(ctx)
+	if err != nil {
+		return "", err
+	}
+	return ri.Active, nil
+}
+
+// Render describes what the proxy serves after a flip to r.
+func (b *Balancer) Render(r lb.Route) ([]byte, error) {
+	return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n",
+		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation)), nil
+}
+
+func splitPort(addr string) (string, int, error) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			var p int
+			_, err := fmt.Sscanf(addr[i+1:], "%d", &p)
+			return addr[:i], p, err
+		}
+	}
+	return addr, 0, fmt.Errorf("no port in %q", addr)
+}

@@ -1,0 +1,63 @@
+package builtin
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the proxy's Prometheus series, on a registry of its own.
+type metrics struct {
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	active     *prometheus.GaugeVec
+	generation prometheus.Gauge
+	flips      prometheus.Counter
+	handler    http.Handler
+}
+
+func newMetrics(service string) *metrics {
+	labels := prometheus.Labels{"service": service}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bgd_proxy_requests_total", Help: "Requests proxied, by slot and status code.", ConstLabels: labels,
+		}, []string{"slot", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "bgd_proxy_request_duration_seconds", Help: "Time to proxy a request, by slot.", ConstLabels: labels,
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"slot"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgd_proxy_active_slot", Help: "1 for the slot receiving traffic, 0 for the other.", ConstLabels: labels,
+		}, []string{"slot"}),
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bgd_proxy_generation", Help: "State generation (flip count) the proxy serves.", ConstLabels: labels,
+		}),
+		flips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bgd_proxy_flips_total", Help: "Changes of the active slot seen by this proxy.", ConstLabels: labels,
+		}),
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.requests, m.latency, m.active, m.generation, m.flips,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return m
+}
+
+func (m *metrics) setActive(color string, generation uint64) {
+	for _, c := range []string{"blue", "green"} {
+		v := 0.0
+		if c == color {
+			v = 1
+		}
+		m.active.WithLabelValues(c).Set(v)
+	}
+	m.generation.Set(float64(generation))
+}
+
+func (m *metrics) observe(slot string, code int, d time.Duration) {
+	m.requests.WithLabelValues(slot, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(slot).Observe(d.Seconds())
+}

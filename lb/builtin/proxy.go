@@ -1,0 +1,284 @@
+package builtin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/bgd-dev/bgd/state"
+)
+
+// RoutePath is the admin endpoint that names what the proxy serves.
+const RoutePath = "/_bgd/route"
+
+// RouteInfo is the answer of RoutePath.
+type RouteInfo struct {
+	Service    string `json:"service"`
+	Active     string `json:"active"`
+	Port       int    `json:"port"`
+	Generation uint64 `json:"generation"`
+	PID        int    `json:"pid"`
+}
+
+// Proxy serves one service on Listen.
+type Proxy struct {
+	// Service names the service in metrics and pages.
+	Service string
+	// Listen is the address to serve on, e.g. "127.0.0.1:5004".
+	Listen string
+	// StatePath is the state file to follow.
+	StatePath string
+	// BluePort and GreenPort are used while the state file does not exist.
+	BluePort, GreenPort int
+	// UpstreamHost is where slots listen. Default "127.0.0.1".
+	UpstreamHost string
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// Resync re-reads the state file this often even without an fsnotify
+	// event (a safety net). Default 2s.
+	Resync time.Duration
+
+	route   atomic.Pointer[upstream]
+	mu      sync.Mutex // guards transports and snapshot
+	trans   map[string]*http.Transport
+	snap    *state.State
+	metrics *metrics
+}
+
+// upstream is one generation of routing; requests hold on to the one they
+// started with.
+type upstream struct {
+	color      string
+	port       int
+	pid        int
+	generation uint64
+	proxy      *httputil.ReverseProxy
+}
+
+// Run serves until ctx ends, then shuts down gracefully (in-flight requests
+// finish, bounded by 10 s). It returns when the listener cannot be opened.
+func (p *Proxy) Run(ctx context.Context) error {
+	if p.Logger == nil {
+		p.Logger = slog.Default()
+	}
+	if p.UpstreamHost == "" {
+		p.UpstreamHost = "127.0.0.1"
+	}
+	if p.Resync <= 0 {
+		p.Resync = 2 * time.Second
+	}
+	p.trans = map[string]*http.Transport{}
+	p.metrics = newMetrics(p.Service)
+	if err := p.reload(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", p.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen on %s: %w", p.Listen, err)
+	}
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("proxy: watch state: %w", err)
+	}
+	defer watcher.Close()
+	dir := filepath.Dir(p.StatePath)
+	if err := watcher.Add(dir); err != nil {
+		ln.Close()
+		return fmt.Errorf("proxy: watch %s: %w", dir, err)
+	}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
+	go p.follow(ctx, watcher)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
+
+// follow reloads the state on every change of the state file.
+func (p *Proxy) follow(ctx context.Context, w *fsnotify.Watcher) {
+	name := filepath.Clean(p.StatePath)
+	tick := time.NewTicker(p.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Clean(ev.Name) == name && ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) != 0 {
+				p.reloadLogged()
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			p.Logger.Warn("proxy watch error", "err", err)
+		case <-tick.C:
+			p.reloadLogged()
+		}
+	}
+}
+
+func (p *Proxy) reloadLogged() {
+	if err := p.reload(); err != nil {
+		p.Logger.Error("proxy keeps its routing: state unreadable", "state", p.StatePath, "err", err)
+	}
+}
+
+// reload reads the state file and swaps the upstream if it changed.
+func (p *Proxy) reload() error {
+	st, err := (&state.Store{Path: p.StatePath, BluePort: p.BluePort, GreenPort: p.GreenPort}).Load()
+	if err != nil {
+		return err
+	}
+	slot := st.Slot(st.ActiveVersion)
+	next := upstream{color: st.ActiveVersion, port: *slot.Port, pid: *slot.PID, generation: st.Generation}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.snap = st
+	cur := p.route.Load()
+	if cur != nil && cur.color == next.color && cur.port == next.port && cur.pid == next.pid && cur.generation == next.generation {
+		return nil
+	}
+	next.proxy = p.reverseProxy(next)
+	p.route.Store(&next)
+	p.metrics.setActive(next.color, next.generation)
+	if cur != nil && cur.color != next.color {
+		p.metrics.flips.Inc()
+	}
+	p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation)
+	return nil
+}
+
+// reverseProxy builds the proxy of one upstream. Transports are kept per
+// (port, pid): when a slot is restarted, its idle connections to the old
+// process are closed rather than reused.
+func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
+	key := strconv.Itoa(u.port) + "/" + strconv.Itoa(u.pid)
+	for k, t := range p.trans {
+		if port, _, _ := strings.Cut(k, "/"); port == strconv.Itoa(u.port) && k != key {
+			t.CloseIdleConnections()
+			delete(p.trans, k)
+		}
+	}
+	t, ok := p.trans[key]
+	if !ok {
+		t = &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        512,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		}
+		p.trans[key] = t
+	}
+	target := net.JoinHostPort(p.UpstreamHost, strconv.Itoa(u.port))
+	return &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme = "http"
+			r.Out.URL.Host = target
+			r.SetXForwarded()
+			r.Out.Host = r.In.Host
+		},
+		Transport:  t,
+		BufferPool: bufferPool{},
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Set("X-Bgd-Slot", u.color)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.Logger.Warn("proxy upstream error", "service", p.Service, "slot", u.color, "port", u.port, "err", err)
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+}
+
+// ServeHTTP answers the loopback-only admin paths itself and proxies
+// everything else to the active slot.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/metrics", "/monitoring", RoutePath:
+		if !isLoopback(r.RemoteAddr) {
+			http.Error(w, "forbidden: only loopback clients may read "+r.URL.Path, http.StatusForbidden)
+			return
+		}
+		switch r.URL.Path {
+		case "/metrics":
+			p.metrics.handler.ServeHTTP(w, r)
+		case "/monitoring":
+			p.serveMonitoring(w)
+		default:
+			u := p.route.Load()
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation, PID: u.pid})
+		}
+		return
+	}
+	u := p.route.Load()
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	u.proxy.ServeHTTP(rec, r)
+	p.metrics.observe(u.color, rec.code, time.Since(start))
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the real writer (flushes).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// bufferPool recycles the 32 KiB copy buffers of the reverse proxy.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// errNotProxy: something answers on the proxy's address, but not a bgd proxy.
+var errNotProxy = errors.New("not a bgd proxy")

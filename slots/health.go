@@ -1,0 +1,132 @@
+package slots
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// ErrNotHealthy: the slot did not answer its health check as expected.
+var ErrNotHealthy = errors.New("not healthy")
+
+// ErrExited: the slot's process ended while bgd waited for it.
+var ErrExited = errors.New("slot process exited")
+
+// Checker probes slots over HTTP.
+type Checker struct {
+	// Path is the health endpoint, e.g. "/health".
+	Path string
+	// Expect is the status a healthy slot answers; 0: any 2xx.
+	Expect int
+	// RequestTimeout bounds one probe. Default 2s.
+	RequestTimeout time.Duration
+	// Client sends the probes. Default: one without keep-alive, so a probe
+	// always tests that the slot accepts new connections.
+	Client *http.Client
+}
+
+var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+
+// Probe sends one GET to http://host:port<Path> and returns nil when healthy.
+func (c *Checker) Probe(ctx context.Context, host string, port int) error {
+	timeout := c.RequestTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	url := fmt.Sprintf("http://%s:%d%s", host, port, c.Path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	client := c.Client
+	if client == nil {
+		client = probeClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotHealthy, err)
+	}
+	// Drain a bounded amount so a huge body cannot stall the sweep.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+	if c.Expect != 0 {
+		ok = resp.StatusCode == c.Expect
+	}
+	if !ok {
+		return fmt.Errorf("%w: GET %s answered %d", ErrNotHealthy, url, resp.StatusCode)
+	}
+	return nil
+}
+
+// Wait says how to wait for a starting slot.
+type Wait struct {
+	// Timeout is the whole wait. Required.
+	Timeout time.Duration
+	// Interval between probes after the fast phase. Default 1s.
+	Interval time.Duration
+	// FastInterval and FastFor: probes this far apart during the first
+	// FastFor of the wait, so a slot that is ready quickly is seen at once.
+	// Defaults 20ms and 3s.
+	FastInterval, FastFor time.Duration
+	// Exited, when closed, ends the wait at once (the process died).
+	Exited <-chan struct{}
+	// OnProbe, if set, is called after each failed probe with the elapsed time.
+	OnProbe func(elapsed time.Duration, err error)
+}
+
+// WaitHealthy probes until the slot is healthy, the process exits, the
+// timeout passes or ctx ends.
+func (c *Checker) WaitHealthy(ctx context.Context, host string, port int, w Wait) error {
+	if w.Interval <= 0 {
+		w.Interval = time.Second
+	}
+	if w.FastInterval <= 0 {
+		w.FastInterval = 20 * time.Millisecond
+	}
+	if w.FastFor <= 0 {
+		w.FastFor = 3 * time.Second
+	}
+	start := time.Now()
+	deadline := start.Add(w.Timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var last error
+	for {
+		select {
+		case <-w.Exited:
+			return ErrExited
+		default:
+		}
+		last = c.Probe(ctx, host, port)
+		if last == nil {
+			return nil
+		}
+		elapsed := time.Since(start)
+		if w.OnProbe != nil {
+			w.OnProbe(elapsed, last)
+		}
+		next := w.Interval
+		if elapsed < w.FastFor {
+			next = w.FastInterval
+		}
+		timer := time.NewTimer(next)
+		select {
+		case <-w.Exited:
+			timer.Stop()
+			return ErrExited
+		case <-ctx.Done():
+			timer.Stop()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && time.Now().After(deadline.Add(-time.Millisecond)) {
+				return fmt.Errorf("not healthy after %s: %w", w.Timeout, last)
+			}
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
