@@ -61,6 +61,9 @@ func Load(src Source) (*Config, error) {
 	default:
 		return nil, invalidf("cannot read config file: %v", err)
 	}
+	for name, svc := range cfg.Services {
+		svc.Name = name
+	}
 	if err := cfg.applyEnv(getenv); err != nil {
 		return nil, err
 	}

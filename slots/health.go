@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"time"
 )
 
@@ -49,7 +50,11 @@ func (c *Checker) Probe(ctx context.Context, host string, port int) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNotHealthy, err)
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return &ProbeError{URL: url, Err: err}
 	}
 	// Drain a bounded amount so a huge body cannot stall the sweep.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -59,10 +64,27 @@ func (c *Checker) Probe(ctx context.Context, host string, port int) error {
 		ok = resp.StatusCode == c.Expect
 	}
 	if !ok {
-		return fmt.Errorf("%w: GET %s answered %d", ErrNotHealthy, url, resp.StatusCode)
+		return &ProbeError{URL: url, Status: resp.StatusCode}
 	}
 	return nil
 }
+
+// ProbeError is a failed probe; it matches ErrNotHealthy.
+type ProbeError struct {
+	URL    string
+	Status int   // the status answered, or 0
+	Err    error // the transport error, or nil
+}
+
+func (e *ProbeError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("GET %s: %v", e.URL, e.Err)
+	}
+	return fmt.Sprintf("GET %s answered %d", e.URL, e.Status)
+}
+
+func (e *ProbeError) Is(target error) bool { return target == ErrNotHealthy }
+func (e *ProbeError) Unwrap() error        { return e.Err }
 
 // Wait says how to wait for a starting slot.
 type Wait struct {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // PortOwner is the process listening on a TCP port.
@@ -104,3 +105,6 @@ func InGroup(pid, leader int) bool {
 	f := strings.Fields(s[i+1:])
 	return len(f) >= 3 && f[2] == strconv.Itoa(leader)
 }
+
+// ProcessGroup returns the process group id of pid.
+func ProcessGroup(pid int) (int, error) { return syscall.Getpgid(pid) }

@@ -2,23 +2,268 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/orchestrator"
+	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
 
+// Exit codes, the contract with scripts and Ansible.
+const (
+	exitOK     = 0 // done
+	exitFailed = 1 // the operation failed: unhealthy, deploy failed, rollback impossible
+	exitUsage  = 2 // bad usage or bad config
+	exitLocked = 3 // another bgd operation holds the lock
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitCode maps an error to the exit code contract.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, state.ErrLocked):
+		return exitLocked
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage):
+		return exitUsage
+	default:
+		return exitFailed
+	}
+}
+
+var errUsage = errors.New("bad usage")
+
+// usageError reads as its message and matches errUsage.
+type usageError struct{ msg string }
+
+func (u usageError) Error() string        { return u.msg }
+func (u usageError) Is(target error) bool { return target == errUsage }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// env is what a run sees of the process it runs in; tests replace it.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	out            *printer // made by newPrinter on first use
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	actionRan := false
+	cmds := commands(e)
+	for _, cmd := range cmds {
+		action := cmd.Action
+		cmd.Action = func(c *cli.Context) error { actionRan = true; return action(c) }
+	}
 	app := &cli.App{
-		Name:      "bgd",
-		Usage:     "blue-green deployments from the load-balancer host",
-		Writer:    stdout,
-		ErrWriter: stderr,
-		Commands:  []*cli.Command{demoAppCommand},
+		Name:                 "bgd",
+		Usage:                "blue-green deployments from the load-balancer host",
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		EnableBashCompletion: false,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
+			&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
+			&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
+			&cli.StringFlag{Name: "state-file", Usage: "state file of a single service (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
+			&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (default: fail at once)"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
+		},
+		Commands: cmds,
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(stderr, "bgd: unknown command %q: see `bgd --help`\n", name)
+		},
+		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
+			return usagef("%v", err)
+		},
+		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	if err := app.RunContext(ctx, args); err != nil {
-		fmt.Fprintln(stderr, "bgd:", err)
-		return 1
+	err := app.RunContext(ctx, flagsFirst(args, app))
+	if err == nil {
+		if !actionRan && !helpOrVersion(args) {
+			return exitUsage
+		}
+		return exitOK
 	}
-	return 0
+	code := exitCode(err)
+	if !actionRan {
+		code = exitUsage
+	}
+	var ce cli.ExitCoder
+	if errors.As(err, &ce) && !errors.Is(err, errUsage) && code == exitFailed {
+		code = exitUsage // urfave's own errors (missing flags, bad values)
+	}
+	if jsonWanted(args) {
+		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": err.Error(), "exit_code": code})
+	}
+	fmt.Fprintf(stderr, "bgd: %v\n", err)
+	return code
+}
+
+// flagsFirst moves a command's flags before its arguments, so that
+// `switch green --force` works as DESIGN.md writes it (urfave/cli/v2 stops
+// reading flags at the first argument). "--" ends the reordering.
+func flagsFirst(args []string, app *cli.App) []string {
+	i := 1
+	for i < len(args) && strings.HasPrefix(args[i], "-") {
+		if takesValue(app.Flags, args[i]) {
+			i++
+		}
+		i++
+	}
+	if i >= len(args) {
+		return args
+	}
+	cmd := app.Command(args[i])
+	if cmd == nil {
+		return args
+	}
+	out := append([]string{}, args[:i+1]...)
+	var positional []string
+	rest := args[i+1:]
+	for j := 0; j < len(rest); j++ {
+		a := rest[j]
+		switch {
+		case a == "--":
+			positional = append(positional, rest[j:]...)
+			j = len(rest)
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			out = append(out, a)
+			if takesValue(cmd.Flags, a) && j+1 < len(rest) {
+				j++
+				out = append(out, rest[j])
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	return append(out, positional...)
+}
+
+// takesValue reports whether arg is a flag (without "=value") that reads the
+// next argument as its value.
+func takesValue(flags []cli.Flag, arg string) bool {
+	if strings.Contains(arg, "=") {
+		return false
+	}
+	name := strings.TrimLeft(arg, "-")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				_, isBool := f.(*cli.BoolFlag)
+				return !isBool
+			}
+		}
+	}
+	return false
+}
+
+// helpOrVersion reports whether the arguments only ask for help or the version.
+func helpOrVersion(args []string) bool {
+	for _, a := range args[1:] {
+		switch a {
+		case "-h", "--help", "help", "--version":
+			return true
+		}
+	}
+	return false
+}
+
+func jsonWanted(args []string) bool {
+	for _, a := range args {
+		if a == "--json" || a == "-json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
+}
+
+// selfPath is how to run this binary again (for slots of the embedded
+// default and for a detached proxy). The path is not resolved through
+// symlinks, so bin/blue_green_deploy and test harness links keep working.
+func selfPath() string {
+	arg0 := os.Args[0]
+	if !strings.Contains(arg0, "/") {
+		if p, err := exec.LookPath(arg0); err == nil {
+			arg0 = p
+		}
+	}
+	if abs, err := filepath.Abs(arg0); err == nil {
+		if _, err := os.Stat(abs); err == nil {
+			return abs
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		return exe
+	}
+	return arg0
+}
+
+// loadConfig reads the configuration the global flags point at.
+func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
+	cfg, err := config.Load(config.Source{Path: c.String("config"), Getenv: e.getenv, Self: selfPath()})
+	if err != nil {
+		return nil, err
+	}
+	if sf := c.String("state-file"); sf != "" {
+		cfg.StateFile = sf
+	}
+	return cfg, nil
+}
+
+func (e *env) logger(c *cli.Context) *slog.Logger {
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// orchestrator builds the orchestrator of the selected service.
+func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (*orchestrator.Orchestrator, error) {
+	if service == "" {
+		service = c.String("service")
+	}
+	svc, err := cfg.Service(service)
+	if err != nil {
+		return nil, err
+	}
+	out := newPrinter(e, c)
+	return orchestrator.New(cfg, svc.Name, orchestrator.Options{
+		LockTimeout: c.Duration("lock-timeout"),
+		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
+		Logger:      e.logger(c),
+		Progress:    out.progress,
+		SpawnProxy:  func() (int, error) { return spawnProxy(cfg, svc) },
+	})
+}
+
+// spawnProxy starts `bgd proxy` for the service, detached, logging to
+// <state dir>/logs/<service>-proxy.log.
+func spawnProxy(cfg *config.Config, svc *config.Service) (int, error) {
+	statePath, err := filepath.Abs(cfg.StatePath(svc.Name))
+	if err != nil {
+		return 0, err
+	}
+	argv := []string{selfPath()}
+	if cfg.Path != "" {
+		p, _ := filepath.Abs(cfg.Path)
+		argv = append(argv, "--config", p)
+	}
+	argv = append(argv, "--service", svc.Name, "--state-file", statePath, "proxy")
+	return startDetached(argv, filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"))
 }

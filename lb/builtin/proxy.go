@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/bgd-dev/bgd/state"
+	"github.com/fsnotify/fsnotify"
 )
 
 // RoutePath is the admin endpoint that names what the proxy serves.

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/bgd-dev/bgd/orchestrator"
+	"github.com/bgd-dev/bgd/state"
+	"github.com/urfave/cli/v2"
+)
+
+// printer writes a command's outcome: JSON with --json, else the seed's
+// human shape, with emoji and colour only on a terminal without NO_COLOR.
+type printer struct {
+	w, errw  io.Writer
+	json     bool
+	fancy    bool // stdout is a terminal and NO_COLOR is unset
+	progress func(orchestrator.Phase)
+	live     bool // a progress line is open on stderr
+}
+
+// newPrinter returns the run's printer, made on first use.
+func newPrinter(e *env, c *cli.Context) *printer {
+	if e.out != nil {
+		return e.out
+	}
+	p := &printer{w: e.stdout, errw: e.stderr, json: c.Bool("json")}
+	noColor := e.getenv("NO_COLOR") != ""
+	p.fancy = isTerminal(e.stdout) && !noColor && !p.json
+	if isTerminal(e.stderr) && !noColor && !p.json {
+		p.progress = p.showPhase
+	}
+	e.out = p
+	return p
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// showPhase draws a deploy's phases on one live stderr line.
+func (p *printer) showPhase(ph orchestrator.Phase) {
+	var line string
+	switch ph.Step {
+	case "starting":
+		line = fmt.Sprintf("🚀 starting %s: %s", ph.Color, ph.Detail)
+	case "waiting":
+		line = fmt.Sprintf("⏳ waiting for %s to be healthy (%.1fs)", ph.Color, ph.Elapsed.Seconds())
+	case "healthy":
+		line = fmt.Sprintf("💚 %s is healthy (%.1fs)", ph.Color, ph.Elapsed.Seconds())
+	case "switching":
+		line = fmt.Sprintf("🔀 switching traffic to %s", ph.Color)
+	case "done":
+		line = fmt.Sprintf("✅ done in %.2fs", ph.Elapsed.Seconds())
+	case "failed":
+		line = fmt.Sprintf("❌ failed after %.2fs", ph.Elapsed.Seconds())
+	}
+	fmt.Fprintf(p.errw, "\r\033[K%s", line)
+	p.live = true
+	if ph.Step != "waiting" {
+		fmt.Fprintln(p.errw)
+		p.live = false
+	}
+}
+
+func (p *printer) endProgress() {
+	if p.live {
+		fmt.Fprintln(p.errw)
+		p.live = false
+	}
+}
+
+// emit writes v as JSON, or text for people.
+func (p *printer) emit(v any, text string) error {
+	if p.json {
+		enc := json.NewEncoder(p.w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	_, err := io.WriteString(p.w, text)
+	return err
+}
+
+func (p *printer) mark(ok bool) string {
+	switch {
+	case p.fancy && ok:
+		return "✅"
+	case p.fancy:
+		return "❌"
+	case ok:
+		return "yes"
+	default:
+		return "no"
+	}
+}
+
+func (p *printer) icon(s string) string {
+	if p.fancy {
+		return s + " "
+	}
+	return ""
+}
+
+func (p *printer) result(r *orchestrator.Result) error {
+	return p.emit(r, p.icon("✅")+r.Message+"\n")
+}
+
+func (p *printer) status(s *orchestrator.Status) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%sActive Version: %s (port %d)\n", p.icon("🎯"), strings.ToUpper(s.ActiveVersion), s.ActivePort)
+	if s.LBError != "" {
+		fmt.Fprintf(&b, "%sLoad balancer (%s): not answering: %s\n", p.icon("⚠️"), s.Driver, s.LBError)
+	} else if s.LBActive != s.ActiveVersion {
+		fmt.Fprintf(&b, "%sLoad balancer (%s) routes to %s, but the state says %s: run `bgd reconcile`\n",
+			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive), strings.ToUpper(s.ActiveVersion))
+	}
+	for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
+		status := "stopped"
+		if sl.Running {
+			status = fmt.Sprintf("running (pid %d)", sl.PID)
+		}
+		fmt.Fprintf(&b, "\n%s%s Instance:\n", p.icon("📊"), strings.ToUpper(sl.Color[:1])+sl.Color[1:])
+		fmt.Fprintf(&b, "   Port: %d\n   Status: %s\n   Healthy: %s\n", sl.Port, status, p.mark(sl.Healthy))
+		if sl.Release != "" {
+			fmt.Fprintf(&b, "   Release: %s\n", sl.Release)
+		}
+	}
+	if op := s.InProgress; op != nil {
+		fmt.Fprintf(&b, "\n%sIn progress: %s (pid %d) since %s\n", p.icon("⏳"), op.Command, op.PID, op.Started.Format(time.RFC3339))
+	}
+	if len(s.History) > 0 {
+		fmt.Fprintf(&b, "\n%sRecent history:\n", p.icon("📜"))
+		p.historyLines(&b, s.History, 5)
+	}
+	return p.emit(s, b.String())
+}
+
+func (p *printer) historyLines(b *strings.Builder, h []state.Event, last int) {
+	if last > 0 && len(h) > last {
+		h = h[len(h)-last:]
+	}
+	for _, e := range h {
+		fmt.Fprintf(b, "   %s  %-8s %-5s -> %-5s %s", e.Timestamp.Format(time.RFC3339), e.Action, e.From, e.To, e.Status)
+		if e.Release != "" {
+			fmt.Fprintf(b, "  release=%s", e.Release)
+		}
+		if e.Reason != "" {
+			reason, _, _ := strings.Cut(e.Reason, "\n")
+			fmt.Fprintf(b, "  (%s)", reason)
+		}
+		b.WriteString("\n")
+	}
+}
+
+func (p *printer) history(h []state.Event) error {
+	var b strings.Builder
+	if len(h) == 0 {
+		b.WriteString("no deployments recorded yet\n")
+	}
+	p.historyLines(&b, h, 0)
+	return p.emit(map[string]any{"deployment_history": h}, b.String())
+}
+
+func (p *printer) sweeps(sw []*orchestrator.Sweep) error {
+	var b strings.Builder
+	for _, s := range sw {
+		if s == nil {
+			continue
+		}
+		if len(sw) > 1 {
+			fmt.Fprintf(&b, "%s:\n", s.Service)
+		}
+		for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
+			active := ""
+			if sl.Active {
+				active = " (active)"
+			}
+			fmt.Fprintf(&b, "%s%s%s: port %d healthy %s", p.icon(map[bool]string{true: "💚", false: "💔"}[sl.Healthy]),
+				sl.Color, active, sl.Port, p.mark(sl.Healthy))
+			if sl.HealthError != "" {
+				fmt.Fprintf(&b, " (%s)", sl.HealthError)
+			}
+			b.WriteString("\n")
+		}
+		if s.FailedOver != "" {
+			fmt.Fprintf(&b, "failed over to %s\n", s.FailedOver)
+		}
+		if s.Message != "" {
+			fmt.Fprintf(&b, "%s\n", s.Message)
+		}
+	}
+	if p.json && len(sw) == 1 {
+		return p.emit(sw[0], "")
+	}
+	return p.emit(map[string]any{"services": sw}, b.String())
+}
+
+func (p *printer) reconciliation(r *orchestrator.Reconciliation) error {
+	var b strings.Builder
+	if len(r.Fixes) == 0 {
+		fmt.Fprintf(&b, "state of %s agrees with reality; active: %s\n", r.Service, r.Active)
+	}
+	for _, f := range r.Fixes {
+		fmt.Fprintf(&b, "fixed: %s\n", f)
+	}
+	return p.emit(r, b.String())
+}

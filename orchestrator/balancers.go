@@ -1,0 +1,18 @@
+package orchestrator
+
+import (
+	"fmt"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/builtin"
+)
+
+// newBalancer builds the service's load balancer driver.
+func newBalancer(svc *config.Service, opts Options) (lb.Balancer, error) {
+	switch svc.LB.Driver {
+	case "builtin":
+		return &builtin.Balancer{Listen: svc.LB.Builtin.Listen, Spawn: opts.SpawnProxy}, nil
+	}
+	return nil, fmt.Errorf("%w: lb.driver %q is not available", config.ErrInvalid, svc.LB.Driver)
+}

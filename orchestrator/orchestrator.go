@@ -1,0 +1,196 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/slots"
+	"github.com/bgd-dev/bgd/state"
+)
+
+// Errors a caller can test with errors.Is. The CLI maps them to exit codes.
+var (
+	// ErrNotHealthy: a slot did not answer its health check.
+	ErrNotHealthy = errors.New("not healthy")
+	// ErrFailed: an operation failed (deploy, start, rollback impossible).
+	ErrFailed = errors.New("operation failed")
+	// ErrUsage: the request makes no sense as asked (e.g. stop the active slot).
+	ErrUsage = errors.New("bad usage")
+)
+
+// Options tune an Orchestrator. Zero values are the defaults.
+type Options struct {
+	// LockTimeout is how long to wait for another operation's lock. Default
+	// 0: fail at once with state.ErrLocked naming the holder.
+	LockTimeout time.Duration
+	// Command names this operation in the lock file and history, e.g.
+	// "deploy". Default: the workflow's name.
+	Command string
+	// Logger receives structured logs. Default: discard.
+	Logger *slog.Logger
+	// Progress is told each phase of a workflow as it happens. Default nil.
+	Progress func(Phase)
+	// SpawnProxy starts a detached builtin proxy for the service and returns
+	// its pid. Default nil: bgd never starts one (systemd runs `bgd proxy`).
+	SpawnProxy func() (int, error)
+	// Balancer replaces the driver chosen by the config (tests). Default nil.
+	Balancer lb.Balancer
+}
+
+// Phase is one step of a workflow, for progress display.
+type Phase struct {
+	Step    string // "starting", "waiting", "healthy", "switching", "done", "failed"
+	Color   string
+	Elapsed time.Duration // since the workflow began
+	Detail  string
+}
+
+// Orchestrator runs the workflows of one service.
+type Orchestrator struct {
+	cfg     *config.Config
+	svc     *config.Service
+	store   *state.Store
+	lb      lb.Balancer
+	checker *slots.Checker
+	opts    Options
+	log     *slog.Logger
+	began   time.Time
+}
+
+// New returns the orchestrator of the named service ("" for the only one).
+func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error) {
+	svc, err := cfg.Service(service)
+	if err != nil {
+		return nil, err
+	}
+	bal := opts.Balancer
+	if bal == nil {
+		if bal, err = newBalancer(svc, opts); err != nil {
+			return nil, err
+		}
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Orchestrator{
+		cfg:   cfg,
+		svc:   svc,
+		store: &state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port},
+		lb:    bal,
+		checker: &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
+			RequestTimeout: svc.Health.RequestTimeout.D()},
+		opts: opts,
+		log:  logger.With("service", svc.Name),
+	}, nil
+}
+
+// Service is the service this orchestrator runs.
+func (o *Orchestrator) Service() *config.Service { return o.svc }
+
+// StatePath is the service's state file.
+func (o *Orchestrator) StatePath() string { return o.store.Path }
+
+// Balancer is the service's load balancer driver.
+func (o *Orchestrator) Balancer() lb.Balancer { return o.lb }
+
+const slotHost = "127.0.0.1"
+
+func (o *Orchestrator) phase(step, color, detail string) {
+	if o.opts.Progress != nil {
+		o.opts.Progress(Phase{Step: step, Color: color, Elapsed: time.Since(o.began), Detail: detail})
+	}
+}
+
+// op is one running mutating workflow: the lock, and the state as loaded.
+type op struct {
+	o    *Orchestrator
+	lock *state.Lock
+	st   *state.State
+}
+
+// begin takes the lock, loads the state, records a previous operation that
+// never finished, and marks this one in progress.
+func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, error) {
+	o.began = time.Now()
+	cmd := o.opts.Command
+	if cmd == "" {
+		cmd = name
+	}
+	lock, err := o.store.Lock(ctx, cmd, o.opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	st, err := o.store.Load()
+	if err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	if p := st.InProgress; p != nil {
+		st.Record(state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
+			Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))})
+		o.log.Warn("previous operation was interrupted", "command", p.Command, "pid", p.PID)
+	}
+	st.InProgress = &state.Operation{Command: cmd, PID: os.Getpid(), Started: state.Now(), From: from, To: to}
+	if err := o.store.Save(st); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	return &op{o: o, lock: lock, st: st}, nil
+}
+
+// save writes the state as it is now (still in progress).
+func (p *op) save() error { return p.o.store.Save(p.st) }
+
+// end clears the in-progress mark, saves and unlocks. The error returned is
+// err, or the save's error when err is nil.
+func (p *op) end(err error) error {
+	p.st.InProgress = nil
+	serr := p.o.store.Save(p.st)
+	p.lock.Unlock()
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// route is the routing that sends traffic to color.
+func (o *Orchestrator) route(st *state.State, color string) lb.Route {
+	other := config.Other(color)
+	return lb.Route{
+		Service:    o.svc.Name,
+		Active:     lb.Upstream{Color: color, Host: slotHost, Port: *st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: *st.Slot(other).Port},
+		HealthPath: o.svc.Health.Path,
+		Generation: st.Generation + 1,
+	}
+}
+
+// kindError reads as its own message and matches kind with errors.Is, so
+// messages need no "operation failed:" prefix to carry their exit code.
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (k kindError) Error() string        { return k.err.Error() }
+func (k kindError) Unwrap() error        { return k.err }
+func (k kindError) Is(target error) bool { return target == k.kind }
+
+// failure marks err as ErrFailed.
+func failure(err error) error { return kindError{ErrFailed, err} }
+
+// failf formats like fmt.Errorf (with %w) and marks the result ErrFailed.
+func failf(format string, args ...any) error { return failure(fmt.Errorf(format, args...)) }
+
+// usagef formats like fmt.Errorf and marks the result ErrUsage.
+func usagef(format string, args ...any) error {
+	return kindError{ErrUsage, fmt.Errorf(format, args...)}
+}
