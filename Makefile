@@ -1,0 +1,38 @@
+# bgd: blue-green deployments from the load-balancer host.
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+SHELL    := bash
+
+.PHONY: build demo test lint fuzz bench clean
+
+## build: bin/bgd and the seed-compatible link bin/blue_green_deploy
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/bgd ./cmd/bgd
+	ln -sf bgd bin/blue_green_deploy
+
+## demo: the main job: start blue, deploy green, request through the proxy, rollback
+demo: build
+	./scripts/demo.sh
+
+## test: every test; integration tests need nginx and haproxy (CI=1 turns a skip into a failure)
+test:
+	./scripts/test.sh
+
+## lint: go vet and staticcheck (pinned, run with go run)
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## bench: zero-downtime and speed figures for builtin, nginx and HAProxy (BENCH_SHORT=1: a quick smoke run)
+bench: build
+	$(GO) run ./integration/bench $(if $(BENCH_SHORT),-short) -bgd bin/bgd -out bench-results
+
+## fuzz: each fuzz target for FUZZTIME (default 10s)
+FUZZTIME ?= 10s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test once, verbosely to a log, and fails when any test skipped
+# while CI is set: in CI an integration test must run or fail, never skip.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$log" | grep -vE '^=== (RUN|PAUSE|CONT|NAME)' 
+status=${PIPESTATUS[0]}
+skips=$(grep -c -- '--- SKIP' "$log")
+passed=$(grep -c -- '--- PASS' "$log")
+failed=$(grep -c -- '--- FAIL' "$log")
+echo "tests: $passed passed, $failed failed, $skips skipped"
+if [ "$skips" -gt 0 ]; then
+	grep -A2 -- '--- SKIP' "$log"
+	if [ -n "${CI:-}" ]; then
+		echo "CI forbids skipped tests: install what they need (see .ci/run)" >&2
+		exit 1
+	fi
+	echo "WARNING: $skips tests skipped; in CI this fails" >&2
+fi
+exit "$status"
