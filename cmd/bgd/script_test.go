@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// TestMain lets testscript run this test binary as the `bgd` command.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"bgd": func() { os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr)) },
+	})
+}
+
+// TestScripts runs the CLI scenarios in testdata/script/*.txtar. Each script
+// gets free ports in BLUE_PORT, GREEN_PORT and BG_PROXY_PORT (never the
+// seed's 5004-5006), and every process it leaves behind is stopped.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(e *testscript.Env) error {
+			for _, name := range []string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "OTHER_PORT"} {
+				e.Setenv(name, strconv.Itoa(freePort(t)))
+			}
+			e.Setenv("NO_COLOR", "1")
+			work := e.WorkDir
+			e.Defer(func() { killRecorded(filepath.Join(work, ".local_context", "bg_state.json")) })
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"waitport": cmdWaitPort,
+		},
+	})
+}
+
+// killRecorded stops the slots and proxy a script's state file names.
+func killRecorded(statePath string) {
+	data, err := os.ReadFile(statePath)
+	if err != nil {
+		return
+	}
+	var st struct {
+		BluePID  int `json:"blue_pid"`
+		GreenPID int `json:"green_pid"`
+		ProxyPID int `json:"proxy_pid"`
+	}
+	if json.Unmarshal(data, &st) != nil {
+		return
+	}
+	for _, pid := range []int{st.BluePID, st.GreenPID, st.ProxyPID} {
+		if pid > 0 {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// cmdWaitPort waits up to 5 s until something listens on the port:
+// `waitport PORT`, or `! waitport PORT` to wait until nothing does.
+func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitport PORT")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+args[0], 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		if (err == nil) != neg {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("port %s: listening=%v after 5s", args[0], err == nil)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if p < 5004 || p > 5006 {
+			return p
+		}
+	}
+}
