@@ -1,0 +1,354 @@
+package nginx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/state"
+	"github.com/bgd-dev/bgd/templates"
+)
+
+// Response headers the default template sets and the driver reads back.
+const (
+	GenerationHeader = "X-Bgd-Generation"
+	SlotHeader       = "X-Bgd-Slot"
+)
+
+// ErrRejected: the test command (nginx -t) refused the rendered file. The
+// previous file was restored and nothing was reloaded.
+var ErrRejected = errors.New("nginx rejected the configuration")
+
+var _ lb.Balancer = (*Balancer)(nil)
+
+// Options tune a Balancer. The zero value gives every default.
+type Options struct {
+	// VerifyTimeout bounds the wait, after a reload, for verify_url to answer
+	// with the new generation. Default 5s.
+	VerifyTimeout time.Duration
+	// VerifyInterval is the pause between two verify probes. Default 10ms.
+	VerifyInterval time.Duration
+	// Settle: nginx starts its new workers and lets the old ones go on
+	// accepting new connections for about 100 ms more, so a flip is only
+	// confirmed by an answer with the new generation at least Settle after
+	// the reload command returned. Default 120ms; negative: confirm on the
+	// first such answer.
+	Settle time.Duration
+	// ProbeTimeout bounds one probe of verify_url. Default 1s.
+	ProbeTimeout time.Duration
+	// CommandTimeout bounds each run of the test and reload commands.
+	// Default 30s.
+	CommandTimeout time.Duration
+	// Run runs a test or reload command (argv, no shell) and returns its
+	// combined output. Default: os/exec.
+	Run func(ctx context.Context, argv []string) ([]byte, error)
+	// Client sends the probes. Default: a client that opens a new connection
+	// for every probe, so that probes reach nginx's newest workers.
+	Client *http.Client
+	// Logger records each flip step. Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.VerifyTimeout <= 0 {
+		o.VerifyTimeout = 5 * time.Second
+	}
+	if o.VerifyInterval <= 0 {
+		o.VerifyInterval = 10 * time.Millisecond
+	}
+	if o.Settle == 0 {
+		o.Settle = 120 * time.Millisecond
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = time.Second
+	}
+	if o.CommandTimeout <= 0 {
+		o.CommandTimeout = 30 * time.Second
+	}
+	if o.Run == nil {
+		o.Run = runCommand
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{
+			Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+			// A probe reports the redirect itself, not where it leads.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Balancer drives one service's nginx file.
+type Balancer struct {
+	service string
+	cfg     config.Nginx
+	tmpl    *template.Template
+	opts    Options
+}
+
+// New returns the nginx balancer of service. It takes at most one Options;
+// none means every default. A template that cannot be read, does not parse or
+// fails on sample data is an error wrapping config.ErrInvalid.
+func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
+	if len(opts) > 1 {
+		return nil, errors.New("nginx.New takes at most one Options")
+	}
+	var o Options
+	if len(opts) == 1 {
+		o = opts[0]
+	}
+	o.fill()
+	if !serviceName.MatchString(service) {
+		return nil, fmt.Errorf("%w: service name %q cannot be used in nginx syntax: use only letters, digits, '_', '.' and '-'", config.ErrInvalid, service)
+	}
+	if cfg.File == "" || len(cfg.Test) == 0 || len(cfg.Reload) == 0 || cfg.VerifyURL == "" {
+		return nil, fmt.Errorf("%w: service %q: lb.nginx needs file, test, reload and verify_url", config.ErrInvalid, service)
+	}
+	text, name := templates.Nginx, "default nginx template"
+	if cfg.Template != "" {
+		data, err := os.ReadFile(cfg.Template)
+		if err != nil {
+			return nil, fmt.Errorf("%w: service %q: lb.nginx.template: %v", config.ErrInvalid, service, err)
+		}
+		text, name = string(data), cfg.Template
+	}
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: service %q: lb.nginx.template does not parse: %v", config.ErrInvalid, service, err)
+	}
+	b := &Balancer{service: service, cfg: cfg, tmpl: tmpl, opts: o}
+	sample := lb.Route{
+		Service:    service,
+		Active:     lb.Upstream{Color: "blue", Host: "127.0.0.1", Port: 5005},
+		Standby:    lb.Upstream{Color: "green", Host: "127.0.0.1", Port: 5006},
+		HealthPath: "/health",
+		Generation: 1,
+	}
+	if _, err := b.Render(sample); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+var (
+	serviceName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	hostName    = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
+)
+
+// Slot is one slot as a template sees it.
+type Slot struct {
+	Color string
+	Host  string
+	Port  int
+	Addr  string // host:port
+}
+
+// Data is what a template receives; see the package documentation.
+type Data struct {
+	Service          string
+	Upstream         string
+	Listen           string
+	Generation       uint64
+	Color            string
+	Active, Standby  Slot
+	HealthPath       string
+	GenerationHeader string
+	SlotHeader       string
+}
+
+func slotOf(u lb.Upstream) Slot {
+	return Slot{Color: u.Color, Host: u.Host, Port: u.Port, Addr: u.Addr()}
+}
+
+// Render returns exactly the file a Flip to r writes. A route that names no
+// usable active address, or a template that fails on it, is an error
+// wrapping config.ErrInvalid.
+func (b *Balancer) Render(r lb.Route) ([]byte, error) {
+	if err := b.checkRoute(r); err != nil {
+		return nil, err
+	}
+	d := Data{
+		Service:          b.service,
+		Upstream:         "bgd_" + b.service,
+		Listen:           b.cfg.Listen,
+		Generation:       r.Generation,
+		Color:            r.Active.Color,
+		Active:           slotOf(r.Active),
+		Standby:          slotOf(r.Standby),
+		HealthPath:       r.HealthPath,
+		GenerationHeader: GenerationHeader,
+		SlotHeader:       SlotHeader,
+	}
+	var buf bytes.Buffer
+	if err := b.tmpl.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("%w: service %q: rendering %s: %v", config.ErrInvalid, b.service, b.tmpl.Name(), err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte(d.Active.Addr)) {
+		return nil, fmt.Errorf("%w: service %q: %s renders no upstream for the active slot (its output does not contain %s): bgd never writes an empty upstream",
+			config.ErrInvalid, b.service, b.tmpl.Name(), d.Active.Addr)
+	}
+	return buf.Bytes(), nil
+}
+
+func (b *Balancer) checkRoute(r lb.Route) error {
+	if r.Service != "" && r.Service != b.service {
+		return fmt.Errorf("nginx balancer of service %q asked to route service %q", b.service, r.Service)
+	}
+	for _, u := range []struct {
+		role string
+		u    lb.Upstream
+	}{{"active", r.Active}, {"standby", r.Standby}} {
+		if !config.ValidColor(u.u.Color) || !hostName.MatchString(u.u.Host) || u.u.Port < 1 || u.u.Port > 65535 {
+			return fmt.Errorf("%w: service %q: %s slot %q at %q port %d cannot be written as an nginx upstream",
+				config.ErrInvalid, b.service, u.role, u.u.Color, u.u.Host, u.u.Port)
+		}
+	}
+	return nil
+}
+
+// Flip writes the file for r, has nginx test and load it, and confirms from
+// nginx's own answers that generation r.Generation is live. On error the
+// previous file is back in place and the error says what happened to nginx.
+func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+	start := time.Now()
+	log := b.opts.Logger.With("service", b.service, "slot", r.Active.Color, "generation", r.Generation)
+	data, err := b.Render(r)
+	if err != nil {
+		return err
+	}
+	path := b.cfg.File
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p // replace the file a symlink points at, not the link
+	}
+	prev, err := os.ReadFile(path)
+	existed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("nginx: read the current %s: %w", path, err)
+	}
+	perm := fs.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		perm = fi.Mode().Perm()
+	}
+	want := fmt.Sprint(r.Generation)
+	if existed && bytes.Equal(prev, data) {
+		// A repeated flip: nothing to write if nginx already serves it.
+		if ans := b.probe(ctx); ans.generation == want {
+			log.Info("nginx already serves this generation")
+			return nil
+		}
+	}
+	// Restoring must happen even when ctx is cancelled mid-flip.
+	rctx := context.WithoutCancel(ctx)
+	restore := func() error {
+		if existed {
+			return state.WriteFileAtomic(path, prev, perm)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	restored := func() string {
+		if err := restore(); err != nil {
+			return fmt.Sprintf("restoring the previous %s FAILED (%v): fix it by hand before nginx reloads", path, err)
+		}
+		if existed {
+			return fmt.Sprintf("the previous %s was restored", path)
+		}
+		return fmt.Sprintf("%s was removed again (it did not exist before)", path)
+	}
+
+	if err := state.WriteFileAtomic(path, data, perm); err != nil {
+		return fmt.Errorf("nginx: %w", err)
+	}
+	if out, err := b.run(ctx, b.cfg.Test); err != nil {
+		msg := restored()
+		log.Error("nginx rejected the new configuration", "err", err)
+		return fmt.Errorf("%w: %s for service %q: %s: %s; %s and nothing was reloaded",
+			ErrRejected, quote(b.cfg.Test), b.service, cmdFailure(err), output(out), msg)
+	}
+	if out, err := b.run(ctx, b.cfg.Reload); err != nil {
+		msg := restored()
+		log.Error("nginx reload failed", "err", err)
+		return fmt.Errorf("%w: nginx for service %q: %s: %s: %s; %s: is the nginx master running, and is its pid file where the reload command looks?",
+			lb.ErrUnreachable, b.service, quote(b.cfg.Reload), cmdFailure(err), output(out), msg)
+	}
+	ans, err := b.waitGeneration(ctx, want, time.Now())
+	if err != nil {
+		msg := restored()
+		again := "nginx was reloaded again with it"
+		if out, rerr := b.run(rctx, b.cfg.Reload); rerr != nil {
+			again = fmt.Sprintf("reloading nginx again FAILED: %s: %s", cmdFailure(rerr), output(out))
+		}
+		log.Error("nginx never served the new generation", "err", err, "last_answer", ans.String())
+		what := "so nginx kept its previous configuration (a reload it cannot apply, e.g. a listen address already in use, is only reported in nginx's error log)"
+		if ctx.Err() != nil {
+			what = "the flip was cancelled before nginx confirmed it"
+		}
+		return fmt.Errorf("%w: nginx for service %q: %s ran, but %s did not answer with %s %s (%w; last answer: %s): %s; %s and %s",
+			lb.ErrNotConfirmed, b.service, quote(b.cfg.Reload), b.cfg.VerifyURL, GenerationHeader, want, err, ans, what, msg, again)
+	}
+	log.Info("nginx serves the new generation", "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Active asks nginx which colour it routes to: the slot header of an answer
+// from verify_url.
+func (b *Balancer) Active(ctx context.Context) (string, error) {
+	ans := b.probe(ctx)
+	switch {
+	case ans.err != nil:
+		return "", fmt.Errorf("%w: nginx for service %q: %s: %v", lb.ErrUnreachable, b.service, b.cfg.VerifyURL, ans.err)
+	case ans.slot == "":
+		return "", fmt.Errorf("nginx for service %q: %s answered %d without a %s header: is bgd's file included, and does its template set the header?",
+			b.service, b.cfg.VerifyURL, ans.status, SlotHeader)
+	case !config.ValidColor(ans.slot):
+		return "", fmt.Errorf("nginx for service %q: %s answered %s %q, not blue or green", b.service, b.cfg.VerifyURL, SlotHeader, ans.slot)
+	}
+	return ans.slot, nil
+}
+
+func (b *Balancer) run(ctx context.Context, argv []string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.CommandTimeout)
+	defer cancel()
+	return b.opts.Run(ctx, argv)
+}
+
+func runCommand(ctx context.Context, argv []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.WaitDelay = time.Second
+	return cmd.CombinedOutput()
+}
+
+func cmdFailure(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return fmt.Sprintf("exit status %d", ee.ExitCode())
+	}
+	return err.Error()
+}
+
+func output(out []byte) string {
+	s := strings.TrimSpace(string(out))
+	if s == "" {
+		return "(no output)"
+	}
+	return strings.ReplaceAll(s, "\n", " | ")
+}
+
+func quote(argv []string) string { return "`" + strings.Join(argv, " ") + "`" }

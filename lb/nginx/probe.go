@@ -1,0 +1,84 @@
+package nginx
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// answer is what one probe of verify_url saw.
+type answer struct {
+	status     int
+	generation string // the generation header, "" when absent
+	slot       string // the slot header
+	err        error  // no answer at all
+}
+
+func (a answer) String() string {
+	switch {
+	case a.err != nil:
+		return a.err.Error()
+	case a.generation == "":
+		return fmt.Sprintf("status %d without a %s header", a.status, GenerationHeader)
+	default:
+		return fmt.Sprintf("status %d, generation %s, slot %q", a.status, a.generation, a.slot)
+	}
+}
+
+// probe asks verify_url once, bounded by ProbeTimeout. The body is drained
+// (at most 64 KiB) and discarded: only the headers matter.
+func (b *Balancer) probe(ctx context.Context) answer {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.ProbeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.VerifyURL, nil)
+	if err != nil {
+		return answer{err: err}
+	}
+	req.Header.Set("User-Agent", "bgd-nginx-verify")
+	resp, err := b.opts.Client.Do(req)
+	if err != nil {
+		return answer{err: err}
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return answer{
+		status:     resp.StatusCode,
+		generation: resp.Header.Get(GenerationHeader),
+		slot:       resp.Header.Get(SlotHeader),
+	}
+}
+
+// waitGeneration probes until nginx answers with generation want, at least
+// Settle after reloaded (old workers go on accepting new connections for a
+// while after a reload). It returns the last answer seen; the error says why
+// it gave up.
+func (b *Balancer) waitGeneration(parent context.Context, want string, reloaded time.Time) (answer, error) {
+	ctx, cancel := context.WithTimeout(parent, b.opts.VerifyTimeout)
+	defer cancel()
+	var last answer
+	for {
+		ans := b.probe(ctx)
+		if ans.err == nil || ctx.Err() == nil || last == (answer{}) {
+			last = ans // a probe cut short by the deadline says nothing new
+		}
+		if last.generation == want && time.Since(reloaded) >= b.opts.Settle {
+			return last, nil
+		}
+		wait := b.opts.VerifyInterval
+		if last.generation == want {
+			wait = b.opts.Settle - time.Since(reloaded) // straight to the end of Settle
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err := parent.Err(); err != nil {
+				return last, err
+			}
+			return last, fmt.Errorf("gave up after %s", b.opts.VerifyTimeout)
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package nginx
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current templates")
+
+func testConfig(dir string) config.Nginx {
+	return config.Nginx{
+		File:      filepath.Join(dir, "bgd-app.conf"),
+		Listen:    "80",
+		Test:      []string{"nginx", "-t"},
+		Reload:    []string{"nginx", "-s", "reload"},
+		VerifyURL: "http://127.0.0.1:80/",
+	}
+}
+
+func testRoute(active string, gen uint64) lb.Route {
+	ports := map[string]int{"blue": 5005, "green": 5006}
+	other := config.Other(active)
+	return lb.Route{
+		Service:    "app",
+		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
+		Standby:    lb.Upstream{Color: other, Host: "127.0.0.1", Port: ports[other]},
+		HealthPath: "/health",
+		Generation: gen,
+	}
+}
+
+// TestRenderGolden: the default template's output, one golden file per case.
+// Run `go test ./lb/nginx -update` after changing the template, and read the diff.
+func TestRenderGolden(t *testing.T) {
+	cases := []struct {
+		name    string
+		service string
+		listen  string
+		route   lb.Route
+	}{
+		{"blue-active", "app", "80", testRoute("blue", 1)},
+		{"green-active", "app", "80", testRoute("green", 2)},
+		{"listen-address", "shop.api", "127.0.0.1:8080", func() lb.Route {
+			r := testRoute("blue", 18446744073709551615)
+			r.Service = "shop.api"
+			return r
+		}()},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t.TempDir())
+			cfg.Listen = c.listen
+			b, err := New(c.service, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := b.Render(c.route)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", c.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("Render differs from %s (run with -update if the change is meant):\n%s", golden, got)
+			}
+		})
+	}
+}
+
+// TestNewRejectsTemplates: a template that cannot be used is a config error
+// at New, before any flip could write anything.
+func TestNewRejectsTemplates(t *testing.T) {
+	cases := []struct {
+		name, template, wantMsg string
+	}{
+		{"does not parse", "upstream {{.Upstream {\n", "does not parse"},
+		{"unknown variable", "upstream {{.Upstream}} { server {{.Active.Addr}}; } {{.Colour}}", "can't evaluate field Colour"},
+		{"empty upstream", "upstream {{.Upstream}} { }\n", "never writes an empty upstream"},
+		{"missing file", "", "no such file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(dir)
+			cfg.Template = filepath.Join(dir, "user.tmpl")
+			if c.template != "" {
+				os.WriteFile(cfg.Template, []byte(c.template), 0o644)
+			}
+			_, err := New("app", cfg)
+			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), c.wantMsg) {
+				t.Fatalf("New = %v; want config.ErrInvalid saying %q", err, c.wantMsg)
+			}
+			if _, serr := os.Stat(cfg.File); serr == nil {
+				t.Fatalf("%s was written", cfg.File)
+			}
+		})
+	}
+}
+
+// TestRenderRejectsRoutes: nothing that could break or inject nginx syntax
+// reaches the file.
+func TestRenderRejectsRoutes(t *testing.T) {
+	b, err := New("app", testConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]func(*lb.Route){
+		"no host":         func(r *lb.Route) { r.Active.Host = "" },
+		"port 0":          func(r *lb.Route) { r.Active.Port = 0 },
+		"injected host":   func(r *lb.Route) { r.Active.Host = "127.0.0.1; }" },
+		"bad colour":      func(r *lb.Route) { r.Active.Color = "red" },
+		"bad standby":     func(r *lb.Route) { r.Standby.Port = 70000 },
+		"another service": func(r *lb.Route) { r.Service = "other" },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := testRoute("blue", 1)
+			mutate(&r)
+			if out, err := b.Render(r); err == nil {
+				t.Fatalf("Render accepted %+v:\n%s", r, out)
+			}
+		})
+	}
+	if _, err := New("app; }", testConfig(t.TempDir())); !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("New accepted a service name with nginx syntax in it: %v", err)
+	}
+}
