@@ -6,6 +6,7 @@ import (
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/builtin"
+	"github.com/bgd-dev/bgd/lb/nginx"
 )
 
 // newBalancer builds the service's load balancer driver.
@@ -13,6 +14,12 @@ func newBalancer(svc *config.Service, opts Options) (lb.Balancer, error) {
 	switch svc.LB.Driver {
 	case "builtin":
 		return &builtin.Balancer{Listen: svc.LB.Builtin.Listen, Spawn: opts.SpawnProxy}, nil
+	case "nginx":
+		b, err := nginx.New(svc.Name, svc.LB.Nginx, nginx.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
 	return nil, fmt.Errorf("%w: lb.driver %q is not available", config.ErrInvalid, svc.LB.Driver)
 }
