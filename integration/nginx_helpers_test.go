@@ -176,8 +176,8 @@ func (n *testNginx) cfg() config.Nginx {
 // url is the address clients use to reach the service through nginx.
 func (n *testNginx) url() string { return fmt.Sprintf("http://127.0.0.1:%d/", n.port) }
 
-// route is a Route to the given colour of a two-slot service.
-func route(active string, ports map[string]int, gen uint64) lb.Route {
+// nginxRoute is a Route to the given colour of a two-slot service.
+func nginxRoute(active string, ports map[string]int, gen uint64) lb.Route {
 	standby := config.Other(active)
 	return lb.Route{
 		Service:    "app",
@@ -188,16 +188,16 @@ func route(active string, ports map[string]int, gen uint64) lb.Route {
 	}
 }
 
-// through is one request through nginx on a new connection: the slot that
+// nginxAnswer is one request through nginx on a new connection: the slot that
 // answered and the generation header.
-type through struct {
+type nginxAnswer struct {
 	status     int
 	slot       string // X-Slot, set by the demo app
 	generation string // X-Bgd-Generation, set by nginx
 	body       string
 }
 
-func get(t testing.TB, url string) through {
+func nginxGet(t testing.TB, url string) nginxAnswer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -217,30 +217,30 @@ func get(t testing.TB, url string) through {
 			break
 		}
 	}
-	return through{status: resp.StatusCode, slot: resp.Header.Get("X-Slot"), generation: resp.Header.Get("X-Bgd-Generation"), body: b.String()}
+	return nginxAnswer{status: resp.StatusCode, slot: resp.Header.Get("X-Slot"), generation: resp.Header.Get("X-Bgd-Generation"), body: b.String()}
 }
 
-// load is traffic through nginx while flips happen: clients that open a new
+// nginxLoad is traffic through nginx while flips happen: clients that open a new
 // connection per request (GET), and keep-alive clients that POST a body on
 // one reused connection each, so that Go's transport never retries a failed
 // request silently (it only replays idempotent requests).
-type load struct {
+type nginxLoad struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 
 	mu        sync.Mutex
-	newConn   loadCount
-	keepAlive loadCount
+	newConn   nginxLoadCount
+	keepAlive nginxLoadCount
 }
 
-type loadCount struct {
+type nginxLoadCount struct {
 	requests, failures int
 	reusedFailures     int      // failures on a connection that had served before
 	samples            []string // the first few failures
 	slots              map[string]int
 }
 
-func (c *loadCount) add(slot string, err error, reused bool) {
+func (c *nginxLoadCount) add(slot string, err error, reused bool) {
 	c.requests++
 	if c.slots == nil {
 		c.slots = map[string]int{}
@@ -258,15 +258,15 @@ func (c *loadCount) add(slot string, err error, reused bool) {
 	}
 }
 
-func (c loadCount) String() string {
+func (c nginxLoadCount) String() string {
 	return fmt.Sprintf("%d requests, %d failed (%d on reused connections), by slot %v, first failures %q",
 		c.requests, c.failures, c.reusedFailures, c.slots, c.samples)
 }
 
-// startLoad runs the clients until stop is called.
-func startLoad(url string, newConnClients, keepAliveClients int) *load {
+// startNginxLoad runs the clients until stop is called.
+func startNginxLoad(url string, newConnClients, keepAliveClients int) *nginxLoad {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel}
+	l := &nginxLoad{cancel: cancel}
 	one := func(c *http.Client, method string, body []byte) (string, bool, error) {
 		var reused bool
 		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
@@ -338,7 +338,7 @@ func startLoad(url string, newConnClients, keepAliveClients int) *load {
 }
 
 // stop ends the load and returns the counts.
-func (l *load) stop() (newConn, keepAlive loadCount) {
+func (l *nginxLoad) stop() (newConn, keepAlive nginxLoadCount) {
 	l.cancel()
 	l.done.Wait()
 	l.mu.Lock()

@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +33,7 @@ func nginxPair(t *testing.T, s nginxSetup) (*testNginx, map[string]int) {
 	return n, ports
 }
 
-func newBalancer(t *testing.T, cfg config.Nginx, o nginx.Options) *nginx.Balancer {
+func newNginxBalancer(t *testing.T, cfg config.Nginx, o nginx.Options) *nginx.Balancer {
 	t.Helper()
 	b, err := nginx.New("app", cfg, o)
 	if err != nil {
@@ -45,16 +48,16 @@ func newBalancer(t *testing.T, cfg config.Nginx, o nginx.Options) *nginx.Balance
 func TestNginxFlip(t *testing.T) {
 	t.Parallel()
 	n, ports := nginxPair(t, nginxSetup{})
-	b := newBalancer(t, n.cfg(), nginx.Options{})
+	b := newNginxBalancer(t, n.cfg(), nginx.Options{})
 	ctx := context.Background()
 	for gen, col := range []string{"blue", "green", "blue"} {
-		r := route(col, ports, uint64(gen+1))
+		r := nginxRoute(col, ports, uint64(gen+1))
 		start := time.Now()
 		if err := b.Flip(ctx, r); err != nil {
 			t.Fatalf("flip to %s: %v\nerror log:\n%s", col, err, n.errorLog())
 		}
 		t.Logf("flip to %s confirmed in %s", col, time.Since(start).Round(time.Millisecond))
-		got := get(t, n.url())
+		got := nginxGet(t, n.url())
 		if got.slot != col || got.generation != strconv.Itoa(gen+1) {
 			t.Fatalf("after flip to %s (generation %d): answer from %q, generation %q", col, gen+1, got.slot, got.generation)
 		}
@@ -74,14 +77,14 @@ func TestNginxFlip(t *testing.T) {
 		}
 	}
 	// The same flip again is idempotent.
-	if err := b.Flip(ctx, route("blue", ports, 3)); err != nil {
+	if err := b.Flip(ctx, nginxRoute("blue", ports, 3)); err != nil {
 		t.Fatalf("repeated flip: %v", err)
 	}
 }
 
-// userTemplate writes the default template with extra lines added inside
+// nginxUserTemplate writes the default template with extra lines added inside
 // its server block and returns its path.
-func userTemplate(t *testing.T, serverExtra string) string {
+func nginxUserTemplate(t *testing.T, serverExtra string) string {
 	t.Helper()
 	text := strings.Replace(templates.Nginx, "    listen {{.Listen}};\n", "    listen {{.Listen}};\n    "+serverExtra+"\n", 1)
 	if text == templates.Nginx {
@@ -94,11 +97,11 @@ func userTemplate(t *testing.T, serverExtra string) string {
 	return p
 }
 
-// flipped starts nginx and both slots, and flips to blue (generation 1).
-func flipped(t *testing.T) (*testNginx, map[string]int, []byte) {
+// nginxFlipped starts nginx and both slots, and flips to blue (generation 1).
+func nginxFlipped(t *testing.T) (*testNginx, map[string]int, []byte) {
 	t.Helper()
 	n, ports := nginxPair(t, nginxSetup{})
-	if err := newBalancer(t, n.cfg(), nginx.Options{}).Flip(context.Background(), route("blue", ports, 1)); err != nil {
+	if err := newNginxBalancer(t, n.cfg(), nginx.Options{}).Flip(context.Background(), nginxRoute("blue", ports, 1)); err != nil {
 		t.Fatalf("first flip: %v\nerror log:\n%s", err, n.errorLog())
 	}
 	before, err := os.ReadFile(n.file)
@@ -110,14 +113,14 @@ func flipped(t *testing.T) (*testNginx, map[string]int, []byte) {
 
 // assertUnchanged: the file is byte for byte what it was, and nginx still
 // sends new connections to blue under generation 1.
-func assertUnchanged(t *testing.T, n *testNginx, before []byte) {
+func assertNginxUnchanged(t *testing.T, n *testNginx, before []byte) {
 	t.Helper()
 	after, err := os.ReadFile(n.file)
 	if err != nil || !bytes.Equal(after, before) {
 		t.Fatalf("%s was not restored byte for byte (%v):\n%s", n.file, err, after)
 	}
 	for i := 0; i < 5; i++ {
-		if got := get(t, n.url()); got.slot != "blue" || got.generation != "1" {
+		if got := nginxGet(t, n.url()); got.slot != "blue" || got.generation != "1" {
 			t.Fatalf("traffic moved: answer from %q under generation %q", got.slot, got.generation)
 		}
 	}
@@ -133,12 +136,12 @@ func (n *testNginx) reloads() int {
 // for byte, nothing is reloaded, traffic stays where it was.
 func TestNginxRejectedTemplate(t *testing.T) {
 	t.Parallel()
-	n, ports, before := flipped(t)
+	n, ports, before := nginxFlipped(t)
 	cfg := n.cfg()
-	cfg.Template = userTemplate(t, "bogus_directive on;")
-	b := newBalancer(t, cfg, nginx.Options{})
+	cfg.Template = nginxUserTemplate(t, "bogus_directive on;")
+	b := newNginxBalancer(t, cfg, nginx.Options{})
 	reloads := n.reloads()
-	err := b.Flip(context.Background(), route("green", ports, 2))
+	err := b.Flip(context.Background(), nginxRoute("green", ports, 2))
 	t.Logf("error: %v", err)
 	if !errors.Is(err, nginx.ErrRejected) || !strings.Contains(err.Error(), `unknown directive "bogus_directive"`) {
 		t.Fatalf("Flip = %v; want nginx.ErrRejected with nginx's message", err)
@@ -146,16 +149,16 @@ func TestNginxRejectedTemplate(t *testing.T) {
 	if got := n.reloads(); got != reloads {
 		t.Fatalf("nginx was reloaded %d times after a rejected file", got-reloads)
 	}
-	assertUnchanged(t, n, before)
+	assertNginxUnchanged(t, n, before)
 }
 
 // TestNginxTemplateDoesNotParse: a template that is not valid text/template
 // is a config error from New; nothing is written, nginx is untouched.
 func TestNginxTemplateDoesNotParse(t *testing.T) {
 	t.Parallel()
-	n, _, before := flipped(t)
+	n, _, before := nginxFlipped(t)
 	cfg := n.cfg()
-	cfg.Template = userTemplate(t, "add_header X-Broken {{.Generation;")
+	cfg.Template = nginxUserTemplate(t, "add_header X-Broken {{.Generation;")
 	fi, _ := os.Stat(n.file)
 	_, err := nginx.New("app", cfg)
 	t.Logf("error: %v", err)
@@ -165,7 +168,7 @@ func TestNginxTemplateDoesNotParse(t *testing.T) {
 	if fi2, _ := os.Stat(n.file); !fi2.ModTime().Equal(fi.ModTime()) {
 		t.Fatal("the file was rewritten")
 	}
-	assertUnchanged(t, n, before)
+	assertNginxUnchanged(t, n, before)
 }
 
 // TestNginxNotRunning: no master (never started, or gone with a stale pid
@@ -176,8 +179,8 @@ func TestNginxNotRunning(t *testing.T) {
 	t.Run("never started", func(t *testing.T) {
 		n := newNginx(t, nginxSetup{noStart: true})
 		ports := map[string]int{"blue": freePort(t), "green": freePort(t)}
-		b := newBalancer(t, n.cfg(), nginx.Options{})
-		err := b.Flip(context.Background(), route("blue", ports, 1))
+		b := newNginxBalancer(t, n.cfg(), nginx.Options{})
+		err := b.Flip(context.Background(), nginxRoute("blue", ports, 1))
 		t.Logf("error: %v", err)
 		if !errors.Is(err, lb.ErrUnreachable) || !strings.Contains(err.Error(), n.pidFile) {
 			t.Fatalf("Flip = %v; want lb.ErrUnreachable naming %s", err, n.pidFile)
@@ -190,9 +193,9 @@ func TestNginxNotRunning(t *testing.T) {
 		}
 	})
 	t.Run("master gone", func(t *testing.T) {
-		n, ports, before := flipped(t)
+		n, ports, before := nginxFlipped(t)
 		n.kill(t)
-		err := newBalancer(t, n.cfg(), nginx.Options{}).Flip(context.Background(), route("green", ports, 2))
+		err := newNginxBalancer(t, n.cfg(), nginx.Options{}).Flip(context.Background(), nginxRoute("green", ports, 2))
 		t.Logf("error: %v", err)
 		if !errors.Is(err, lb.ErrUnreachable) || !strings.Contains(err.Error(), "No such process") {
 			t.Fatalf("Flip = %v; want lb.ErrUnreachable with the reload's output", err)
@@ -209,18 +212,18 @@ func TestNginxNotRunning(t *testing.T) {
 // file is restored and reloaded, and the error says so.
 func TestNginxReloadKeepsOldConfig(t *testing.T) {
 	t.Parallel()
-	n, ports, before := flipped(t)
+	n, ports, before := nginxFlipped(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { busy.Close() })
 	cfg := n.cfg()
-	cfg.Template = userTemplate(t, "listen "+busy.Addr().String()+";")
-	b := newBalancer(t, cfg, nginx.Options{VerifyTimeout: time.Second})
+	cfg.Template = nginxUserTemplate(t, "listen "+busy.Addr().String()+";")
+	b := newNginxBalancer(t, cfg, nginx.Options{VerifyTimeout: time.Second})
 	reloads := n.reloads()
 	start := time.Now()
-	err = b.Flip(context.Background(), route("green", ports, 2))
+	err = b.Flip(context.Background(), nginxRoute("green", ports, 2))
 	t.Logf("error after %s: %v", time.Since(start).Round(time.Millisecond), err)
 	if !errors.Is(err, lb.ErrNotConfirmed) || !strings.Contains(err.Error(), "kept its previous configuration") {
 		t.Fatalf("Flip = %v; want lb.ErrNotConfirmed", err)
@@ -231,7 +234,7 @@ func TestNginxReloadKeepsOldConfig(t *testing.T) {
 	if got := n.reloads() - reloads; got != 2 {
 		t.Fatalf("%d reloads; want 2 (the flip and the restore)", got)
 	}
-	assertUnchanged(t, n, before)
+	assertNginxUnchanged(t, n, before)
 	if col, err := b.Active(context.Background()); err != nil || col != "blue" {
 		t.Fatalf("Active = %q, %v; want blue", col, err)
 	}
@@ -276,27 +279,27 @@ func TestNginxLoad(t *testing.T) {
 	n, ports := nginxPair(t, nginxSetup{mainExtra: os.Getenv("BGD_NGINX_LOAD_MAIN")})
 	cfg := n.cfg()
 	if serverExtra != "" {
-		cfg.Template = userTemplate(t, serverExtra)
+		cfg.Template = nginxUserTemplate(t, serverExtra)
 	}
-	b := newBalancer(t, cfg, nginx.Options{})
+	b := newNginxBalancer(t, cfg, nginx.Options{})
 	ctx := context.Background()
-	if err := b.Flip(ctx, route("blue", ports, 1)); err != nil {
+	if err := b.Flip(ctx, nginxRoute("blue", ports, 1)); err != nil {
 		t.Fatal(err)
 	}
-	l := startLoad(n.url(), newConnClients, keepAliveClients)
+	l := startNginxLoad(n.url(), newConnClients, keepAliveClients)
 	time.Sleep(200 * time.Millisecond)
 	var took []time.Duration
 	for i := 2; i <= flips+1; i++ {
 		col := config.Colors[i%2]
 		start := time.Now()
-		if err := b.Flip(ctx, route(col, ports, uint64(i))); err != nil {
+		if err := b.Flip(ctx, nginxRoute(col, ports, uint64(i))); err != nil {
 			l.stop()
 			t.Fatalf("flip %d to %s: %v", i, col, err)
 		}
 		took = append(took, time.Since(start))
 		// Once Flip returns, every new connection goes to the new slot.
 		for k := 0; k < 3; k++ {
-			if got := get(t, n.url()); got.slot != col || got.generation != strconv.Itoa(i) {
+			if got := nginxGet(t, n.url()); got.slot != col || got.generation != strconv.Itoa(i) {
 				l.stop()
 				t.Fatalf("right after flip %d to %s: answer from %q under generation %q", i, col, got.slot, got.generation)
 			}
@@ -323,5 +326,94 @@ func TestNginxLoad(t *testing.T) {
 	}
 	if ka.failures > keepAliveClients*flips {
 		t.Errorf("%d keep-alive failures: more than one per client per flip", ka.failures)
+	}
+}
+
+// TestNginxCLI drives a real nginx with the bgd CLI, slots being real
+// demo-app processes: start blue, deploy a release to green, switch back to
+// blue, roll back to green; traffic through nginx follows each step, and
+// `bgd render` prints exactly the file nginx runs.
+func TestNginxCLI(t *testing.T) {
+	t.Parallel()
+	n := newNginx(t, nginxSetup{})
+	blue, green := freePort(t), freePort(t)
+	dir := t.TempDir()
+	cfg := n.cfg()
+	list := func(argv []string) string { data, _ := json.Marshal(argv); return string(data) }
+	yml := fmt.Sprintf(`state_dir: %q
+services:
+  app:
+    command: %s
+    blue: {port: %d}
+    green: {port: %d}
+    stop_grace: 2s
+    lb:
+      driver: nginx
+      nginx:
+        file: %q
+        listen: %q
+        test: %s
+        reload: %s
+        verify_url: %q
+`, filepath.Join(dir, "state"),
+		list([]string{bgdBin, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"}),
+		blue, green, cfg.File, cfg.Listen, list(cfg.Test), list(cfg.Reload), cfg.VerifyURL)
+	if err := os.WriteFile(filepath.Join(dir, "bluegreen.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	statePath := filepath.Join(dir, "state", "bg_state.json")
+	t.Cleanup(func() {
+		data, _ := os.ReadFile(statePath)
+		var st struct {
+			Blue  int `json:"blue_pid"`
+			Green int `json:"green_pid"`
+		}
+		json.Unmarshal(data, &st)
+		for _, pid := range []int{st.Blue, st.Green} {
+			if pid > 0 {
+				syscall.Kill(-pid, syscall.SIGKILL)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	run := func(args ...string) string {
+		t.Helper()
+		start := time.Now()
+		out, errOut, code := bgd(t, dir, []string{"NO_COLOR=1"}, args...)
+		t.Logf("bgd %s: exit %d in %s", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond))
+		if code != 0 {
+			t.Fatalf("bgd %v: exit %d\nstdout:\n%s\nstderr:\n%s\nnginx error log:\n%s", args, code, out, errOut, n.errorLog())
+		}
+		return out
+	}
+	expect := func(step, color, release string) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			got := nginxGet(t, n.url())
+			if got.slot != color || !strings.Contains(got.body, "release="+release) {
+				t.Fatalf("after %s: nginx sent a request to %q: %q; want %s release %s", step, got.slot, got.body, color, release)
+			}
+		}
+	}
+
+	run("start", "blue")
+	expect("start blue", "blue", "")
+	run("deploy", "--release", "v2")
+	expect("deploy", "green", "v2")
+	run("switch", "blue")
+	expect("switch blue", "blue", "")
+	run("rollback")
+	expect("rollback", "green", "v2")
+
+	rendered := run("render")
+	onDisk, err := os.ReadFile(cfg.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rendered != string(onDisk) {
+		t.Fatalf("bgd render prints:\n%s\nnginx runs:\n%s", rendered, onDisk)
+	}
+	if status := run("status"); !strings.Contains(status, "green") {
+		t.Fatalf("status does not name green:\n%s", status)
 	}
 }
