@@ -73,9 +73,19 @@ func (c *Config) Validate() error {
 			n := s.LB.Nginx
 			if !regexp.MustCompile(`^[A-Za-z0-9_.:\[\]]+$`).MatchString(n.Listen) {
 				add("service %q: lb.nginx.listen %q: use a port or address:port", name, n.Listen)
+			} else if p, err := strconv.Atoi(n.Listen[strings.LastIndex(n.Listen, ":")+1:]); err != nil || p < 1 || p > 65535 {
+				add("service %q: lb.nginx.listen %q: the port must be a number 1-65535", name, n.Listen)
 			}
-			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}") {
+			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}") || strings.HasSuffix(n.File, "/") {
 				add("service %q: lb.nginx.file %q is not a usable path", name, n.File)
+			}
+			for _, c := range []struct {
+				key  string
+				argv []string
+			}{{"test", n.Test}, {"reload", n.Reload}} {
+				if len(c.argv) == 0 || strings.TrimSpace(c.argv[0]) == "" {
+					add("service %q: lb.nginx.%s is empty: give an argv, e.g. [\"nginx\", \"-t\"]", name, c.key)
+				}
 			}
 			if u, err := url.Parse(n.VerifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				add("service %q: lb.nginx.verify_url %q is not an http(s) URL", name, n.VerifyURL)
