@@ -86,7 +86,7 @@ func Decode(data []byte) (*State, error) {
 	if err := dec.Decode(&st); err != nil {
 		return nil, err
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
 		return nil, errors.New("trailing data after the JSON object")
 	}
 	if st.ActiveVersion != "blue" && st.ActiveVersion != "green" {
@@ -207,7 +207,30 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 		fmt.Fprintf(f, "%d %s\n", os.Getpid(), command)
 		f.Sync()
 	}
+	s.removeStaleTemps()
 	return &Lock{store: s, f: f}, nil
+}
+
+// removeStaleTemps deletes temp files a killed writer left behind. Every
+// Save of this path runs under the lock, so once we hold it, any temp file
+// of the path belongs to a writer that is gone.
+func (s *Store) removeStaleTemps() {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(s.Path), "."+globEscape(filepath.Base(s.Path))+".tmp-*"))
+	for _, p := range stale {
+		os.Remove(p)
+	}
+}
+
+// globEscape quotes the metacharacters of filepath.Match.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func readHolder(lockPath string) *LockedError {
