@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// bgdCLI runs the bgd binary as a user's shell would: a whole process per
+// command, timed from fork to exit.
+type bgdCLI struct {
+	bin string
+	env []string
+}
+
+// cleanEnv is the harness's environment without the variables that would
+// override the bench configurations (a developer may have them set).
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "BG_STATE_FILE", "BG_CONFIG":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// cliRun is one finished bgd process.
+type cliRun struct {
+	Args     []string      `json:"args"`
+	Code     int           `json:"exit_code"`
+	Wall     time.Duration `json:"wall_ns"`
+	End      time.Time     `json:"end"`
+	MaxRSSKB int64         `json:"max_rss_kb"`
+	Stdout   string        `json:"-"`
+	Stderr   string        `json:"-"`
+}
+
+// run runs bgd with args in dir. The error is only about running it at
+// all; a non-zero exit is in Code. On ctx's end the process gets SIGTERM.
+func (b *bgdCLI) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+	cmd := exec.CommandContext(ctx, b.bin, args...)
+	cmd.Dir = dir
+	cmd.Env = b.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := &cliRun{Args: args, Wall: time.Since(start), End: time.Now(), Stdout: out.String(), Stderr: errb.String()}
+	if cmd.ProcessState != nil {
+		r.Code = cmd.ProcessState.ExitCode()
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.MaxRSSKB = ru.Maxrss // kB on Linux: the process's peak RSS
+		}
+	}
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		return r, fmt.Errorf("run bgd %s: %w", strings.Join(args, " "), err)
+	}
+	return r, nil
+}
+
+// must runs bgd and fails unless it exits 0.
+func (b *bgdCLI) must(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+	r, err := b.run(ctx, dir, args...)
+	if err != nil {
+		return r, err
+	}
+	if r.Code != 0 {
+		return r, fmt.Errorf("bgd %s exited %d: %s", strings.Join(args, " "), r.Code, strings.TrimSpace(r.Stderr))
+	}
+	return r, nil
+}
+
+// jsonDuration reads duration_ns from a --json answer (the time bgd spent
+// inside its workflow, without process start-up); 0 if absent.
+func jsonDuration(stdout string) time.Duration {
+	var v struct {
+		D int64 `json:"duration_ns"`
+	}
+	if json.Unmarshal([]byte(stdout), &v) != nil {
+		return 0
+	}
+	return time.Duration(v.D)
+}
+
+// notAvailable reports whether bgd refused a driver that is not wired in
+// (orchestrator/balancers.go has no case for it yet).
+func notAvailable(r *cliRun) bool {
+	return r != nil && r.Code == 2 && strings.Contains(r.Stderr, "is not available")
+}
+
+// writeConfig writes a bgd config. JSON is YAML, and the strict loader
+// checks every key, so a typo here fails loudly.
+func writeConfig(path string, cfg map[string]any) error {
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// serviceConfig is one service of a bench config.
+func serviceConfig(command []string, blue, green int, lb map[string]any) map[string]any {
+	return map[string]any{
+		"command":    command,
+		"blue":       map[string]any{"port": blue},
+		"green":      map[string]any{"port": green},
+		"health":     map[string]any{"path": "/health", "interval": "1s", "timeout": "20s", "request_timeout": "2s"},
+		"stop_grace": "5s",
+		"lb":         lb,
+	}
+}
+
+// demoCommand is the demo app as a slot command; extra flags are appended.
+func demoCommand(bgd string, extra ...string) []string {
+	return append([]string{bgd, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"}, extra...)
+}
+
+func builtinLB(port int) map[string]any {
+	return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}
+}

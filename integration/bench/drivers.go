@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// service is one bench service ("app") behind one driver, run by bgd as a
+// user would: bgd starts its slots and, for builtin, its proxy.
+type service struct {
+	driver    string
+	dir       string // working directory of every bgd command
+	cfg       string // the demo app with --ready-after
+	crashCfg  string // the same service whose slot command exits at once
+	stamps    string // where the crashing app writes the moment it exits
+	url       string // where clients reach the service
+	stateFile string
+}
+
+// crashAppArg makes this harness the crashing slot: it records the moment
+// it exits, then exits 3 (bgd must notice at once, not after health.timeout).
+const crashAppArg = "crash-app"
+
+func crashApp(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: bench crash-app STAMP-FILE")
+		return 2
+	}
+	fmt.Fprintln(os.Stderr, "crash-app: exiting at once, as a slot that crashes at start")
+	os.WriteFile(args[0], []byte(strconv.FormatInt(time.Now().UnixNano(), 10)), 0o644)
+	return 3
+}
+
+// setupService writes the configs of the driver's service and starts its
+// slots (blue active, green healthy standby). It returns a nil service and
+// the reason when the driver cannot be measured in this tree.
+func (b *bench) setupService(ctx context.Context, driver string) (*service, string, error) {
+	if why := b.lbErr[driver]; why != "" {
+		return nil, why, nil
+	}
+	dir := filepath.Join(b.work, driver)
+	s := &service{driver: driver, dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
+		stamps: filepath.Join(dir, "stamps"), stateFile: filepath.Join(dir, "state", "bg_state.json")}
+	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
+		return nil, "", err
+	}
+	var lb map[string]any
+	var blue, green int
+	switch driver {
+	case "builtin", "nginx":
+		ports := make([]int, 3)
+		for i := range ports {
+			p, err := b.ports.get()
+			if err != nil {
+				return nil, "", err
+			}
+			ports[i] = p
+		}
+		blue, green = ports[0], ports[1]
+		if driver == "builtin" {
+			lb = builtinLB(ports[2])
+		} else {
+			lb = b.nginx.lbConfig("app", ports[2])
+		}
+		s.url = fmt.Sprintf("http://127.0.0.1:%d/", ports[2])
+	case "haproxy":
+		blue, green = b.haApp.blue, b.haApp.grn
+		lb = b.haproxy.lbConfig(b.haApp)
+		s.url = fmt.Sprintf("http://127.0.0.1:%d/", b.haApp.port)
+	}
+	cfg := func(command []string) map[string]any {
+		return map[string]any{"state_dir": filepath.Join(dir, "state"),
+			"services": map[string]any{"app": serviceConfig(command, blue, green, lb)}}
+	}
+	ready := demoCommand(b.cli.bin, "--ready-after", b.o.readyAfter.String())
+	crash := []string{b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}")}
+	if err := errors.Join(writeConfig(s.cfg, cfg(ready)), writeConfig(s.crashCfg, cfg(crash))); err != nil {
+		return nil, "", err
+	}
+	if r, err := b.cli.run(ctx, dir, "--config", s.cfg, "render"); err != nil {
+		return nil, "", err
+	} else if notAvailable(r) {
+		return nil, "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: ")), nil
+	}
+	for _, c := range []string{"blue", "green"} {
+		if _, err := b.cli.must(ctx, dir, "--config", s.cfg, "start", c); err != nil {
+			return nil, "", err
+		}
+	}
+	if by, err := answeredBy(s.url); err != nil || by != "blue" {
+		return nil, "", fmt.Errorf("after start, %s answers from %q (%v), want blue", s.url, by, err)
+	}
+	return s, "", nil
+}
+
+// driverPhases measures figures 1-4 (and the status process's memory) on
+// one driver, then stops its slots.
+func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
+	s, why, err := b.setupService(ctx, dr.Driver)
+	if s != nil {
+		defer b.reaper.killState(s.stateFile, 5*time.Second)
+	}
+	if err != nil {
+		return err
+	}
+	if s == nil {
+		dr.Unavailable = why
+		b.log.Warn("driver not measured", "driver", dr.Driver, "why", why)
+		return nil
+	}
+	steps := []struct {
+		name string
+		f    func(context.Context, *service, *DriverResult) error
+	}{
+		{"flips under load", b.flipsUnderLoad},
+		{"idle flips", b.idleFlips},
+		{"status", b.statusRuns},
+		{"deploys", b.deploys},
+		{"crashing deploys", b.crashes},
+	}
+	var errs []error
+	for _, st := range steps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		b.log.Info("measuring", "driver", dr.Driver, "what", st.name)
+		if err := st.f(ctx, s, dr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", st.name, err))
+			dr.Errors = append(dr.Errors, st.name+": "+err.Error())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// flipsUnderLoad: figure 1 (and the switch time under load). For each flip
+// a fresh pair of wrk processes (new-connection and keep-alive clients)
+// loads the service for pre, then `bgd switch` runs, then the load goes on
+// for post; the failures of that window belong to that flip.
+func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
+	cur := "blue"
+	for i := range b.o.flips {
+		to := other(cur)
+		f, err := b.oneLoadedFlip(ctx, s, to)
+		if err != nil {
+			return fmt.Errorf("flip %d to %s: %w", i+1, to, err)
+		}
+		dr.Flips = append(dr.Flips, *f)
+		cur = to
+	}
+	if cur != "blue" {
+		// Leave blue active for the idle flips.
+		if _, err := b.cli.must(ctx, s.dir, "--config", s.cfg, "switch", "blue"); err != nil {
+			return err
+		}
+	}
+	if s.driver == "builtin" {
+		if pid := statePID(s.stateFile, "proxy_pid"); pid > 0 {
+			dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
+		}
+	}
+	return nil
+}
+
+func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip, error) {
+	nc, err := startWrk(b.reaper, b.wrk, b.work, s.url, wrkLoad{conns: b.o.loadConns, newConn: true, delay: b.o.loadDelay})
+	if err != nil {
+		return nil, err
+	}
+	ka, err := startWrk(b.reaper, b.wrk, b.work, s.url, wrkLoad{conns: b.o.loadConns, delay: b.o.loadDelay})
+	if err != nil {
+		nc.stop()
+		return nil, err
+	}
+	var r *cliRun
+	werr := sleepCtx(ctx, b.o.pre)
+	if werr == nil {
+		r, werr = b.cli.run(ctx, s.dir, "--json", "--config", s.cfg, "switch", to)
+	}
+	if werr == nil {
+		werr = sleepCtx(ctx, b.o.post)
+	}
+	ncRes, err1 := nc.stop()
+	kaRes, err2 := ka.stop()
+	if werr != nil {
+		return nil, werr
+	}
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	if r.Code != 0 {
+		return nil, fmt.Errorf("bgd switch %s exited %d: %s", to, r.Code, strings.TrimSpace(r.Stderr))
+	}
+	f := &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}
+	f.AnsweredBy, err = answeredBy(s.url)
+	if err != nil {
+		return nil, fmt.Errorf("after the flip: %w", err)
+	}
+	if f.AnsweredBy != to {
+		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q", to, f.AnsweredBy)
+	}
+	return f, nil
+}
+
+// idleFlips: figure 2, `bgd switch` as a whole process with no load and
+// the target already healthy.
+func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) error {
+	cur := "blue"
+	for range b.o.flips {
+		to := other(cur)
+		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "switch", to)
+		if err != nil {
+			return err
+		}
+		dr.IdleFlips = append(dr.IdleFlips, Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout))})
+		cur = to
+	}
+	return nil
+}
+
+// statusRuns: figure 7's second half, one `bgd status` process's peak RSS.
+func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) error {
+	for range b.o.statusRuns {
+		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "status")
+		if err != nil {
+			return err
+		}
+		dr.Status = append(dr.Status, Timed{WallMs: ms(r.Wall), RSSKB: r.MaxRSSKB})
+	}
+	return nil
+}
+
+// deploys: figure 3, `bgd deploy` wall time minus the app's --ready-after.
+func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) error {
+	for i := range b.o.deploys {
+		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1))
+		if err != nil {
+			return err
+		}
+		dr.Deploys = append(dr.Deploys, Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)),
+			OverheadMs: ms(r.Wall - b.o.readyAfter)})
+	}
+	return nil
+}
+
+// crashes: figure 4, from the moment the starting slot's process exits to
+// the moment `bgd deploy` has failed (its process ended, exit 1).
+func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error {
+	before, _ := answeredBy(s.url)
+	for i := range b.o.crashes {
+		release := fmt.Sprintf("c%02d", i+1)
+		r, err := b.cli.run(ctx, s.dir, "--json", "--config", s.crashCfg, "deploy", "--release", release)
+		if err != nil {
+			return err
+		}
+		if r.Code != 1 {
+			return fmt.Errorf("deploy of a crashing slot exited %d, want 1: %s", r.Code, strings.TrimSpace(r.Stderr))
+		}
+		data, err := os.ReadFile(filepath.Join(s.stamps, release))
+		if err != nil {
+			return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
+		}
+		exitNS, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		if err != nil {
+			return err
+		}
+		dr.Crashes = append(dr.Crashes, Timed{WallMs: ms(r.Wall), DetectMs: ms(r.End.Sub(time.Unix(0, exitNS)))})
+	}
+	if after, err := answeredBy(s.url); err != nil || after != before {
+		return fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, err)
+	}
+	return nil
+}
+
+// answeredBy sends one GET on a new connection and returns the X-Slot
+// header the demo app sets (the colour that answered).
+func answeredBy(url string) (string, error) {
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return resp.Header.Get("X-Slot"), nil
+}
+
+func other(c string) string {
+	if c == "blue" {
+		return "green"
+	}
+	return "blue"
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

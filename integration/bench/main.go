@@ -1,0 +1,334 @@
+// Command bench measures what users choose a deployment tool on, for the
+// three data planes side by side in one run: requests lost during flips
+// under load, flip latency, deploy overhead, crash detection, data-plane
+// cost, health-sweep scaling and memory (issue 5, docs/BENCHMARKS.md).
+//
+// It starts everything itself on loopback (demo-app slots, bgd, a real
+// nginx and a real HAProxy with their own prefix and socket, wrk), stops
+// everything on success, error or interrupt, prints Markdown tables and
+// writes the raw samples as JSON into -out.
+//
+//	go run ./integration/bench -bgd bin/bgd -out bench-results [-short]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line flags; -short changes the defaults.
+type options struct {
+	bgd, out string
+	short    bool
+	keep     bool
+	drivers  []string
+
+	flips, deploys, crashes int
+	readyAfter              time.Duration
+	loadConns               int
+	loadDelay               time.Duration
+	pre, post               time.Duration
+	dpConns, dpRounds       int
+	dpDuration              time.Duration
+	services, sweeps        int
+	statusRuns              int
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&o.bgd, "bgd", "bin/bgd", "the bgd binary to measure (make build)")
+	fs.StringVar(&o.out, "out", "bench-results", "directory for the raw results (JSON) and the tables (Markdown)")
+	fs.BoolVar(&o.short, "short", false, "run every path briefly (CI smoke mode); the numbers mean little")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) for inspection")
+	drivers := fs.String("drivers", "builtin,nginx,haproxy", "drivers to measure")
+	fs.IntVar(&o.flips, "flips", 0, "flips under load per driver, and idle flips (default 20; -short 3)")
+	fs.IntVar(&o.deploys, "deploys", 0, "deploys per driver (default 20; -short 3)")
+	fs.IntVar(&o.crashes, "crashes", 0, "crashing deploys per driver (default 20; -short 3)")
+	fs.DurationVar(&o.readyAfter, "ready-after", 0, "the demo app's --ready-after in deploys (default 1s; -short 300ms)")
+	fs.IntVar(&o.loadConns, "load-conns", 4, "connections of each flip-load client kind (new-connection, keep-alive)")
+	fs.DurationVar(&o.loadDelay, "load-delay", 2*time.Millisecond, "pause between a response and the next request on a flip-load connection")
+	fs.IntVar(&o.dpConns, "dp-conns", 32, "keep-alive connections of the data-plane load")
+	fs.IntVar(&o.dpRounds, "dp-rounds", 0, "interleaved data-plane rounds (default 3; -short 1)")
+	fs.DurationVar(&o.dpDuration, "dp-duration", 0, "data-plane load per target and round (default 4s; -short 1s)")
+	fs.IntVar(&o.services, "services", 100, "services in the large health sweep (two slots each)")
+	fs.IntVar(&o.sweeps, "sweeps", 0, "timed sweeps of each size (default 20; -short 3)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	def := func(v *int, full, short int) {
+		if *v <= 0 {
+			*v = full
+			if o.short {
+				*v = short
+			}
+		}
+	}
+	defD := func(v *time.Duration, full, short time.Duration) {
+		if *v <= 0 {
+			*v = full
+			if o.short {
+				*v = short
+			}
+		}
+	}
+	def(&o.flips, 20, 3)
+	def(&o.deploys, 20, 3)
+	def(&o.crashes, 20, 3)
+	def(&o.dpRounds, 3, 1)
+	def(&o.sweeps, 20, 3)
+	def(&o.statusRuns, 10, 3)
+	defD(&o.readyAfter, time.Second, 300*time.Millisecond)
+	defD(&o.dpDuration, 4*time.Second, time.Second)
+	// The flip window: load runs pre before `bgd switch` and post after it
+	// returns, long enough for nginx's old workers to finish (~100 ms).
+	defD(&o.pre, 300*time.Millisecond, 200*time.Millisecond)
+	defD(&o.post, 500*time.Millisecond, 300*time.Millisecond)
+	for _, d := range strings.Split(*drivers, ",") {
+		switch d = strings.TrimSpace(d); d {
+		case "builtin", "nginx", "haproxy":
+			o.drivers = append(o.drivers, d)
+		case "":
+		default:
+			return o, fmt.Errorf("-drivers: unknown driver %q (use builtin, nginx, haproxy)", d)
+		}
+	}
+	if o.services < 1 || o.services > 5000 {
+		return o, fmt.Errorf("-services %d: use 1 to 5000", o.services)
+	}
+	return o, nil
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == crashAppArg {
+		os.Exit(crashApp(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+// Exit codes: 0 every phase ran (a driver not wired in yet is not an
+// error); 1 a phase failed; 2 bad usage or missing tools; 130 interrupted.
+func run(args []string) int {
+	o, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second ^C ends the harness at once
+	}()
+
+	b, err := newBench(o, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	started := time.Now()
+	defer func() {
+		log.Info("stopping everything the bench started")
+		b.reaper.stopAll()
+		if o.keep {
+			log.Info("work directory kept", "dir", b.work)
+		} else {
+			os.RemoveAll(b.work)
+		}
+	}()
+
+	b.runAll(ctx)
+
+	b.res.Meta.Finished = time.Now().UTC()
+	b.res.Meta.DurationS = time.Since(started).Seconds()
+	md := b.res.markdown()
+	fmt.Print(md)
+	if err := b.res.write(o.out, md); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "bench: interrupted; partial results written")
+		return 130
+	case len(b.res.Errors) > 0:
+		fmt.Fprintf(os.Stderr, "bench: %d phase(s) failed:\n  %s\n", len(b.res.Errors), strings.Join(b.res.Errors, "\n  "))
+		return 1
+	}
+	return 0
+}
+
+// bench is one run: its tools, its processes, its results.
+type bench struct {
+	o      options
+	log    *slog.Logger
+	work   string // temp dir: configs, state, logs, nginx prefix, HAProxy socket
+	exe    string // this harness (re-executed as the crashing app)
+	cli    *bgdCLI
+	reaper *reaper
+	ports  portPool
+	wrk    string
+
+	nginxBin, haproxyBin string
+	nginx                *nginxInst   // nil when it could not start
+	haproxy              *haproxyInst // nil when it could not start
+	haApp, haDP          *haFrontend
+	lbErr                map[string]string // driver -> why its balancer is missing
+
+	res *Results
+}
+
+func newBench(o options, log *slog.Logger) (*bench, error) {
+	bgd, err := filepath.Abs(o.bgd)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(bgd); err != nil || st.IsDir() {
+		return nil, fmt.Errorf("-bgd %s: not a binary (run make build): %v", o.bgd, err)
+	}
+	wrk := findBinary("wrk")
+	if wrk == "" {
+		return nil, errors.New("wrk is not installed: apt-get install wrk (see .ci/run)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "bgd-bench-")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{o: o, log: log, work: work, exe: exe, wrk: wrk,
+		cli:      &bgdCLI{bin: bgd, env: cleanEnv()},
+		reaper:   &reaper{owners: []string{bgd, exe}, stateGlobs: []string{filepath.Join(work, "*", "state", "*.json"), filepath.Join(work, "*", "*", "state", "*.json")}},
+		nginxBin: findBinary("nginx"), haproxyBin: findBinary("haproxy"),
+		lbErr: map[string]string{},
+	}
+	b.res = &Results{Drivers: map[string]*DriverResult{}}
+	b.res.Meta = machine(b)
+	b.res.Meta.Command = "go run ./integration/bench " + strings.Join(os.Args[1:], " ")
+	b.res.Meta.Short = o.short
+	b.res.Meta.Settings = map[string]any{
+		"flips": o.flips, "deploys": o.deploys, "crashes": o.crashes, "ready_after": o.readyAfter.String(),
+		"load_conns_per_kind": o.loadConns, "load_delay": o.loadDelay.String(), "flip_window_pre": o.pre.String(),
+		"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
+		"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
+	}
+	return b, nil
+}
+
+// runAll runs every phase; a failing phase is recorded and the next runs.
+func (b *bench) runAll(ctx context.Context) {
+	step := func(name string, f func() error) {
+		if ctx.Err() != nil {
+			return
+		}
+		b.log.Info("phase", "name", name)
+		t0 := time.Now()
+		if err := f(); err != nil && ctx.Err() == nil {
+			b.log.Error("phase failed", "name", name, "err", err)
+			b.res.Errors = append(b.res.Errors, name+": "+err.Error())
+		}
+		b.log.Info("phase done", "name", name, "took", time.Since(t0).Round(time.Millisecond))
+	}
+	step("balancers", b.startBalancers)
+	for _, d := range b.o.drivers {
+		dr := &DriverResult{Driver: d}
+		b.res.Drivers[d] = dr
+		step("driver "+d, func() error { return b.driverPhases(ctx, dr) })
+	}
+	step("data plane", func() error { return b.dataPlane(ctx) })
+	step("health sweep", func() error { return b.healthSweep(ctx) })
+}
+
+// startBalancers starts the one nginx and the one HAProxy the run uses,
+// each serving two services: "app" (flips, deploys) and "dp" (data plane).
+func (b *bench) startBalancers() error {
+	var errs []error
+	want := map[string]bool{}
+	for _, d := range b.o.drivers {
+		want[d] = true
+	}
+	if want["nginx"] {
+		if b.nginxBin == "" {
+			b.lbErr["nginx"] = "nginx is not installed"
+		} else if n, err := startNginx(b.reaper, b.nginxBin, filepath.Join(b.work, "nginx")); err != nil {
+			b.lbErr["nginx"] = err.Error()
+			errs = append(errs, err)
+		} else {
+			b.nginx = n
+		}
+	}
+	if want["haproxy"] {
+		if b.haproxyBin == "" {
+			b.lbErr["haproxy"] = "haproxy is not installed"
+		} else {
+			var fronts []*haFrontend
+			for _, svc := range []string{"app", "dp"} {
+				f := &haFrontend{service: svc}
+				for _, p := range []*int{&f.port, &f.blue, &f.grn} {
+					port, err := b.ports.get()
+					if err != nil {
+						return err
+					}
+					*p = port
+				}
+				fronts = append(fronts, f)
+			}
+			b.haApp, b.haDP = fronts[0], fronts[1]
+			if h, err := startHAProxy(b.reaper, b.haproxyBin, filepath.Join(b.work, "haproxy"), fronts); err != nil {
+				b.lbErr["haproxy"] = err.Error()
+				errs = append(errs, err)
+			} else {
+				b.haproxy = h
+			}
+		}
+	}
+	if os.Getenv("CI") != "" {
+		for _, d := range []string{"nginx", "haproxy"} {
+			if want[d] && (d == "nginx" && b.nginxBin == "" || d == "haproxy" && b.haproxyBin == "") {
+				errs = append(errs, fmt.Errorf("%s is not installed, and CI must not skip: install it (see .ci/run)", d))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func machine(b *bench) Meta {
+	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: wrkVersion(b.wrk)}
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(data))
+	}
+	if r, err := b.cli.run(context.Background(), b.work, "version"); err == nil {
+		m.BgdVersion = strings.TrimSpace(r.Stdout)
+	}
+	if b.nginxBin != "" {
+		m.Nginx = firstLine(b.nginxBin, "-v")
+	}
+	if b.haproxyBin != "" {
+		m.HAProxy = firstLine(b.haproxyBin, "-v")
+	}
+	return m
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// healthSweep: figure 6. `bgd health-check` with no --service sweeps every
+// service of the config; it is timed over o.services services (two real
+// demo-app slots each) and over a config of one service, alternately.
+// The slots are the harness's own processes: the sweep probes ports and
+// records results, which does not depend on who started them.
+func (b *bench) healthSweep(ctx context.Context) error {
+	n := b.o.services
+	sw := &SweepResult{Services: n, Slots: 2 * n}
+	b.res.Sweep = sw
+	dir := filepath.Join(b.work, "sweep")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	listen, err := b.ports.get() // never listened on: health-check does not ask the proxy
+	if err != nil {
+		return err
+	}
+	all := map[string]any{}
+	var first map[string]any
+	var apps []*proc
+	var ports []int
+	for i := range n {
+		name := fmt.Sprintf("svc%03d", i)
+		var slot [2]int
+		for j, c := range []string{"blue", "green"} {
+			p, err := b.ports.get()
+			if err != nil {
+				return err
+			}
+			app, err := b.startDemoApp(dir, p, c, name)
+			if err != nil {
+				return err
+			}
+			slot[j] = p
+			apps, ports = append(apps, app), append(ports, p)
+		}
+		// Distinct loopback hosts keep the (unused) proxy listens apart.
+		lb := map[string]any{"driver": "builtin",
+			"builtin": map[string]any{"listen": fmt.Sprintf("127.0.%d.%d:%d", 1+i/250, 1+i%250, listen)}}
+		all[name] = serviceConfig(demoCommand(b.cli.bin), slot[0], slot[1], lb)
+		if i == 0 {
+			first = all[name].(map[string]any)
+		}
+	}
+	for i, p := range ports {
+		if err := waitListening(p, 20*time.Second, apps[i]); err != nil {
+			return err
+		}
+	}
+	allCfg, oneCfg := filepath.Join(dir, "all.yml"), filepath.Join(dir, "one.yml")
+	if err := writeConfig(allCfg, map[string]any{"state_dir": filepath.Join(dir, "all", "state"), "services": all}); err != nil {
+		return err
+	}
+	if err := writeConfig(oneCfg, map[string]any{"state_dir": filepath.Join(dir, "one", "state"),
+		"services": map[string]any{"svc000": first}}); err != nil {
+		return err
+	}
+	runs := []struct {
+		into *[]Timed
+		args []string
+	}{
+		{&sw.All, []string{"--json", "--config", allCfg, "health-check"}},
+		{&sw.One, []string{"--json", "--config", oneCfg, "health-check"}},
+		{&sw.OneOfMany, []string{"--json", "--config", allCfg, "--service", "svc000", "health-check"}},
+	}
+	// The first sweep of each writes the state files; it is not timed.
+	for _, r := range runs {
+		if _, err := b.cli.must(ctx, dir, r.args...); err != nil {
+			return err
+		}
+	}
+	for range b.o.sweeps {
+		for _, r := range runs {
+			res, err := b.cli.must(ctx, dir, r.args...)
+			if err != nil {
+				return err
+			}
+			*r.into = append(*r.into, Timed{WallMs: ms(res.Wall), RSSKB: res.MaxRSSKB})
+		}
+	}
+	return nil
+}
