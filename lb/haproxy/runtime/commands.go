@@ -1,0 +1,121 @@
+package runtime
+
+import (
+	"context"
+	"strings"
+)
+
+// ShowBackends lists the backends of the running configuration.
+func (c *Client) ShowBackends(ctx context.Context) ([]string, error) {
+	ans, err := c.query(ctx, "show backend", errorAnswer)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBackends(ans)
+}
+
+// ShowStat returns the stats rows: all of them when backend is "", else
+// only that backend's servers (`show stat <backend> 4 -1`).
+func (c *Client) ShowStat(ctx context.Context, backend string) ([]Stat, error) {
+	cmd := "show stat"
+	if backend != "" {
+		if err := checkArg("backend", backend); err != nil {
+			return nil, err
+		}
+		cmd += " " + backend + " 4 -1"
+	}
+	ans, err := c.query(ctx, cmd, errorAnswer)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStat(ans)
+}
+
+// ShowServersState returns the servers' state: all of them when backend is
+// "", else that backend's.
+func (c *Client) ShowServersState(ctx context.Context, backend string) ([]ServerState, error) {
+	cmd := "show servers state"
+	if backend != "" {
+		if err := checkArg("backend", backend); err != nil {
+			return nil, err
+		}
+		cmd += " " + backend
+	}
+	ans, err := c.query(ctx, cmd, errorAnswer)
+	if err != nil {
+		return nil, err
+	}
+	return ParseServersState(ans)
+}
+
+// GetMap looks key up in the map loaded from mapFile (the path exactly as
+// HAProxy's configuration names it). A map HAProxy did not load is a
+// *CommandError that is ErrUnknownMap.
+func (c *Client) GetMap(ctx context.Context, mapFile, key string) (MapLookup, error) {
+	if err := checkArgs("map", mapFile, "key", key); err != nil {
+		return MapLookup{}, err
+	}
+	ans, err := c.query(ctx, "get map "+mapFile+" "+key, func(a string) bool {
+		return !strings.HasPrefix(a, "type=")
+	})
+	if err != nil {
+		return MapLookup{}, err
+	}
+	return ParseGetMap(ans)
+}
+
+// SetMap changes the value of key; a key the map does not hold is a
+// *CommandError that is ErrEntryNotFound (use AddMap).
+func (c *Client) SetMap(ctx context.Context, mapFile, key, value string) error {
+	if err := checkArgs("map", mapFile, "key", key, "value", value); err != nil {
+		return err
+	}
+	return c.Do(ctx, "set map "+mapFile+" "+key+" "+value)
+}
+
+// AddMap adds an entry. HAProxy does not refuse a duplicate key: look it up
+// first and use SetMap when it is there.
+func (c *Client) AddMap(ctx context.Context, mapFile, key, value string) error {
+	if err := checkArgs("map", mapFile, "key", key, "value", value); err != nil {
+		return err
+	}
+	return c.Do(ctx, "add map "+mapFile+" "+key+" "+value)
+}
+
+// DelMap removes every entry of key.
+func (c *Client) DelMap(ctx context.Context, mapFile, key string) error {
+	if err := checkArgs("map", mapFile, "key", key); err != nil {
+		return err
+	}
+	return c.Do(ctx, "del map "+mapFile+" "+key)
+}
+
+// ShowMap returns the entries of the map loaded from mapFile.
+func (c *Client) ShowMap(ctx context.Context, mapFile string) ([]MapEntry, error) {
+	if err := checkArg("map", mapFile); err != nil {
+		return nil, err
+	}
+	ans, err := c.query(ctx, "show map "+mapFile, errorAnswer)
+	if err != nil {
+		return nil, err
+	}
+	return ParseShowMap(ans)
+}
+
+// ShowMaps lists the maps HAProxy has loaded.
+func (c *Client) ShowMaps(ctx context.Context) ([]MapInfo, error) {
+	ans, err := c.query(ctx, "show map", errorAnswer)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMapList(ans)
+}
+
+func checkArgs(nameValue ...string) error {
+	for i := 0; i+1 < len(nameValue); i += 2 {
+		if err := checkArg(nameValue[i], nameValue[i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,311 @@
+package runtime
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// answer returns a recorded HAProxy 2.6 answer from testdata/answers.
+func answer(t testing.TB, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "answers", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestParseBackends(t *testing.T) {
+	got, err := ParseBackends(answer(t, "show_backend.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "nowhere,app_blue,app_green" {
+		t.Errorf("got %q", got)
+	}
+	for _, bad := range []string{"", "\n", answer(t, "unknown_command.txt"), "# name\nfoo bar\n\n"} {
+		if _, err := ParseBackends(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseBackends(%.30q): err %v, want ErrMalformed", bad, err)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// server green of app_green in each recorded situation, and whether Up.
+	for _, tc := range []struct {
+		file   string
+		status string
+		up     bool
+	}{
+		{"show_stat_up.txt", "UP", true},
+		{"show_stat_drain.txt", "DRAIN", false},
+		{"show_stat_maint.txt", "MAINT", false},
+		{"show_stat_transition.txt", "UP 1/2", false},
+		{"show_stat_forced_down.txt", "UP 1/2", false},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			rows, err := ParseStat(answer(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != 7 {
+				t.Fatalf("got %d rows, want 7 (2 frontends, 3 backends, 2 servers)", len(rows))
+			}
+			var green *Stat
+			for i := range rows {
+				if rows[i].Proxy == "app_green" && rows[i].Name == "green" {
+					green = &rows[i]
+				}
+			}
+			if green == nil {
+				t.Fatal("no app_green/green row")
+			}
+			if green.Status != tc.status || green.Up() != tc.up || !green.IsServer() {
+				t.Errorf("status %q up %v server %v, want %q %v true", green.Status, green.Up(), green.IsServer(), tc.status, tc.up)
+			}
+			if green.Addr != "127.0.0.1:18082" || green.Fields["iid"] != "5" {
+				t.Errorf("addr %q iid %q", green.Addr, green.Fields["iid"])
+			}
+		})
+	}
+	rows, err := ParseStat(answer(t, "show_stat_backend.txt"))
+	if err != nil || len(rows) != 1 || rows[0].Proxy != "app_blue" || !rows[0].Up() || rows[0].CheckStatus != "L7OK" {
+		t.Errorf("show stat app_blue 4 -1: %+v, %v", rows, err)
+	}
+	fe, _ := ParseStat(answer(t, "show_stat_up.txt"))
+	if fe[0].Type != StatFrontend || fe[0].Up() {
+		t.Errorf("a frontend is never an up server: %+v", fe[0])
+	}
+	for _, bad := range []string{"", "garbage", answer(t, "unknown_command.txt"), "# pxname,svname\nx,y\n"} {
+		if _, err := ParseStat(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseStat(%.30q): err %v, want ErrMalformed", bad, err)
+		}
+	}
+}
+
+func TestParseServersState(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		op    int
+		admin int
+		ready bool
+	}{
+		{"show_servers_state_up.txt", SrvRunning, 0, true},
+		{"show_servers_state_drain.txt", SrvRunning, AdminForcedDrain, false},
+		{"show_servers_state_maint.txt", SrvStopped, AdminForcedMaint, false},
+		{"show_servers_state_transition.txt", SrvRunning, 0, true},
+		{"show_servers_state_backend.txt", SrvRunning, 0, true},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			ss, err := ParseServersState(answer(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := ss[len(ss)-1]
+			if g.Backend != "app_green" || g.Server != "green" || g.Port != 18082 || g.Addr != "127.0.0.1" {
+				t.Errorf("last server: %+v", g)
+			}
+			if g.OpState != tc.op || g.AdminState != tc.admin || g.Ready() != tc.ready {
+				t.Errorf("op %d admin %d ready %v, want %d %d %v", g.OpState, g.AdminState, g.Ready(), tc.op, tc.admin, tc.ready)
+			}
+		})
+	}
+	for _, bad := range []string{"", "2\n# be_id\n", "1\nno header\n", answer(t, "unknown_command.txt"),
+		"1\n# be_id be_name srv_id srv_name srv_op_state srv_admin_state\n1 b 1 s x 0\n"} {
+		if _, err := ParseServersState(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseServersState(%.30q): err %v, want ErrMalformed", bad, err)
+		}
+	}
+}
+
+func TestParseGetMap(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want MapLookup
+	}{
+		{"get_map_found.txt", MapLookup{Found: true, Key: "app", Value: "app_blue"}},
+		{"get_map_missing.txt", MapLookup{}},
+		{"get_map_typed.txt", MapLookup{Found: true, Key: "app", Value: "12"}},
+	} {
+		got, err := ParseGetMap(answer(t, tc.file))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %+v, %v; want %+v", tc.file, got, err, tc.want)
+		}
+	}
+	// HAProxy does not escape quotes; the value runs to the last `", type="`.
+	got, err := ParseGetMap(`type=str, case=sensitive, found=yes, idx=tree, key="a", value="x", type="y", type="str"` + "\n\n")
+	if err != nil || got.Value != `x", type="y` {
+		t.Errorf("quoted value: %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", answer(t, "get_map_unknown.txt"), "found=yes\n"} {
+		if _, err := ParseGetMap(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseGetMap(%.30q): err %v, want ErrMalformed", bad, err)
+		}
+	}
+}
+
+func TestParseShowMap(t *testing.T) {
+	got, err := ParseShowMap(answer(t, "show_map_entries.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recorded after "add map ... k2 v2" ran twice: HAProxy keeps duplicates.
+	want := []MapEntry{{"0x7fb3f804cad0", "k2", "v2"}, {"0x557470e129b0", "app", "app_blue"}, {"0x557470e12a50", "k2", "v2"}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if got, err := ParseShowMap("\n"); err != nil || len(got) != 0 {
+		t.Errorf("empty map: %v, %v", got, err)
+	}
+	if _, err := ParseShowMap(answer(t, "get_map_unknown.txt")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("error text parsed as entries: %v", err)
+	}
+}
+
+func TestParseMapList(t *testing.T) {
+	got, err := ParseMapList(answer(t, "show_map_list.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != 2 || got[0].File != "/tmp/hx/app.map" || !strings.HasPrefix(got[0].Description, "pattern loaded") {
+		t.Errorf("got %+v", got)
+	}
+	got, err = ParseMapList(answer(t, "show_map_list_typed.txt"))
+	if err != nil || len(got) != 1 || got[0].ID != 0 || got[0].File != "/tmp/hx/typed.map" {
+		t.Errorf("typed: %+v, %v", got, err)
+	}
+	if _, err := ParseMapList(answer(t, "unknown_command.txt")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("error text parsed as a map list: %v", err)
+	}
+}
+
+// seedAnswers adds every recorded answer to a fuzz target's corpus: each
+// parser also meets the others' answers and HAProxy's error texts.
+func seedAnswers(f *testing.F) {
+	files, err := filepath.Glob(filepath.Join("testdata", "answers", "*.txt"))
+	if err != nil || len(files) == 0 {
+		f.Fatalf("no recorded answers: %v", err)
+	}
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(data))
+	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	seedAnswers(f)
+	f.Fuzz(func(t *testing.T, ans string) {
+		rows, err := ParseStat(ans)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		for _, r := range rows {
+			if r.Proxy == "" || r.Name == "" {
+				t.Fatalf("row without names: %+v", r)
+			}
+			if r.Up() && !r.IsServer() {
+				t.Fatalf("non-server row is up: %+v", r)
+			}
+		}
+	})
+}
+
+func FuzzParseServersState(f *testing.F) {
+	seedAnswers(f)
+	f.Fuzz(func(t *testing.T, ans string) {
+		ss, err := ParseServersState(ans)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		for _, s := range ss {
+			if strings.ContainsAny(s.Backend+s.Server, " \t\n") {
+				t.Fatalf("name with a space: %+v", s)
+			}
+		}
+	})
+}
+
+func FuzzParseGetMap(f *testing.F) {
+	seedAnswers(f)
+	f.Fuzz(func(t *testing.T, ans string) {
+		m, err := ParseGetMap(ans)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if !m.Found && (m.Key != "" || m.Value != "") {
+			t.Fatalf("not found but has a key or value: %+v", m)
+		}
+		if strings.Contains(m.Value, "\n") || strings.Contains(m.Key, "\n") {
+			t.Fatalf("value spans lines: %+v", m)
+		}
+	})
+}
+
+func FuzzParseShowMap(f *testing.F) {
+	seedAnswers(f)
+	f.Fuzz(func(t *testing.T, ans string) {
+		es, err := ParseShowMap(ans)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		for _, e := range es {
+			if e.Key == "" || strings.Contains(e.Key, " ") || !strings.HasPrefix(e.Ref, "0x") {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+	})
+}
+
+func FuzzParseMapList(f *testing.F) {
+	seedAnswers(f)
+	f.Fuzz(func(t *testing.T, ans string) {
+		ms, err := ParseMapList(ans)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		for _, m := range ms {
+			if strings.Contains(m.File, "\n") {
+				t.Fatalf("file spans lines: %+v", m)
+			}
+		}
+	})
+}
+
+func FuzzParseBackends(f *testing.F) {
+	seedAnswers(f)
+	f.Fuzz(func(t *testing.T, ans string) {
+		names, err := ParseBackends(ans)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		for _, n := range names {
+			if n == "" || strings.ContainsAny(n, " \t\n") {
+				t.Fatalf("bad backend name %q", n)
+			}
+		}
+	})
+}

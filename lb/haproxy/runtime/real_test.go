@@ -1,0 +1,198 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// haproxyBinary returns HAProxy's path; without it the test skips loudly on
+// a developer machine and fails in CI (CI set).
+func haproxyBinary(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("haproxy is not installed, and CI must not skip: install it (see .ci/run)")
+	}
+	t.Skip("SKIP (loud): haproxy is not installed; the real-HAProxy tests of the runtime client did not run")
+	return ""
+}
+
+// startHAProxy runs a real HAProxy in master-worker mode with an admin
+// socket, two checked backends on httptest servers and one map, all under a
+// temp dir; it is stopped when the test ends.
+func startHAProxy(t *testing.T) (sock, mapFile string) {
+	t.Helper()
+	bin := haproxyBinary(t)
+	dir := shortDir(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	t.Cleanup(down.Close)
+	sock, mapFile = filepath.Join(dir, "admin.sock"), filepath.Join(dir, "bgd.map")
+	if err := os.WriteFile(mapFile, []byte("# bgd\napp app_blue\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := fmt.Sprintf(`global
+    stats socket %[1]s mode 600 level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:%[2]d
+    use_backend %%[str(app),map(%[3]s)]
+backend app_blue
+    option httpchk GET /health
+    server blue %[4]s check inter 100ms rise 1 fall 2
+backend app_green
+    option httpchk GET /health
+    server green %[5]s check inter 100ms rise 1 fall 2
+`, sock, port, mapFile, strings.TrimPrefix(up.URL, "http://"), strings.TrimPrefix(down.URL, "http://"))
+	cfgPath := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-W", "-S", filepath.Join(dir, "master.sock"), "-f", cfgPath, "-p", filepath.Join(dir, "haproxy.pid"))
+	logPath := filepath.Join(dir, "haproxy.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		defer logf.Close()
+		defer func() {
+			if t.Failed() {
+				out, _ := os.ReadFile(logPath)
+				t.Logf("haproxy output:\n%s", out)
+			}
+		}()
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := New(sock).ShowBackends(context.Background()); err == nil {
+			return sock, mapFile
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("haproxy's admin socket never answered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRealHAProxy runs every typed helper against HAProxy itself.
+func TestRealHAProxy(t *testing.T) {
+	sock, mapFile := startHAProxy(t)
+	c, ctx := New(sock), context.Background()
+
+	backends, err := c.ShowBackends(ctx)
+	if err != nil || !slices.Contains(backends, "app_blue") || !slices.Contains(backends, "app_green") {
+		t.Fatalf("ShowBackends: %q, %v", backends, err)
+	}
+
+	// HAProxy's own checks: blue answers 200, green 503.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		blue, err1 := c.ShowStat(ctx, "app_blue")
+		green, err2 := c.ShowStat(ctx, "app_green")
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatal(err)
+		}
+		if len(blue) == 1 && blue[0].Up() && len(green) == 1 && strings.HasPrefix(green[0].Status, "DOWN") {
+			if green[0].CheckStatus != "L7STS" {
+				t.Errorf("green check status %q, want L7STS", green[0].CheckStatus)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checks never settled: blue %+v green %+v", blue, green)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	all, err := c.ShowStat(ctx, "")
+	if err != nil || len(all) != 5 { // fe, 2 backends, 2 servers
+		t.Errorf("ShowStat all: %d rows, %v", len(all), err)
+	}
+	ss, err := c.ShowServersState(ctx, "app_blue")
+	if err != nil || len(ss) != 1 || !ss[0].Ready() || ss[0].Server != "blue" {
+		t.Errorf("ShowServersState: %+v, %v", ss, err)
+	}
+
+	maps, err := c.ShowMaps(ctx)
+	if err != nil || len(maps) != 1 || maps[0].File != mapFile {
+		t.Errorf("ShowMaps: %+v, %v", maps, err)
+	}
+	m, err := c.GetMap(ctx, mapFile, "app")
+	if err != nil || m != (MapLookup{Found: true, Key: "app", Value: "app_blue"}) {
+		t.Errorf("GetMap: %+v, %v", m, err)
+	}
+	if err := c.SetMap(ctx, mapFile, "app", "app_green"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := c.GetMap(ctx, mapFile, "app"); m.Value != "app_green" {
+		t.Errorf("after SetMap: %+v", m)
+	}
+	if err := c.SetMap(ctx, mapFile, "other", "x"); !errors.Is(err, ErrEntryNotFound) {
+		t.Errorf("SetMap of a missing key: %v, want ErrEntryNotFound", err)
+	}
+	if m, _ := c.GetMap(ctx, mapFile, "other"); m.Found {
+		t.Errorf("missing key found: %+v", m)
+	}
+	if err := c.AddMap(ctx, mapFile, "other", "app_blue"); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := c.ShowMap(ctx, mapFile)
+	if err != nil || len(entries) != 2 || entries[1].Key != "other" || entries[1].Value != "app_blue" {
+		t.Errorf("ShowMap: %+v, %v", entries, err)
+	}
+	if err := c.DelMap(ctx, mapFile, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetMap(ctx, mapFile+".nope", "app"); !errors.Is(err, ErrUnknownMap) {
+		t.Errorf("GetMap of a map HAProxy did not load: %v, want ErrUnknownMap", err)
+	}
+	if err := c.SetMap(ctx, mapFile+".nope", "app", "x"); !errors.Is(err, ErrUnknownMap) {
+		t.Errorf("SetMap of a map HAProxy did not load: %v, want ErrUnknownMap", err)
+	}
+	if _, err := c.Exec(ctx, "show nothing-at-all"); err != nil {
+		t.Errorf("Exec of an unknown command: %v (the answer is data to Exec)", err)
+	}
+	if err := c.Do(ctx, "show nothing-at-all"); !errors.Is(err, ErrUnknownCommand) {
+		t.Errorf("Do of an unknown command: %v, want ErrUnknownCommand", err)
+	}
+}
