@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -49,21 +50,23 @@ func requireBinary(t testing.TB, name string) string {
 	return ""
 }
 
-// freePort returns a loopback TCP port that was free a moment ago, never
-// one of the seed's 5004-5006.
+// freePort returns a loopback TCP port that was free a moment ago, chosen at
+// random in 20000-31999: below Linux's ephemeral range (32768-60999), so
+// outgoing connections of concurrent tests do not land on it, and far from
+// the seed's 5004-5006.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for i := 0; i < 1000; i++ {
+		p := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		p := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if p < 5004 || p > 5006 {
-			return p
-		}
+		return p
 	}
+	t.Fatal("no free port found in 20000-31999")
+	return 0
 }
 
 // startDemoApp runs `bgd demo-app` as a real process until the test ends.
@@ -117,4 +120,8 @@ func bgd(t testing.TB, dir string, env []string, args ...string) (string, string
 		t.Fatalf("run bgd %v: %v", args, err)
 	}
 	return out.String(), errb.String(), code
+}
+
+func dialPort(port int) (net.Conn, error) {
+	return net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 200*time.Millisecond)
 }

@@ -78,6 +78,18 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 		},
 	})
 	if err == nil {
+		// A healthy answer proves nothing if another process holds the port
+		// (our slot then failed to bind, or has not yet): check who listens.
+		if owner, ours := slots.ListensOn(proc.PID, port); !ours {
+			slots.Stop(context.WithoutCancel(ctx), proc.PID, o.svc.StopGrace.D())
+			*slot.PID, *slot.Healthy = 0, false
+			who := "nobody"
+			if owner.PID > 0 {
+				who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
+			}
+			return failure(fmt.Errorf("%w: %s port %d answered health checks, but it is held by %s, not by the slot (pid %d): stop that process or choose another port",
+				ErrPortBusy, color, port, who, proc.PID))
+		}
 		*slot.Healthy = true
 		p.st.LastCheck = state.TimePtr(state.Now())
 		o.phase("healthy", color, "")

@@ -18,12 +18,7 @@ type PortOwner struct {
 // ListenerOf finds who listens on a TCP port (IPv4 or IPv6, any address),
 // from /proc/net/tcp{,6} and /proc/*/fd. ok is false when nobody listens.
 func ListenerOf(port int) (owner PortOwner, ok bool) {
-	inodes := map[string]bool{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		for _, ino := range listeningInodes(f, port) {
-			inodes[ino] = true
-		}
-	}
+	inodes := listeningInodes(port)
 	if len(inodes) == 0 {
 		return PortOwner{}, false
 	}
@@ -50,8 +45,57 @@ func ListenerOf(port int) (owner PortOwner, ok bool) {
 	return PortOwner{}, true
 }
 
-// listeningInodes returns the socket inodes in LISTEN state on port.
-func listeningInodes(file string, port int) []string {
+// ListensOn reports whether the process group led by leader listens on the
+// port. It looks at the leader's own sockets first, so the common case
+// costs a few reads; otherwise it finds the listener and checks its group.
+// The owner is returned when someone else listens.
+func ListensOn(leader, port int) (owner PortOwner, ours bool) {
+	inodes := listeningInodes(port)
+	if len(inodes) == 0 {
+		return PortOwner{}, false
+	}
+	if holdsSocket(leader, inodes) {
+		return PortOwner{PID: leader}, true
+	}
+	owner, _ = ListenerOf(port)
+	return owner, owner.PID > 0 && InGroup(owner.PID, leader)
+}
+
+func holdsSocket(pid int, inodes map[string]bool) bool {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") && inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] {
+			return true
+		}
+	}
+	return false
+}
+
+// listeningInodes returns the inodes of TCP sockets listening on port, from
+// netlink sock_diag, or from /proc/net/tcp{,6} where netlink is refused.
+func listeningInodes(port int) map[string]bool {
+	out := map[string]bool{}
+	if diag, err := listeningInodesDiag(port); err == nil {
+		for ino := range diag {
+			out[strconv.FormatUint(uint64(ino), 10)] = true
+		}
+		return out
+	}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		for _, ino := range procNetListeners(f, port) {
+			out[ino] = true
+		}
+	}
+	return out
+}
+
+// procNetListeners returns the socket inodes in LISTEN state on port.
+func procNetListeners(file string, port int) []string {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -87,16 +88,18 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
+// freePort returns a port that was free a moment ago, at random in
+// 20000-31999: below Linux's ephemeral range, far from the seed's 5004-5006.
 func freePort(t *testing.T) int {
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for i := 0; i < 1000; i++ {
+		p := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		p := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if p < 5004 || p > 5006 {
-			return p
-		}
+		return p
 	}
+	t.Fatal("no free port found in 20000-31999")
+	return 0
 }
