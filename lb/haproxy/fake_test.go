@@ -1,0 +1,214 @@
+package haproxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeHAProxy emulates the runtime API commands the driver sends, with
+// HAProxy 2.6's answers, over a real unix socket. Hooks let a test answer
+// something else.
+type fakeHAProxy struct {
+	sock string
+
+	mu       sync.Mutex
+	backends []string
+	status   map[string]string // backend -> its one server's status ("UP", "DOWN"...)
+	maps     map[string][]entry
+	log      []string
+	// answer, when set, may replace the answer to a command ("" = default).
+	answer func(cmd string) string
+	// after runs after a command was applied (outside the lock).
+	after func(cmd string)
+}
+
+type entry struct{ key, value string }
+
+// statHeader is HAProxy 2.6's show stat header, recorded.
+var statHeader = func() string {
+	data, err := os.ReadFile(filepath.Join("runtime", "testdata", "answers", "show_stat_backend.txt"))
+	if err != nil {
+		panic(err)
+	}
+	h, _, _ := strings.Cut(string(data), "\n")
+	return h
+}()
+
+func startFakeHAProxy(t *testing.T, mapFile string) *fakeHAProxy {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f := &fakeHAProxy{
+		sock:     filepath.Join(dir, "admin.sock"),
+		backends: []string{"app_blue", "app_green"},
+		status:   map[string]string{"app_blue": "UP", "app_green": "UP"},
+		maps:     map[string][]entry{mapFile: {{"app", "app_blue"}}},
+	}
+	ln, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					return
+				}
+				cmd := strings.TrimSuffix(line, "\n")
+				io.WriteString(c, f.handle(cmd))
+				if f.after != nil {
+					f.after(cmd)
+				}
+			}()
+		}
+	}()
+	return f
+}
+
+func (f *fakeHAProxy) commands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.log...)
+}
+
+func (f *fakeHAProxy) value(mapFile, key string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.maps[mapFile] {
+		if e.key == key {
+			return e.value, true
+		}
+	}
+	return "", false
+}
+
+func (f *fakeHAProxy) setStatus(backend, status string) {
+	f.mu.Lock()
+	f.status[backend] = status
+	f.mu.Unlock()
+}
+
+func (f *fakeHAProxy) handle(cmd string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.log = append(f.log, cmd)
+	if f.answer != nil {
+		if a := f.answer(cmd); a != "" {
+			return a
+		}
+	}
+	w := strings.Fields(cmd)
+	const unknownMap = "Unknown map identifier. Please use #<id> or <file>.\n\n"
+	switch {
+	case cmd == "show backend":
+		return "# name\n" + strings.Join(f.backends, "\n") + "\n\n"
+	case len(w) >= 2 && w[0] == "show" && w[1] == "stat":
+		var b strings.Builder
+		b.WriteString(statHeader + "\n")
+		cols := strings.Split(strings.TrimPrefix(statHeader, "# "), ",")
+		for _, be := range f.backends {
+			if len(w) > 2 && w[2] != be {
+				continue
+			}
+			row := make([]string, len(cols))
+			for i, c := range cols {
+				switch c {
+				case "pxname":
+					row[i] = be
+				case "svname":
+					row[i] = "srv"
+				case "status":
+					row[i] = f.status[be]
+				case "type":
+					row[i] = "2"
+				case "check_desc":
+					row[i] = "Layer7 wrong status"
+				}
+			}
+			b.WriteString(strings.Join(row, ",") + "\n")
+		}
+		return b.String() + "\n"
+	case cmd == "show map":
+		var b strings.Builder
+		b.WriteString("# id (file) description\n")
+		i := 0
+		for m := range f.maps {
+			fmt.Fprintf(&b, "%d (%s) pattern loaded from file '%s' used by map at file 'h.cfg' line 13. curr_ver=0 next_ver=0 entry_cnt=1\n", i, m, m)
+			i++
+		}
+		return b.String() + "\n"
+	case len(w) == 4 && w[0] == "get" && w[1] == "map":
+		es, ok := f.maps[w[2]]
+		if !ok {
+			return unknownMap
+		}
+		for _, e := range es {
+			if e.key == w[3] {
+				return fmt.Sprintf("type=str, case=sensitive, found=yes, idx=tree, key=%q, value=%q, type=\"str\"\n\n", e.key, e.value)
+			}
+		}
+		return "type=str, case=sensitive, found=no\n\n"
+	case len(w) == 5 && w[0] == "set" && w[1] == "map":
+		es, ok := f.maps[w[2]]
+		if !ok {
+			return unknownMap
+		}
+		found := false
+		for i := range es {
+			if es[i].key == w[3] {
+				es[i].value, found = w[4], true
+			}
+		}
+		if !found {
+			return "entry not found.\n\n"
+		}
+		return "\n"
+	case len(w) == 5 && w[0] == "add" && w[1] == "map":
+		if _, ok := f.maps[w[2]]; !ok {
+			return unknownMap
+		}
+		f.maps[w[2]] = append(f.maps[w[2]], entry{w[3], w[4]})
+		return "\n"
+	case len(w) == 4 && w[0] == "del" && w[1] == "map":
+		es, ok := f.maps[w[2]]
+		if !ok {
+			return unknownMap
+		}
+		kept := es[:0]
+		for _, e := range es {
+			if e.key != w[3] {
+				kept = append(kept, e)
+			}
+		}
+		if len(kept) == len(es) {
+			return "entry not found.\n\n"
+		}
+		f.maps[w[2]] = kept
+		return "\n"
+	}
+	return "Unknown command, but maybe one of the following ones is a better match:\n  help\n\n"
+}

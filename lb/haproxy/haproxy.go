@@ -1,0 +1,402 @@
+package haproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/templates"
+)
+
+// Errors a Flip or Active can return besides lb.ErrUnreachable and
+// lb.ErrNotConfirmed. In every case the routing is what it was before.
+var (
+	// ErrNoBackend: the target colour's backend is not in HAProxy's running
+	// configuration (a map value naming it would silently fall to
+	// default_backend).
+	ErrNoBackend = errors.New("haproxy: backend missing")
+	// ErrNoServerUp: HAProxy's own health checks never reported a server of
+	// the target backend UP within Options.UpTimeout.
+	ErrNoServerUp = errors.New("haproxy: no server UP")
+	// ErrMapNotLoaded: HAProxy has not loaded lb.haproxy.map_file (no
+	// frontend uses it, or it is named by another path).
+	ErrMapNotLoaded = errors.New("haproxy: map file not loaded")
+	// ErrNoEntry: the map has no entry for the service, so HAProxy routes it
+	// to default_backend, not to a colour.
+	ErrNoEntry = errors.New("haproxy: no map entry")
+	// ErrMapFile: the map file on disk could not be read or rewritten, so a
+	// reload would lose the flip; the runtime change was undone.
+	ErrMapFile = errors.New("haproxy: map file not persisted")
+)
+
+var _ lb.Balancer = (*Balancer)(nil)
+
+// Options tune a Balancer. The zero value gives every default.
+type Options struct {
+	// UpTimeout bounds the wait for HAProxy's own checks to report a server
+	// of the target backend UP; they lag behind bgd's (rise × inter). The
+	// orchestrator passes the service's health.timeout. Default 30s.
+	UpTimeout time.Duration
+	// PollInterval is the pause between two looks at `show stat` while
+	// waiting for a server to be UP. Default 50ms.
+	PollInterval time.Duration
+	// CallTimeout bounds each runtime API command. Default 2s.
+	CallTimeout time.Duration
+	// Bind is what the rendered frontend binds. Default ":80".
+	Bind string
+	// Check is appended to each rendered server's "check" keyword. Default
+	// "inter 1s fastinter 250ms downinter 500ms rise 2 fall 3": a started
+	// slot is UP about 0.5-1s after it first answers.
+	Check string
+	// Template is the text of the user's own snippet template; it receives
+	// the same variables. Default "": templates.HAProxy.
+	Template string
+	// Logger records each flip step. Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.UpTimeout <= 0 {
+		o.UpTimeout = 30 * time.Second
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 50 * time.Millisecond
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = runtime.DefaultTimeout
+	}
+	if o.Bind == "" {
+		o.Bind = ":80"
+	}
+	if o.Check == "" {
+		o.Check = "inter 1s fastinter 250ms downinter 500ms rise 2 fall 3"
+	}
+	if o.Template == "" {
+		o.Template = templates.HAProxy
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Balancer flips one service through HAProxy's runtime API.
+type Balancer struct {
+	service  string
+	cfg      config.HAProxy
+	opts     Options
+	client   *runtime.Client
+	tmpl     *template.Template
+	backends map[string]string // colour -> backend
+}
+
+// New returns the HAProxy driver of service. cfg is the service's
+// lb.haproxy section with defaults filled (config.Load does that).
+func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
+	opts.fill()
+	if err := validate(service, cfg); err != nil {
+		return nil, err
+	}
+	tmpl, err := template.New("haproxy").Option("missingkey=error").Parse(opts.Template)
+	if err != nil {
+		return nil, fmt.Errorf("%w: haproxy snippet template: %v", config.ErrInvalid, err)
+	}
+	client := runtime.New(cfg.Socket)
+	client.Timeout = opts.CallTimeout
+	return &Balancer{
+		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
+		backends: map[string]string{"blue": cfg.Backends["blue"], "green": cfg.Backends["green"]},
+	}, nil
+}
+
+// validate refuses what would split a runtime API command line or a map
+// file line; config.Validate checks the same for files, New for callers.
+func validate(service string, cfg config.HAProxy) error {
+	var errs []string
+	bad := func(s string) bool { return s == "" || strings.ContainsAny(s, " \t\r\n;\\#\"'") }
+	if bad(service) {
+		errs = append(errs, fmt.Sprintf("service name %q", service))
+	}
+	if bad(cfg.MapFile) {
+		errs = append(errs, fmt.Sprintf("lb.haproxy.map_file %q", cfg.MapFile))
+	}
+	for _, c := range config.Colors {
+		if bad(cfg.Backends[c]) {
+			errs = append(errs, fmt.Sprintf("lb.haproxy.backends.%s %q", c, cfg.Backends[c]))
+		}
+	}
+	if cfg.Socket == "" {
+		errs = append(errs, "lb.haproxy.socket is empty")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: haproxy driver: %s: no spaces, quotes, '#', ';' or '\\' (they would split HAProxy command or map lines)",
+			config.ErrInvalid, strings.Join(errs, ", "))
+	}
+	if cfg.Backends["blue"] == cfg.Backends["green"] {
+		return fmt.Errorf("%w: haproxy driver: blue and green both use backend %q", config.ErrInvalid, cfg.Backends["blue"])
+	}
+	return nil
+}
+
+// Flip routes the service to r.Active's backend: check the backend exists,
+// wait until HAProxy's checks see a server of it UP, `set map` (or `add
+// map`), confirm with `get map`, then rewrite the map file so a reload keeps
+// it. On any error the previous map value is in force.
+func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+	start := time.Now()
+	color := r.Active.Color
+	target, ok := b.backends[color]
+	if !ok {
+		return fmt.Errorf("haproxy: cannot route %s to %q: not blue or green", b.service, color)
+	}
+	log := b.opts.Logger.With("service", b.service, "slot", color, "backend", target)
+
+	backends, err := b.client.ShowBackends(ctx)
+	if err != nil {
+		return b.wrap(err, "list backends")
+	}
+	if !slices.Contains(backends, target) {
+		return fmt.Errorf("%w: cannot route %s to %s: backend %q is not in HAProxy's running configuration (it has: %s); add it (`bgd render` prints it) and reload HAProxy",
+			ErrNoBackend, b.service, color, target, strings.Join(backends, ", "))
+	}
+	prev, err := b.lookup(ctx)
+	if err != nil {
+		return err
+	}
+	if prev.Found && prev.Value == target {
+		// Already routed there: only make sure the file agrees.
+		if err := b.persist(ctx, target); err != nil {
+			return fmt.Errorf("%w: %s already routes to %s but %v", ErrMapFile, b.service, target, err)
+		}
+		log.Info("haproxy already routes to slot", "elapsed", time.Since(start))
+		return nil
+	}
+	if err := b.checkMapFile(target); err != nil {
+		return err
+	}
+	if err := b.waitUp(ctx, target, color); err != nil {
+		return err
+	}
+	if err := b.setEntry(ctx, prev.Found, target); err != nil {
+		return b.wrap(err, "set the map entry")
+	}
+	got, err := b.lookup(ctx)
+	if err != nil || !got.Found || got.Value != target {
+		cause := err
+		if cause == nil {
+			cause = fmt.Errorf("get map answers %+v", got)
+		}
+		if rerr := b.restore(ctx, prev); rerr != nil {
+			return fmt.Errorf("%w: %s to %s: %v; restoring the previous entry failed too: %v (check `get map %s %s`)",
+				lb.ErrNotConfirmed, b.service, target, cause, rerr, b.cfg.MapFile, b.service)
+		}
+		return fmt.Errorf("%w: %s to %s: %v; the previous entry was restored", lb.ErrNotConfirmed, b.service, target, cause)
+	}
+	if err := b.persist(ctx, target); err != nil {
+		if rerr := b.restore(ctx, prev); rerr != nil {
+			return fmt.Errorf("%w: %v; HAProxy now routes %s to %s and restoring the previous entry failed: %v",
+				ErrMapFile, err, b.service, target, rerr)
+		}
+		return fmt.Errorf("%w: %v; the runtime change was undone, so HAProxy still routes as before", ErrMapFile, err)
+	}
+	log.Info("haproxy flipped", "previous", prev.Value, "elapsed", time.Since(start))
+	return nil
+}
+
+// lookup reads the service's map entry, turning "unknown map" into a
+// clear ErrMapNotLoaded naming the maps HAProxy did load.
+func (b *Balancer) lookup(ctx context.Context) (runtime.MapLookup, error) {
+	m, err := b.client.GetMap(ctx, b.cfg.MapFile, b.service)
+	if errors.Is(err, runtime.ErrUnknownMap) {
+		loaded := "none"
+		if maps, lerr := b.client.ShowMaps(ctx); lerr == nil && len(maps) > 0 {
+			names := make([]string, len(maps))
+			for i, m := range maps {
+				names[i] = m.File
+			}
+			loaded = strings.Join(names, ", ")
+		}
+		return m, fmt.Errorf("%w: HAProxy has not loaded %s (it has: %s): its frontend needs `use_backend %%[str(%s),map(%s)]` with exactly this path (see `bgd render`), then a reload",
+			ErrMapNotLoaded, b.cfg.MapFile, loaded, b.service, b.cfg.MapFile)
+	}
+	if err != nil {
+		return m, b.wrap(err, "read the map entry")
+	}
+	return m, nil
+}
+
+// setEntry sets the entry, adding it when the service has none; a key that
+// vanished between lookup and set is added.
+func (b *Balancer) setEntry(ctx context.Context, exists bool, value string) error {
+	if exists {
+		err := b.client.SetMap(ctx, b.cfg.MapFile, b.service, value)
+		if !errors.Is(err, runtime.ErrEntryNotFound) {
+			return err
+		}
+	}
+	return b.client.AddMap(ctx, b.cfg.MapFile, b.service, value)
+}
+
+// restore puts the previous entry back (or removes the one added). It uses
+// its own deadline: the flip's context may be what ran out.
+func (b *Balancer) restore(ctx context.Context, prev runtime.MapLookup) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.opts.CallTimeout)
+	defer cancel()
+	if !prev.Found {
+		err := b.client.DelMap(ctx, b.cfg.MapFile, b.service)
+		if errors.Is(err, runtime.ErrEntryNotFound) {
+			return nil
+		}
+		return err
+	}
+	return b.setEntry(ctx, true, prev.Value)
+}
+
+// waitUp polls `show stat` until a server of backend is UP by HAProxy's own
+// checks, for at most Options.UpTimeout.
+func (b *Balancer) waitUp(ctx context.Context, backend, color string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.UpTimeout)
+	defer cancel()
+	var last []runtime.Stat
+	for {
+		rows, err := b.client.ShowStat(ctx, backend)
+		if err != nil && ctx.Err() == nil {
+			return b.wrap(err, "read server states")
+		}
+		if err == nil {
+			last = rows[:0:0]
+			for _, s := range rows {
+				if s.Proxy != backend || !s.IsServer() {
+					continue
+				}
+				if s.Up() {
+					return nil
+				}
+				last = append(last, s)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			var states []string
+			for _, s := range last {
+				st := s.Name + " " + s.Status
+				if s.CheckDesc != "" {
+					st += " (" + s.CheckDesc + ")"
+				}
+				states = append(states, st)
+			}
+			if len(states) == 0 {
+				states = []string{"no servers"}
+			}
+			return fmt.Errorf("%w: cannot route %s to %s: no server of backend %q is UP in HAProxy after %s (%s); traffic stays where it was",
+				ErrNoServerUp, b.service, color, backend, b.opts.UpTimeout, strings.Join(states, ", "))
+		case <-time.After(b.opts.PollInterval):
+		}
+	}
+}
+
+// wrap says what failed; an unreachable socket also becomes lb.ErrUnreachable.
+func (b *Balancer) wrap(err error, doing string) error {
+	if errors.Is(err, runtime.ErrUnreachable) {
+		return fmt.Errorf("%w: cannot %s for %s: %w; is HAProxy running with `stats socket %s` in its global section?",
+			lb.ErrUnreachable, doing, b.service, err, b.cfg.Socket)
+	}
+	if errors.Is(err, runtime.ErrUnknownCommand) {
+		return fmt.Errorf("haproxy: cannot %s for %s: %w; is %s the master CLI? bgd needs a worker's `stats socket`",
+			doing, b.service, err, b.cfg.Socket)
+	}
+	return fmt.Errorf("haproxy: cannot %s for %s: %w", doing, b.service, err)
+}
+
+// Active reads the map entry back from HAProxy and names its colour.
+func (b *Balancer) Active(ctx context.Context) (string, error) {
+	m, err := b.lookup(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !m.Found {
+		return "", fmt.Errorf("%w: %s has no entry for %s, so HAProxy sends it to default_backend", ErrNoEntry, b.cfg.MapFile, b.service)
+	}
+	for _, c := range config.Colors {
+		if b.backends[c] == m.Value {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("haproxy: %s routes %s to backend %q, which is neither blue (%s) nor green (%s)",
+		b.cfg.MapFile, b.service, m.Value, b.backends["blue"], b.backends["green"])
+}
+
+// Backend is one colour's backend, as the snippet template sees it.
+type Backend struct {
+	Color  string // "blue" or "green"
+	Name   string // the HAProxy backend, lb.haproxy.backends.<colour>
+	Addr   string // the slot, "127.0.0.1:5005"
+	Active bool   // the backend r routes to
+}
+
+// Data is what the snippet template receives; see the package doc.
+type Data struct {
+	Service      string
+	MapFile      string
+	Socket       string // as a stats socket line wants it: a path, or ipv4@host:port
+	SocketIsUnix bool
+	Bind         string
+	HealthPath   string
+	Check        string
+	Backends     []Backend // blue, then green
+	Active       Backend
+	Generation   uint64
+}
+
+// Render returns the snippet a user includes in HAProxy's configuration
+// for route r. It does not touch HAProxy.
+func (b *Balancer) Render(r lb.Route) ([]byte, error) {
+	if !config.ValidColor(r.Active.Color) {
+		return nil, fmt.Errorf("haproxy: render %s: active colour %q is not blue or green", b.service, r.Active.Color)
+	}
+	d := Data{
+		Service: b.service, MapFile: b.cfg.MapFile, Bind: b.opts.Bind,
+		HealthPath: r.HealthPath, Check: b.opts.Check, Generation: r.Generation,
+	}
+	if d.HealthPath == "" {
+		d.HealthPath = "/health"
+	}
+	d.Socket, d.SocketIsUnix = strings.TrimPrefix(b.cfg.Socket, "unix://"), true
+	if rest, ok := strings.CutPrefix(b.cfg.Socket, "tcp://"); ok {
+		d.Socket, d.SocketIsUnix = "ipv4@"+rest, false
+		if strings.HasPrefix(rest, "[") {
+			d.Socket = "ipv6@" + rest
+		}
+	}
+	for _, c := range config.Colors {
+		u := r.Active
+		if c != r.Active.Color {
+			u = r.Standby
+		}
+		if u.Color != c || u.Port == 0 {
+			return nil, fmt.Errorf("haproxy: render %s: the route has no port for the %s slot", b.service, c)
+		}
+		if u.Host == "" {
+			u.Host = "127.0.0.1"
+		}
+		be := Backend{Color: c, Name: b.backends[c], Addr: u.Addr(), Active: r.Active.Color == c}
+		d.Backends = append(d.Backends, be)
+		if be.Active {
+			d.Active = be
+		}
+	}
+	var buf bytes.Buffer
+	if err := b.tmpl.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("haproxy: render %s: %w", b.service, err)
+	}
+	return buf.Bytes(), nil
+}
