@@ -6,6 +6,7 @@ import (
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/builtin"
+	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/lb/nginx"
 )
 
@@ -16,6 +17,12 @@ func newBalancer(svc *config.Service, opts Options) (lb.Balancer, error) {
 		return &builtin.Balancer{Listen: svc.LB.Builtin.Listen, Spawn: opts.SpawnProxy}, nil
 	case "nginx":
 		b, err := nginx.New(svc.Name, svc.LB.Nginx, nginx.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case "haproxy":
+		b, err := haproxy.New(svc.Name, svc.LB.HAProxy, haproxy.Options{UpTimeout: svc.Health.Timeout.D(), Logger: opts.Logger})
 		if err != nil {
 			return nil, err
 		}
