@@ -39,14 +39,16 @@ type Options struct {
 	// VerifyTimeout bounds the wait, after a reload, for verify_url to answer
 	// with the new generation. Default 5s.
 	VerifyTimeout time.Duration
-	// VerifyInterval is the pause between two verify probes. Default 10ms.
+	// VerifyInterval is the pause between two verify probes. Default 5ms.
 	VerifyInterval time.Duration
-	// Settle: nginx starts its new workers and lets the old ones go on
-	// accepting new connections for about 100 ms more, so a flip is only
-	// confirmed by an answer with the new generation at least Settle after
-	// the reload command returned. Default 120ms; negative: confirm on the
-	// first such answer.
-	Settle time.Duration
+	// Settle and Confirmations: nginx starts its new workers and lets the
+	// old ones go on accepting new connections for about 100 ms more (longer
+	// when the host is busy), so a flip is only confirmed once Confirmations
+	// probes in a row, each on a new connection, answered with the new
+	// generation, the last one at least Settle after the reload command
+	// returned. Defaults 120ms and 5; a negative Settle does not wait.
+	Settle        time.Duration
+	Confirmations int
 	// ProbeTimeout bounds one probe of verify_url. Default 1s.
 	ProbeTimeout time.Duration
 	// CommandTimeout bounds each run of the test and reload commands.
@@ -67,10 +69,13 @@ func (o *Options) fill() {
 		o.VerifyTimeout = 5 * time.Second
 	}
 	if o.VerifyInterval <= 0 {
-		o.VerifyInterval = 10 * time.Millisecond
+		o.VerifyInterval = 5 * time.Millisecond
 	}
 	if o.Settle == 0 {
 		o.Settle = 120 * time.Millisecond
+	}
+	if o.Confirmations <= 0 {
+		o.Confirmations = 5
 	}
 	if o.ProbeTimeout <= 0 {
 		o.ProbeTimeout = time.Second

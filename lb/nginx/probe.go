@@ -50,27 +50,30 @@ func (b *Balancer) probe(ctx context.Context) answer {
 	}
 }
 
-// waitGeneration probes until nginx answers with generation want, at least
-// Settle after reloaded (old workers go on accepting new connections for a
-// while after a reload). It returns the last answer seen; the error says why
-// it gave up.
+// waitGeneration probes until nginx answers with generation want
+// Confirmations times in a row, the last at least Settle after reloaded: for
+// a while after a reload the old workers still accept new connections, and
+// under load some of them for longer than nginx's 100 ms. It returns the last
+// answer seen; the error says why it gave up.
 func (b *Balancer) waitGeneration(parent context.Context, want string, reloaded time.Time) (answer, error) {
 	ctx, cancel := context.WithTimeout(parent, b.opts.VerifyTimeout)
 	defer cancel()
 	var last answer
+	streak := 0
 	for {
 		ans := b.probe(ctx)
 		if ans.err == nil || ctx.Err() == nil || last == (answer{}) {
 			last = ans // a probe cut short by the deadline says nothing new
 		}
-		if last.generation == want && time.Since(reloaded) >= b.opts.Settle {
+		if last.generation == want {
+			streak++
+		} else {
+			streak = 0
+		}
+		if streak >= b.opts.Confirmations && time.Since(reloaded) >= b.opts.Settle {
 			return last, nil
 		}
-		wait := b.opts.VerifyInterval
-		if last.generation == want {
-			wait = b.opts.Settle - time.Since(reloaded) // straight to the end of Settle
-		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(b.opts.VerifyInterval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
