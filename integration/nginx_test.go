@@ -425,4 +425,68 @@ services:
 	if status := run("status"); !strings.Contains(status, "green") {
 		t.Fatalf("status does not name green:\n%s", status)
 	}
+
+	// The time of a whole `bgd switch` through nginx, confirmed by nginx.
+	var took []time.Duration
+	for i := 0; i < 10; i++ {
+		col := config.Colors[i%2]
+		start := time.Now()
+		run("switch", col)
+		took = append(took, time.Since(start))
+		expect("switch "+col, col, map[string]string{"blue": "", "green": "v2"}[col])
+	}
+	slices.Sort(took)
+	t.Logf("bgd switch through nginx, whole CLI process, 10 switches: median %s, max %s",
+		took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+}
+
+// docsBlock returns the fenced block that follows `<!-- example: name -->`
+// in docs/nginx.md, so the documented example is the tested one.
+func docsBlock(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile("../docs/nginx.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "<!-- example: "+name+" -->")
+	if !ok {
+		t.Fatalf("docs/nginx.md has no example %q", name)
+	}
+	_, rest, _ = strings.Cut(rest, "```nginx\n")
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatalf("docs/nginx.md: example %q has no fenced block", name)
+	}
+	return block
+}
+
+// TestNginxDocsExample: the documented way to keep your own server block
+// (bgd renders only the upstream and a loopback verify server) works on a
+// real nginx: the site follows each flip.
+func TestNginxDocsExample(t *testing.T) {
+	t.Parallel()
+	n, ports := nginxPair(t, nginxSetup{})
+	sitePort := freePort(t)
+	site := strings.Replace(docsBlock(t, "site"), "listen 80;", "listen 127.0.0.1:"+strconv.Itoa(sitePort)+";", 1)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(n.file), "shop.conf"), []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := filepath.Join(t.TempDir(), "app-upstream.conf.tmpl")
+	if err := os.WriteFile(tmpl, []byte(docsBlock(t, "upstream-template")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.cfg() // listen is the loopback verify server, verify_url points at it
+	cfg.Template = tmpl
+	b := newNginxBalancer(t, cfg, nginx.Options{})
+	for gen, col := range []string{"blue", "green", "blue"} {
+		if err := b.Flip(context.Background(), nginxRoute(col, ports, uint64(gen+1))); err != nil {
+			t.Fatalf("flip to %s: %v\nerror log:\n%s", col, err, n.errorLog())
+		}
+		if got := nginxGet(t, fmt.Sprintf("http://127.0.0.1:%d/", sitePort)); got.slot != col {
+			t.Fatalf("after flip to %s the site answered from %q: %q", col, got.slot, got.body)
+		}
+		if active, err := b.Active(context.Background()); err != nil || active != col {
+			t.Fatalf("Active = %q, %v; want %s", active, err, col)
+		}
+	}
 }
