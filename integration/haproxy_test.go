@@ -1,0 +1,341 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/haproxy"
+	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+)
+
+// TestHAProxyFlip: flips through the driver against a real HAProxy running
+// the rendered snippet, with real demo-app slots; each flip is seen by new
+// requests at once, read back by Active, and written to the map file.
+func TestHAProxyFlip(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	startDemoApp(t, greenPort, "green", "v2")
+	h := newHAProxy(t, bluePort, greenPort, haSetup{})
+	h.waitUp(t, "blue")
+	h.assertRoutesTo(t, "blue")
+	b := h.balancer(t, 5*time.Second)
+	ctx := context.Background()
+	for _, color := range []string{"green", "blue", "green", "green"} {
+		if err := b.Flip(ctx, haRoute(color, bluePort, greenPort)); err != nil {
+			t.Fatalf("flip to %s: %v", color, err)
+		}
+		h.assertRoutesTo(t, color)
+		if got, err := b.Active(ctx); err != nil || got != color {
+			t.Fatalf("Active: %q, %v; want %s", got, err, color)
+		}
+		data, _ := os.ReadFile(h.mapFile)
+		if string(data) != "app app_"+color+"\n" {
+			t.Fatalf("map file %q after flip to %s", data, color)
+		}
+	}
+}
+
+// TestHAProxyFlipsUnderLoad: 50 flips while new-connection clients and
+// keep-alive clients (POST, never retried by Go's transport) send requests
+// through HAProxy: zero failed requests, both colours seen.
+func TestHAProxyFlipsUnderLoad(t *testing.T) {
+	const flips = 50
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	startDemoApp(t, greenPort, "green", "v2")
+	h := newHAProxy(t, bluePort, greenPort, haSetup{})
+	h.waitUp(t, "blue", "green")
+	b := h.balancer(t, 5*time.Second)
+	ctx := context.Background()
+
+	fresh := startHALoad(h.url(), "new-connection clients", false, 3)
+	alive := startHALoad(h.url(), "keep-alive clients", true, 3)
+	time.Sleep(100 * time.Millisecond)
+	var lat []time.Duration
+	color := "blue"
+	for i := range flips {
+		color = []string{"green", "blue"}[i%2]
+		start := time.Now()
+		if err := b.Flip(ctx, haRoute(color, bluePort, greenPort)); err != nil {
+			fresh.stop()
+			alive.stop()
+			t.Fatalf("flip %d to %s: %v", i+1, color, err)
+		}
+		lat = append(lat, time.Since(start))
+		// Once Flip returns, a new request goes to the new colour.
+		if got, code := h.slot(t); got != color {
+			t.Errorf("flip %d: first request after it went to %q (status %d), want %s", i+1, got, code, color)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	fresh.stop()
+	alive.stop()
+
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("%d flips through HAProxy's runtime API: median %s, p90 %s, max %s",
+		flips, lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1])
+	for _, l := range []*haLoad{fresh, alive} {
+		t.Logf("%s", l)
+		if l.failed.Load() != 0 {
+			t.Errorf("%s: %d failed requests", l.name, l.failed.Load())
+		}
+		if l.blue.Load() == 0 || l.green.Load() == 0 {
+			t.Errorf("%s: did not see both colours", l.name)
+		}
+		if l.total.Load() < 100 {
+			t.Errorf("%s: only %d requests: the load was too light to mean anything", l.name, l.total.Load())
+		}
+	}
+	if alive.reused.Load() < alive.total.Load()/2 {
+		t.Errorf("keep-alive clients reused a connection for only %d of %d requests", alive.reused.Load(), alive.total.Load())
+	}
+	if fresh.reused.Load() != 0 {
+		t.Errorf("new-connection clients reused %d connections", fresh.reused.Load())
+	}
+}
+
+// TestHAProxyReloadAndRestartKeepTheColour: after a flip, a reload (SIGUSR2
+// to the master) and a full restart both route to the flipped colour,
+// because the driver rewrote the map file. The same runtime change made
+// without the rewrite is lost by the reload: the rewrite is what matters.
+func TestHAProxyReloadAndRestartKeepTheColour(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	startDemoApp(t, greenPort, "green", "v2")
+	h := newHAProxy(t, bluePort, greenPort, haSetup{})
+	h.waitUp(t, "blue", "green")
+	ctx := context.Background()
+
+	// Control: a bare `set map` does not survive a reload.
+	if err := runtime.New(h.sock).SetMap(ctx, h.mapFile, "app", "app_green"); err != nil {
+		t.Fatal(err)
+	}
+	h.assertRoutesTo(t, "green")
+	h.reload(t)
+	h.waitUp(t, "blue", "green")
+	h.assertRoutesTo(t, "blue")
+
+	b := h.balancer(t, 5*time.Second)
+	if err := b.Flip(ctx, haRoute("green", bluePort, greenPort)); err != nil {
+		t.Fatal(err)
+	}
+	h.assertRoutesTo(t, "green")
+
+	alive := startHALoad(h.url(), "keep-alive clients across the reload", true, 2)
+	fresh := startHALoad(h.url(), "new-connection clients across the reload", false, 2)
+	time.Sleep(100 * time.Millisecond)
+	h.reload(t)
+	time.Sleep(200 * time.Millisecond)
+	alive.stop()
+	fresh.stop()
+	t.Logf("%s", fresh)
+	t.Logf("%s", alive)
+	if fresh.failed.Load() != 0 {
+		t.Errorf("%d new-connection requests failed across a reload", fresh.failed.Load())
+	}
+	if fresh.blue.Load() != 0 || alive.blue.Load() != 0 {
+		t.Errorf("blue answered during or after the reload: %d + %d requests", fresh.blue.Load(), alive.blue.Load())
+	}
+	h.waitUp(t, "green")
+	h.assertRoutesTo(t, "green")
+	if got, err := b.Active(ctx); err != nil || got != "green" {
+		t.Errorf("Active after reload: %q, %v", got, err)
+	}
+
+	h.restart(t)
+	h.waitUp(t, "green")
+	h.assertRoutesTo(t, "green")
+	if got, err := b.Active(ctx); err != nil || got != "green" {
+		t.Errorf("Active after restart: %q, %v", got, err)
+	}
+}
+
+// TestHAProxyFlipWaitsForHAProxysChecks: a slot that becomes healthy late
+// is flipped to only once HAProxy's own checks say UP; no request fails.
+func TestHAProxyFlipWaitsForHAProxysChecks(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	h := newHAProxy(t, bluePort, greenPort, haSetup{})
+	h.waitUp(t, "blue")
+	startDemoApp(t, greenPort, "green", "v2", "--ready-after", "700ms")
+	fresh := startHALoad(h.url(), "new-connection clients", false, 2)
+	start := time.Now()
+	err := h.balancer(t, 5*time.Second).Flip(context.Background(), haRoute("green", bluePort, greenPort))
+	waited := time.Since(start)
+	fresh.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flip waited %s for HAProxy's checks; %s", waited, fresh)
+	if waited < 500*time.Millisecond {
+		t.Errorf("flipped after %s, before the slot could be healthy", waited)
+	}
+	if fresh.failed.Load() != 0 {
+		t.Errorf("%d requests failed", fresh.failed.Load())
+	}
+	h.assertRoutesTo(t, "green")
+}
+
+// haFault checks a failed flip: the error is what the fault says, and
+// HAProxy still routes as before, in memory and in the map file.
+func haFault(t *testing.T, h *testHAProxy, err error, is error, says ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("the flip succeeded")
+	}
+	t.Logf("error: %v", err)
+	if is != nil && !errors.Is(err, is) {
+		t.Errorf("error is not %v", is)
+	}
+	for _, s := range says {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not say %q", s)
+		}
+	}
+	if v := h.mapValue(t); v != "app_blue" {
+		t.Errorf("HAProxy's entry is %q, want app_blue unchanged", v)
+	}
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_blue\n" {
+		t.Errorf("map file changed: %q", data)
+	}
+	if got, code := h.slot(t); got != "blue" {
+		t.Errorf("HAProxy routes to %q (status %d), want blue", got, code)
+	}
+}
+
+// TestHAProxyFaults: each fault refuses the flip and leaves routing as it was.
+func TestHAProxyFaults(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	// green is not started: HAProxy's checks see it DOWN.
+	h := newHAProxy(t, bluePort, greenPort, haSetup{})
+	h.waitUp(t, "blue")
+	ctx := context.Background()
+	green := haRoute("green", bluePort, greenPort)
+	driver := func(t *testing.T, mutate func(*haproxy.Options, *testHAProxy) (string, string, map[string]string)) *haproxy.Balancer {
+		t.Helper()
+		cfg := h.hcfg
+		opts := haproxy.Options{UpTimeout: 500 * time.Millisecond, PollInterval: 10 * time.Millisecond}
+		if mutate != nil {
+			sock, mapFile, backends := mutate(&opts, h)
+			if sock != "" {
+				cfg.Socket = sock
+			}
+			if mapFile != "" {
+				cfg.MapFile = mapFile
+			}
+			if backends != nil {
+				cfg.Backends = backends
+			}
+		}
+		b, err := haproxy.New("app", cfg, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	t.Run("socket missing", func(t *testing.T) {
+		missing := h.dir + "/gone.sock"
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return missing, "", nil }).Flip(ctx, green)
+		haFault(t, h, err, lb.ErrUnreachable, missing, "no such file or directory")
+	})
+	t.Run("connection refused", func(t *testing.T) {
+		// A TCP admin socket nobody listens on.
+		addr := "tcp://127.0.0.1:" + strconv.Itoa(freePort(t))
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return addr, "", nil }).Flip(ctx, green)
+		haFault(t, h, err, lb.ErrUnreachable, addr, "connection refused")
+	})
+	t.Run("permission denied", func(t *testing.T) {
+		// HAProxy made its socket "mode 600" as root. Root itself ignores
+		// file modes, so the flip runs in a child process as nobody, as a
+		// non-root bgd would; the directory is opened up so that it is the
+		// socket's own mode that refuses.
+		if err := os.Chmod(h.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(h.sock); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("socket mode %v, %v; want 0600 from the rendered snippet", fi.Mode(), err)
+		}
+		var out string
+		if os.Geteuid() == 0 {
+			out = flipAsNobody(t, h.sock, h.mapFile)
+		} else {
+			t.Skip("SKIP (loud): not root and not the socket's owner is needed; run as root to exercise permission denied")
+		}
+		t.Logf("child: %s", out)
+		if !strings.Contains(out, "uid=65534 unreachable=true permission=true") || !strings.Contains(out, h.sock) ||
+			!strings.Contains(out, "permission denied") {
+			t.Errorf("want ErrUnreachable, fs.ErrPermission and the socket path")
+		}
+		haFault(t, h, errors.New(out), nil)
+	})
+	t.Run("backend missing", func(t *testing.T) {
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) {
+			return "", "", map[string]string{"blue": "app_blue", "green": "app_green_v2"}
+		}).Flip(ctx, green)
+		haFault(t, h, err, haproxy.ErrNoBackend, `backend "app_green_v2"`, "app_blue, app_green")
+	})
+	t.Run("no server up", func(t *testing.T) {
+		err := driver(t, nil).Flip(ctx, green)
+		haFault(t, h, err, haproxy.ErrNoServerUp, `backend "app_green"`, "green DOWN", "Layer4 connection problem")
+	})
+	t.Run("map file not loaded", func(t *testing.T) {
+		other := h.dir + "/other.map"
+		os.WriteFile(other, []byte("app app_blue\n"), 0o644)
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return "", other, nil }).Flip(ctx, green)
+		haFault(t, h, err, haproxy.ErrMapNotLoaded, other, "it has: "+h.mapFile)
+		if data, _ := os.ReadFile(other); string(data) != "app app_blue\n" {
+			t.Errorf("the unloaded map file was rewritten: %q", data)
+		}
+	})
+	t.Run("error text from the master CLI", func(t *testing.T) {
+		// lb.haproxy.socket naming the master socket: HAProxy answers
+		// "Unknown command" to show backend.
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return h.master, "", nil }).Flip(ctx, green)
+		haFault(t, h, err, runtime.ErrUnknownCommand, "Unknown command", "master CLI")
+	})
+}
+
+// TestHAProxyErrorTextOnSet: HAProxy answers `add map` with an error text
+// (the map also feeds an integer converter, so "app_green" does not parse);
+// the flip fails carrying that text, and the service stays without entry.
+func TestHAProxyErrorTextOnSet(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	startDemoApp(t, greenPort, "green", "v2")
+	empty := ""
+	h := newHAProxy(t, bluePort, greenPort, haSetup{mapInit: &empty,
+		frontendExtra: "http-request set-var(txn.weight) str(app),map_str_int({{map}})"})
+	h.waitUp(t, "blue", "green")
+	if _, code := h.slot(t); code != 503 {
+		t.Fatalf("without an entry HAProxy answers %d, want 503", code)
+	}
+	err := h.balancer(t, 5*time.Second).Flip(context.Background(), haRoute("green", bluePort, greenPort))
+	if err == nil {
+		t.Fatal("the flip succeeded")
+	}
+	t.Logf("error: %v", err)
+	var ce *runtime.CommandError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "unable to parse 'app_green'") ||
+		!strings.Contains(err.Error(), "add map "+h.mapFile+" app app_green") {
+		t.Errorf("want HAProxy's text and the command")
+	}
+	if v := h.mapValue(t); v != "" {
+		t.Errorf("HAProxy's entry is %q, want none", v)
+	}
+	if data, _ := os.ReadFile(h.mapFile); len(data) != 0 {
+		t.Errorf("map file changed: %q", data)
+	}
+	if _, code := h.slot(t); code != 503 {
+		t.Errorf("HAProxy answers %d, want 503 as before", code)
+	}
+}
