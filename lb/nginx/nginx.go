@@ -283,12 +283,25 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	}
 	if out, err := b.run(ctx, b.cfg.Test); err != nil {
 		msg := restored()
+		if ctx.Err() != nil {
+			return fmt.Errorf("nginx: flip of service %q cancelled while %s ran (%w); %s and nothing was reloaded",
+				b.service, quote(b.cfg.Test), ctx.Err(), msg)
+		}
 		log.Error("nginx rejected the new configuration", "err", err)
 		return fmt.Errorf("%w: %s for service %q: %s: %s; %s and nothing was reloaded",
 			ErrRejected, quote(b.cfg.Test), b.service, cmdFailure(err), output(out), msg)
 	}
 	if out, err := b.run(ctx, b.cfg.Reload); err != nil {
 		msg := restored()
+		if ctx.Err() != nil {
+			// The signal may have gone out before the command was stopped.
+			again := "nginx was reloaded again with it"
+			if out, rerr := b.run(rctx, b.cfg.Reload); rerr != nil {
+				again = fmt.Sprintf("reloading nginx again FAILED: %s: %s", cmdFailure(rerr), output(out))
+			}
+			return fmt.Errorf("nginx: flip of service %q cancelled while %s ran (%w); %s and %s",
+				b.service, quote(b.cfg.Reload), ctx.Err(), msg, again)
+		}
 		log.Error("nginx reload failed", "err", err)
 		return fmt.Errorf("%w: nginx for service %q: %s: %s: %s; %s: is the nginx master running, and is its pid file where the reload command looks?",
 			lb.ErrUnreachable, b.service, quote(b.cfg.Reload), cmdFailure(err), output(out), msg)

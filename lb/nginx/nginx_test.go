@@ -241,3 +241,42 @@ func TestActive(t *testing.T) {
 		t.Fatalf("Active with nginx down = %v; want lb.ErrUnreachable", err)
 	}
 }
+
+// TestFlipCancelledInCommand: cancelled while nginx -t or the reload runs,
+// the previous file is back; a reload that may have signalled nginx is
+// followed by another one with the restored file.
+func TestFlipCancelledInCommand(t *testing.T) {
+	for _, stuck := range []string{"test", "reload"} {
+		t.Run(stuck, func(t *testing.T) {
+			f, b := newFake(t)
+			os.WriteFile(f.file, []byte("before"), 0o644)
+			fake := b.opts.Run
+			var calls []string
+			b.opts.Run = func(ctx context.Context, argv []string) ([]byte, error) {
+				kind := "reload"
+				if argv[len(argv)-1] == "-t" {
+					kind = "test"
+				}
+				calls = append(calls, kind)
+				if kind == stuck && len(calls) <= 2 {
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+				return fake(ctx, argv)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+			defer cancel()
+			err := b.Flip(ctx, testRoute("green", 2))
+			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "cancelled") {
+				t.Fatalf("Flip = %v; want a cancellation error", err)
+			}
+			if on, _ := os.ReadFile(f.file); string(on) != "before" {
+				t.Fatalf("file after a cancelled flip: %q", on)
+			}
+			want := map[string]string{"test": "test", "reload": "test,reload,reload"}[stuck]
+			if got := strings.Join(calls, ","); got != want {
+				t.Fatalf("commands run: %s; want %s", got, want)
+			}
+		})
+	}
+}
