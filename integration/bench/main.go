@@ -32,6 +32,7 @@ type options struct {
 	short    bool
 	keep     bool
 	drivers  []string
+	phases   map[string]bool
 
 	flips, deploys, crashes int
 	readyAfter              time.Duration
@@ -52,6 +53,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.short, "short", false, "run every path briefly (CI smoke mode); the numbers mean little")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) for inspection")
 	drivers := fs.String("drivers", "builtin,nginx,haproxy", "drivers to measure")
+	phases := fs.String("phases", "drivers,dataplane,sweep", "phases to run: drivers (figures 1-4, 7), dataplane (5, 7), sweep (6)")
 	fs.IntVar(&o.flips, "flips", 0, "flips under load per driver, and idle flips (default 20; -short 3)")
 	fs.IntVar(&o.deploys, "deploys", 0, "deploys per driver (default 20; -short 3)")
 	fs.IntVar(&o.crashes, "crashes", 0, "crashing deploys per driver (default 20; -short 3)")
@@ -101,6 +103,16 @@ func parseFlags(args []string) (options, error) {
 		case "":
 		default:
 			return o, fmt.Errorf("-drivers: unknown driver %q (use builtin, nginx, haproxy)", d)
+		}
+	}
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "drivers", "dataplane", "sweep":
+			o.phases[p] = true
+		case "":
+		default:
+			return o, fmt.Errorf("-phases: unknown phase %q (use drivers, dataplane, sweep)", p)
 		}
 	}
 	if o.services < 1 || o.services > 5000 {
@@ -245,14 +257,22 @@ func (b *bench) runAll(ctx context.Context) {
 		}
 		b.log.Info("phase done", "name", name, "took", time.Since(t0).Round(time.Millisecond))
 	}
-	step("balancers", b.startBalancers)
-	for _, d := range b.o.drivers {
-		dr := &DriverResult{Driver: d}
-		b.res.Drivers[d] = dr
-		step("driver "+d, func() error { return b.driverPhases(ctx, dr) })
+	if b.o.phases["drivers"] || b.o.phases["dataplane"] {
+		step("balancers", b.startBalancers)
 	}
-	step("data plane", func() error { return b.dataPlane(ctx) })
-	step("health sweep", func() error { return b.healthSweep(ctx) })
+	if b.o.phases["drivers"] {
+		for _, d := range b.o.drivers {
+			dr := &DriverResult{Driver: d}
+			b.res.Drivers[d] = dr
+			step("driver "+d, func() error { return b.driverPhases(ctx, dr) })
+		}
+	}
+	if b.o.phases["dataplane"] {
+		step("data plane", func() error { return b.dataPlane(ctx) })
+	}
+	if b.o.phases["sweep"] {
+		step("health sweep", func() error { return b.healthSweep(ctx) })
+	}
 }
 
 // startBalancers starts the one nginx and the one HAProxy the run uses,
