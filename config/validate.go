@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -107,6 +108,15 @@ func (c *Config) Validate() error {
 			}
 			if strings.ContainsAny(h.MapFile, " \t\r\n\"';") {
 				add("service %q: lb.haproxy.map_file %q must not contain spaces, quotes or ';'", name, h.MapFile)
+			} else if strings.ContainsAny(h.MapFile, "#\\") || !filepath.IsAbs(h.MapFile) {
+				add("service %q: lb.haproxy.map_file %q: give an absolute path without '#' or '\\', as HAProxy's map() names it", name, h.MapFile)
+			}
+			if addr, ok := strings.CutPrefix(h.Socket, "tcp://"); ok {
+				if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+					add("service %q: lb.haproxy.socket %q: want tcp://host:port", name, h.Socket)
+				}
+			} else if p := strings.TrimPrefix(h.Socket, "unix://"); !filepath.IsAbs(p) || strings.ContainsAny(p, " \t\r\n\"';") {
+				add("service %q: lb.haproxy.socket %q: want an absolute unix socket path or tcp://host:port", name, h.Socket)
 			}
 		default:
 			add("service %q: lb.driver %q is unknown (use builtin, nginx or haproxy)", name, s.LB.Driver)

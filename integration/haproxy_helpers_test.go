@@ -267,6 +267,22 @@ func (h *testHAProxy) waitUp(t *testing.T, colors ...string) {
 	}
 }
 
+// waitDown waits until HAProxy's checks see the colour's server DOWN.
+func (h *testHAProxy) waitDown(t *testing.T, color string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rows, err := runtime.New(h.sock).ShowStat(context.Background(), h.hcfg.Backends[color])
+		if err == nil && len(rows) == 1 && strings.HasPrefix(rows[0].Status, "DOWN") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HAProxy never saw %s DOWN: %+v %v", color, rows, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // mapValue is the runtime map entry of "app" ("" when absent).
 func (h *testHAProxy) mapValue(t *testing.T) string {
 	t.Helper()

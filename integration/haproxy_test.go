@@ -1,12 +1,19 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -338,4 +345,170 @@ func TestHAProxyErrorTextOnSet(t *testing.T) {
 	if _, code := h.slot(t); code != 503 {
 		t.Errorf("HAProxy answers %d, want 503 as before", code)
 	}
+}
+
+// TestHAProxyCLI: the runbook through `bgd` with lb.driver haproxy, real
+// demo-app slots and a real HAProxy; then faults and their exit codes.
+func TestHAProxyCLI(t *testing.T) {
+	blue, green := freePort(t), freePort(t)
+	h := newHAProxy(t, blue, green, haSetup{})
+	dir := t.TempDir()
+	list := func(argv []string) string { data, _ := json.Marshal(argv); return string(data) }
+	writeYML := func(name, health, lbExtra string) {
+		t.Helper()
+		yml := fmt.Sprintf(`state_dir: %q
+services:
+  app:
+    command: %s
+    blue: {port: %d}
+    green: {port: %d}
+    health: {%s}
+    stop_grace: 2s
+    lb:
+      driver: haproxy
+      haproxy:
+        socket: %q
+        map_file: %q
+%s`, filepath.Join(dir, "state"),
+			list([]string{bgdBin, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"}),
+			blue, green, health, h.sock, h.mapFile, lbExtra)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(yml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeYML("bluegreen.yml", "timeout: 10s", "")
+	statePath := filepath.Join(dir, "state", "bg_state.json")
+	t.Cleanup(func() {
+		data, _ := os.ReadFile(statePath)
+		var st struct {
+			Blue  int `json:"blue_pid"`
+			Green int `json:"green_pid"`
+		}
+		json.Unmarshal(data, &st)
+		for _, pid := range []int{st.Blue, st.Green} {
+			if pid > 0 {
+				syscall.Kill(-pid, syscall.SIGKILL)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	run := func(wantCode int, args ...string) (string, string) {
+		t.Helper()
+		start := time.Now()
+		out, errOut, code := bgd(t, dir, []string{"NO_COLOR=1"}, args...)
+		t.Logf("bgd %s: exit %d in %s", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond))
+		if code != wantCode {
+			t.Fatalf("bgd %v: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, code, wantCode, out, errOut)
+		}
+		return out, errOut
+	}
+	expect := func(step, color, release string) {
+		t.Helper()
+		h.waitUp(t, color)
+		for range 3 {
+			resp, err := http.Post(h.url(), "text/plain", strings.NewReader("x"))
+			if err != nil {
+				t.Fatalf("after %s: %v", step, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("X-Slot") != color || !strings.Contains(string(body), "release="+release) {
+				t.Fatalf("after %s: HAProxy answered %d from %q: %q; want %s release %s",
+					step, resp.StatusCode, resp.Header.Get("X-Slot"), body, color, release)
+			}
+		}
+	}
+	active := func() string {
+		t.Helper()
+		var st struct {
+			Active string `json:"active_version"`
+		}
+		data, _ := os.ReadFile(statePath)
+		json.Unmarshal(data, &st)
+		return st.Active
+	}
+
+	run(0, "start", "blue")
+	expect("start blue", "blue", "")
+	run(0, "deploy", "--release", "v2")
+	expect("deploy", "green", "v2")
+	run(0, "switch", "blue")
+	expect("switch blue", "blue", "")
+	run(0, "rollback")
+	expect("rollback", "green", "v2")
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_green\n" {
+		t.Errorf("map file %q after rollback", data)
+	}
+	rendered, _ := run(0, "render")
+	if !strings.Contains(rendered, "use_backend %[str(app),map("+h.mapFile+")]") || !strings.Contains(rendered, "option idle-close-on-response") {
+		t.Errorf("bgd render:\n%s", rendered)
+	}
+	if status, _ := run(0, "status"); !strings.Contains(status, "green") {
+		t.Errorf("status does not name green:\n%s", status)
+	}
+
+	// The time of a whole `bgd switch` through HAProxy, confirmed by get map.
+	var took []time.Duration
+	for i := range 10 {
+		col := []string{"blue", "green"}[i%2]
+		start := time.Now()
+		run(0, "switch", col)
+		took = append(took, time.Since(start))
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	t.Logf("bgd switch through HAProxy, whole process: median %s, max %s (10 runs)", took[5], took[9])
+	expect("10 switches", "green", "v2")
+
+	// Faults: exit 1 (2 for config), state and routing unchanged.
+	fault := func(name string, code int, says string, args ...string) {
+		t.Helper()
+		_, errOut := run(code, args...)
+		t.Logf("%s: %s", name, strings.TrimSpace(errOut))
+		if !strings.Contains(errOut, says) {
+			t.Errorf("%s: stderr does not say %q:\n%s", name, says, errOut)
+		}
+		if a := active(); a != "green" {
+			t.Errorf("%s: active_version is %q, want green", name, a)
+		}
+		if v := h.mapValue(t); v != "app_green" {
+			t.Errorf("%s: HAProxy's entry is %q", name, v)
+		}
+		expect(name, "green", "v2")
+	}
+	missing := filepath.Join(dir, "gone.sock")
+	writeYML("missing-socket.yml", "timeout: 10s", "")
+	os.WriteFile(filepath.Join(dir, "missing-socket.yml"), bytes.Replace(mustRead(t, filepath.Join(dir, "missing-socket.yml")), []byte(h.sock), []byte(missing), 1), 0o644)
+	fault("socket missing", 1, missing, "-c", "missing-socket.yml", "switch", "blue")
+
+	other := filepath.Join(dir, "other.map")
+	os.WriteFile(other, []byte("app app_green\n"), 0o644)
+	writeYML("unloaded-map.yml", "timeout: 10s", "")
+	os.WriteFile(filepath.Join(dir, "unloaded-map.yml"), bytes.Replace(mustRead(t, filepath.Join(dir, "unloaded-map.yml")), []byte(h.mapFile), []byte(other), 1), 0o644)
+	fault("map file not loaded", 1, "has not loaded "+other, "-c", "unloaded-map.yml", "switch", "blue")
+
+	writeYML("missing-backend.yml", "timeout: 10s", "        backends: {blue: app_blue_v9, green: app_green}\n")
+	fault("backend missing", 1, `backend "app_blue_v9"`, "-c", "missing-backend.yml", "switch", "blue")
+
+	writeYML("bad-backend.yml", "timeout: 10s", "        backends: {blue: \"app blue\", green: app_green}\n")
+	fault("backend name with a space", 2, "lb.haproxy.backends.blue", "-c", "bad-backend.yml", "switch", "blue")
+
+	writeYML("relative-map.yml", "timeout: 10s", "")
+	os.WriteFile(filepath.Join(dir, "relative-map.yml"), bytes.Replace(mustRead(t, filepath.Join(dir, "relative-map.yml")), []byte(h.mapFile), []byte("bgd.map"), 1), 0o644)
+	fault("relative map file", 2, `lb.haproxy.map_file "bgd.map": give an absolute path`, "-c", "relative-map.yml", "switch", "blue")
+
+	// No server UP: blue stops; a forced switch reaches the driver, which
+	// waits health.timeout for HAProxy's checks and refuses.
+	run(0, "stop", "blue")
+	h.waitDown(t, "blue") // HAProxy's checks lag a stop too (fall × inter)
+	writeYML("short-timeout.yml", "timeout: 1s", "")
+	fault("no server up", 1, `no server of backend "app_blue" is UP`, "-c", "short-timeout.yml", "switch", "--force", "blue")
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

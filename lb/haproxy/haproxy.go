@@ -262,44 +262,40 @@ func (b *Balancer) restore(ctx context.Context, prev runtime.MapLookup) error {
 }
 
 // waitUp polls `show stat` until a server of backend is UP by HAProxy's own
-// checks, for at most Options.UpTimeout.
+// checks, for at most Options.UpTimeout. The bound applies between polls,
+// so a failing socket is reported as itself, never as a timeout.
 func (b *Balancer) waitUp(ctx context.Context, backend, color string) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.UpTimeout)
-	defer cancel()
-	var last []runtime.Stat
+	deadline := time.Now().Add(b.opts.UpTimeout)
 	for {
 		rows, err := b.client.ShowStat(ctx, backend)
-		if err != nil && ctx.Err() == nil {
+		if err != nil {
 			return b.wrap(err, "read server states")
 		}
-		if err == nil {
-			last = rows[:0:0]
-			for _, s := range rows {
-				if s.Proxy != backend || !s.IsServer() {
-					continue
-				}
-				if s.Up() {
-					return nil
-				}
-				last = append(last, s)
+		var states []string
+		for _, s := range rows {
+			if s.Proxy != backend || !s.IsServer() {
+				continue
 			}
+			if s.Up() {
+				return nil
+			}
+			st := s.Name + " " + s.Status
+			if s.CheckDesc != "" {
+				st += " (" + s.CheckDesc + ")"
+			}
+			states = append(states, st)
 		}
-		select {
-		case <-ctx.Done():
-			var states []string
-			for _, s := range last {
-				st := s.Name + " " + s.Status
-				if s.CheckDesc != "" {
-					st += " (" + s.CheckDesc + ")"
-				}
-				states = append(states, st)
-			}
+		if time.Now().After(deadline) {
 			if len(states) == 0 {
 				states = []string{"no servers"}
 			}
-			return fmt.Errorf("%w: cannot route %s to %s: no server of backend %q is UP in HAProxy after %s (%s); traffic stays where it was",
+			return fmt.Errorf("%w: cannot route %s to %s: no server of backend %q is UP in HAProxy after %s (%s)",
 				ErrNoServerUp, b.service, color, backend, b.opts.UpTimeout, strings.Join(states, ", "))
-		case <-time.After(b.opts.PollInterval):
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("haproxy: waiting for a server of backend %q to be UP: %w", backend, ctx.Err())
+		case <-time.After(min(b.opts.PollInterval, time.Until(deadline)+time.Millisecond)):
 		}
 	}
 }
