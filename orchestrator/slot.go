@@ -16,6 +16,11 @@ import (
 // ErrPortBusy: a slot's port is held by a process that is not that slot.
 var ErrPortBusy = errors.New("port held by another process")
 
+// portBusy is an ErrFailed that also matches ErrPortBusy.
+func portBusy(format string, args ...any) error {
+	return failure(kindError{ErrPortBusy, fmt.Errorf(format, args...)})
+}
+
 // checkPort refuses a port held by anything but the slot's own process group.
 func checkPort(color string, port, ownPID int) error {
 	owner, held := slots.ListenerOf(port)
@@ -29,8 +34,8 @@ func checkPort(color string, port, ownPID int) error {
 	if owner.PID > 0 {
 		who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
 	}
-	return failure(fmt.Errorf("%w: %s port %d is held by %s: stop that process or choose another port (%s_PORT)",
-		ErrPortBusy, color, port, who, strings.ToUpper(color)))
+	return portBusy("%s port %d is held by %s: stop that process or choose another port (%s_PORT)",
+		color, port, who, strings.ToUpper(color))
 }
 
 // startSlot starts color with release and waits until it is healthy. The pid
@@ -87,8 +92,8 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 			if owner.PID > 0 {
 				who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
 			}
-			return failure(fmt.Errorf("%w: %s port %d answered health checks, but it is held by %s, not by the slot (pid %d): stop that process or choose another port",
-				ErrPortBusy, color, port, who, proc.PID))
+			return portBusy("%s port %d answered health checks, but it is held by %s, not by the slot (pid %d): stop that process or choose another port",
+				color, port, who, proc.PID)
 		}
 		*slot.Healthy = true
 		p.st.LastCheck = state.TimePtr(state.Now())
