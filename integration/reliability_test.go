@@ -8,6 +8,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,109 @@ func TestReliabilityBadInput(t *testing.T) {
 				t.Errorf("--json output %q, want {ok: false, exit_code: 2, error naming %q}", stdout, tc.want[0])
 			}
 		})
+	}
+}
+
+// corruptions are the ways a state file can be broken on disk.
+var corruptions = []struct {
+	name string
+	data func(valid []byte) []byte
+}{
+	{"torn", func(v []byte) []byte { return v[:len(v)/2] }},
+	{"empty", func([]byte) []byte { return nil }},
+	{"non-JSON", func([]byte) []byte { return []byte("\x00\x01garbage\xff\n") }},
+	{"wrong schema", func([]byte) []byte { return []byte(`{"active_version": "purple", "blue_port": "5005"}` + "\n") }},
+}
+
+// TestReliabilityCorruptState: with a live deployment (green active) whose
+// state file is then broken, every command refuses (exit 1, naming the file
+// and `bgd reconcile`) and leaves the file byte for byte as it was; `bgd
+// reconcile` moves it aside and rebuilds the state from the running slots
+// and the proxy, reporting each fix; afterwards state and proxy agree and
+// the next deploy works.
+func TestReliabilityCorruptState(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.must("start", "blue")
+	r.must("deploy", "--release", "r1")
+	good := r.state()
+	valid, err := os.ReadFile(r.statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commands := [][]string{
+		{"status"}, {"history"}, {"render"}, {"health-check"},
+		{"start", "blue"}, {"start", "green"}, {"stop", "blue"}, {"stop", "green", "--force"},
+		{"deploy"}, {"deploy", "--no-switch"}, {"switch", "blue"}, {"switch", "green"}, {"rollback"},
+	}
+	statePathRel := filepath.Join(".local_context", "bg_state.json") // as configured
+	refusals := 0
+	for _, c := range corruptions {
+		t.Run(c.name, func(t *testing.T) {
+			bad := c.data(valid)
+			if err := os.WriteFile(r.statePath, bad, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range commands {
+				_, stderr, code := r.run(args...)
+				if code != 1 {
+					t.Errorf("%s: exit %d, want 1\n%s", args, code, stderr)
+				}
+				if !strings.Contains(stderr, statePathRel) || !strings.Contains(stderr, "bgd reconcile") {
+					t.Errorf("%s: error does not name %s and `bgd reconcile`:\n%s", args, statePathRel, stderr)
+				}
+				if now, _ := os.ReadFile(r.statePath); string(now) != string(bad) {
+					t.Fatalf("%s changed the corrupt file to %q", args, now)
+				}
+				refusals++
+			}
+			// The proxy keeps routing to green meanwhile.
+			if got := r.servedBy(); got != "green" {
+				t.Errorf("with a corrupt state the proxy serves %q, want green", got)
+			}
+
+			out := r.must("--json", "reconcile")
+			var rec struct {
+				Active      string   `json:"active_version"`
+				Fixes       []string `json:"fixes"`
+				KeptCorrupt string   `json:"kept_corrupt"`
+			}
+			if err := json.Unmarshal([]byte(out), &rec); err != nil {
+				t.Fatalf("reconcile --json: %v\n%s", err, out)
+			}
+			report := strings.Join(rec.Fixes, "\n")
+			for _, w := range []string{
+				"state file was corrupt: moved to " + rec.KeptCorrupt,
+				fmt.Sprintf("blue: port %d is served by pid %d", r.blue, good.BluePID),
+				fmt.Sprintf("green: port %d is served by pid %d", r.green, good.GreenPID),
+				"blue: healthy is true", "green: healthy is true",
+				"the load balancer routes to green, the state said blue",
+			} {
+				if !strings.Contains(report, w) {
+					t.Errorf("reconcile report lacks %q:\n%s", w, report)
+				}
+			}
+			if kept, err := os.ReadFile(filepath.Join(r.dir, rec.KeptCorrupt)); err != nil || string(kept) != string(bad) {
+				t.Errorf("the corrupt file was not kept as it was at %s: %v", rec.KeptCorrupt, err)
+			}
+			st := r.state()
+			if st.ActiveVersion != "green" || st.BluePID != good.BluePID || st.GreenPID != good.GreenPID || !st.BlueHealthy || !st.GreenHealthy {
+				t.Errorf("rebuilt state %+v, want green active, pids %d/%d, both healthy", st, good.BluePID, good.GreenPID)
+			}
+			s := r.status()
+			if s.ActiveVersion != s.LBActive || s.LBActive != "green" {
+				t.Errorf("after reconcile the state says %s and the proxy %s, want both green", s.ActiveVersion, s.LBActive)
+			}
+			// Reconcile again: nothing left to fix but the health record.
+			out = r.must("reconcile")
+			if strings.Contains(out, "corrupt") || strings.Contains(out, "adopted") || strings.Contains(out, "routes to") {
+				t.Errorf("a second reconcile still fixes things:\n%s", out)
+			}
+		})
+	}
+	t.Logf("%d commands refused on %d kinds of corrupt state file", refusals, len(corruptions))
+	r.must("deploy", "--release", "r2")
+	r.waitServedBy("blue")
+	if st := r.state(); st.ActiveVersion != "blue" || st.BlueRelease != "r2" {
+		t.Errorf("deploy after reconcile: active %s release %s, want blue r2", st.ActiveVersion, st.BlueRelease)
 	}
 }

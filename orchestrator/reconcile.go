@@ -36,9 +36,16 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 	fix := func(format string, args ...any) { rec.Fixes = append(rec.Fixes, fmt.Sprintf(format, args...)) }
 	st, err := o.store.Load()
 	if errors.Is(err, state.ErrCorrupt) {
-		rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.store.Path, time.Now().UTC().Format("20060102T150405Z"))
-		if rerr := os.Rename(o.store.Path, rec.KeptCorrupt); rerr != nil {
-			return nil, fmt.Errorf("move corrupt state aside: %w", rerr)
+		// Copy, not rename: the state path must never go missing, or the
+		// builtin proxy would read "no file" as a new state routing to blue.
+		// The rebuilt state replaces the corrupt file atomically below.
+		rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.store.Path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+		bad, rerr := os.ReadFile(o.store.Path)
+		if rerr == nil {
+			rerr = state.WriteFileAtomic(rec.KeptCorrupt, bad, 0o600)
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
 		}
 		fix("state file was corrupt: moved to %s and rebuilt", rec.KeptCorrupt)
 		st = state.New(o.svc.Blue.Port, o.svc.Green.Port)
