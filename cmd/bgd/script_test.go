@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"net"
@@ -18,7 +17,7 @@ import (
 // TestMain lets testscript run this test binary as the `bgd` command.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"bgd": func() { os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr)) },
+		"bgd": func() { os.Exit(runMain()) },
 	})
 }
 
