@@ -199,11 +199,7 @@ func (c *Config) fillDefaults() {
 			n.Reload = []string{"nginx", "-s", "reload"}
 		}
 		if n.VerifyURL == "" {
-			port := n.Listen
-			if i := strings.LastIndex(port, ":"); i >= 0 {
-				port = port[i+1:]
-			}
-			n.VerifyURL = "http://127.0.0.1:" + port + "/"
+			n.VerifyURL = verifyURL(n.Listen)
 		}
 		hp := &s.LB.HAProxy
 		if hp.Socket == "" {
@@ -221,6 +217,22 @@ func (c *Config) fillDefaults() {
 			}
 		}
 	}
+}
+
+// verifyURL is where nginx's server on listen answers from this host: the
+// listen address itself, or loopback when it listens on every address.
+func verifyURL(listen string) string {
+	host, port := "127.0.0.1", listen
+	if i := strings.LastIndex(listen, ":"); i >= 0 {
+		host, port = listen[:i], listen[i+1:]
+		switch host {
+		case "", "*", "0.0.0.0":
+			host = "127.0.0.1"
+		case "[::]":
+			host = "[::1]"
+		}
+	}
+	return "http://" + host + ":" + port + "/"
 }
 
 func setDur(d *Duration, def time.Duration) {
