@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -110,33 +111,47 @@ func (n *nginxInst) lbConfig(service string, port int) map[string]any {
 	}
 }
 
-// haFrontend is one service behind HAProxy: a frontend on port whose
-// backend is picked by one map entry (key: the service), one backend per
-// colour, as DESIGN.md describes the driver.
+// haFrontend is one service behind HAProxy, configured as a user would:
+// HAProxy loads a small base configuration plus, for each service, the
+// snippet `bgd render` prints (its admin socket, a frontend whose backend
+// one map entry picks, one backend per colour with HAProxy's own checks),
+// with the snippet's "bind :80" pointed at a loopback port.
 type haFrontend struct {
-	service    string
-	port       int
-	blue, grn  int // the slots' ports
-	mapFile    string
-	haBackends map[string]string // colour -> backend name
+	service   string
+	port      int    // the frontend
+	blue, grn int    // the slots' ports
+	dir       string // where its socket and map file live
 }
 
-// haproxyInst is a real HAProxy in the foreground with its own admin socket.
+func (f *haFrontend) socket() string  { return filepath.Join(f.dir, f.service+".sock") }
+func (f *haFrontend) mapFile() string { return filepath.Join(f.dir, f.service+".map") }
+
+// lbConfig is the lb: section of the service.
+func (f *haFrontend) lbConfig() map[string]any {
+	return map[string]any{
+		"driver": "haproxy",
+		"haproxy": map[string]any{
+			"socket":   f.socket(),
+			"map_file": f.mapFile(),
+			"backends": map[string]string{"blue": f.service + "_blue", "green": f.service + "_green"},
+		},
+	}
+}
+
+// haproxyInst is a real HAProxy in the foreground.
 type haproxyInst struct {
-	bin, dir, cfg, socket string
-	proc                  *proc
+	proc *proc
 }
 
-func startHAProxy(r *reaper, bin, dir string, fronts []*haFrontend) (*haproxyInst, error) {
-	h := &haproxyInst{bin: bin, dir: dir, cfg: filepath.Join(dir, "haproxy.cfg"), socket: filepath.Join(dir, "admin.sock")}
+// startHAProxy starts HAProxy with base plus one rendered snippet per
+// frontend; render returns what `bgd render` prints for a frontend.
+func startHAProxy(r *reaper, bin, dir string, fronts []*haFrontend, render func(*haFrontend) ([]byte, error)) (*haproxyInst, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `# HAProxy for the bgd benchmark
+	base := filepath.Join(dir, "base.cfg")
+	if err := os.WriteFile(base, []byte(`# HAProxy for the bgd benchmark: the base; each service's snippet is bgd's
 global
-    stats socket %s mode 600 level admin
-    stats timeout 30s
     maxconn 4000
 
 defaults
@@ -145,67 +160,57 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout http-keep-alive 30s
-    option idle-close-on-response
-`, h.socket)
-	for _, f := range fronts {
-		f.mapFile = filepath.Join(dir, f.service+".map")
-		f.haBackends = map[string]string{"blue": f.service + "_blue", "green": f.service + "_green"}
-		if err := os.WriteFile(f.mapFile, []byte(f.service+" "+f.haBackends["blue"]+"\n"), 0o644); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&b, `
-frontend fe_%[1]s
-    bind 127.0.0.1:%[2]d
-    use_backend %%[str(%[1]s),map(%[3]s)]
-    default_backend %[4]s
-
-backend %[4]s
-    server blue 127.0.0.1:%[6]d
-
-backend %[5]s
-    server green 127.0.0.1:%[7]d
-`, f.service, f.port, f.mapFile, f.haBackends["blue"], f.haBackends["green"], f.blue, f.grn)
-	}
-	if err := os.WriteFile(h.cfg, []byte(b.String()), 0o644); err != nil {
+`), 0o644); err != nil {
 		return nil, err
 	}
-	if out, err := exec.Command(bin, "-c", "-q", "-f", h.cfg).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("haproxy -c rejects the bench configuration: %v\n%s", err, out)
+	args := []string{"-f", base}
+	for _, f := range fronts {
+		// HAProxy will not start without the map file (bgd render says so).
+		if err := os.WriteFile(f.mapFile(), []byte(f.service+" "+f.service+"_blue\n"), 0o644); err != nil {
+			return nil, err
+		}
+		snippet, err := render(f)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Contains(snippet, []byte("bind :80\n")) {
+			return nil, fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", f.service, snippet)
+		}
+		snippet = bytes.Replace(snippet, []byte("bind :80\n"), []byte(fmt.Sprintf("bind 127.0.0.1:%d\n", f.port)), 1)
+		path := filepath.Join(dir, f.service+".cfg")
+		if err := os.WriteFile(path, snippet, 0o644); err != nil {
+			return nil, err
+		}
+		args = append(args, "-f", path)
+	}
+	if out, err := exec.Command(bin, append([]string{"-c", "-q"}, args...)...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("haproxy -c rejects the bench configuration (%s): %v\n%s", strings.Join(args, " "), err, out)
 	}
 	log, err := os.Create(filepath.Join(dir, "haproxy.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer log.Close()
-	cmd := exec.Command(bin, "-db", "-f", h.cfg)
+	cmd := exec.Command(bin, append([]string{"-db"}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	p, err := r.start("haproxy", cmd)
 	if err != nil {
 		return nil, err
 	}
-	h.proc = p
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := net.Dial("unix", h.socket); err == nil {
-			c.Close()
-			return h, nil
+	for _, f := range fronts {
+		for {
+			c, err := net.Dial("unix", f.socket())
+			if err == nil {
+				c.Close()
+				break
+			}
+			if p.exited() || time.Now().After(deadline) {
+				data, _ := os.ReadFile(filepath.Join(dir, "haproxy.log"))
+				return nil, fmt.Errorf("haproxy did not open its admin socket %s; its output:\n%s", f.socket(), data)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if p.exited() || time.Now().After(deadline) {
-			data, _ := os.ReadFile(filepath.Join(dir, "haproxy.log"))
-			return nil, fmt.Errorf("haproxy did not open its admin socket; its output:\n%s", data)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// lbConfig is the lb: section of the service of frontend f.
-func (h *haproxyInst) lbConfig(f *haFrontend) map[string]any {
-	return map[string]any{
-		"driver": "haproxy",
-		"haproxy": map[string]any{
-			"socket":   h.socket,
-			"map_file": f.mapFile,
-			"backends": f.haBackends,
-		},
-	}
+	return &haproxyInst{proc: p}, nil
 }

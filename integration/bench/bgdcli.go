@@ -41,6 +41,7 @@ type cliRun struct {
 	Wall     time.Duration `json:"wall_ns"`
 	End      time.Time     `json:"end"`
 	MaxRSSKB int64         `json:"max_rss_kb"`
+	CPU      time.Duration `json:"cpu_ns"` // user + system time of the process
 	Stdout   string        `json:"-"`
 	Stderr   string        `json:"-"`
 }
@@ -61,6 +62,7 @@ func (b *bgdCLI) run(ctx context.Context, dir string, args ...string) (*cliRun, 
 	r := &cliRun{Args: args, Wall: time.Since(start), End: time.Now(), Stdout: out.String(), Stderr: errb.String()}
 	if cmd.ProcessState != nil {
 		r.Code = cmd.ProcessState.ExitCode()
+		r.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.MaxRSSKB = ru.Maxrss // kB on Linux: the process's peak RSS
 		}
@@ -133,4 +135,9 @@ func demoCommand(bgd string, extra ...string) []string {
 
 func builtinLB(port int) map[string]any {
 	return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}
+}
+
+// timed is what every figure keeps of a bgd process.
+func timed(r *cliRun) Timed {
+	return Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), RSSKB: r.MaxRSSKB, CPUMs: ms(r.CPU)}
 }

@@ -99,7 +99,7 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			}
 			lb, url = b.nginx.lbConfig("dp", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
 		} else {
-			lb, url = b.haproxy.lbConfig(b.haDP), fmt.Sprintf("http://127.0.0.1:%d/", b.haDP.port)
+			lb, url = b.haDP.lbConfig(), fmt.Sprintf("http://127.0.0.1:%d/", b.haDP.port)
 		}
 		cfg, err := config(d, lb)
 		if err != nil {
@@ -119,8 +119,18 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		targets = append(targets, dpTarget{d, url})
 	}
 	for _, t := range targets {
-		if by, err := answeredBy(t.url); err != nil || by != "blue" {
-			return fmt.Errorf("%s (%s) answers from %q: %v", t.name, t.url, by, err)
+		// HAProxy's own checks see the backend UP only a few checks after
+		// the app started.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			by, err := answeredBy(t.url)
+			if err == nil && by == "blue" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s (%s) answers from %q: %v", t.name, t.url, by, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 

@@ -72,7 +72,7 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 		s.url = fmt.Sprintf("http://127.0.0.1:%d/", ports[2])
 	case "haproxy":
 		blue, green = b.haApp.blue, b.haApp.grn
-		lb = b.haproxy.lbConfig(b.haApp)
+		lb = b.haApp.lbConfig()
 		s.url = fmt.Sprintf("http://127.0.0.1:%d/", b.haApp.port)
 	}
 	cfg := func(command []string) map[string]any {
@@ -218,7 +218,7 @@ func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) err
 		if err != nil {
 			return err
 		}
-		dr.IdleFlips = append(dr.IdleFlips, Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout))})
+		dr.IdleFlips = append(dr.IdleFlips, timed(r))
 		cur = to
 	}
 	return nil
@@ -231,7 +231,7 @@ func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) er
 		if err != nil {
 			return err
 		}
-		dr.Status = append(dr.Status, Timed{WallMs: ms(r.Wall), RSSKB: r.MaxRSSKB})
+		dr.Status = append(dr.Status, timed(r))
 	}
 	return nil
 }
@@ -243,8 +243,9 @@ func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) error
 		if err != nil {
 			return err
 		}
-		dr.Deploys = append(dr.Deploys, Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)),
-			OverheadMs: ms(r.Wall - b.o.readyAfter)})
+		t := timed(r)
+		t.OverheadMs = ms(r.Wall - b.o.readyAfter)
+		dr.Deploys = append(dr.Deploys, t)
 	}
 	return nil
 }
@@ -270,7 +271,9 @@ func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error
 		if err != nil {
 			return err
 		}
-		dr.Crashes = append(dr.Crashes, Timed{WallMs: ms(r.Wall), DetectMs: ms(r.End.Sub(time.Unix(0, exitNS)))})
+		t := timed(r)
+		t.DetectMs = ms(r.End.Sub(time.Unix(0, exitNS)))
+		dr.Crashes = append(dr.Crashes, t)
 	}
 	if after, err := answeredBy(s.url); err != nil || after != before {
 		return fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, err)

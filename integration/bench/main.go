@@ -166,6 +166,7 @@ func run(args []string) int {
 	b.runAll(ctx)
 
 	b.res.Meta.Finished = time.Now().UTC()
+	b.res.Meta.LoadAvg = append(b.res.Meta.LoadAvg, loadAvg())
 	b.res.Meta.DurationS = time.Since(started).Seconds()
 	md := b.res.markdown()
 	fmt.Print(md)
@@ -275,6 +276,51 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 }
 
+// startHAProxy renders the snippets of the "app" and "dp" services with
+// `bgd render` and starts HAProxy on them.
+func (b *bench) startHAProxy() error {
+	dir := filepath.Join(b.work, "haproxy")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var fronts []*haFrontend
+	for _, svc := range []string{"app", "dp"} {
+		f := &haFrontend{service: svc, dir: dir}
+		for _, p := range []*int{&f.port, &f.blue, &f.grn} {
+			port, err := b.ports.get()
+			if err != nil {
+				return err
+			}
+			*p = port
+		}
+		fronts = append(fronts, f)
+	}
+	render := func(f *haFrontend) ([]byte, error) {
+		cfg := filepath.Join(dir, "render-"+f.service+".yml")
+		if err := writeConfig(cfg, map[string]any{"state_dir": filepath.Join(dir, "render-state"),
+			"services": map[string]any{f.service: serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lbConfig())}}); err != nil {
+			return nil, err
+		}
+		r, err := b.cli.run(context.Background(), dir, "--config", cfg, "render")
+		if err != nil {
+			return nil, err
+		}
+		if notAvailable(r) {
+			return nil, errors.New("driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: ")))
+		}
+		if r.Code != 0 {
+			return nil, fmt.Errorf("bgd render for %s exited %d: %s", f.service, r.Code, strings.TrimSpace(r.Stderr))
+		}
+		return []byte(r.Stdout), nil
+	}
+	h, err := startHAProxy(b.reaper, b.haproxyBin, dir, fronts, render)
+	if err != nil {
+		return err
+	}
+	b.haproxy, b.haApp, b.haDP = h, fronts[0], fronts[1]
+	return nil
+}
+
 // startBalancers starts the one nginx and the one HAProxy the run uses,
 // each serving two services: "app" (flips, deploys) and "dp" (data plane).
 func (b *bench) startBalancers() error {
@@ -297,24 +343,11 @@ func (b *bench) startBalancers() error {
 		if b.haproxyBin == "" {
 			b.lbErr["haproxy"] = "haproxy is not installed"
 		} else {
-			var fronts []*haFrontend
-			for _, svc := range []string{"app", "dp"} {
-				f := &haFrontend{service: svc}
-				for _, p := range []*int{&f.port, &f.blue, &f.grn} {
-					port, err := b.ports.get()
-					if err != nil {
-						return err
-					}
-					*p = port
-				}
-				fronts = append(fronts, f)
-			}
-			b.haApp, b.haDP = fronts[0], fronts[1]
-			if h, err := startHAProxy(b.reaper, b.haproxyBin, filepath.Join(b.work, "haproxy"), fronts); err != nil {
+			if err := b.startHAProxy(); err != nil {
 				b.lbErr["haproxy"] = err.Error()
-				errs = append(errs, err)
-			} else {
-				b.haproxy = h
+				if !strings.HasPrefix(err.Error(), "driver not available") {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
@@ -329,7 +362,8 @@ func (b *bench) startBalancers() error {
 }
 
 func machine(b *bench) Meta {
-	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: wrkVersion(b.wrk)}
+	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: wrkVersion(b.wrk),
+		LoadAvg: []string{loadAvg()}}
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(data), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -351,4 +385,14 @@ func machine(b *bench) Meta {
 		m.HAProxy = firstLine(b.haproxyBin, "-v")
 	}
 	return m
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -23,20 +23,23 @@ type Results struct {
 
 // Meta describes the run and the machine.
 type Meta struct {
-	Command    string         `json:"command"`
-	Started    time.Time      `json:"started"`
-	Finished   time.Time      `json:"finished"`
-	DurationS  float64        `json:"duration_s"`
-	Short      bool           `json:"short"`
-	CPUs       int            `json:"cpus"`
-	CPUModel   string         `json:"cpu_model"`
-	Kernel     string         `json:"kernel"`
-	GoVersion  string         `json:"go_version"`
-	BgdVersion string         `json:"bgd_version"`
-	Nginx      string         `json:"nginx"`
-	HAProxy    string         `json:"haproxy"`
-	Wrk        string         `json:"wrk"`
-	Settings   map[string]any `json:"settings"`
+	Command    string    `json:"command"`
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished"`
+	DurationS  float64   `json:"duration_s"`
+	Short      bool      `json:"short"`
+	CPUs       int       `json:"cpus"`
+	CPUModel   string    `json:"cpu_model"`
+	Kernel     string    `json:"kernel"`
+	GoVersion  string    `json:"go_version"`
+	BgdVersion string    `json:"bgd_version"`
+	Nginx      string    `json:"nginx"`
+	HAProxy    string    `json:"haproxy"`
+	Wrk        string    `json:"wrk"`
+	// LoadAvg is /proc/loadavg at the start and at the end: the host is
+	// shared, and other work on it weighs on every figure.
+	LoadAvg  []string       `json:"loadavg"`
+	Settings map[string]any `json:"settings"`
 }
 
 // DriverResult holds figures 1-4 of one driver.
@@ -70,6 +73,7 @@ type Timed struct {
 	OverheadMs  float64 `json:"overhead_ms,omitempty"`   // deploys: wall minus --ready-after
 	DetectMs    float64 `json:"detect_ms,omitempty"`     // crashes: slot exit to deploy's end
 	RSSKB       int64   `json:"max_rss_kb,omitempty"`
+	CPUMs       float64 `json:"cpu_ms,omitempty"` // user + system time of the bgd process
 }
 
 // DataPlane holds figure 5 and the proxy's memory under that load.
@@ -165,8 +169,9 @@ func (r *Results) markdown() string {
 		mode = "short (smoke: numbers not meaningful)"
 	}
 	fmt.Fprintf(&b, "## bgd benchmark, %s run\n\n", mode)
-	fmt.Fprintf(&b, "`%s` on %d × %s, %s; %s; %s; %s; %s; bgd %s; %.0f s\n\n",
-		m.Command, m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, orNA(m.Nginx), orNA(m.HAProxy), m.Wrk, m.BgdVersion, m.DurationS)
+	fmt.Fprintf(&b, "`%s` on %d × %s, %s; %s; %s; %s; %s; %s; took %.0f s; load average %s\n\n",
+		m.Command, m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, orNA(m.Nginx), orNA(m.HAProxy), m.Wrk, m.BgdVersion, m.DurationS,
+		strings.Join(m.LoadAvg, " → "))
 
 	b.WriteString("### Flips, deploys, crashes (figures 1-4), median / max per flip or run\n\n")
 	b.WriteString("| driver | failed, new-conn clients | failed, keep-alive clients | load req/s (new-conn + keep-alive) | flip, idle | flip, under load | deploy overhead | crash detection |\n")
@@ -228,7 +233,7 @@ func (r *Results) markdown() string {
 
 	if sw := r.Sweep; sw != nil && len(sw.All) > 0 {
 		b.WriteString("### Health sweep (figure 6): `bgd health-check`, whole process, median / max\n\n")
-		b.WriteString("| sweep | slots | time | peak RSS | vs 1 service |\n|---|---|---|---|---|\n")
+		b.WriteString("| sweep | slots | time | CPU (user+sys) | peak RSS | vs 1 service |\n|---|---|---|---|---|---|\n")
 		one := median(pick(sw.One, func(t Timed) float64 { return t.WallMs }))
 		for _, row := range []struct {
 			name  string
@@ -240,7 +245,8 @@ func (r *Results) markdown() string {
 			{fmt.Sprintf("--service svc000 of the %d", sw.Services), 2, sw.OneOfMany},
 		} {
 			w := pick(row.runs, func(t Timed) float64 { return t.WallMs })
-			fmt.Fprintf(&b, "| %s | %d | %s | %s MB | %.2f× |\n", row.name, row.slots, medMax(w, " ms"),
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s MB | %.2f× |\n", row.name, row.slots, medMax(w, " ms"),
+				medMax(pick(row.runs, func(t Timed) float64 { return t.CPUMs }), " ms"),
 				num(median(pick(row.runs, func(t Timed) float64 { return float64(t.RSSKB) / 1024 }))), median(w)/one)
 		}
 		b.WriteString("\n")

@@ -85,7 +85,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			*r.into = append(*r.into, Timed{WallMs: ms(res.Wall), RSSKB: res.MaxRSSKB})
+			*r.into = append(*r.into, timed(res))
 		}
 	}
 	return nil
