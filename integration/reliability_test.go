@@ -9,10 +9,16 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/bgd-dev/bgd/state"
+	"github.com/fsnotify/fsnotify"
 )
 
 // validState is a state file the bad-input cases must leave untouched.
@@ -227,4 +233,207 @@ func TestReliabilityCorruptState(t *testing.T) {
 	if st := r.state(); st.ActiveVersion != "blue" || st.BlueRelease != "r2" {
 		t.Errorf("deploy after reconcile: active %s release %s, want blue r2", st.ActiveVersion, st.BlueRelease)
 	}
+}
+
+// killPoint says when to SIGKILL a running `bgd deploy`.
+type killPoint struct {
+	name string
+	// log: kill when a stderr (-v) line contains this.
+	log string
+	// tmpWrite: kill when the n-th state write has created its temp file
+	// (the write is under way); written: when the n-th write has been
+	// renamed into place.
+	tmpWrite, written int
+	// idleHealthy: kill as soon as the new slot answers its health check,
+	// before bgd's own next probe sees it (right before the flip).
+	idleHealthy bool
+	// inProgress: the state file must show the interrupted deploy.
+	inProgress bool
+	// next is what runs after the kill: "reconcile" then deploy, or
+	// "deploy" straight away (which must record the interruption itself).
+	next string
+}
+
+// TestReliabilityCrashSafety SIGKILLs `bgd deploy` at each step. A deploy
+// writes the state four times: 1 marks it in progress, 2 records the new
+// slot's pid, 3 flips active_version (the builtin proxy follows the file),
+// 4 records success and clears the mark. After every kill the state file
+// parses, `bgd status` shows the interrupted deploy, the next mutating
+// command records it as failed ("interrupted"), state and proxy agree after
+// `bgd reconcile`, and the next deploy works.
+func TestReliabilityCrashSafety(t *testing.T) {
+	points := []killPoint{
+		{name: "while marking the deploy in progress", tmpWrite: 1, next: "reconcile"},
+		{name: "after marking, before starting the slot", written: 1, inProgress: true, next: "deploy"},
+		{name: "slot started, pid not yet recorded", log: "slot started", inProgress: true, next: "reconcile"},
+		{name: "while recording the slot's pid", tmpWrite: 2, inProgress: true, next: "reconcile"},
+		{name: "while waiting for health", log: "slot not healthy yet", inProgress: true, next: "deploy"},
+		{name: "right before the flip", idleHealthy: true, inProgress: true, next: "reconcile"},
+		{name: "while writing the flip", tmpWrite: 3, inProgress: true, next: "reconcile"},
+		{name: "right after the flip", written: 3, inProgress: true, next: "reconcile"},
+		{name: "while writing the success", tmpWrite: 4, inProgress: true, next: "reconcile"},
+		{name: "after writing the success", written: 4, next: "deploy"},
+	}
+	r := newRig(t, rigOptions{slotArgs: []string{"--ready-after", "400ms"}})
+	r.must("start", "blue")
+	stateDir := filepath.Dir(r.statePath)
+	tmpPrefix := "." + filepath.Base(r.statePath) + ".tmp-"
+	midWrite := 0
+	for i, kp := range points {
+		ok := t.Run(kp.name, func(t *testing.T) {
+			before := r.state()
+			idle := "green"
+			if before.ActiveVersion == "green" {
+				idle = "blue"
+			}
+			idlePort := r.blue
+			if idle == "green" {
+				idlePort = r.green
+			}
+			w, err := fsnotify.NewWatcher()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			if err := w.Add(stateDir); err != nil {
+				t.Fatal(err)
+			}
+			release := fmt.Sprintf("k%d", i)
+			cmd, lines := r.start("deploy", "--release", release)
+			tmps, writes := 0, 0
+			var probeTick <-chan time.Time
+			if kp.idleHealthy {
+				tick := time.NewTicker(time.Millisecond)
+				defer tick.Stop()
+				probeTick = tick.C
+			}
+			timeout := time.After(20 * time.Second)
+			var stderr []string
+		wait:
+			for {
+				select {
+				case ev := <-w.Events:
+					base := filepath.Base(ev.Name)
+					switch {
+					case ev.Op&fsnotify.Create != 0 && strings.HasPrefix(base, tmpPrefix):
+						tmps++
+						if tmps == kp.tmpWrite {
+							break wait
+						}
+					case ev.Op&fsnotify.Create != 0 && ev.Name == r.statePath:
+						writes++
+						if writes == kp.written {
+							break wait
+						}
+					}
+				case l, ok := <-lines:
+					if !ok {
+						t.Fatalf("deploy ended before the kill point (%d state writes seen):\n%s", writes, strings.Join(stderr, "\n"))
+					}
+					stderr = append(stderr, l)
+					if kp.log != "" && strings.Contains(l, kp.log) {
+						break wait
+					}
+				case <-probeTick:
+					// The old release may still answer on the idle port until
+					// the deploy stops it: wait for the new one.
+					if releaseHealthy(idlePort) == release {
+						break wait
+					}
+				case <-timeout:
+					t.Fatal("the kill point never came")
+				}
+			}
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Wait()
+			if ps := cmd.ProcessState; ps == nil || ps.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("deploy was not killed: it ended by itself (%v) before the kill point", ps)
+			}
+			if left, _ := filepath.Glob(filepath.Join(stateDir, tmpPrefix+"*")); len(left) > 0 {
+				midWrite++
+				t.Logf("killed mid-write: %d temp file(s) left behind", len(left))
+			}
+
+			// The state file parses, and shows the deploy if it got that far.
+			st := r.state()
+			if kp.inProgress && st.InProgress == nil {
+				t.Errorf("the state does not show the interrupted deploy")
+			}
+			s := r.status()
+			if (st.InProgress != nil) != (s.InProgress != nil) {
+				t.Errorf("status in_progress %+v, state file %+v", s.InProgress, st.InProgress)
+			}
+			if s.InProgress != nil {
+				if !strings.HasPrefix(s.InProgress.Command, "deploy") || s.InProgress.PID != cmd.Process.Pid {
+					t.Errorf("status shows %+v, want the killed deploy (pid %d)", s.InProgress, cmd.Process.Pid)
+				}
+				if text := r.must("status"); !strings.Contains(text, fmt.Sprintf("In progress: deploy (pid %d)", cmd.Process.Pid)) {
+					t.Errorf("text status does not show the interrupted deploy:\n%s", text)
+				}
+			}
+
+			if kp.next == "reconcile" {
+				out := r.must("reconcile")
+				if st.InProgress != nil && !strings.Contains(out, "was interrupted: recorded as failed") {
+					t.Errorf("reconcile does not report the interrupted deploy:\n%s", out)
+				}
+				s = r.status()
+				if s.ActiveVersion != s.LBActive {
+					t.Fatalf("after reconcile the state says %s, the proxy %s", s.ActiveVersion, s.LBActive)
+				}
+				r.waitServedBy(s.ActiveVersion)
+				if left, _ := filepath.Glob(filepath.Join(stateDir, tmpPrefix+"*")); len(left) > 0 {
+					t.Errorf("temp files of the killed write survive reconcile: %v", left)
+				}
+			}
+			out, stderrNext, code := r.run("deploy", "--release", release+"-next")
+			if code != 0 {
+				t.Fatalf("the next deploy failed (exit %d):\n%s%s", code, out, stderrNext)
+			}
+			after := r.state()
+			r.waitServedBy(after.ActiveVersion)
+			if after.InProgress != nil {
+				t.Errorf("in_progress left after a successful deploy: %+v", after.InProgress)
+			}
+			if st.InProgress != nil {
+				found := false
+				for _, e := range after.History {
+					if e.Status == state.StatusFailed && strings.HasPrefix(e.Action, "deploy") &&
+						strings.Contains(e.Reason, fmt.Sprintf("interrupted: deploy (pid %d)", cmd.Process.Pid)) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("history does not record the interrupted deploy as failed:\n%+v", after.History)
+				}
+			}
+			if last := after.History[len(after.History)-1]; last.Status != state.StatusSuccess || last.Release != release+"-next" {
+				t.Errorf("last history entry %+v, want the next deploy's success", last)
+			}
+		})
+		if !ok {
+			break // the rig is in an unknown state
+		}
+	}
+	t.Logf("%d kill points tried; %d kills landed while a state write was under way", len(points), midWrite)
+}
+
+var quickClient = &http.Client{Timeout: 100 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// releaseHealthy returns the release the demo app on port reports as
+// healthy ("" when it is not).
+func releaseHealthy(port int) string {
+	resp, err := quickClient.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var h struct {
+		OK      bool   `json:"ok"`
+		Release string `json:"release"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&h) != nil || !h.OK {
+		return ""
+	}
+	return h.Release
 }

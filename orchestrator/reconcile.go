@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
@@ -78,6 +79,17 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 			if *sl.PID != leader {
 				fix("%s: port %d is served by pid %d (%s): adopted", c, *sl.Port, leader, slots.CommandLine(leader))
 				*sl.PID = leader
+			}
+		}
+		if !held && *sl.PID == 0 {
+			// A slot started by a bgd killed before it saved the pid, and
+			// not listening yet: found by the environment bgd gave it.
+			for _, pid := range slots.FindByEnv("PORT="+strconv.Itoa(*sl.Port), "BG_COLOR="+c) {
+				if pg, err := slots.ProcessGroup(pid); err == nil && pg == pid {
+					fix("%s: pid %d (%s) was started for port %d but never recorded: adopted", c, pid, slots.CommandLine(pid), *sl.Port)
+					*sl.PID = pid
+					break
+				}
 			}
 		}
 		healthy := o.checker.Probe(ctx, slotHost, *sl.Port) == nil

@@ -152,3 +152,34 @@ func InGroup(pid, leader int) bool {
 
 // ProcessGroup returns the process group id of pid.
 func ProcessGroup(pid int) (int, error) { return syscall.Getpgid(pid) }
+
+// FindByEnv returns the live processes whose environment holds every one of
+// the KEY=VALUE pairs. bgd gives each slot PORT, BG_COLOR and BG_RELEASE, so
+// a slot whose pid was never recorded (bgd killed between starting it and
+// saving its pid) can be found before it listens.
+func FindByEnv(pairs ...string) []int {
+	procs, _ := os.ReadDir("/proc")
+	var out []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		env := map[string]bool{}
+		for _, kv := range strings.Split(string(data), "\x00") {
+			env[kv] = true
+		}
+		all := len(pairs) > 0
+		for _, kv := range pairs {
+			all = all && env[kv]
+		}
+		if all && Alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -569,3 +569,28 @@ func TestLogTail(t *testing.T) {
 		t.Errorf("LogTail of a missing file = %q, want \"\"", got)
 	}
 }
+
+func TestFindByEnv(t *testing.T) {
+	p, spec := startHelper(t, "ignore-term", "PORT=64999", "BG_COLOR=green", "BG_RELEASE=r7")
+	waitLog(t, spec.LogPath, "ready")
+	cases := []struct {
+		name  string
+		pairs []string
+		want  bool
+	}{
+		{"port and colour", []string{"PORT=64999", "BG_COLOR=green"}, true},
+		{"all three", []string{"PORT=64999", "BG_COLOR=green", "BG_RELEASE=r7"}, true},
+		{"other colour", []string{"PORT=64999", "BG_COLOR=blue"}, false},
+		{"other port", []string{"PORT=64998", "BG_COLOR=green"}, false},
+		{"nothing asked", nil, false},
+	}
+	for _, c := range cases {
+		found := false
+		for _, pid := range FindByEnv(c.pairs...) {
+			found = found || pid == p.PID
+		}
+		if found != c.want {
+			t.Errorf("%s: FindByEnv(%q) found the slot: %v, want %v", c.name, c.pairs, found, c.want)
+		}
+	}
+}
