@@ -126,14 +126,16 @@ func ParseStat(ans string) ([]Stat, error) {
 		s := Stat{
 			Proxy: get("pxname"), Name: get("svname"), Type: typ, Status: get("status"),
 			CheckStatus: get("check_status"), CheckDesc: get("check_desc"), Addr: get("addr"),
-			Fields: make(map[string]string, len(col)),
+			Fields: make(map[string]string, min(len(rec), len(col))),
 		}
 		if s.Proxy == "" || s.Name == "" {
 			return nil, malformed("show stat", "row %q has no proxy or server name", strings.Join(rec, ","))
 		}
-		for name, i := range col {
-			if i < len(rec) {
-				s.Fields[name] = rec[i]
+		// Over the row, not the header: a huge header with many short rows
+		// must not cost header × rows (found by FuzzParseStat).
+		for i, v := range rec {
+			if i < len(header) && header[i] != "" && header[i] != "-" {
+				s.Fields[header[i]] = v
 			}
 		}
 		out = append(out, s)

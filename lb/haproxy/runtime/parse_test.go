@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // answer returns a recorded HAProxy 2.6 answer from testdata/answers.
@@ -83,6 +84,20 @@ func TestParseStat(t *testing.T) {
 		if _, err := ParseStat(bad); !errors.Is(err, ErrMalformed) {
 			t.Errorf("ParseStat(%.30q): err %v, want ErrMalformed", bad, err)
 		}
+	}
+}
+
+// TestParseStatWideHeader: cost follows the input, not header × rows.
+func TestParseStatWideHeader(t *testing.T) {
+	ans := "# pxname,svname,status,type" + strings.Repeat(",x", 200000) + "\n" +
+		strings.Repeat("p,s,UP,2\n", 50000) + "\n"
+	start := time.Now()
+	rows, err := ParseStat(ans)
+	if err != nil || len(rows) != 50000 || !rows[0].Up() {
+		t.Fatalf("%d rows, %v", len(rows), err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("took %s", el)
 	}
 }
 
