@@ -49,6 +49,31 @@ func TestHAProxyFlip(t *testing.T) {
 	}
 }
 
+// TestHAProxyFlipAddsAMissingEntry: with no entry for the service HAProxy
+// answers 503; a flip adds the entry (`add map`) and the map file line.
+func TestHAProxyFlipAddsAMissingEntry(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	startDemoApp(t, greenPort, "green", "v2")
+	comment := "# bgd routes\n"
+	h := newHAProxy(t, bluePort, greenPort, haSetup{mapInit: &comment})
+	h.waitUp(t, "blue")
+	if _, code := h.slot(t); code != 503 {
+		t.Fatalf("without an entry HAProxy answers %d, want 503", code)
+	}
+	b := h.balancer(t, 5*time.Second)
+	if _, err := b.Active(context.Background()); !errors.Is(err, haproxy.ErrNoEntry) {
+		t.Errorf("Active without an entry: %v, want ErrNoEntry", err)
+	}
+	if err := b.Flip(context.Background(), haRoute("blue", bluePort, greenPort)); err != nil {
+		t.Fatal(err)
+	}
+	h.assertRoutesTo(t, "blue")
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "# bgd routes\napp app_blue\n" {
+		t.Errorf("map file %q", data)
+	}
+}
+
 // TestHAProxyFlipsUnderLoad: 50 flips while new-connection clients and
 // keep-alive clients (POST, never retried by Go's transport) send requests
 // through HAProxy: zero failed requests, both colours seen.

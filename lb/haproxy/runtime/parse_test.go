@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -323,4 +324,11 @@ func FuzzParseBackends(f *testing.F) {
 			}
 		}
 	})
+}
+
+func ExampleParseGetMap() {
+	// The answer of HAProxy 2.6 to "get map /etc/haproxy/bgd.map app".
+	m, err := ParseGetMap(`type=str, case=sensitive, found=yes, idx=tree, key="app", value="app_green", type="str"` + "\n\n")
+	fmt.Println(m.Found, m.Value, err)
+	// Output: true app_green <nil>
 }
