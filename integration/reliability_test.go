@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -436,4 +438,216 @@ func releaseHealthy(port int) string {
 		return ""
 	}
 	return h.Release
+}
+
+// waitLockedBy polls the lock file until it names command.
+func (r *rig) waitLockedBy(command string) int {
+	r.t.Helper()
+	var pid int
+	waitFor(r.t, 10*time.Second, "the lock to be held by "+command, func() bool {
+		data, _ := os.ReadFile(r.statePath + ".lock")
+		p, cmd, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
+		pid, _ = strconv.Atoi(p)
+		return pid > 0 && cmd == command
+	})
+	return pid
+}
+
+// TestReliabilityLockContention: while a deploy holds the lock, a second
+// mutating command exits 3 at once naming the deploy's pid and command;
+// with --lock-timeout it waits for the deploy and then succeeds; reads
+// (status) are never blocked.
+func TestReliabilityLockContention(t *testing.T) {
+	r := newRig(t, rigOptions{slotArgs: []string{"--ready-after", "1500ms"}})
+	r.must("start", "blue")
+	deploy, _ := r.start("deploy", "--release", "slow")
+	holder := r.waitLockedBy("deploy")
+	if holder != deploy.Process.Pid {
+		t.Fatalf("lock held by pid %d, want the deploy's %d", holder, deploy.Process.Pid)
+	}
+
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"switch", []string{"switch", "blue"}},
+		{"rollback", []string{"rollback"}},
+		{"stop", []string{"stop", "green"}},
+		{"deploy", []string{"deploy"}},
+		{"reconcile", []string{"reconcile"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, stderr, code := r.run(tc.args...)
+			if code != 3 {
+				t.Errorf("exit %d, want 3:\n%s", code, stderr)
+			}
+			for _, w := range []string{fmt.Sprintf("pid %d", deploy.Process.Pid), "(deploy)", "--lock-timeout"} {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("message does not name %q:\n%s", w, stderr)
+				}
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("refused after %s, want at once (default --lock-timeout 0)", d)
+			}
+		})
+	}
+	if _, stderr, code := r.run("status"); code != 0 {
+		t.Errorf("status during a deploy: exit %d\n%s", code, stderr)
+	}
+
+	// With a timeout the switch waits for the deploy and then runs.
+	_, stderr, code := r.run("--lock-timeout", "10s", "switch", "blue")
+	if code != 0 {
+		t.Fatalf("switch --lock-timeout 10s: exit %d\n%s", code, stderr)
+	}
+	if err := deploy.Wait(); err != nil {
+		t.Fatalf("the deploy failed: %v", err)
+	}
+	h := r.state().History
+	if n := len(h); n < 2 || h[n-2].Action != "deploy" || h[n-2].Status != state.StatusSuccess || h[n-1].Action != "switch" || h[n-1].To != "blue" {
+		t.Errorf("history %+v, want the deploy's success, then the waiting switch's", h)
+	}
+	r.waitServedBy("blue")
+}
+
+// TestReliabilityRace: two processes doing 50 rollbacks each (every one a
+// flip), with a third sweeping health all the while: no operation fails,
+// and none is lost: 100 flips counted, the history chain is unbroken, and
+// the proxy serves what the state says.
+func TestReliabilityRace(t *testing.T) {
+	const perProcess = 50
+	r := newRig(t, rigOptions{})
+	r.must("start", "blue")
+	r.must("deploy", "--release", "r1")
+	before := r.state()
+
+	var wg sync.WaitGroup
+	errs := make(chan string, 2*perProcess)
+	for p := range 2 {
+		wg.Go(func() {
+			for i := range perProcess {
+				_, stderr, code := r.run("--lock-timeout", "60s", "rollback")
+				if code != 0 {
+					errs <- fmt.Sprintf("process %d, rollback %d: exit %d: %s", p, i, code, stderr)
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	sweeps, recorded := 0, 0
+	var sweepWG sync.WaitGroup
+	sweepWG.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			out, _, code := r.run("--json", "health-check")
+			sweeps++
+			var sw struct {
+				Recorded bool `json:"recorded"`
+			}
+			if json.Unmarshal([]byte(out), &sw) == nil && sw.Recorded {
+				recorded++
+			}
+			if code != 0 && code != 1 {
+				errs <- fmt.Sprintf("health-check: exit %d", code)
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	sweepWG.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+
+	after := r.state()
+	if flips := after.Generation - before.Generation; flips != 2*perProcess {
+		t.Errorf("%d flips recorded, want %d: updates were lost", flips, 2*perProcess)
+	}
+	if after.ActiveVersion != before.ActiveVersion {
+		t.Errorf("after an even number of flips %s is active, want %s", after.ActiveVersion, before.ActiveVersion)
+	}
+	h := after.History
+	if len(h) != state.MaxHistory {
+		t.Fatalf("history holds %d entries, want %d", len(h), state.MaxHistory)
+	}
+	for i, e := range h {
+		if e.Action != "rollback" || e.Status != state.StatusRolledBack {
+			t.Errorf("history[%d] = %+v, want a rollback", i, e)
+		}
+		if i > 0 && e.From != h[i-1].To {
+			t.Errorf("history[%d] goes %s->%s after %s->%s: an entry was lost", i, e.From, e.To, h[i-1].From, h[i-1].To)
+		}
+	}
+	if h[len(h)-1].To != after.ActiveVersion {
+		t.Errorf("newest entry goes to %s, state says %s", h[len(h)-1].To, after.ActiveVersion)
+	}
+	s := r.status()
+	if s.LBActive != after.ActiveVersion {
+		t.Errorf("proxy routes to %s, state says %s", s.LBActive, after.ActiveVersion)
+	}
+	r.waitServedBy(after.ActiveVersion)
+	t.Logf("%d rollbacks raced by 2 processes, %d health sweeps beside them (%d recorded); none lost", 2*perProcess, sweeps, recorded)
+}
+
+// TestReliabilitySweepDuringDeploy: health sweeps run back to back while a
+// deploy waits for its slot. None blocks for long, none fails (the active
+// slot is healthy), and none records its stale view (the new slot starting
+// and unhealthy) over the deploy's result.
+func TestReliabilitySweepDuringDeploy(t *testing.T) {
+	r := newRig(t, rigOptions{slotArgs: []string{"--ready-after", "1s"}})
+	r.must("start", "blue")
+	for round := range 2 {
+		deploy, _ := r.start("deploy", "--release", fmt.Sprintf("d%d", round))
+		done := make(chan error, 1)
+		go func() { done <- deploy.Wait() }()
+		r.waitLockedBy("deploy")
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var slowest time.Duration
+		sweeps := 0
+		stop := make(chan struct{})
+		for range 2 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					start := time.Now()
+					_, stderr, code := r.run("health-check")
+					d := time.Since(start)
+					mu.Lock()
+					sweeps++
+					slowest = max(slowest, d)
+					mu.Unlock()
+					if code != 0 {
+						t.Errorf("health-check during the deploy: exit %d\n%s", code, stderr)
+					}
+				}
+			})
+		}
+		err := <-done
+		close(stop)
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+		st := r.state()
+		if !st.BlueHealthy || !st.GreenHealthy {
+			t.Errorf("round %d: after the deploy and the sweeps blue_healthy=%v green_healthy=%v, want both true (a sweep recorded a stale result)",
+				round, st.BlueHealthy, st.GreenHealthy)
+		}
+		if slowest > 1500*time.Millisecond {
+			t.Errorf("round %d: a sweep took %s during the deploy, want well under the deploy's lock time", round, slowest)
+		}
+		t.Logf("round %d: %d sweeps during the deploy, slowest %s", round, sweeps, slowest)
+	}
 }

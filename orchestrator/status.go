@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,23 +180,33 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	return sw, nil
 }
 
-// recordSweep writes probe results under the lock, only for slots whose pid
-// did not change since the probe (a deploy in between owns newer results),
-// and fails over when configured.
+// recordSweep writes probe results under the lock, only for slots nobody
+// changed since the probe (a deploy in between owns newer results: for
+// those, the recorded result replaces the stale probe), and fails over when
+// configured and both probes are fresh.
 func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed *state.State, probes map[string]error, sw *Sweep) error {
 	st, err := o.store.Load()
 	if err != nil {
 		return err
 	}
+	fresh := st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
 	for _, c := range config.Colors {
-		if *st.Slot(c).PID == *probed.Slot(c).PID && *st.Slot(c).Port == *probed.Slot(c).Port {
-			*st.Slot(c).Healthy = probes[c] == nil
+		now, then := st.Slot(c), probed.Slot(c)
+		if *now.PID == *then.PID && *now.Port == *then.Port && *now.Release == *then.Release && *now.Healthy == *then.Healthy {
+			*now.Healthy = probes[c] == nil
+			continue
 		}
+		fresh = false
+		probes[c] = nil
+		if !*now.Healthy {
+			probes[c] = fmt.Errorf("%w (as recorded by the operation that changed it since the probe)", ErrNotHealthy)
+		}
+		sw.Message = strings.TrimSpace(sw.Message + " " + c + " changed since it was probed: its newer recorded result is kept.")
 	}
 	st.LastCheck = state.TimePtr(state.Now())
 	active := st.ActiveVersion
 	standby := config.Other(active)
-	if o.svc.Failover && probes[active] != nil && probes[standby] == nil && st.ActiveVersion == probed.ActiveVersion {
+	if o.svc.Failover && fresh && probes[active] != nil && probes[standby] == nil {
 		p := &op{o: o, lock: lock, st: st}
 		if err := p.flip(ctx, standby); err != nil {
 			st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusFailed, Reason: err.Error()})
