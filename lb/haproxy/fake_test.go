@@ -79,7 +79,12 @@ func startFakeHAProxy(t *testing.T, mapFile string) *fakeHAProxy {
 					return
 				}
 				cmd := strings.TrimSuffix(line, "\n")
-				io.WriteString(c, f.handle(cmd))
+				ans := f.handle(cmd)
+				if ans == "<hang>" { // applied, but the answer never comes
+					time.Sleep(time.Second)
+					return
+				}
+				io.WriteString(c, ans)
 				if f.after != nil {
 					f.after(cmd)
 				}

@@ -187,6 +187,15 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return err
 	}
 	if err := b.setEntry(ctx, prev.Found, target); err != nil {
+		var ce *runtime.CommandError
+		if !errors.As(err, &ce) {
+			// The command may have been applied before the connection
+			// failed: put the previous entry back, which is harmless if not.
+			if rerr := b.restore(ctx, prev); rerr != nil {
+				return fmt.Errorf("%w; restoring the previous entry failed too: %v (check `get map %s %s`)",
+					b.wrap(err, "set the map entry"), rerr, b.cfg.MapFile, b.service)
+			}
+		}
 		return b.wrap(err, "set the map entry")
 	}
 	got, err := b.lookup(ctx)

@@ -183,6 +183,16 @@ func TestFaultsLeaveRoutingUnchanged(t *testing.T) {
 				return ""
 			}
 		}, lb.ErrNotConfirmed, []string{"restored"}},
+		{"set applied but its answer lost", func(t *testing.T, b *Balancer, f *fakeHAProxy, mapFile string) {
+			b.client.Timeout = 100 * time.Millisecond
+			f.answer = func(cmd string) string {
+				if cmd == "set map "+mapFile+" app app_green" {
+					f.maps[mapFile][0].value = "app_green" // f.mu is held by handle
+					return "<hang>"
+				}
+				return ""
+			}
+		}, context.DeadlineExceeded, []string{"set the map entry"}},
 		{"map file vanishes", func(t *testing.T, b *Balancer, f *fakeHAProxy, mapFile string) {
 			f.after = func(cmd string) {
 				if strings.HasPrefix(cmd, "set map") && strings.HasSuffix(cmd, "app_green") {
