@@ -9,8 +9,10 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/fsnotify/fsnotify"
 )
@@ -649,5 +652,237 @@ func TestReliabilitySweepDuringDeploy(t *testing.T) {
 			t.Errorf("round %d: a sweep took %s during the deploy, want well under the deploy's lock time", round, slowest)
 		}
 		t.Logf("round %d: %d sweeps during the deploy, slowest %s", round, sweeps, slowest)
+	}
+}
+
+// deployed is a rig with blue started and release r1 deployed to green.
+func deployed(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	r := newRig(t, o)
+	r.must("start", "blue")
+	r.must("deploy", "--release", "r1")
+	r.waitServedBy("green")
+	return r
+}
+
+// TestReliabilityActiveSlotDies: the active slot is killed after the flip.
+// Without failover the next health-check exits 1 naming it; with failover
+// the healthy standby takes over and the history says why.
+func TestReliabilityActiveSlotDies(t *testing.T) {
+	for _, failover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
+			r := deployed(t, rigOptions{failover: failover})
+			killGroup(r.state().GreenPID)
+			waitFor(t, 5*time.Second, "green to stop answering", func() bool { return releaseHealthy(r.green) == "" })
+			out, stderr, code := r.run("health-check")
+			st := r.state()
+			if !failover {
+				if code != 1 || !strings.Contains(stderr, "active slot green") || !strings.Contains(stderr, strconv.Itoa(r.green)) {
+					t.Fatalf("health-check: exit %d, want 1 naming green and its port:\n%s%s", code, out, stderr)
+				}
+				if st.ActiveVersion != "green" || st.GreenHealthy {
+					t.Errorf("state: active %s green_healthy %v, want green recorded unhealthy", st.ActiveVersion, st.GreenHealthy)
+				}
+				return
+			}
+			if code != 0 || !strings.Contains(out, "failed over to blue") {
+				t.Fatalf("health-check with failover: exit %d, want 0 and a failover:\n%s%s", code, out, stderr)
+			}
+			last := st.History[len(st.History)-1]
+			if st.ActiveVersion != "blue" || last.Action != "failover" || last.Status != state.StatusSuccess ||
+				last.From != "green" || last.To != "blue" || !strings.Contains(last.Reason, "active slot green unhealthy") {
+				t.Errorf("after failover: active %s, last history %+v; want blue, a failover green->blue saying why", st.ActiveVersion, last)
+			}
+			r.waitServedBy("blue")
+		})
+	}
+}
+
+// TestReliabilityBalancerFaults: the builtin proxy fails during a switch in
+// three ways; each time the switch exits 1 naming the problem, the state
+// still says green, the failure is in the history, and traffic stays on green.
+func TestReliabilityBalancerFaults(t *testing.T) {
+	cases := []struct {
+		name  string
+		fault func(t *testing.T, r *rig) (undo func())
+		want  string
+	}{
+		{"frozen (SIGSTOP)", func(t *testing.T, r *rig) func() {
+			pid := r.state().ProxyPID
+			syscall.Kill(pid, syscall.SIGSTOP)
+			return func() { syscall.Kill(pid, syscall.SIGCONT) }
+		}, "builtin proxy"},
+		{"port taken by something else", func(t *testing.T, r *rig) func() {
+			killProxy(t, r)
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", r.proxy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.NotFoundHandler()}
+			go srv.Serve(ln)
+			return func() { srv.Close() }
+		}, "not a bgd proxy"},
+		{"never confirms (follows another state file)", func(t *testing.T, r *rig) func() {
+			killProxy(t, r)
+			other := filepath.Join(t.TempDir(), "other.json")
+			os.WriteFile(other, []byte(strings.Replace(validState, `"generation": 3`, `"generation": 1`, 1)), 0o600)
+			cmd := exec.Command(bgdBin, "--config", r.cfgPath, "--state-file", other, "proxy")
+			cmd.Dir = r.dir
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			r.track(cmd.Process.Pid)
+			waitListening(t, r.proxy, 5*time.Second)
+			return func() { cmd.Process.Kill(); cmd.Wait() }
+		}, "not confirmed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := deployed(t, rigOptions{})
+			before := r.state()
+			undo := tc.fault(t, r)
+			start := time.Now()
+			out, stderr, code := r.run("switch", "blue")
+			took := time.Since(start)
+			undo()
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("switch blue: exit %d after %s, want 1 naming %q:\n%s%s", code, took, tc.want, out, stderr)
+			}
+			st := r.state()
+			last := st.History[len(st.History)-1]
+			if st.ActiveVersion != "green" || last.Action != "switch" || last.Status != state.StatusFailed {
+				t.Errorf("state after the failed switch: active %s, last history %+v; want green and a failed switch", st.ActiveVersion, last)
+			}
+			if st.InProgress != nil {
+				t.Errorf("in_progress left behind: %+v", st.InProgress)
+			}
+			if strings.HasPrefix(tc.name, "frozen") {
+				r.waitServedBy("green") // the thawed proxy never moved
+			}
+			if before.ActiveVersion != st.ActiveVersion {
+				t.Errorf("active changed from %s to %s", before.ActiveVersion, st.ActiveVersion)
+			}
+			// Once the fault is gone, the same switch works.
+			r.must("switch", "blue")
+			r.waitServedBy("blue")
+		})
+	}
+}
+
+// killProxy stops the proxy bgd started and waits until its port is free.
+func killProxy(t *testing.T, r *rig) {
+	t.Helper()
+	pid := r.state().ProxyPID
+	if pid == 0 {
+		t.Fatal("no proxy pid in the state")
+	}
+	killGroup(pid)
+	waitFor(t, 5*time.Second, "the proxy port to be free", func() bool {
+		_, held := slots.ListenerOf(r.proxy)
+		return !held
+	})
+}
+
+// inMountNamespace runs script with sh in a private mount namespace, so
+// mounts made for a fault vanish with it. Tests run as root, where chmod
+// cannot make a directory read-only: a read-only bind mount or a full
+// tmpfs is the honest way.
+func inMountNamespace(t *testing.T, script string) string {
+	t.Helper()
+	unshare := requireBinary(t, "unshare")
+	out, err := exec.Command(unshare, "-m", "sh", "-c", "mount --make-rprivate / 2>/dev/null; "+script).CombinedOutput()
+	if err != nil && strings.Contains(string(out), "unshare failed") {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("cannot create a mount namespace (CAP_SYS_ADMIN needed): %s", out)
+		}
+		t.Skipf("SKIP (loud): no mount namespace here: %s", out)
+	}
+	return string(out)
+}
+
+// TestReliabilityStateDirFaults: the state directory cannot be written: a
+// clear error naming the path, the state file unchanged, no temp file, no
+// slot started, traffic untouched.
+func TestReliabilityStateDirFaults(t *testing.T) {
+	t.Run("parent is a file", func(t *testing.T) {
+		r := newRig(t, rigOptions{})
+		blocker := filepath.Join(r.dir, "blocker")
+		os.WriteFile(blocker, []byte("x"), 0o600)
+		_, stderr, code := r.run("--state-file", filepath.Join(blocker, "bg_state.json"), "start", "blue")
+		if code != 1 || !strings.Contains(stderr, blocker) || !strings.Contains(stderr, "not a directory") {
+			t.Errorf("start with the state under a file: exit %d, want 1 naming %s:\n%s", code, blocker, stderr)
+		}
+		if _, held := slots.ListenerOf(r.blue); held {
+			t.Error("a slot was started although its state cannot be written")
+		}
+	})
+
+	r := deployed(t, rigOptions{})
+	stateDir := filepath.Dir(r.statePath)
+	before, _ := os.ReadFile(r.statePath)
+	report := fmt.Sprintf(`; echo "rc=$?"; echo ---; cat %[1]s/bg_state.json; echo ---; ls -a %[1]s`, stateDir)
+	bgdCmd := fmt.Sprintf("%s --config %s", bgdBin, r.cfgPath)
+	save := t.TempDir()
+	exec.Command("cp", "-a", stateDir+"/.", save).Run()
+	cases := []struct {
+		name, setup, want string
+	}{
+		{"read-only", fmt.Sprintf("mount --bind %[1]s %[1]s && mount -o remount,bind,ro %[1]s", stateDir), "read-only file system"},
+		{"full", fmt.Sprintf("mount -t tmpfs -o size=128k tmpfs %[1]s && cp -a %[2]s/. %[1]s && (dd if=/dev/zero of=%[1]s/filler bs=4k 2>/dev/null; true)", stateDir, save), "no space left on device"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cmd := range []string{"switch blue", "deploy", "health-check"} {
+				out := inMountNamespace(t, fmt.Sprintf("cd %s && %s && %s %s 2>&1%s", r.dir, tc.setup, bgdCmd, cmd, report))
+				msg, rest, _ := strings.Cut(out, "---\n")
+				content, listing, _ := strings.Cut(rest, "---\n")
+				if !strings.Contains(msg, "rc=1") || !strings.Contains(msg, tc.want) || !strings.Contains(msg, ".local_context") {
+					t.Errorf("%s: want exit 1 naming the state path and %q, got:\n%s", cmd, tc.want, msg)
+				}
+				t.Logf("%s: %s", cmd, strings.TrimSpace(msg))
+				if content != string(before) {
+					t.Errorf("%s: the state file changed inside the namespace:\n%s", cmd, content)
+				}
+				if strings.Contains(listing, ".tmp-") {
+					t.Errorf("%s: a temp file was left behind:\n%s", cmd, listing)
+				}
+			}
+			// Outside the namespace nothing moved.
+			if now, _ := os.ReadFile(r.statePath); string(now) != string(before) {
+				t.Error("the state file changed")
+			}
+			if got := r.servedBy(); got != "green" {
+				t.Errorf("traffic moved to %q", got)
+			}
+			if _, stderr, code := r.run("status"); code != 0 {
+				t.Errorf("status: exit %d\n%s", code, stderr)
+			}
+		})
+	}
+}
+
+// TestReliabilityStopGrace: a slot that ignores SIGTERM is SIGKILLed, with
+// its whole process group, once stop_grace has passed.
+func TestReliabilityStopGrace(t *testing.T) {
+	const grace = time.Second
+	r := newRig(t, rigOptions{stopGrace: grace, command: []string{"/bin/sh", "-c",
+		"trap '' TERM; " + bgdBin + " demo-app --port {{.Port}} --color {{.Color}} --release {{.Release}}; exec sleep 60"}})
+	r.must("start", "blue")
+	r.must("start", "green")
+	pid := r.state().GreenPID
+	start := time.Now()
+	r.must("stop", "green")
+	took := time.Since(start)
+	if took < grace || took > grace+5*time.Second {
+		t.Errorf("stop took %s, want stop_grace (%s) and a little", took, grace)
+	}
+	if slots.Alive(pid) {
+		t.Errorf("the slot's pid %d survived stop", pid)
+	}
+	if pids := slots.FindByEnv("PORT="+strconv.Itoa(r.green), "BG_COLOR=green"); len(pids) > 0 {
+		t.Errorf("processes of the slot's group survived: %v", pids)
+	}
+	if st := r.state(); st.GreenPID != 0 {
+		t.Errorf("green_pid %d after stop, want 0", st.GreenPID)
 	}
 }

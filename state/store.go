@@ -119,7 +119,10 @@ func (s *Store) Save(st *State) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return WriteFileAtomic(s.Path, append(data, '\n'), 0o600)
+	if err := WriteFileAtomic(s.Path, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save state: %w; the previous state file is intact: make %s writable (or free space), then retry", err, filepath.Dir(s.Path))
+	}
+	return nil
 }
 
 // WriteFileAtomic replaces path with data so that readers see the old or the
@@ -175,12 +178,12 @@ type Lock struct {
 // released by the kernel if bgd dies.
 func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(s.Path), 0o750); err != nil {
-		return nil, fmt.Errorf("create state directory: %w", err)
+		return nil, fmt.Errorf("create state directory: %w: choose another --state-file or state_dir", err)
 	}
 	lockPath := s.Path + ".lock"
 	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", lockPath, err)
+		return nil, fmt.Errorf("lock state: %w: make %s writable, or choose another --state-file", err, filepath.Dir(s.Path))
 	}
 	deadline := time.Now().Add(timeout)
 	for {
