@@ -7,10 +7,14 @@ package integration
 // processes.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/fsnotify/fsnotify"
@@ -885,4 +890,123 @@ func TestReliabilityStopGrace(t *testing.T) {
 	if st := r.state(); st.GreenPID != 0 {
 		t.Errorf("green_pid %d after stop, want 0", st.GreenPID)
 	}
+}
+
+// TestReliabilitySecurity: file modes, no shell, loopback-only admin pages.
+func TestReliabilitySecurity(t *testing.T) {
+	t.Run("file modes", func(t *testing.T) {
+		r := deployed(t, rigOptions{})
+		stateDir := filepath.Dir(r.statePath)
+		cases := []struct {
+			path string
+			max  os.FileMode // no permission bit beyond these
+		}{
+			{r.statePath, 0o600},
+			{r.statePath + ".lock", 0o600},
+			{filepath.Join(stateDir, "logs", "app-blue.log"), 0o640},
+			{filepath.Join(stateDir, "logs", "app-green.log"), 0o640},
+			{filepath.Join(stateDir, "logs", "app-proxy.log"), 0o640},
+			{stateDir, 0o750},
+			{filepath.Join(stateDir, "logs"), 0o750},
+		}
+		for _, c := range cases {
+			fi, err := os.Stat(c.path)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			if perm := fi.Mode().Perm(); perm&^c.max != 0 || perm&0o600 != 0o600 {
+				t.Errorf("%s: mode %v, want at most %v", c.path, perm, c.max)
+			}
+		}
+	})
+
+	t.Run("slot commands never run through a shell", func(t *testing.T) {
+		dir := t.TempDir()
+		evil := fmt.Sprintf("r1; touch %[1]s/a && touch %[1]s/b | touch %[1]s/c $(touch %[1]s/d) `touch %[1]s/e` > %[1]s/f", dir)
+		r := newRig(t, rigOptions{command: []string{bgdBin, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", evil}})
+		r.must("start", "blue")
+		if got := releaseHealthy(r.blue); got != evil {
+			t.Errorf("the slot got release %q, want the argument verbatim %q", got, evil)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			t.Errorf("a shell ran the command: %d files were created in %s", len(entries), dir)
+		}
+	})
+
+	t.Run("admin pages answer loopback clients only", func(t *testing.T) {
+		r := deployed(t, rigOptions{})
+		port := freePort(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		p := &builtin.Proxy{Service: "app", Listen: fmt.Sprintf("0.0.0.0:%d", port), StatePath: r.statePath,
+			BluePort: r.blue, GreenPort: r.green, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		waitListening(t, port, 5*time.Second)
+
+		paths := []string{"/metrics", "/monitoring", builtin.RoutePath}
+		get := func(host string, path string) int {
+			req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/%s", net.JoinHostPort(host, strconv.Itoa(port)), strings.TrimPrefix(path, "/")), nil)
+			req.Header.Set("X-Forwarded-For", "127.0.0.1") // must not buy access
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("GET %s from %s: %v", path, host, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		for _, path := range paths {
+			if code := get("127.0.0.1", path); code != http.StatusOK {
+				t.Errorf("GET %s from 127.0.0.1: %d, want 200", path, code)
+			}
+		}
+		// A real non-loopback client: this host's own non-loopback address.
+		if ip := nonLoopbackIP(); ip != "" {
+			t.Logf("non-loopback client: a real connection from %s", ip)
+			for _, path := range paths {
+				if code := get(ip, path); code != http.StatusForbidden {
+					t.Errorf("GET %s from %s: %d, want 403", path, ip, code)
+				}
+			}
+			if code := get(ip, "/"); code != http.StatusOK {
+				t.Errorf("GET / from %s: %d, want 200 (only admin pages are refused)", ip, code)
+			}
+		} else {
+			t.Log("no non-loopback address on this host: only crafted RemoteAddr cases below")
+		}
+		// And through ServeHTTP with crafted client addresses.
+		for _, remote := range []string{"192.0.2.7:4000", "[2001:db8::1]:4000", "[::ffff:10.1.2.3]:4000", "garbage", ""} {
+			for _, path := range paths {
+				rec := httptest.NewRecorder()
+				req := httptest.NewRequest("GET", path, nil)
+				req.RemoteAddr = remote
+				p.ServeHTTP(rec, req)
+				if rec.Code != http.StatusForbidden {
+					t.Errorf("ServeHTTP %s from %q: %d, want 403", path, remote, rec.Code)
+				}
+			}
+		}
+		for _, remote := range []string{"127.0.0.1:4000", "[::1]:4000", "127.8.9.10:1"} {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("GET", "/metrics", nil)
+			req.RemoteAddr = remote
+			p.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Errorf("ServeHTTP /metrics from %q: %d, want 200", remote, rec.Code)
+			}
+		}
+	})
+}
+
+// nonLoopbackIP is an IPv4 address of this host that is not loopback ("" if none).
+func nonLoopbackIP() string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return ""
 }
