@@ -265,7 +265,7 @@ func ParseGetMap(ans string) (MapLookup, error) {
 	k := strings.Index(l, kOpen)
 	v := strings.Index(l, vOpen)
 	end := strings.LastIndex(l, vClose)
-	if k < 0 || v < k || end < v+len(vOpen) {
+	if k < 0 || v < k+len(kOpen) || end < v+len(vOpen) {
 		return MapLookup{}, malformed("get map", "no key=\"...\", value=\"...\" in %.80q", l)
 	}
 	return MapLookup{Found: true, Key: l[k+len(kOpen) : v], Value: l[v+len(vOpen) : end]}, nil
