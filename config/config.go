@@ -41,7 +41,8 @@ type Service struct {
 	Workdir string `yaml:"workdir"`
 	// Env is added to bgd's environment; PORT, BG_COLOR, BG_RELEASE always set.
 	Env map[string]string `yaml:"env"`
-	// Blue and Green hold each slot's port. Defaults 5005 and 5006.
+	// Blue and Green hold each slot's port. Required in a file (the
+	// embedded default uses 5005 and 5006).
 	Blue  Slot `yaml:"blue"`
 	Green Slot `yaml:"green"`
 	// Health says how a slot is probed.

@@ -140,6 +140,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		if err != nil {
 			return invalidf("%s=%q is not a port number", o.env, v)
 		}
+		if len(c.Services) > 1 {
+			return invalidf("%s is set, but %d services are configured: it applies to a single service only; set the ports in the config file", o.env, len(c.Services))
+		}
 		for _, s := range c.Services {
 			if o.color == "blue" {
 				s.Blue.Port = p

@@ -124,6 +124,9 @@ type Sweep struct {
 	Message    string `json:"message"`
 }
 
+// sweepCommand names a health sweep in the lock file.
+const sweepCommand = "health-check"
+
 // sweepLockWait bounds how long a sweep waits for another operation's lock
 // before reporting without recording.
 const sweepLockWait = 200 * time.Millisecond
@@ -160,7 +163,7 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	if o.opts.LockTimeout > wait {
 		wait = o.opts.LockTimeout
 	}
-	lock, lerr := o.store.Lock(ctx, "health-check", wait)
+	lock, lerr := o.store.Lock(ctx, sweepCommand, wait)
 	if lerr == nil {
 		err = o.recordSweep(ctx, lock, st, probes, sw)
 		lock.Unlock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/orchestrator"
+	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
@@ -135,7 +136,12 @@ func (p *printer) status(s *orchestrator.Status) error {
 		}
 	}
 	if op := s.InProgress; op != nil {
-		fmt.Fprintf(&b, "\n%sIn progress: %s (pid %d) since %s\n", p.icon("⏳"), op.Command, op.PID, op.Started.Format(time.RFC3339))
+		if slots.Alive(op.PID) {
+			fmt.Fprintf(&b, "\n%sIn progress: %s (pid %d) since %s\n", p.icon("⏳"), op.Command, op.PID, op.Started.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(&b, "\n%sInterrupted: %s (pid %d, no longer running) started at %s and never finished: run `bgd reconcile`\n",
+				p.icon("⚠️"), op.Command, op.PID, op.Started.Format(time.RFC3339))
+		}
 	}
 	if len(s.History) > 0 {
 		fmt.Fprintf(&b, "\n%sRecent history:\n", p.icon("📜"))

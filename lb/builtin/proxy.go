@@ -150,7 +150,13 @@ func (p *Proxy) reloadLogged() {
 
 // reload reads the state file and swaps the upstream if it changed.
 func (p *Proxy) reload() error {
-	st, err := (&state.Store{Path: p.StatePath, BluePort: p.BluePort, GreenPort: p.GreenPort}).Load()
+	store := &state.Store{Path: p.StatePath, BluePort: p.BluePort, GreenPort: p.GreenPort}
+	if p.route.Load() != nil && !store.Exists() {
+		// A state file that disappears (deleted, or moved aside) says nothing
+		// about where traffic should go: keep serving what we serve.
+		return fmt.Errorf("state file %s is missing", p.StatePath)
+	}
+	st, err := store.Load()
 	if err != nil {
 		return err
 	}

@@ -251,3 +251,19 @@ func TestBalancerNamesAForeignProcessOnTheProxyPort(t *testing.T) {
 }
 
 func pidSelf() int { return os.Getpid() }
+
+// A state file that disappears (rm, or moved aside) does not move traffic.
+func TestProxyKeepsRoutingWhenStateFileDisappears(t *testing.T) {
+	blue, green := backend(t, "blue", nil), backend(t, "green", nil)
+	p, store, b := startProxy(t, blue, green)
+	flip(t, store, b, "green")
+	if err := os.Remove(store.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.reload(); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("reload after rm = %v, want an error saying the file is missing", err)
+	}
+	if _, body := get(t, p.Listen, "/"); body != "green" {
+		t.Fatalf("removing the state file moved traffic: %q", body)
+	}
+}
