@@ -141,11 +141,7 @@ func colorArg(c *cli.Context) (string, error) {
 // mutate wraps a workflow: config, orchestrator, run, print the result.
 func (e *env) mutate(fn func(*cli.Context, *orchestrator.Orchestrator) (*orchestrator.Result, error)) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		cfg, err := e.loadConfig(c)
-		if err != nil {
-			return err
-		}
-		o, err := e.orchestrator(c, cfg, "")
+		o, err := e.selected(c)
 		if err != nil {
 			return err
 		}
@@ -159,12 +155,18 @@ func (e *env) mutate(fn func(*cli.Context, *orchestrator.Orchestrator) (*orchest
 	}
 }
 
-func (e *env) status(c *cli.Context) error {
+// selected loads the config and returns the orchestrator of the service
+// chosen with --service (or the only one).
+func (e *env) selected(c *cli.Context) (*orchestrator.Orchestrator, error) {
 	cfg, err := e.loadConfig(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	o, err := e.orchestrator(c, cfg, "")
+	return e.orchestrator(c, cfg, "")
+}
+
+func (e *env) status(c *cli.Context) error {
+	o, err := e.selected(c)
 	if err != nil {
 		return err
 	}
@@ -253,11 +255,7 @@ func (e *env) proxy(c *cli.Context) error {
 }
 
 func (e *env) reconcile(c *cli.Context) error {
-	cfg, err := e.loadConfig(c)
-	if err != nil {
-		return err
-	}
-	o, err := e.orchestrator(c, cfg, "")
+	o, err := e.selected(c)
 	if err != nil {
 		return err
 	}
@@ -269,11 +267,7 @@ func (e *env) reconcile(c *cli.Context) error {
 }
 
 func (e *env) history(c *cli.Context) error {
-	cfg, err := e.loadConfig(c)
-	if err != nil {
-		return err
-	}
-	o, err := e.orchestrator(c, cfg, "")
+	o, err := e.selected(c)
 	if err != nil {
 		return err
 	}
@@ -306,11 +300,7 @@ func (e *env) logs(c *cli.Context) error {
 }
 
 func (e *env) render(c *cli.Context) error {
-	cfg, err := e.loadConfig(c)
-	if err != nil {
-		return err
-	}
-	o, err := e.orchestrator(c, cfg, "")
+	o, err := e.selected(c)
 	if err != nil {
 		return err
 	}
