@@ -206,9 +206,10 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+	// The holder line only feeds the "locked by" message; the flock is the
+	// lock, so the line is not worth an fsync on every command.
 	if err := f.Truncate(0); err == nil {
 		fmt.Fprintf(f, "%d %s\n", os.Getpid(), command)
-		f.Sync()
 	}
 	s.removeStaleTemps()
 	return &Lock{store: s, f: f}, nil
