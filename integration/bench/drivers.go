@@ -239,11 +239,12 @@ func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) er
 // deploys: figure 3, `bgd deploy` wall time minus the app's --ready-after.
 func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) error {
 	for i := range b.o.deploys {
-		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1))
+		r, err := b.cli.must(ctx, s.dir, "--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1))
 		if err != nil {
 			return err
 		}
 		t := timed(r)
+		t.Log = logLines(r.Stderr)
 		t.OverheadMs = ms(r.Wall - b.o.readyAfter)
 		dr.Deploys = append(dr.Deploys, t)
 	}
@@ -256,7 +257,7 @@ func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error
 	before, _ := answeredBy(s.url)
 	for i := range b.o.crashes {
 		release := fmt.Sprintf("c%02d", i+1)
-		r, err := b.cli.run(ctx, s.dir, "--json", "--config", s.crashCfg, "deploy", "--release", release)
+		r, err := b.cli.run(ctx, s.dir, "--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release)
 		if err != nil {
 			return err
 		}
@@ -272,6 +273,7 @@ func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error
 			return err
 		}
 		t := timed(r)
+		t.Log = logLines(r.Stderr)
 		t.DetectMs = ms(r.End.Sub(time.Unix(0, exitNS)))
 		dr.Crashes = append(dr.Crashes, t)
 	}
@@ -315,3 +317,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// logLines keeps bgd's verbose log without the line of every failed probe.
+func logLines(stderr string) []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		if l != "" && !strings.Contains(l, "not healthy yet") {
+			out = append(out, l)
+		}
+	}
+	return out
+}

@@ -74,6 +74,9 @@ type Timed struct {
 	DetectMs    float64 `json:"detect_ms,omitempty"`     // crashes: slot exit to deploy's end
 	RSSKB       int64   `json:"max_rss_kb,omitempty"`
 	CPUMs       float64 `json:"cpu_ms,omitempty"` // user + system time of the bgd process
+	// Log is what bgd --verbose said (deploys), without the per-probe
+	// "not healthy yet" lines: where the time went.
+	Log []string `json:"log,omitempty"`
 }
 
 // DataPlane holds figure 5 and the proxy's memory under that load.
