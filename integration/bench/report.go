@@ -46,14 +46,19 @@ type Meta struct {
 type DriverResult struct {
 	Driver string `json:"driver"`
 	// Unavailable says why the driver was not measured ("" when it was).
-	Unavailable string   `json:"unavailable,omitempty"`
-	Flips       []Flip   `json:"flips_under_load"`
-	IdleFlips   []Timed  `json:"idle_flips"`
-	Deploys     []Timed  `json:"deploys"`
-	Crashes     []Timed  `json:"crashing_deploys"`
-	Status      []Timed  `json:"status_runs"`
-	ProxyHWMKB  int64    `json:"proxy_vmhwm_after_flips_kb,omitempty"`
-	Errors      []string `json:"errors,omitempty"`
+	Unavailable string  `json:"unavailable,omitempty"`
+	Flips       []Flip  `json:"flips_under_load"`
+	IdleFlips   []Timed `json:"idle_flips"`
+	Deploys     []Timed `json:"deploys"`
+	Crashes     []Timed `json:"crashing_deploys"`
+	Status      []Timed `json:"status_runs"`
+	ProxyHWMKB  int64   `json:"proxy_vmhwm_after_flips_kb,omitempty"`
+	// ServedAfterStartMs: the load balancer did not serve the slot `bgd
+	// start` had just reported healthy and routed until this much later.
+	ServedAfterStartMs float64  `json:"served_after_start_ms,omitempty"`
+	Errors             []string `json:"errors,omitempty"`
+	// Notes are what the run saw that is not a failure of the harness.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Flip is one `bgd switch` under load, with the load of its window.
@@ -276,6 +281,20 @@ func (r *Results) markdown() string {
 	b.WriteString("### Targets (issue 5), judged on medians\n\n| target | goal | measured | verdict |\n|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Goal, t.Measured, t.Verdict)
+	}
+	var notes []string
+	for _, d := range driverOrder {
+		if dr := r.Drivers[d]; dr != nil {
+			for _, n := range dr.Notes {
+				notes = append(notes, d+": "+n)
+			}
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n### Driver notes\n\n")
+		for _, n := range notes {
+			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(n, "\n", " "))
+		}
 	}
 	if len(r.Errors) > 0 {
 		b.WriteString("\n### Errors\n\n")
