@@ -377,7 +377,8 @@ func TestReliabilityCrashSafety(t *testing.T) {
 				if !strings.HasPrefix(s.InProgress.Command, "deploy") || s.InProgress.PID != cmd.Process.Pid {
 					t.Errorf("status shows %+v, want the killed deploy (pid %d)", s.InProgress, cmd.Process.Pid)
 				}
-				if text := r.must("status"); !strings.Contains(text, fmt.Sprintf("In progress: deploy (pid %d)", cmd.Process.Pid)) {
+				// The killed deploy is gone, so status calls it interrupted.
+				if text := r.must("status"); !strings.Contains(text, fmt.Sprintf("Interrupted: deploy (pid %d, no longer running)", cmd.Process.Pid)) {
 					t.Errorf("text status does not show the interrupted deploy:\n%s", text)
 				}
 			}
