@@ -138,6 +138,7 @@ func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, e
 	if err != nil {
 		return nil, err
 	}
+	lock.RemoveStaleTemps()
 	st, err := o.store.Load()
 	if err != nil {
 		lock.Unlock()

@@ -33,6 +33,7 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 		return nil, err
 	}
 	defer lock.Unlock()
+	lock.RemoveStaleTemps()
 	rec := &Reconciliation{Service: o.svc.Name}
 	fix := func(format string, args ...any) { rec.Fixes = append(rec.Fixes, fmt.Sprintf(format, args...)) }
 	st, err := o.store.Load()

@@ -94,6 +94,9 @@ type Wait struct {
 	Interval time.Duration
 	// FastInterval and FastFor: probes this far apart during the first
 	// FastFor of the wait, so a slot that is ready quickly is seen at once.
+	// After that the gap grows with the time already waited (a twentieth
+	// of it) up to Interval, so a slow starter is seen within about 5% of
+	// its own start time rather than up to a whole Interval late.
 	// Defaults 20ms and 3s.
 	FastInterval, FastFor time.Duration
 	// Exited, when closed, ends the wait at once (the process died).
@@ -133,7 +136,7 @@ func (c *Checker) WaitHealthy(ctx context.Context, host string, port int, w Wait
 		if w.OnProbe != nil {
 			w.OnProbe(elapsed, last)
 		}
-		next := w.Interval
+		next := min(max(elapsed/20, w.FastInterval), w.Interval)
 		if elapsed < w.FastFor {
 			next = w.FastInterval
 		}

@@ -118,7 +118,8 @@ func Alive(pid int) bool {
 	}
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
+		// A process being reaped answers ESRCH rather than "not exist".
+		return !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ESRCH)
 	}
 	// The state follows the command name in parentheses: "pid (comm) S ...".
 	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {

@@ -211,14 +211,15 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 	if err := f.Truncate(0); err == nil {
 		fmt.Fprintf(f, "%d %s\n", os.Getpid(), command)
 	}
-	s.removeStaleTemps()
 	return &Lock{store: s, f: f}, nil
 }
 
-// removeStaleTemps deletes temp files a killed writer left behind. Every
-// Save of this path runs under the lock, so once we hold it, any temp file
-// of the path belongs to a writer that is gone.
-func (s *Store) removeStaleTemps() {
+// RemoveStaleTemps deletes temp files a killed writer left behind. Every
+// Save of this path runs under the lock, so while l is held, any temp file
+// of the path belongs to a writer that is gone. The mutating workflows call
+// it; the frequent health sweeps need not list the directory each time.
+func (l *Lock) RemoveStaleTemps() {
+	s := l.store
 	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(s.Path), "."+globEscape(filepath.Base(s.Path))+".tmp-*"))
 	for _, p := range stale {
 		os.Remove(p)

@@ -470,7 +470,7 @@ func TestReadersNeverSeeATornFile(t *testing.T) {
 }
 
 // TestStaleTempFilesRemoved: a writer killed mid-write leaves a temp file;
-// the next lock holder removes it, and only it.
+// a lock holder's RemoveStaleTemps removes it, and only it.
 func TestStaleTempFilesRemoved(t *testing.T) {
 	dir := t.TempDir()
 	s := &Store{Path: filepath.Join(dir, "bg_state.json")}
@@ -485,6 +485,7 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.RemoveStaleTemps()
 	l.Unlock()
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale temp file %s still there", stale)
