@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
 			&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
 			&cli.StringFlag{Name: "state-file", Usage: "state file of a single service (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
-			&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (default: fail at once)"},
+			&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
 		},
 		Commands: cmds,
