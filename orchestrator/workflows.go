@@ -293,10 +293,20 @@ func (p *op) flip(ctx context.Context, color string) error {
 }
 
 // ensureRouted makes sure the load balancer routes to color, which the state
-// already names as active; it flips only when the load balancer disagrees
-// (or does not answer). It reports whether it flipped.
+// already names as active. Where the load balancer already names color, a
+// driver that does not follow the state file is still asked to confirm it
+// (HAProxy waits for its own checks to see the slot UP; nginx runs nothing
+// when it already serves this generation). It reports whether it flipped.
 func (p *op) ensureRouted(ctx context.Context, color string) (bool, error) {
 	if active, err := p.o.lb.Active(ctx); err == nil && active == color {
+		if fs, ok := p.o.lb.(followsState); ok && fs.FollowsState() {
+			return false, nil
+		}
+		r := p.o.route(p.st, color)
+		r.Generation = p.st.Generation
+		if err := p.o.lb.Flip(ctx, r); err != nil {
+			return false, failf("confirm that the load balancer routes to %s: %w", color, err)
+		}
 		return false, nil
 	}
 	if err := p.flip(ctx, color); err != nil {

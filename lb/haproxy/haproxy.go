@@ -173,7 +173,12 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return err
 	}
 	if prev.Found && prev.Value == target {
-		// Already routed there: only make sure the file agrees.
+		// Already routed there (e.g. `bgd start` of the active colour):
+		// return only once HAProxy's checks see the slot UP, so nothing
+		// answers 503 after bgd said it was running, and the file agrees.
+		if err := b.waitUp(ctx, target, color); err != nil {
+			return err
+		}
 		if err := b.persist(ctx, target); err != nil {
 			return fmt.Errorf("%w: %s already routes to %s but %v", ErrMapFile, b.service, target, err)
 		}

@@ -115,16 +115,23 @@ func TestFlipAddsAMissingEntry(t *testing.T) {
 	}
 }
 
-func TestFlipToTheActiveColourOnlyFixesTheFile(t *testing.T) {
+// A flip to the colour HAProxy already routes to (bgd start of the active
+// colour) changes no entry, waits for a server UP, and fixes the file.
+func TestFlipToTheActiveColourWaitsUpAndFixesTheFile(t *testing.T) {
 	b, f, mapFile := setup(t, Options{})
 	os.WriteFile(mapFile, []byte("app app_green\n"), 0o644)
 	if err := b.Flip(context.Background(), route("blue")); err != nil {
 		t.Fatal(err)
 	}
+	checked := false
 	for _, c := range f.commands() {
-		if strings.HasPrefix(c, "set ") || strings.HasPrefix(c, "add ") || strings.HasPrefix(c, "show stat") {
+		if strings.HasPrefix(c, "set ") || strings.HasPrefix(c, "add ") {
 			t.Errorf("sent %q for a flip to the active colour", c)
 		}
+		checked = checked || strings.HasPrefix(c, "show stat app_blue")
+	}
+	if !checked {
+		t.Errorf("no show stat of app_blue in %q: the flip must wait for HAProxy to see it UP", f.commands())
 	}
 	if got := fileText(t, mapFile); got != "app app_blue\n" {
 		t.Errorf("map file %q, want it to agree with HAProxy", got)
