@@ -728,7 +728,9 @@ func TestReliabilityBalancerFaults(t *testing.T) {
 			go srv.Serve(ln)
 			return func() { srv.Close() }
 		}, "not a bgd proxy"},
-		{"never confirms (follows another state file)", func(t *testing.T, r *rig) func() {
+		// Once "never confirms"; now refused at once, naming both state files
+		// (the never-confirming proxy is a unit test in lb/builtin).
+		{"a bgd proxy of another state file", func(t *testing.T, r *rig) func() {
 			killProxy(t, r)
 			other := filepath.Join(t.TempDir(), "other.json")
 			os.WriteFile(other, []byte(strings.Replace(validState, `"generation": 3`, `"generation": 1`, 1)), 0o600)
@@ -740,7 +742,7 @@ func TestReliabilityBalancerFaults(t *testing.T) {
 			r.track(cmd.Process.Pid)
 			waitListening(t, r.proxy, 5*time.Second)
 			return func() { cmd.Process.Kill(); cmd.Wait() }
-		}, "not confirmed"},
+		}, "a bgd proxy of another state file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

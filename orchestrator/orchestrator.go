@@ -72,7 +72,7 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	}
 	bal := opts.Balancer
 	if bal == nil {
-		if bal, err = newBalancer(svc, opts); err != nil {
+		if bal, err = newBalancer(cfg, svc, opts); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,9 @@ import (
 type Balancer struct {
 	// Listen is the proxy's address, e.g. "127.0.0.1:5004".
 	Listen string
+	// StatePath is the state file the proxy must follow; a bgd proxy on
+	// Listen that follows another one is refused. Default "": not checked.
+	StatePath string
 	// Spawn starts a detached `bgd proxy` and returns its pid; nil: never
 	// start one (systemd runs it).
 	Spawn func() (int, error)
@@ -55,6 +58,10 @@ func (b *Balancer) Route(ctx context.Context) (*RouteInfo, error) {
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ri) != nil || ri.Active == "" {
 		return nil, fmt.Errorf("%w: %s answers, but %w (status %d)%s", lb.ErrUnreachable, b.Listen, errNotProxy, resp.StatusCode, b.holder())
 	}
+	if b.StatePath != "" && ri.StateFile != "" && ri.StateFile != absPath(b.StatePath) {
+		return nil, fmt.Errorf("%w: %s is served by %w (pid %d) that follows %s, not %s: stop it (kill %d), or give this service another lb.builtin.listen (BG_PROXY_PORT)",
+			lb.ErrUnreachable, b.Listen, errOtherProxy, ri.PID, ri.StateFile, absPath(b.StatePath), ri.PID)
+	}
 	return &ri, nil
 }
 
@@ -73,7 +80,7 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 	if err == nil {
 		return 0, nil
 	}
-	if errors.Is(err, errNotProxy) || b.Spawn == nil {
+	if errors.Is(err, errNotProxy) || errors.Is(err, errOtherProxy) || b.Spawn == nil {
 		return 0, err
 	}
 	pid, err := b.Spawn()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +31,8 @@ type RouteInfo struct {
 	Port       int    `json:"port"`
 	Generation uint64 `json:"generation"`
 	PID        int    `json:"pid"`
+	// StateFile is the absolute path of the state file the proxy follows.
+	StateFile string `json:"state_file"`
 }
 
 // Proxy serves one service on Listen.
@@ -239,7 +242,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			u := p.route.Load()
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation, PID: u.pid})
+			json.NewEncoder(w).Encode(RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
+				PID: os.Getpid(), StateFile: absPath(p.StatePath)})
 		}
 		return
 	}
@@ -288,3 +292,13 @@ func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 // errNotProxy: something answers on the proxy's address, but not a bgd proxy.
 var errNotProxy = errors.New("not a bgd proxy")
+
+// errOtherProxy: a bgd proxy answers on the address, but for another state file.
+var errOtherProxy = errors.New("a bgd proxy of another state file")
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}

@@ -267,3 +267,19 @@ func TestProxyKeepsRoutingWhenStateFileDisappears(t *testing.T) {
 		t.Fatalf("removing the state file moved traffic: %q", body)
 	}
 }
+
+// A bgd proxy that follows another state file (another service or another
+// work dir on the same port) is named and refused, never adopted.
+func TestBalancerRefusesAProxyOfAnotherStateFile(t *testing.T) {
+	blue, green := backend(t, "blue", nil), backend(t, "green", nil)
+	p, _, _ := startProxy(t, blue, green)
+	other := filepath.Join(t.TempDir(), "other.json")
+	b := &Balancer{Listen: p.Listen, StatePath: other, Spawn: func() (int, error) {
+		t.Fatal("must not spawn a second proxy on a taken port")
+		return 0, nil
+	}}
+	_, err := b.Ensure(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "follows "+p.StatePath) || !strings.Contains(err.Error(), "not "+other) {
+		t.Fatalf("Ensure = %v, want a refusal naming both state files", err)
+	}
+}
