@@ -119,7 +119,7 @@ func (p *printer) status(s *orchestrator.Status) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%sActive Version: %s (port %d)\n", p.icon("🎯"), strings.ToUpper(s.ActiveVersion), s.ActivePort)
 	if s.LBError != "" {
-		fmt.Fprintf(&b, "%sLoad balancer (%s): not answering: %s\n", p.icon("⚠️"), s.Driver, s.LBError)
+		fmt.Fprintf(&b, "%sLoad balancer (%s): %s\n", p.icon("⚠️"), s.Driver, s.LBError)
 	} else if s.LBActive != s.ActiveVersion {
 		fmt.Fprintf(&b, "%sLoad balancer (%s) routes to %s, but the state says %s: run `bgd reconcile`\n",
 			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive), strings.ToUpper(s.ActiveVersion))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/bgd-dev/bgd/lb"
@@ -50,6 +51,9 @@ func (b *Balancer) Route(ctx context.Context) (*RouteInfo, error) {
 		return nil, err
 	}
 	resp, err := client.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, fmt.Errorf("%w: no builtin proxy answers on %s (bgd start and deploy start one; under systemd, run `bgd proxy`)", lb.ErrUnreachable, b.Listen)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: builtin proxy on %s: %v", lb.ErrUnreachable, b.Listen, err)
 	}
