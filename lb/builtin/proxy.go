@@ -177,6 +177,14 @@ func (p *Proxy) reload() error {
 	p.metrics.setActive(next.color, next.generation)
 	if cur != nil && cur.color != next.color {
 		p.metrics.flips.Inc()
+		// Idle connections to the slot that just lost traffic would only
+		// delay its stop: a Go server's graceful Shutdown waits up to 5 s
+		// for a connection that was opened but never carried a request
+		// (the transport dials ahead under load). In-flight requests keep
+		// their connections; only idle ones are closed.
+		if t := p.trans[transportKey(cur.port, cur.pid)]; t != nil {
+			t.CloseIdleConnections()
+		}
 	}
 	p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation)
 	return nil
@@ -186,7 +194,7 @@ func (p *Proxy) reload() error {
 // (port, pid): when a slot is restarted, its idle connections to the old
 // process are closed rather than reused.
 func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
-	key := strconv.Itoa(u.port) + "/" + strconv.Itoa(u.pid)
+	key := transportKey(u.port, u.pid)
 	for k, t := range p.trans {
 		if port, _, _ := strings.Cut(k, "/"); port == strconv.Itoa(u.port) && k != key {
 			t.CloseIdleConnections()
@@ -224,6 +232,8 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 		},
 	}
 }
+
+func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strconv.Itoa(pid) }
 
 // ServeHTTP answers the loopback-only admin paths itself and proxies
 // everything else to the active slot.
