@@ -29,8 +29,8 @@ lint:
 bench: build
 	$(GO) run ./integration/bench $(if $(BENCH_SHORT),-short) -bgd bin/bgd -out bench-results
 
-## fuzz: each fuzz target for FUZZTIME (default 10s)
-FUZZTIME ?= 10s
+## fuzz: each fuzz target for FUZZTIME (default 60000x executions; a duration such as 30s works too)
+FUZZTIME ?= 60000x
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
