@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,17 +40,21 @@ func stateOf(t *testing.T, path string) map[string]any {
 	return st
 }
 
-// stopAll kills what a state file records (slots, proxy) when the test ends.
+// stopAll kills what a state file records (slots and their process
+// groups, the builtin proxy) when the test ends.
 func stopAll(t *testing.T, statePath string) {
 	t.Cleanup(func() {
 		data, err := os.ReadFile(statePath)
 		if err != nil {
 			return
 		}
-		var st struct{ BluePID, GreenPID, ProxyPID int }
-		json.Unmarshal(bytes.ReplaceAll(bytes.ReplaceAll(bytes.ReplaceAll(data,
-			[]byte(`"blue_pid"`), []byte(`"BluePID"`)), []byte(`"green_pid"`), []byte(`"GreenPID"`)), []byte(`"proxy_pid"`), []byte(`"ProxyPID"`)), &st)
-		for _, pid := range []int{st.BluePID, st.GreenPID, st.ProxyPID} {
+		var st struct {
+			Blue  int `json:"blue_pid"`
+			Green int `json:"green_pid"`
+			Proxy int `json:"proxy_pid"`
+		}
+		json.Unmarshal(data, &st)
+		for _, pid := range []int{st.Blue, st.Green, st.Proxy} {
 			if pid > 0 {
 				syscall.Kill(-pid, syscall.SIGKILL)
 				syscall.Kill(pid, syscall.SIGKILL)

@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -413,20 +412,7 @@ services:
 	}
 	writeYML("bluegreen.yml", "timeout: 10s", "")
 	statePath := filepath.Join(dir, "state", "bg_state.json")
-	t.Cleanup(func() {
-		data, _ := os.ReadFile(statePath)
-		var st struct {
-			Blue  int `json:"blue_pid"`
-			Green int `json:"green_pid"`
-		}
-		json.Unmarshal(data, &st)
-		for _, pid := range []int{st.Blue, st.Green} {
-			if pid > 0 {
-				syscall.Kill(-pid, syscall.SIGKILL)
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
+	stopAll(t, statePath)
 	run := func(wantCode int, args ...string) (string, string) {
 		t.Helper()
 		start := time.Now()

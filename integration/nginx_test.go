@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -371,20 +370,7 @@ services:
 		t.Fatal(err)
 	}
 	statePath := filepath.Join(dir, "state", "bg_state.json")
-	t.Cleanup(func() {
-		data, _ := os.ReadFile(statePath)
-		var st struct {
-			Blue  int `json:"blue_pid"`
-			Green int `json:"green_pid"`
-		}
-		json.Unmarshal(data, &st)
-		for _, pid := range []int{st.Blue, st.Green} {
-			if pid > 0 {
-				syscall.Kill(-pid, syscall.SIGKILL)
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
+	stopAll(t, statePath)
 	run := func(args ...string) string {
 		t.Helper()
 		start := time.Now()
