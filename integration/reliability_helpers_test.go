@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +30,9 @@ type rig struct {
 	dir                string
 	cfgPath, statePath string
 	blue, green, proxy int
-	tracked            map[int]bool
+
+	mu      sync.Mutex   // guards tracked: tests run the rig from several goroutines
+	tracked map[int]bool // pids to kill at the end
 }
 
 // rigOptions shape the service's config. Zero values are the defaults.
@@ -202,7 +205,9 @@ func (r *rig) trackState() {
 
 func (r *rig) track(pid int) {
 	if pid > 0 {
+		r.mu.Lock()
 		r.tracked[pid] = true
+		r.mu.Unlock()
 	}
 }
 
@@ -215,7 +220,13 @@ func (r *rig) killAll() {
 			r.track(o.PID)
 		}
 	}
+	r.mu.Lock()
+	pids := make([]int, 0, len(r.tracked))
 	for pid := range r.tracked {
+		pids = append(pids, pid)
+	}
+	r.mu.Unlock()
+	for _, pid := range pids {
 		killGroup(pid)
 	}
 }

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Runs every test once, verbosely to a log, and fails when any test skipped
-# while CI is set: in CI an integration test must run or fail, never skip.
+# Runs every test once under the race detector, verbosely to a log, and
+# fails when any test skipped while CI is set: in CI an integration test must
+# run or fail, never skip.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$log" | grep -vE '^=== (RUN|PAUSE|CONT|NAME)' 
+go test -race -count=1 -timeout 20m -v ./... 2>&1 | tee "$log" | grep -vE '^=== (RUN|PAUSE|CONT|NAME)' 
 status=${PIPESTATUS[0]}
 skips=$(grep -c -- '--- SKIP' "$log")
 passed=$(grep -c -- '--- PASS' "$log")
 failed=$(grep -c -- '--- FAIL' "$log")
+# A package can fail with no "--- FAIL" line: a panic, a build error, a
+# timeout. Name those packages so the summary never reads "0 failed" alone.
+broken=$(grep -E '^(FAIL|ok)[[:space:]]' "$log" | awk '$1 == "FAIL" {print $2}' | tr '\n' ' ')
+if [ -n "$broken" ]; then
+	grep -E -m3 -A12 '^(panic:|fatal error:|FAIL.*\[build failed\])' "$log" || true
+	echo "failed packages: $broken"
+fi
 echo "tests: $passed passed, $failed failed, $skips skipped"
 if [ "$skips" -gt 0 ]; then
 	grep -A2 -- '--- SKIP' "$log"
