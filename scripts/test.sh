@@ -15,7 +15,7 @@ failed=$(grep -c -- '--- FAIL' "$log")
 # timeout. Name those packages so the summary never reads "0 failed" alone.
 broken=$(grep -E '^(FAIL|ok)[[:space:]]' "$log" | awk '$1 == "FAIL" {print $2}' | tr '\n' ' ')
 if [ -n "$broken" ]; then
-	grep -E -m3 -A12 '^(panic:|fatal error:|FAIL.*\[build failed\])' "$log" || true
+	grep -E -m3 -A12 '^(panic:|fatal error:|# [a-z])' "$log" || true
 	echo "failed packages: $broken"
 fi
 echo "tests: $passed passed, $failed failed, $skips skipped"
