@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -206,7 +207,11 @@ func procStatusKB(pid int, field string) (int64, error) {
 }
 
 // portPool hands out loopback ports that were free a moment ago, never
-// one of the seed's 5004-5006 and never the same one twice.
+// the same one twice. They come from 20000-31999: below Linux's ephemeral
+// range (32768-60999), so a client connection of the load can never take a
+// slot's port as its source port while the slot is down between deploys
+// (its TIME_WAIT would then make the slot's bind fail); and away from the
+// seed's 5004-5006.
 type portPool struct {
 	mu   sync.Mutex
 	used map[int]bool
@@ -219,18 +224,19 @@ func (pp *portPool) get() (int, error) {
 		pp.used = map[int]bool{}
 	}
 	for range 1000 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		p := 20000 + rand.IntN(12000)
+		if pp.used[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
-			return 0, fmt.Errorf("find a free port: %w", err)
+			continue
 		}
-		p := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if (p < 5004 || p > 5006) && !pp.used[p] {
-			pp.used[p] = true
-			return p, nil
-		}
+		pp.used[p] = true
+		return p, nil
 	}
-	return 0, errors.New("find a free port: none after 1000 tries")
+	return 0, errors.New("find a free port in 20000-31999: none after 1000 tries")
 }
 
 // waitListening waits until something accepts TCP connections on port, or
