@@ -118,6 +118,13 @@ type HAProxy struct {
 	MapFile string `yaml:"map_file"`
 	// Backends names the backend of each colour. Default <service>_blue, <service>_green.
 	Backends map[string]string `yaml:"backends"`
+	// Listen is what the rendered snippet's frontend binds: a port or
+	// address:port. Default "80". Only `bgd render` uses it (bgd never
+	// edits HAProxy's configuration).
+	Listen string `yaml:"listen"`
+	// Template is a path to the user's own snippet template; "" for the
+	// embedded default. Only `bgd render` uses it.
+	Template string `yaml:"template"`
 }
 
 // Port returns the port of the given colour.

@@ -63,6 +63,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"lb.haproxy.map_file", s.LB.HAProxy.MapFile, "/etc/haproxy/bgd.map"},
 		{"lb.haproxy.backends.blue", s.LB.HAProxy.Backends["blue"], "app_blue"},
 		{"lb.haproxy.backends.green", s.LB.HAProxy.Backends["green"], "app_green"},
+		{"lb.haproxy.listen", s.LB.HAProxy.Listen, "80"},
+		{"lb.haproxy.template", s.LB.HAProxy.Template, ""},
 		{"state path", cfg.StatePath("app"), filepath.Join(".local_context", "bg_state.json")},
 		{"log path", cfg.LogPath("app", "green"), filepath.Join(".local_context", "logs", "app-green.log")},
 	}
@@ -193,6 +195,8 @@ func TestLoadErrors(t *testing.T) {
 		{"haproxy backend newline", svc("    lb: {driver: haproxy, haproxy: {backends: {green: \"a\\nb\"}}}\n"), nil, []string{`lb.haproxy.backends.green "a\nb"`}},
 		{"haproxy unknown colour", svc("    lb: {driver: haproxy, haproxy: {backends: {red: r}}}\n"), nil, []string{`unknown colour "red"`}},
 		{"haproxy same backend", svc("    lb: {driver: haproxy, haproxy: {backends: {blue: b, green: b}}}\n"), nil, []string{`blue and green both name "b"`}},
+		{"haproxy listen injection", svc("    lb: {driver: haproxy, haproxy: {listen: \"80\\n    bind :22\"}}\n"), nil, []string{`lb.haproxy.listen "80\n    bind :22"`}},
+		{"haproxy listen port out of range", svc("    lb: {driver: haproxy, haproxy: {listen: \"127.0.0.1:0\"}}\n"), nil, []string{`lb.haproxy.listen "127.0.0.1:0": the port must be a number 1-65535`}},
 		{"haproxy map_file injection", svc("    lb: {driver: haproxy, haproxy: {map_file: \"/x;y\"}}\n"), nil, []string{`lb.haproxy.map_file "/x;y"`}},
 		{"BLUE_PORT not a number", minimal, map[string]string{"BLUE_PORT": "abc"}, []string{`BLUE_PORT="abc"`}},
 		{"GREEN_PORT not a number", minimal, map[string]string{"GREEN_PORT": "1e3"}, []string{`GREEN_PORT="1e3"`}},

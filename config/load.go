@@ -211,6 +211,9 @@ func (c *Config) fillDefaults() {
 		if hp.MapFile == "" {
 			hp.MapFile = "/etc/haproxy/bgd.map"
 		}
+		if hp.Listen == "" {
+			hp.Listen = "80"
+		}
 		if hp.Backends == nil {
 			hp.Backends = map[string]string{}
 		}

@@ -72,10 +72,8 @@ func (c *Config) Validate() error {
 			}
 		case "nginx":
 			n := s.LB.Nginx
-			if !regexp.MustCompile(`^[A-Za-z0-9_.:\[\]]+$`).MatchString(n.Listen) {
-				add("service %q: lb.nginx.listen %q: use a port or address:port", name, n.Listen)
-			} else if p, err := strconv.Atoi(n.Listen[strings.LastIndex(n.Listen, ":")+1:]); err != nil || p < 1 || p > 65535 {
-				add("service %q: lb.nginx.listen %q: the port must be a number 1-65535", name, n.Listen)
+			if msg := checkListen(n.Listen); msg != "" {
+				add("service %q: lb.nginx.listen %q: %s", name, n.Listen, msg)
 			}
 			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}") || strings.HasSuffix(n.File, "/") {
 				add("service %q: lb.nginx.file %q is not a usable path", name, n.File)
@@ -93,6 +91,12 @@ func (c *Config) Validate() error {
 			}
 		case "haproxy":
 			h := s.LB.HAProxy
+			if msg := checkListen(h.Listen); msg != "" {
+				add("service %q: lb.haproxy.listen %q: %s", name, h.Listen, msg)
+			}
+			if strings.ContainsAny(h.Template, "\r\n") {
+				add("service %q: lb.haproxy.template %q is not a usable path", name, h.Template)
+			}
 			for key := range h.Backends {
 				if !ValidColor(key) {
 					add("service %q: lb.haproxy.backends: unknown colour %q (use blue and green)", name, key)
@@ -126,6 +130,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// listenPattern is a port or address:port as nginx's listen and HAProxy's
+// bind take it: nothing that could end the directive or start another.
+var listenPattern = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]*]+$`)
+
+// checkListen returns why listen is not a port or address:port, or "".
+func checkListen(listen string) string {
+	if !listenPattern.MatchString(listen) {
+		return "use a port or address:port"
+	}
+	if p, err := strconv.Atoi(listen[strings.LastIndex(listen, ":")+1:]); err != nil || p < 1 || p > 65535 {
+		return "the port must be a number 1-65535"
+	}
+	return ""
 }
 
 // IsInvalid reports whether err is a configuration error.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"text/template"
@@ -52,7 +53,8 @@ type Options struct {
 	PollInterval time.Duration
 	// CallTimeout bounds each runtime API command. Default 2s.
 	CallTimeout time.Duration
-	// Bind is what the rendered frontend binds. Default ":80".
+	// Bind is what the rendered frontend binds. Default: lb.haproxy.listen
+	// (":" + the port when it is a port alone), else ":80".
 	Bind string
 	// Check is appended to each rendered server's "check" keyword. Default
 	// "inter 1s fastinter 100ms downinter 50ms rise 1 fall 3": bgd flips only
@@ -62,8 +64,8 @@ type Options struct {
 	// ("rise 2", "downinter 500ms"). fall 3 keeps a live slot from being
 	// marked DOWN by one slow answer.
 	Check string
-	// Template is the text of the user's own snippet template; it receives
-	// the same variables. Default "": templates.HAProxy.
+	// Template is the text of a snippet template; it receives Data.
+	// Default: the file lb.haproxy.template names, else templates.HAProxy.
 	Template string
 	// Logger records each flip step. Default: discard.
 	Logger *slog.Logger
@@ -105,21 +107,44 @@ type Balancer struct {
 
 // New returns the HAProxy driver of service. cfg is the service's
 // lb.haproxy section with defaults filled (config.Load does that).
+// cfg.Listen and cfg.Template (a file) apply where opts leaves Bind and
+// Template empty. A template that does not parse or render is refused here.
 func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
-	opts.fill()
 	if err := validate(service, cfg); err != nil {
 		return nil, err
 	}
-	tmpl, err := template.New("haproxy").Option("missingkey=error").Parse(opts.Template)
+	if opts.Bind == "" && cfg.Listen != "" {
+		opts.Bind = cfg.Listen
+		if !strings.Contains(cfg.Listen, ":") {
+			opts.Bind = ":" + cfg.Listen // a port alone: every address
+		}
+	}
+	name := "default HAProxy snippet template"
+	if opts.Template == "" && cfg.Template != "" {
+		data, err := os.ReadFile(cfg.Template)
+		if err != nil {
+			return nil, fmt.Errorf("%w: service %q: lb.haproxy.template: %v", config.ErrInvalid, service, err)
+		}
+		opts.Template, name = string(data), cfg.Template
+	}
+	opts.fill()
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(opts.Template)
 	if err != nil {
-		return nil, fmt.Errorf("%w: haproxy snippet template: %v", config.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not parse: %v", config.ErrInvalid, service, err)
 	}
 	client := runtime.New(cfg.Socket)
 	client.Timeout = opts.CallTimeout
-	return &Balancer{
+	b := &Balancer{
 		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
 		backends: map[string]string{"blue": cfg.Backends["blue"], "green": cfg.Backends["green"]},
-	}, nil
+	}
+	sample := lb.Route{Service: service, HealthPath: "/health", Generation: 1,
+		Active:  lb.Upstream{Color: "blue", Host: "127.0.0.1", Port: 5005},
+		Standby: lb.Upstream{Color: "green", Host: "127.0.0.1", Port: 5006}}
+	if _, err := b.Render(sample); err != nil {
+		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
+	}
+	return b, nil
 }
 
 // validate refuses what would split a runtime API command line or a map

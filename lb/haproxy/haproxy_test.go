@@ -371,6 +371,59 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// TestRenderFromConfig: lb.haproxy.listen and lb.haproxy.template reach the
+// snippet, and a template file that does not parse, names an unknown field
+// or is missing is refused by New (that is, at config load), naming it.
+func TestRenderFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.HAProxy{Socket: "/run/haproxy/admin.sock", MapFile: "/etc/haproxy/bgd.map",
+		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}
+	for listen, want := range map[string]string{"8080": "bind :8080\n", "127.0.0.1:8443": "bind 127.0.0.1:8443\n", "[::1]:80": "bind [::1]:80\n"} {
+		c := cfg
+		c.Listen = listen
+		b, err := New("app", c, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Render(route("blue"))
+		if err != nil || !bytes.Contains(got, []byte("    "+want)) {
+			t.Errorf("listen %q: want %q in\n%s (%v)", listen, want, got, err)
+		}
+	}
+
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c := cfg
+	c.Listen = "9000"
+	c.Template = write("mine.tmpl", "frontend {{.Service}}\n    bind {{.Bind}}\n    default_backend {{.Active.Name}}\n")
+	b, err := New("app", c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Render(route("green"))
+	if want := "frontend app\n    bind :9000\n    default_backend app_green\n"; err != nil || string(got) != want {
+		t.Errorf("user template file: got %q, %v; want %q", got, err, want)
+	}
+
+	for name, tc := range map[string]struct{ path, want string }{
+		"does not parse": {write("broken.tmpl", "bind {{.Bind"), "does not parse"},
+		"unknown field":  {write("field.tmpl", "bind {{.Nope}}"), "does not render"},
+		"missing file":   {filepath.Join(dir, "absent.tmpl"), "absent.tmpl"},
+	} {
+		c := cfg
+		c.Template = tc.path
+		_, err := New("app", c, Options{})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"app"`) {
+			t.Errorf("%s: got %v, want a config error naming the service and %q", name, err, tc.want)
+		}
+	}
+}
+
 func ExampleSetMapLine() {
 	file := []byte("# bgd routes\nshop shop_blue\napp app_blue\n")
 	out, changed := SetMapLine(file, "app", "app_green")
