@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -314,15 +315,27 @@ func TestCrashAtStart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustBgd(t, dir, nil, "--config", good, "start", "blue")
-			begin := time.Now()
-			_, errOut, code := bgd(t, dir, nil, tc.args...)
-			took := time.Since(begin)
-			t.Logf("%s of a crashing slot failed in %s", tc.name, took.Round(time.Millisecond))
-			if code != 1 {
-				t.Fatalf("exit %d, want 1; stderr: %s", code, errOut)
+			// The claim is that the slot's exit ends the wait (health.timeout
+			// is 10s here). On a shared 2-core host a whole run can stall
+			// for a second (seen once in a stress run: 1.09s, where calm runs
+			// take 12-42 ms), so the fastest of up to 3 tries must be under 1s.
+			var errOut string
+			var tries []time.Duration
+			for len(tries) < 3 {
+				begin := time.Now()
+				var code int
+				_, errOut, code = bgd(t, dir, nil, tc.args...)
+				tries = append(tries, time.Since(begin).Round(time.Millisecond))
+				if code != 1 {
+					t.Fatalf("exit %d, want 1; stderr: %s", code, errOut)
+				}
+				if tries[len(tries)-1] < time.Second {
+					break
+				}
 			}
-			if took > time.Second {
-				t.Errorf("took %s, want under 1s (the process exit must end the wait)", took)
+			t.Logf("%s of a crashing slot failed in %v", tc.name, tries)
+			if slices.Min(tries) >= time.Second {
+				t.Errorf("took %v, want under 1s (the process exit must end the wait)", tries)
 			}
 			for _, want := range []string{"green", "process exited at start", "fatal: DATABASE_URL is not set"} {
 				if !strings.Contains(errOut, want) {
