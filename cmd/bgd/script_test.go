@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -88,17 +89,32 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // freePort returns a port that was free a moment ago, at random in
-// 20000-31999: below Linux's ephemeral range, far from the seed's 5004-5006.
+// 28000-29999 and never the same one twice here: below Linux's ephemeral
+// range, apart from the ranges of the integration tests (20000-27999) and
+// the orchestrator example (30000-31999) that run at the same time, far
+// from the seed's 5004-5006. Scripts run in parallel and pick ports before
+// they bind them, hence the set of ports already given.
 func freePort(t *testing.T) int {
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for i := 0; i < 1000; i++ {
-		p := 20000 + rand.IntN(12000)
+		p := 28000 + rand.IntN(2000)
+		if portsGiven[p] {
+			continue
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		portsGiven[p] = true
 		return p
 	}
-	t.Fatal("no free port found in 20000-31999")
+	t.Fatal("no free port found in 28000-29999")
 	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
