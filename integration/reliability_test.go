@@ -262,6 +262,10 @@ type killPoint struct {
 	// next is what runs after the kill: "reconcile" then deploy, or
 	// "deploy" straight away (which must record the interruption itself).
 	next string
+	// mayFinish: the point is in or after bgd's last write, so on a busy
+	// host the deploy may finish and exit 0 before the SIGKILL lands; the
+	// test then checks the finished deploy instead (inProgress is moot).
+	mayFinish bool
 }
 
 // TestReliabilityCrashSafety SIGKILLs `bgd deploy` at each step. A deploy
@@ -281,8 +285,8 @@ func TestReliabilityCrashSafety(t *testing.T) {
 		{name: "right before the flip", idleHealthy: true, inProgress: true, next: "reconcile"},
 		{name: "while writing the flip", tmpWrite: 3, inProgress: true, next: "reconcile"},
 		{name: "right after the flip", written: 3, inProgress: true, next: "reconcile"},
-		{name: "while writing the success", tmpWrite: 4, inProgress: true, next: "reconcile"},
-		{name: "after writing the success", written: 4, next: "deploy"},
+		{name: "while writing the success", tmpWrite: 4, inProgress: true, next: "reconcile", mayFinish: true},
+		{name: "after writing the success", written: 4, next: "deploy", mayFinish: true},
 	}
 	r := newRig(t, rigOptions{slotArgs: []string{"--ready-after", "400ms"}})
 	r.must("start", "blue")
@@ -356,7 +360,13 @@ func TestReliabilityCrashSafety(t *testing.T) {
 			}
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
-			if ps := cmd.ProcessState; ps == nil || ps.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			ps := cmd.ProcessState
+			switch {
+			case ps != nil && ps.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL:
+			case ps != nil && ps.Success() && kp.mayFinish:
+				t.Logf("the deploy finished by itself before the SIGKILL landed: this point was missed")
+				kp.inProgress = false
+			default:
 				t.Fatalf("deploy was not killed: it ended by itself (%v) before the kill point", ps)
 			}
 			if left, _ := filepath.Glob(filepath.Join(stateDir, tmpPrefix+"*")); len(left) > 0 {
