@@ -17,6 +17,7 @@ if [ "$(go env CGO_ENABLED)" != 1 ] || ! command -v "${cc%% *}" >/dev/null 2>&1;
 	fi
 	echo "WARNING: no C compiler for cgo, so no race detector: testing without -race (install gcc to get it)" >&2
 	race=
+	export CGO_ENABLED=0
 fi
 go test $race -count=1 -timeout 20m -v ./... 2>&1 | tee "$log" | grep -vE '^=== (RUN|PAUSE|CONT|NAME)' 
 status=${PIPESTATUS[0]}

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ready")
-		select {}
+		sleepForever()
 	case "term-ok":
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTERM)
@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 			os.Exit(4)
 		}
 		fmt.Println(child.Process.Pid)
-		select {}
+		sleepForever()
 	case "exit":
 		code, _ := strconv.Atoi(os.Getenv("BGD_SLOT_CODE"))
 		fmt.Println("args:", strings.Join(os.Args[1:], "|"))
@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 			os.Exit(4)
 		}
 		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
-		select {}
+		sleepForever()
 	}
 	os.Exit(3)
 }
@@ -593,5 +593,14 @@ func TestFindByEnv(t *testing.T) {
 		if found != c.want {
 			t.Errorf("%s: FindByEnv(%q) found the slot: %v, want %v", c.name, c.pairs, found, c.want)
 		}
+	}
+}
+
+// sleepForever blocks a helper process until it is killed. Not `select {}`:
+// in a binary built without cgo, a process whose only goroutine blocks there
+// dies with "all goroutines are asleep - deadlock!".
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }

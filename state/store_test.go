@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		fmt.Println("locked")
-		select {}
+		sleepForever()
 	case "update":
 		// N locked read-modify-writes, each counting and recording one event.
 		s := &Store{Path: os.Getenv("BGD_STATE_PATH"), BluePort: 1, GreenPort: 2}
@@ -511,5 +511,14 @@ func TestWriteFileAtomicFailure(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("directory holds %d entries after a failed write, want only the file", len(entries))
+	}
+}
+
+// sleepForever blocks a helper process until it is killed. Not `select {}`:
+// in a binary built without cgo, a process whose only goroutine blocks there
+// dies with "all goroutines are asleep - deadlock!".
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }
