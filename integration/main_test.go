@@ -2,16 +2,16 @@ package integration
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/bgd-dev/bgd/internal/freeport"
 )
 
 // bgdBin is the bgd binary built from this tree by TestMain.
@@ -51,39 +51,16 @@ func requireBinary(t testing.TB, name string) string {
 	return ""
 }
 
-// freePort returns a loopback TCP port that was free a moment ago, chosen at
-// random in 20000-27999 and never the same one twice in this test binary:
-// below Linux's ephemeral range (32768-60999), so outgoing connections of
-// concurrent tests do not land on it; apart from the ranges of the other
-// test packages that run at the same time (cmd/bgd 28000-29999, the
-// orchestrator example 30000-31999); far from the seed's 5004-5006.
+// freePort returns a free loopback port from this package's range (see
+// internal/freeport), never the same one twice.
 func freePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for i := 0; i < 1000; i++ {
-		p := 20000 + rand.IntN(8000)
-		if portsGiven[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsGiven[p] = true
-		return p
+	p, err := freeport.Pick(20000, 28000)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port found in 20000-27999")
-	return 0
+	return p
 }
-
-// portsGiven holds the ports freePort handed out: parallel tests pick
-// ports before they bind them, and must not pick the same one.
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
 
 // startDemoApp runs `bgd demo-app` as a real process until the test ends.
 func startDemoApp(t testing.TB, port int, color, release string, extra ...string) *exec.Cmd {

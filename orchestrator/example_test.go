@@ -3,8 +3,6 @@ package orchestrator_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/demoapp"
+	"github.com/bgd-dev/bgd/internal/freeport"
 	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/orchestrator"
 )
@@ -93,15 +92,12 @@ func Example() {
 	// rolled back from green to blue
 }
 
-// freePort returns a port in 30000-31999 that was free a moment ago: below
-// Linux's ephemeral range and apart from the ranges the integration and CLI
-// tests use (20000-29999) while this runs.
+// freePort returns a free loopback port from this example's range (see
+// internal/freeport).
 func freePort() string {
-	for {
-		p := strconv.Itoa(30000 + rand.IntN(2000))
-		if ln, err := net.Listen("tcp", "127.0.0.1:"+p); err == nil {
-			ln.Close()
-			return p
-		}
+	p, err := freeport.Pick(30000, 32000)
+	if err != nil {
+		panic(err)
 	}
+	return strconv.Itoa(p)
 }

@@ -2,17 +2,17 @@ package main
 
 import (
 	"encoding/json"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/bgd-dev/bgd/internal/freeport"
 )
 
 // TestMain lets testscript run this test binary as the `bgd` command.
@@ -88,33 +88,12 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// freePort returns a port that was free a moment ago, at random in
-// 28000-29999 and never the same one twice here: below Linux's ephemeral
-// range, apart from the ranges of the integration tests (20000-27999) and
-// the orchestrator example (30000-31999) that run at the same time, far
-// from the seed's 5004-5006. Scripts run in parallel and pick ports before
-// they bind them, hence the set of ports already given.
+// freePort returns a free loopback port from this package's range (see
+// internal/freeport), never the same one twice.
 func freePort(t *testing.T) int {
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for i := 0; i < 1000; i++ {
-		p := 28000 + rand.IntN(2000)
-		if portsGiven[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsGiven[p] = true
-		return p
+	p, err := freeport.Pick(28000, 30000)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port found in 28000-29999")
-	return 0
+	return p
 }
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)

@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/bgd-dev/bgd/internal/freeport"
 )
 
 // reaper owns every process the harness starts, and knows where to find
@@ -206,38 +206,12 @@ func procStatusKB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// portPool hands out loopback ports that were free a moment ago, never
-// the same one twice. They come from 20000-31999: below Linux's ephemeral
-// range (32768-60999), so a client connection of the load can never take a
-// slot's port as its source port while the slot is down between deploys
-// (its TIME_WAIT would then make the slot's bind fail); and away from the
-// seed's 5004-5006.
-type portPool struct {
-	mu   sync.Mutex
-	used map[int]bool
-}
+// portPool hands out free loopback ports in 20000-31999 (see
+// internal/freeport: below the ephemeral range, so a load client's TIME_WAIT
+// can never block a slot's bind), never the same one twice.
+type portPool struct{}
 
-func (pp *portPool) get() (int, error) {
-	pp.mu.Lock()
-	defer pp.mu.Unlock()
-	if pp.used == nil {
-		pp.used = map[int]bool{}
-	}
-	for range 1000 {
-		p := 20000 + rand.IntN(12000)
-		if pp.used[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		pp.used[p] = true
-		return p, nil
-	}
-	return 0, errors.New("find a free port in 20000-31999: none after 1000 tries")
-}
+func (portPool) get() (int, error) { return freeport.Pick(20000, 32000) }
 
 // waitListening waits until something accepts TCP connections on port, or
 // p (when not nil) exits.
