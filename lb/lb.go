@@ -40,6 +40,19 @@ type Route struct {
 	Generation uint64
 }
 
+// SampleRoute is a route with the default slots (blue active on 5005, green
+// on 5006): drivers render it once when built, so that a user template that
+// does not render is refused at config load rather than at the first flip.
+func SampleRoute(service string) Route {
+	return Route{
+		Service:    service,
+		Active:     Upstream{Color: "blue", Host: "127.0.0.1", Port: 5005},
+		Standby:    Upstream{Color: "green", Host: "127.0.0.1", Port: 5006},
+		HealthPath: "/health",
+		Generation: 1,
+	}
+}
+
 // Balancer is one service's load balancer.
 type Balancer interface {
 	// Flip makes the load balancer route new requests to r.Active and

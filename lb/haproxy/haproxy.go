@@ -138,10 +138,7 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
 		backends: map[string]string{"blue": cfg.Backends["blue"], "green": cfg.Backends["green"]},
 	}
-	sample := lb.Route{Service: service, HealthPath: "/health", Generation: 1,
-		Active:  lb.Upstream{Color: "blue", Host: "127.0.0.1", Port: 5005},
-		Standby: lb.Upstream{Color: "green", Host: "127.0.0.1", Port: 5006}}
-	if _, err := b.Render(sample); err != nil {
+	if _, err := b.Render(lb.SampleRoute(service)); err != nil {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
 	}
 	return b, nil

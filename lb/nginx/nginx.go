@@ -137,14 +137,7 @@ func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
 		return nil, fmt.Errorf("%w: service %q: lb.nginx.template does not parse: %v", config.ErrInvalid, service, err)
 	}
 	b := &Balancer{service: service, cfg: cfg, tmpl: tmpl, opts: o}
-	sample := lb.Route{
-		Service:    service,
-		Active:     lb.Upstream{Color: "blue", Host: "127.0.0.1", Port: 5005},
-		Standby:    lb.Upstream{Color: "green", Host: "127.0.0.1", Port: 5006},
-		HealthPath: "/health",
-		Generation: 1,
-	}
-	if _, err := b.Render(sample); err != nil {
+	if _, err := b.Render(lb.SampleRoute(service)); err != nil {
 		return nil, err
 	}
 	return b, nil
