@@ -72,7 +72,7 @@ func Example() {
 	defer o.Stop(ctx, "blue", true)
 	defer o.Stop(ctx, "green", true)
 
-	if _, err := o.Start(ctx, "blue"); err != nil {
+	if _, err := o.Start(ctx, "blue", ""); err != nil {
 		fmt.Println(err)
 		return
 	}

@@ -68,7 +68,7 @@ func TestDeployFlipFailureKeepsTrafficAndRecords(t *testing.T) {
 	bal := &fakeLB{}
 	o, store := newOrch(t, bal)
 	ctx := context.Background()
-	if _, err := o.Start(ctx, "blue"); err != nil {
+	if _, err := o.Start(ctx, "blue", ""); err != nil {
 		t.Fatal(err)
 	}
 	bal.flipErr = fmt.Errorf("%w: nginx kept its old config", lb.ErrNotConfirmed)
@@ -95,7 +95,7 @@ func TestDeployFlipFailureKeepsTrafficAndRecords(t *testing.T) {
 func TestStartOfActiveColourRoutesTheLoadBalancer(t *testing.T) {
 	bal := &fakeLB{}
 	o, _ := newOrch(t, bal)
-	res, err := o.Start(context.Background(), "blue")
+	res, err := o.Start(context.Background(), "blue", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestStartOfActiveColourRoutesTheLoadBalancer(t *testing.T) {
 	}
 	// Starting it again changes nothing; the driver is only asked to
 	// confirm the routing it already has.
-	res, err = o.Start(context.Background(), "blue")
+	res, err = o.Start(context.Background(), "blue", "")
 	if err != nil || res.Changed || bal.flips != 2 || bal.active != "blue" {
 		t.Fatalf("second start: err=%v changed=%v flips=%d", err, res.Changed, bal.flips)
 	}
@@ -133,7 +133,7 @@ func TestInterruptedOperationIsRecordedByTheNextOne(t *testing.T) {
 func TestRollbackImpossibleWhenPreviousSlotIsDown(t *testing.T) {
 	bal := &fakeLB{}
 	o, store := newOrch(t, bal)
-	if _, err := o.Start(context.Background(), "blue"); err != nil {
+	if _, err := o.Start(context.Background(), "blue", ""); err != nil {
 		t.Fatal(err)
 	}
 	_, err := o.Rollback(context.Background())

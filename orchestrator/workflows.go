@@ -43,13 +43,19 @@ func checkColor(color string) error {
 	return nil
 }
 
-// Start starts color and waits until it is healthy; if it never is, it is
-// stopped again and the failure recorded. When color is the active colour,
-// the load balancer is made to route to it. Starting a healthy running slot
-// changes nothing.
-func (o *Orchestrator) Start(ctx context.Context, color string) (*Result, error) {
+// Start starts color with release ("" for the release it last ran, else
+// "initial") and waits until it is healthy; if it never is, it is stopped
+// again and the failure recorded. When color is the active colour, the load
+// balancer is made to route to it. Starting a healthy running slot of that
+// release changes nothing.
+func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Result, error) {
 	if err := checkColor(color); err != nil {
 		return nil, err
+	}
+	if release != "" {
+		if err := config.CheckRelease(release); err != nil {
+			return nil, err
+		}
 	}
 	p, err := o.begin(ctx, "start", "", color)
 	if err != nil {
@@ -58,15 +64,17 @@ func (o *Orchestrator) Start(ctx context.Context, color string) (*Result, error)
 	st := p.st
 	slot := st.Slot(color)
 	changed := false
-	if running(st, color) && o.checker.Probe(ctx, slotHost, *slot.Port) == nil {
+	if release == "" {
+		release = *slot.Release
+	}
+	if release == "" {
+		release = "initial"
+	}
+	if running(st, color) && release == *slot.Release && o.checker.Probe(ctx, slotHost, *slot.Port) == nil {
 		*slot.Healthy = true
 	} else {
 		if err := p.stopSlot(ctx, color); err != nil {
 			return nil, p.end(err)
-		}
-		release := *slot.Release
-		if release == "" {
-			release = "initial"
 		}
 		if err := p.startSlot(ctx, color, release); err != nil {
 			st.Record(state.Event{Action: "start", To: color, Status: state.StatusFailed, Release: release, Reason: err.Error()})
@@ -121,6 +129,9 @@ type DeployOptions struct {
 	Release string
 	// NoSwitch starts and health-checks the idle slot but leaves traffic.
 	NoSwitch bool
+	// Force redeploys even when Release is already active and healthy
+	// (default false: that deploy changes nothing).
+	Force bool
 }
 
 // Deploy starts the idle colour with the release, waits for health, flips
@@ -130,6 +141,9 @@ type DeployOptions struct {
 func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, error) {
 	if d.Release == "" {
 		d.Release = time.Now().UTC().Format("20060102-150405")
+	}
+	if err := config.CheckRelease(d.Release); err != nil {
+		return nil, err
 	}
 	p, err := o.begin(ctx, "deploy", "", "")
 	if err != nil {

@@ -20,6 +20,9 @@ var (
 	ErrLocked = errors.New("another bgd operation holds the lock")
 	// ErrCorrupt: the state file cannot be decoded; it is left untouched.
 	ErrCorrupt = errors.New("state file is corrupt")
+	// ErrUnusable: the state path cannot hold a state file (a directory, a
+	// FIFO, a device, an unwritable place); nothing was created (exit 2).
+	ErrUnusable = errors.New("state path is unusable")
 )
 
 // LockedError says who holds the lock.

@@ -31,7 +31,7 @@ func commands(e *env) []*cli.Command {
 				if err != nil {
 					return nil, err
 				}
-				return o.Start(c.Context, color)
+				return o.Start(c.Context, color, "")
 			}),
 		},
 		{
