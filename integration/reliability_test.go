@@ -281,7 +281,7 @@ func TestReliabilityCrashSafety(t *testing.T) {
 		{name: "after marking, before starting the slot", written: 1, inProgress: true, next: "deploy"},
 		{name: "slot started, pid not yet recorded", log: "slot started", inProgress: true, next: "reconcile"},
 		{name: "while recording the slot's pid", tmpWrite: 2, inProgress: true, next: "reconcile"},
-		{name: "while waiting for health", log: "slot not healthy yet", inProgress: true, next: "deploy"},
+		{name: "while waiting for health", log: "waiting for health", inProgress: true, next: "deploy"},
 		{name: "right before the flip", idleHealthy: true, inProgress: true, next: "reconcile"},
 		{name: "while writing the flip", tmpWrite: 3, inProgress: true, next: "reconcile"},
 		{name: "right after the flip", written: 3, inProgress: true, next: "reconcile"},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
+	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
@@ -265,5 +266,10 @@ func spawnProxy(cfg *config.Config, svc *config.Service) (int, error) {
 		argv = append(argv, "--config", p)
 	}
 	argv = append(argv, "--service", svc.Name, "--state-file", statePath, "proxy")
-	return startDetached(argv, filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"))
+	p, err := slots.StartProcess(slots.Spec{Argv: argv, LogPath: filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"),
+		Marker: slots.ProxyMarker(statePath, svc.Name)})
+	if err != nil {
+		return 0, err
+	}
+	return p.PID, nil
 }

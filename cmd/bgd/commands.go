@@ -310,12 +310,3 @@ func (e *env) render(c *cli.Context) error {
 	}
 	return newPrinter(e, c).emit(map[string]string{"driver": o.Service().LB.Driver, "config": string(data)}, string(data))
 }
-
-// startDetached runs argv in its own session with output to logPath.
-func startDetached(argv []string, logPath string) (int, error) {
-	p, err := slots.StartProcess(slots.Spec{Argv: argv, LogPath: logPath})
-	if err != nil {
-		return 0, err
-	}
-	return p.PID, nil
-}
