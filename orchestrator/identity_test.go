@@ -300,3 +300,36 @@ func waitPort(t *testing.T, port int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSlotOfAnOlderStateFileIsRecognised: a state file written before start
+// times were recorded (pid only) still lets bgd stop the slot it started,
+// recognised by the environment every bgd gave its slots; reconcile records
+// the start time.
+func TestSlotOfAnOlderStateFileIsRecognised(t *testing.T) {
+	o, store := newOrch(t, &fakeLB{})
+	ctx := context.Background()
+	if _, err := o.Start(ctx, "blue", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Deploy(ctx, orchestrator.DeployOptions{Release: "v2", NoSwitch: true}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := store.Load()
+	editState(t, store, func(st *state.State) { st.BluePIDStart, st.GreenPIDStart = 0, 0 })
+	rec, err := o.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := store.Load(); st.BluePIDStart != before.BluePIDStart || st.GreenPIDStart != before.GreenPIDStart {
+		t.Errorf("reconcile did not record the start times: %d/%d, want %d/%d\n%s", st.BluePIDStart, st.GreenPIDStart,
+			before.BluePIDStart, before.GreenPIDStart, strings.Join(rec.Fixes, "\n"))
+	}
+	editState(t, store, func(st *state.State) { st.GreenPIDStart = 0 })
+	res, err := o.Stop(ctx, "green", false)
+	if err != nil || !res.Changed {
+		t.Fatalf("stop green of an older state file: %+v %v", res, err)
+	}
+	if slots.Alive(before.GreenPID) {
+		t.Errorf("green (pid %d) still runs", before.GreenPID)
+	}
+}
