@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,6 +218,17 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = "http"
 			r.Out.URL.Host = target
+			// ReverseProxy has stripped the client's Forwarded and
+			// X-Forwarded-* headers from r.Out. Keep the client's
+			// X-Forwarded-For chain and append the client's address to it
+			// (the stdlib's documented way, and what nginx's
+			// $proxy_add_x_forwarded_for does); X-Forwarded-Host and -Proto
+			// are set from the request itself. A chain the client marked
+			// hop-by-hop (Connection: X-Forwarded-For) is not forwarded;
+			// the client's address always is.
+			if xff := r.In.Header["X-Forwarded-For"]; len(xff) > 0 && !connectionNames(r.In.Header, "X-Forwarded-For") {
+				r.Out.Header["X-Forwarded-For"] = slices.Clone(xff)
+			}
 			r.SetXForwarded()
 			r.Out.Host = r.In.Host
 		},
@@ -231,6 +243,19 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
+}
+
+// connectionNames reports whether the Connection header of h lists name,
+// which makes that header hop-by-hop.
+func connectionNames(h http.Header, name string) bool {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strconv.Itoa(pid) }
@@ -273,14 +298,34 @@ func isLoopback(remote string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// statusRecorder records the status for the metrics. It also keeps net/http
+// from sniffing a Content-Type: an answer the slot sent without one reaches
+// the client without one (a sniffed text/html would make a browser render
+// bytes that the slot never called HTML).
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code        int
+	wroteHeader bool
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	s.code = code
+	if code >= 200 {
+		s.wroteHeader = true
+		if h := s.Header(); h != nil {
+			if _, ok := h["Content-Type"]; !ok {
+				h["Content-Type"] = nil // nil: send none, do not sniff
+			}
+		}
+	}
 	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if !s.wroteHeader {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
 }
 
 // Unwrap lets http.ResponseController reach the real writer (flushes).
