@@ -187,6 +187,10 @@ func TestProxyAdminPathsAreLoopbackOnly(t *testing.T) {
 		{"/metrics", "192.0.2.10:5555", 403, "only loopback clients"},
 		{"/monitoring", "192.0.2.10:5555", 403, "only loopback clients"},
 		{RoutePath, "[2001:db8::1]:5555", 403, "only loopback clients"},
+		{"/metrics", "127.8.9.10:1", 200, "bgd_proxy_active_slot"},
+		{"/metrics", "[::ffff:10.1.2.3]:5555", 403, "only loopback clients"},
+		{"/metrics", "garbage", 403, "only loopback clients"},
+		{"/metrics", "", 403, "only loopback clients"},
 	} {
 		t.Run(strings.TrimPrefix(tc.path, "/")+"_from_"+tc.remote, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodGet, tc.path, nil)
