@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -243,4 +245,96 @@ func TestProxyAdminAccessIgnoresHeaders(t *testing.T) {
 			t.Errorf("%s from loopback: %d, want 200", path, resp.StatusCode)
 		}
 	}
+}
+
+// syncBuffer is a log sink the proxy's goroutines may write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// metricsText reads the proxy's /metrics.
+func metricsText(t *testing.T, addr string) string {
+	t.Helper()
+	_, body := get(t, addr, "/metrics")
+	return body
+}
+
+// A client that hangs up before the slot answers is not a failure of the
+// slot: it is counted as 499 (client closed request), not 502, and logged
+// at debug level only, so hostile clients cannot fake a failing slot in the
+// metrics or flood the log. A slot that is really down still counts 502 and
+// logs a warning.
+func TestProxyClientHangupIsNotASlotError(t *testing.T) {
+	got := make(chan struct{}, 1)
+	slot := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) {
+		got <- struct{}{}
+		<-r.Context().Done() // answers only when the proxy gives up
+	})
+	logs := &syncBuffer{}
+	p, _, _ := startProxy(t, slot, backend(t, "green", nil), func(p *Proxy) {
+		p.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	for range 3 {
+		c, err := net.Dial("tcp", p.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: app\r\n\r\n")
+		<-got
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(metricsText(t, p.Listen), `bgd_proxy_requests_total{code="499",service="app",slot="blue"} 3`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("3 hangups not counted as 499:\n%s", grepLines(metricsText(t, p.Listen), "bgd_proxy_requests_total"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m := metricsText(t, p.Listen); strings.Contains(m, `code="502"`) {
+		t.Errorf("client hangups counted as 502:\n%s", grepLines(m, "bgd_proxy_requests_total"))
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("client hangups logged as warnings:\n%s", logs.String())
+	}
+
+	// A down slot: 502, counted, and a warning.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	logs2 := &syncBuffer{}
+	p2, _, _ := startProxy(t, deadPort, backend(t, "green", nil), func(p *Proxy) {
+		p.Logger = slog.New(slog.NewTextHandler(logs2, nil))
+	})
+	if code, _ := get(t, p2.Listen, "/"); code != http.StatusBadGateway {
+		t.Fatalf("down slot: %d, want 502", code)
+	}
+	if m := metricsText(t, p2.Listen); !strings.Contains(m, `bgd_proxy_requests_total{code="502",service="app",slot="blue"} 1`) {
+		t.Errorf("down slot not counted as 502:\n%s", grepLines(m, "bgd_proxy_requests_total"))
+	}
+	if l := logs2.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "proxy upstream error") {
+		t.Errorf("down slot not logged as a warning:\n%s", l)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -239,6 +239,15 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The client hung up before the slot answered: not the
+				// slot's failure. Counted as nginx's 499 (client closed
+				// request), and not a warning, so that clients cannot fake
+				// a failing slot in the metrics or flood the log.
+				p.Logger.Debug("proxy client went away", "service", p.Service, "slot", u.color, "err", err)
+				w.WriteHeader(statusClientClosed)
+				return
+			}
 			p.Logger.Warn("proxy upstream error", "service", p.Service, "slot", u.color, "port", u.port, "err", err)
 			w.WriteHeader(http.StatusBadGateway)
 		},
@@ -257,6 +266,9 @@ func connectionNames(h http.Header, name string) bool {
 	}
 	return false
 }
+
+// statusClientClosed is nginx's non-standard "client closed request".
+const statusClientClosed = 499
 
 func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strconv.Itoa(pid) }
 
