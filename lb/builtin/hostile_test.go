@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -337,4 +338,30 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A client that sends its headers slowly (or never finishes them) is cut off
+// after ReadHeaderTimeout, and never reaches the slot.
+func TestProxyCutsOffSlowHeaders(t *testing.T) {
+	var reached atomic.Int32
+	slot := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) { reached.Add(1) })
+	p, _, _ := startProxy(t, slot, backend(t, "green", nil), func(p *Proxy) { p.ReadHeaderTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp", p.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: app\r\nX-Slow: ")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadAll(c) // the proxy closes the connection (after a 408, or without one)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a client that never finished its headers was still connected after %s", time.Since(start))
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("cut off after %s, want about 300ms", d)
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the half-sent request reached the slot %d times", n)
+	}
 }

@@ -53,6 +53,10 @@ type Proxy struct {
 	// Resync re-reads the state file this often even without an fsnotify
 	// event (a safety net). Default 2s.
 	Resync time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send a
+	// request's headers (a slow-header client holds a connection no
+	// longer). Default 30s.
+	ReadHeaderTimeout time.Duration
 
 	route   atomic.Pointer[upstream]
 	mu      sync.Mutex // guards transports and snapshot
@@ -83,6 +87,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.Resync <= 0 {
 		p.Resync = 2 * time.Second
 	}
+	if p.ReadHeaderTimeout <= 0 {
+		p.ReadHeaderTimeout = 30 * time.Second
+	}
 	p.trans = map[string]*http.Transport{}
 	p.metrics = newMetrics(p.Service)
 	if err := p.reload(); err != nil {
@@ -103,7 +110,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
