@@ -36,7 +36,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, state.ErrLocked):
 		return exitLocked
-	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage):
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage),
+		errors.Is(err, state.ErrUnusable): // a state path that is a directory, a FIFO...
 		return exitUsage
 	default:
 		return exitFailed
