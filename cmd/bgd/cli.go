@@ -76,15 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ErrWriter:            stderr,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
-			&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
-			&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
-			&cli.StringFlag{Name: "state-file", Usage: "state file of a single service (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
-			&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
-		},
-		Commands: cmds,
+		Flags:                globalFlags(),
+		Commands:             cmds,
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(stderr, "bgd: unknown command %q: see `bgd --help`\n", name)
 		},
@@ -93,7 +86,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	err := app.RunContext(ctx, flagsFirst(args, app))
+	args, err := flagsFirst(args, app)
+	if err == nil {
+		err = app.RunContext(ctx, args)
+	}
 	if err == nil {
 		if !actionRan && !helpOrVersion(args) {
 			return exitUsage
@@ -115,25 +111,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// flagsFirst moves a command's flags before its arguments, so that
-// `switch green --force` works as DESIGN.md writes it (urfave/cli/v2 stops
-// reading flags at the first argument). "--" ends the reordering.
-func flagsFirst(args []string, app *cli.App) []string {
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
+		&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
+		&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
+		&cli.StringFlag{Name: "state-file", Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
+		&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
+	}
+}
+
+// flagsFirst reorders the arguments into the order urfave/cli/v2 parses
+// (it stops reading flags at the first positional argument, and reads
+// global flags only before the command):
+//
+//	bgd [global flags] command [global or command flags] [args]
+//
+// becomes
+//
+//	bgd [global flags] [global flags found after the command] command [command flags] [args]
+//
+// so that `bgd switch green --force` and `bgd status --json` work. A flag
+// the command defines is the command's, even when a global flag has the same
+// name; a flag's value goes with it (`-s web`, `--config=f.yml`); "--" ends
+// the reordering and what follows it stays positional. A global flag that
+// needs a value but is last is a usage error.
+func flagsFirst(args []string, app *cli.App) ([]string, error) {
 	i := 1
-	for i < len(args) && strings.HasPrefix(args[i], "-") {
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
 		if takesValue(app.Flags, args[i]) {
 			i++
 		}
 		i++
 	}
 	if i >= len(args) {
-		return args
+		return args, nil
 	}
 	cmd := app.Command(args[i])
 	if cmd == nil {
-		return args
+		return args, nil
 	}
-	out := append([]string{}, args[:i+1]...)
+	globals := append([]string{}, args[:i]...)
+	own := []string{args[i]}
 	var positional []string
 	rest := args[i+1:]
 	for j := 0; j < len(rest); j++ {
@@ -143,16 +163,41 @@ func flagsFirst(args []string, app *cli.App) []string {
 			positional = append(positional, rest[j:]...)
 			j = len(rest)
 		case strings.HasPrefix(a, "-") && len(a) > 1:
-			out = append(out, a)
-			if takesValue(cmd.Flags, a) && j+1 < len(rest) {
+			to := &own
+			flags := cmd.Flags
+			if findFlag(cmd.Flags, a) == nil && findFlag(app.Flags, a) != nil {
+				to, flags = &globals, app.Flags
+			}
+			*to = append(*to, a)
+			if takesValue(flags, a) {
+				if j+1 >= len(rest) {
+					if to == &globals {
+						return nil, usagef("flag %s needs a value", a)
+					}
+					continue // urfave reports it for the command's flags
+				}
 				j++
-				out = append(out, rest[j])
+				*to = append(*to, rest[j])
 			}
 		default:
 			positional = append(positional, a)
 		}
 	}
-	return append(out, positional...)
+	out := append(globals, own...)
+	return append(out, positional...), nil
+}
+
+// findFlag returns the flag arg names ("-s", "--json", "--config=f.yml").
+func findFlag(flags []cli.Flag, arg string) cli.Flag {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
 }
 
 // takesValue reports whether arg is a flag (without "=value") that reads the
@@ -161,22 +206,20 @@ func takesValue(flags []cli.Flag, arg string) bool {
 	if strings.Contains(arg, "=") {
 		return false
 	}
-	name := strings.TrimLeft(arg, "-")
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			if n == name {
-				_, isBool := f.(*cli.BoolFlag)
-				return !isBool
-			}
-		}
+	f := findFlag(flags, arg)
+	if f == nil {
+		return false
 	}
-	return false
+	_, isBool := f.(*cli.BoolFlag)
+	return !isBool
 }
 
-// helpOrVersion reports whether the arguments only ask for help or the version.
+// helpOrVersion reports whether the arguments ask for help or the version.
 func helpOrVersion(args []string) bool {
 	for _, a := range args[1:] {
 		switch a {
+		case "--":
+			return false
 		case "-h", "--help", "help", "--version":
 			return true
 		}

@@ -3,12 +3,62 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/state"
+	"github.com/urfave/cli/v2"
 )
+
+func TestFlagsFirst(t *testing.T) {
+	app := &cli.App{Flags: globalFlags(), Commands: commands(&env{})}
+	for _, tc := range []struct{ in, want string }{
+		{"status", "status"},
+		{"--json status", "--json status"},
+		{"status --json", "--json status"},
+		{"status --config f.yml", "--config f.yml status"},
+		{"status --config=f.yml", "--config=f.yml status"},
+		{"status -c f.yml -v", "-c f.yml -v status"},
+		{"health-check -s app --json", "-s app --json health-check"},
+		{"health-check --service=app --watch", "--service=app health-check --watch"},
+		{"deploy --release v2 --json", "--json deploy --release v2"},
+		{"deploy -r v2 --force -s web", "-s web deploy -r v2 --force"},
+		{"switch green --force", "switch --force green"},
+		{"switch green --force --json", "--json switch --force green"},
+		{"-s web switch green --lock-timeout 5s", "-s web --lock-timeout 5s switch green"},
+		{"logs -n -1 blue", "logs -n -1 blue"},
+		{"logs blue -n 5 --json", "--json logs -n 5 blue"},
+		{"stop blue --force=true", "stop --force=true blue"},
+		// A value that looks like a command or a flag stays a value.
+		{"--config status status", "--config status status"},
+		{"status -s --json", "-s --json status"},
+		// "--" ends the reordering.
+		{"logs -- --json", "logs -- --json"},
+		{"logs green -- -n 3", "logs green -- -n 3"},
+		{"-- status --json", "-- status --json"},
+		// Unknown flags and unknown commands are left to urfave to report.
+		{"deploy --bogus", "deploy --bogus"},
+		{"frobnicate --json", "frobnicate --json"},
+		{"status --help", "status --help"},
+	} {
+		got, err := flagsFirst(append([]string{"bgd"}, strings.Fields(tc.in)...), app)
+		if err != nil {
+			t.Errorf("flagsFirst(%q): %v", tc.in, err)
+			continue
+		}
+		if want := append([]string{"bgd"}, strings.Fields(tc.want)...); !slices.Equal(got, want) {
+			t.Errorf("flagsFirst(%q) = %q, want %q", tc.in, got[1:], want[1:])
+		}
+	}
+	for _, in := range []string{"status --config", "health-check -s"} {
+		if _, err := flagsFirst(append([]string{"bgd"}, strings.Fields(in)...), app); !errors.Is(err, errUsage) {
+			t.Errorf("flagsFirst(%q): err = %v, want a usage error", in, err)
+		}
+	}
+}
 
 func TestExitCode(t *testing.T) {
 	for _, tc := range []struct {
