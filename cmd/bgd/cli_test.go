@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +14,19 @@ import (
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
+
+// runCLI runs bgd in this process with a clean environment and returns its
+// exit code, stdout and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	for _, k := range []string{"BG_CONFIG", "BG_STATE_FILE", "BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("NO_COLOR", "1")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), append([]string{"bgd"}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
 
 func TestFlagsFirst(t *testing.T) {
 	app := &cli.App{Flags: globalFlags(), Commands: commands(&env{})}
@@ -75,6 +90,21 @@ func TestExitCode(t *testing.T) {
 	} {
 		if got := exitCode(tc.err); got != tc.want {
 			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestNoArgs: every command without positional arguments (no ArgsUsage),
+// hidden ones too, refuses one before it loads any config.
+func TestNoArgs(t *testing.T) {
+	for _, cmd := range commands(&env{}) {
+		if cmd.ArgsUsage != "" {
+			continue
+		}
+		code, stdout, stderr := runCLI(t, "--config", "missing.yml", cmd.Name, "extra")
+		want := "bgd: " + cmd.Name + ` takes no arguments (got "extra")`
+		if code != exitUsage || !strings.HasPrefix(stderr, want) || stdout != "" {
+			t.Errorf("bgd %s extra: exit %d, stdout %q, stderr %q; want exit 2 and %q", cmd.Name, code, stdout, stderr, want)
 		}
 	}
 }

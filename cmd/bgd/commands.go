@@ -20,18 +20,16 @@ func commands(e *env) []*cli.Command {
 		{
 			Name:   "status",
 			Usage:  "show the active colour, each slot's port, pid, health and release, and recent history",
+			Before: noArgs,
 			Action: e.status,
 		},
 		{
 			Name:      "start",
 			Usage:     "start a slot and wait until it is healthy (the active colour also gets traffic)",
 			ArgsUsage: "<blue|green>",
+			Before:    oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				color, err := colorArg(c)
-				if err != nil {
-					return nil, err
-				}
-				return o.Start(c.Context, color, "")
+				return o.Start(c.Context, c.Args().First(), "")
 			}),
 		},
 		{
@@ -39,12 +37,9 @@ func commands(e *env) []*cli.Command {
 			Usage:     "stop a slot (refuses the active one unless --force)",
 			ArgsUsage: "<blue|green>",
 			Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "stop even the active slot"}},
+			Before:    oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				color, err := colorArg(c)
-				if err != nil {
-					return nil, err
-				}
-				return o.Stop(c.Context, color, c.Bool("force"))
+				return o.Stop(c.Context, c.Args().First(), c.Bool("force"))
 			}),
 		},
 		{
@@ -54,10 +49,8 @@ func commands(e *env) []*cli.Command {
 				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
 				&cli.BoolFlag{Name: "no-switch", Usage: "start and health-check only; leave traffic where it is"},
 			},
+			Before: noArgs,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				if c.NArg() > 0 {
-					return nil, usagef("deploy takes no arguments (got %q); use --release", c.Args().First())
-				}
 				return o.Deploy(c.Context, orchestrator.DeployOptions{Release: c.String("release"), NoSwitch: c.Bool("no-switch")})
 			}),
 		},
@@ -66,17 +59,15 @@ func commands(e *env) []*cli.Command {
 			Usage:     "flip traffic to a colour (refuses an unhealthy one unless --force)",
 			ArgsUsage: "<blue|green>",
 			Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "switch even to an unhealthy slot"}},
+			Before:    oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				color, err := colorArg(c)
-				if err != nil {
-					return nil, err
-				}
-				return o.Switch(c.Context, color, c.Bool("force"))
+				return o.Switch(c.Context, c.Args().First(), c.Bool("force"))
 			}),
 		},
 		{
-			Name:  "rollback",
-			Usage: "flip traffic back to the previous colour (instant: it is still running)",
+			Name:   "rollback",
+			Usage:  "flip traffic back to the previous colour (instant: it is still running)",
+			Before: noArgs,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
 				return o.Rollback(c.Context)
 			}),
@@ -87,55 +78,93 @@ func commands(e *env) []*cli.Command {
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "watch", Usage: "repeat every health.interval until interrupted"},
 			},
+			Before: noArgs,
 			Action: e.healthCheck,
 		},
 		{
 			Name:   "proxy",
 			Usage:  "run the builtin proxy in the foreground (for systemd); it follows the state file",
+			Before: noArgs,
 			Action: e.proxy,
 		},
 		{
 			Name:   "reconcile",
 			Usage:  "rebuild the state from what really runs and what the load balancer really routes to",
+			Before: noArgs,
 			Action: e.reconcile,
 		},
 		{
 			Name:   "history",
 			Usage:  "show the deployment history, newest last",
+			Before: noArgs,
 			Action: e.history,
 		},
 		{
 			Name:      "logs",
 			Usage:     "show the end of a slot's log",
 			ArgsUsage: "<blue|green>",
-			Flags:     []cli.Flag{&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 50, Usage: "how many lines"}},
+			Flags:     []cli.Flag{&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 50, Usage: "how many lines (at least 1)"}},
+			Before:    checks(oneColor, linesFlag),
 			Action:    e.logs,
 		},
 		{
 			Name:   "render",
 			Usage:  "print the load balancer configuration a flip to the active colour would apply",
+			Before: noArgs,
 			Action: e.render,
 		},
 		{
-			Name:  "version",
-			Usage: "print bgd's version",
+			Name:   "version",
+			Usage:  "print bgd's version",
+			Before: noArgs,
 			Action: func(c *cli.Context) error {
 				return newPrinter(e, c).emit(map[string]string{"version": version}, "bgd "+version+"\n")
 			},
 		},
-		demoAppCommand,
+		demoAppCommand(),
 	}
 }
 
-func colorArg(c *cli.Context) (string, error) {
+// The argument checks run as a command's Before: after --help is handled,
+// before the config is loaded or anything is done.
+
+// noArgs is the check of every command that takes no arguments.
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("%s takes no arguments (got %q): see `bgd %s --help`", c.Command.Name, c.Args().First(), c.Command.Name)
+	}
+	return nil
+}
+
+// oneColor is the check of the commands that act on one slot.
+func oneColor(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return "", usagef("%s needs one colour: blue or green", c.Command.Name)
+		return usagef("%s needs one colour: blue or green", c.Command.Name)
 	}
-	color := c.Args().First()
-	if !config.ValidColor(color) {
-		return "", usagef("unknown colour %q: use blue or green", color)
+	if color := c.Args().First(); !config.ValidColor(color) {
+		return usagef("unknown colour %q: use blue or green", color)
 	}
-	return color, nil
+	return nil
+}
+
+// linesFlag checks logs --lines.
+func linesFlag(c *cli.Context) error {
+	if n := c.Int("lines"); n < 1 {
+		return usagef("--lines must be at least 1 (got %d)", n)
+	}
+	return nil
+}
+
+// checks runs argument checks in order.
+func checks(fns ...cli.BeforeFunc) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		for _, fn := range fns {
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // mutate wraps a workflow: config, orchestrator, run, print the result.
@@ -279,10 +308,7 @@ func (e *env) history(c *cli.Context) error {
 }
 
 func (e *env) logs(c *cli.Context) error {
-	color, err := colorArg(c)
-	if err != nil {
-		return err
-	}
+	color := c.Args().First()
 	cfg, err := e.loadConfig(c)
 	if err != nil {
 		return err
