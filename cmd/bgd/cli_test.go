@@ -108,3 +108,15 @@ func TestNoArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseChecked: a bad release exits 2 before the config is read.
+func TestReleaseChecked(t *testing.T) {
+	for _, rel := range []string{"../../x", "v1\nv2", "v1\x1b[2J", strings.Repeat("a", 200), ".."} {
+		for _, args := range [][]string{{"deploy", "--release", rel}, {"start", "blue", "--release", rel}, {"start", "-r", rel, "green"}} {
+			code, _, stderr := runCLI(t, append([]string{"--config", "missing.yml"}, args...)...)
+			if code != exitUsage || !strings.Contains(stderr, "release name") || strings.Contains(stderr, "missing.yml") {
+				t.Errorf("bgd %q: exit %d, stderr %q; want exit 2 about the release name", args, code, stderr)
+			}
+		}
+	}
+}

@@ -27,9 +27,12 @@ func commands(e *env) []*cli.Command {
 			Name:      "start",
 			Usage:     "start a slot and wait until it is healthy (the active colour also gets traffic)",
 			ArgsUsage: "<blue|green>",
-			Before:    oneColor,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release to start, passed to the command as {{.Release}} (default: the one the slot last ran)"},
+			},
+			Before: checks(oneColor, releaseFlag),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Start(c.Context, c.Args().First(), "")
+				return o.Start(c.Context, c.Args().First(), c.String("release"))
 			}),
 		},
 		{
@@ -48,10 +51,12 @@ func commands(e *env) []*cli.Command {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
 				&cli.BoolFlag{Name: "no-switch", Usage: "start and health-check only; leave traffic where it is"},
+				&cli.BoolFlag{Name: "force", Usage: "redeploy even when the release is already active and healthy"},
 			},
-			Before: noArgs,
+			Before: checks(noArgs, releaseFlag),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Deploy(c.Context, orchestrator.DeployOptions{Release: c.String("release"), NoSwitch: c.Bool("no-switch")})
+				return o.Deploy(c.Context, orchestrator.DeployOptions{
+					Release: c.String("release"), NoSwitch: c.Bool("no-switch"), Force: c.Bool("force")})
 			}),
 		},
 		{
@@ -143,6 +148,14 @@ func oneColor(c *cli.Context) error {
 	}
 	if color := c.Args().First(); !config.ValidColor(color) {
 		return usagef("unknown colour %q: use blue or green", color)
+	}
+	return nil
+}
+
+// releaseFlag checks a --release given on the command line.
+func releaseFlag(c *cli.Context) error {
+	if c.IsSet("release") {
+		return config.CheckRelease(c.String("release"))
 	}
 	return nil
 }
