@@ -266,6 +266,14 @@ func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
 	if sf := c.String("state-file"); sf != "" {
 		cfg.StateFile = sf
 	}
+	if cfg.StateFile != "" && len(cfg.Services) > 1 {
+		from := "--state-file"
+		if c.String("state-file") == "" {
+			from = "BG_STATE_FILE"
+		}
+		return nil, usagef("%s applies to a single service; %d services are configured (%s): each keeps <state_dir>/<service>.json",
+			from, len(cfg.Services), strings.Join(cfg.ServiceNames(), ", "))
+	}
 	return cfg, nil
 }
 
@@ -308,6 +316,13 @@ func spawnProxy(cfg *config.Config, svc *config.Service) (int, error) {
 		p, _ := filepath.Abs(cfg.Path)
 		argv = append(argv, "--config", p)
 	}
-	argv = append(argv, "--service", svc.Name, "--state-file", statePath, "proxy")
+	argv = append(argv, "--service", svc.Name)
+	if len(cfg.Services) == 1 {
+		// Several services each keep <state_dir>/<service>.json, which the
+		// proxy finds itself (same config, working directory and env);
+		// --state-file would be refused.
+		argv = append(argv, "--state-file", statePath)
+	}
+	argv = append(argv, "proxy")
 	return startDetached(argv, filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"))
 }
