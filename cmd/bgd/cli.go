@@ -61,24 +61,37 @@ type env struct {
 	out            *printer // made by newPrinter on first use
 }
 
+func init() {
+	// urfave's default version flag is `--version, -v`, but -v is --verbose.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+	cli.VersionPrinter = func(c *cli.Context) {
+		newPrinter(&env{stdout: c.App.Writer, stderr: c.App.ErrWriter, getenv: os.Getenv}, c).version()
+	}
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr, getenv: os.Getenv}
-	actionRan := false
+	actionRan, unknown := false, false
 	cmds := commands(e)
 	for _, cmd := range cmds {
 		action := cmd.Action
 		cmd.Action = func(c *cli.Context) error { actionRan = true; return action(c) }
+		cmd.HideHelpCommand = true // `bgd help start` and `bgd start --help`, not `bgd start help`
+		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + helpFooter
 	}
 	app := &cli.App{
-		Name:                 "bgd",
-		Usage:                "blue-green deployments from the load-balancer host",
-		Writer:               stdout,
-		ErrWriter:            stderr,
-		HideHelpCommand:      true,
-		EnableBashCompletion: false,
-		Flags:                globalFlags(),
-		Commands:             cmds,
+		Name:                  "bgd",
+		Usage:                 "blue-green deployments from the load-balancer host",
+		Version:               version,
+		Description:           appDescription,
+		CustomAppHelpTemplate: cli.AppHelpTemplate + helpFooter,
+		Writer:                stdout,
+		ErrWriter:             stderr,
+		EnableBashCompletion:  false,
+		Flags:                 globalFlags(),
+		Commands:              cmds,
 		CommandNotFound: func(c *cli.Context, name string) {
+			unknown = true
 			fmt.Fprintf(stderr, "bgd: unknown command %q: see `bgd --help`\n", name)
 		},
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
@@ -91,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = app.RunContext(ctx, args)
 	}
 	if err == nil {
-		if !actionRan && !helpOrVersion(args) {
+		if unknown || (!actionRan && !helpOrVersion(args)) {
 			return exitUsage
 		}
 		return exitOK

@@ -120,3 +120,33 @@ func TestReleaseChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestHelp: the app's help and every command's show an example, the exit
+// codes and the environment variables, and exit 0.
+func TestHelp(t *testing.T) {
+	var cmds []string
+	for _, c := range commands(&env{}) {
+		if !c.Hidden {
+			cmds = append(cmds, c.Name)
+		}
+	}
+	runs := [][]string{{"--help"}, {"help"}}
+	for _, c := range cmds {
+		runs = append(runs, []string{c, "--help"}, []string{"help", c})
+	}
+	for _, args := range runs {
+		code, stdout, stderr := runCLI(t, args...)
+		if code != exitOK || stderr != "" {
+			t.Errorf("bgd %q: exit %d, stderr %q", args, code, stderr)
+		}
+		for _, want := range []string{"Example", "EXIT CODES:", "   3  another bgd operation holds the lock",
+			"BG_CONFIG", "BG_STATE_FILE", "BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "NO_COLOR"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("bgd %q: help lacks %q:\n%s", args, want, stdout)
+			}
+		}
+		if n := strings.Count(stdout, "EXIT CODES:"); n != 1 {
+			t.Errorf("bgd %q: %d exit code sections", args, n)
+		}
+	}
+}

@@ -115,6 +115,10 @@ func (p *printer) result(r *orchestrator.Result) error {
 	return p.emit(r, p.icon("✅")+r.Message+"\n")
 }
 
+func (p *printer) version() error {
+	return p.emit(map[string]any{"ok": true, "version": version}, "bgd "+version+"\n")
+}
+
 func (p *printer) status(s *orchestrator.Status) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%sActive Version: %s (port %d)\n", p.icon("🎯"), strings.ToUpper(s.ActiveVersion), s.ActivePort)
