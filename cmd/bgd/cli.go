@@ -76,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, cmd := range cmds {
 		action := cmd.Action
 		cmd.Action = func(c *cli.Context) error { actionRan = true; return action(c) }
+		// A flag error is returned and printed once below, not with urfave's
+		// "Incorrect Usage" and the whole help text before it.
+		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error { return usagef("%v", err) }
 		cmd.HideHelpCommand = true // `bgd help start` and `bgd start --help`, not `bgd start help`
 		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + helpFooter
 	}
@@ -290,6 +293,8 @@ func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
 	return cfg, nil
 }
 
+// logger is for the foreground proxy: warnings and errors, every step with
+// --verbose.
 func (e *env) logger(c *cli.Context) *slog.Logger {
 	level := slog.LevelWarn
 	if c.Bool("verbose") {
@@ -297,6 +302,27 @@ func (e *env) logger(c *cli.Context) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
+
+// commandLogger is for a one-shot command: without --verbose it shows
+// warnings only. Every error such a command hits is returned, and run prints
+// it once ("bgd: ..."); the orchestrator's error records (a failed deploy, a
+// rejected nginx reload) would print it a second time.
+func (e *env) commandLogger(c *cli.Context) *slog.Logger {
+	l := e.logger(c)
+	if c.Bool("verbose") {
+		return l
+	}
+	return slog.New(belowError{l.Handler()})
+}
+
+// belowError drops records of level Error and above.
+type belowError struct{ slog.Handler }
+
+func (h belowError) Enabled(ctx context.Context, l slog.Level) bool {
+	return l < slog.LevelError && h.Handler.Enabled(ctx, l)
+}
+func (h belowError) WithAttrs(a []slog.Attr) slog.Handler { return belowError{h.Handler.WithAttrs(a)} }
+func (h belowError) WithGroup(n string) slog.Handler      { return belowError{h.Handler.WithGroup(n)} }
 
 // orchestrator builds the orchestrator of the selected service.
 func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (*orchestrator.Orchestrator, error) {
@@ -311,7 +337,7 @@ func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (
 	return orchestrator.New(cfg, svc.Name, orchestrator.Options{
 		LockTimeout: c.Duration("lock-timeout"),
 		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
-		Logger:      e.logger(c),
+		Logger:      e.commandLogger(c),
 		Progress:    out.progress,
 		SpawnProxy:  func() (int, error) { return spawnProxy(cfg, svc) },
 	})
