@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ce) && !errors.Is(err, errUsage) && code == exitFailed {
 		code = exitUsage // urfave's own errors (missing flags, bad values)
 	}
-	if jsonWanted(args) {
+	if jsonWanted(args) && (e.out == nil || !e.out.errorShown) {
 		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": err.Error(), "exit_code": code})
 	}
 	fmt.Fprintf(stderr, "bgd: %v\n", err)

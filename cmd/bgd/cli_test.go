@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -148,5 +155,132 @@ func TestHelp(t *testing.T) {
 		if n := strings.Count(stdout, "EXIT CODES:"); n != 1 {
 			t.Errorf("bgd %q: %d exit code sections", args, n)
 		}
+	}
+}
+
+// TestHealthCheckJSONShape: health-check --json writes the same shape for
+// one service and for several: {"ok", "services": [...]}.
+func TestHealthCheckJSONShape(t *testing.T) {
+	dir := t.TempDir()
+	service := func(name string) string {
+		blue, green, proxy := healthyPort(t), freePort(t), freePort(t)
+		return fmt.Sprintf("  %s:\n    command: [\"./server\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
+			name, blue, green, proxy)
+	}
+	write := func(file string, services ...string) string {
+		path := filepath.Join(dir, file)
+		text := "state_dir: " + filepath.Join(dir, file+".state") + "\nservices:\n" + strings.Join(services, "")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	one := write("one.yml", service("web"))
+	two := write("two.yml", service("web"), service("api"))
+
+	decode := func(args ...string) map[string]any {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, args...)
+		if code != exitOK {
+			t.Fatalf("bgd %q: exit %d, stderr %q", args, code, stderr)
+		}
+		var v map[string]any
+		dec := json.NewDecoder(strings.NewReader(stdout))
+		if err := dec.Decode(&v); err != nil || dec.More() {
+			t.Fatalf("bgd %q: stdout is not one JSON object (%v): %s", args, err, stdout)
+		}
+		return v
+	}
+	shape := func(v map[string]any) (top, entry []string) {
+		for k := range v {
+			top = append(top, k)
+		}
+		sort.Strings(top)
+		list, _ := v["services"].([]any)
+		for _, s := range list {
+			var keys []string
+			for k := range s.(map[string]any) {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			if entry != nil && !slices.Equal(keys, entry) {
+				t.Errorf("services differ in shape: %q and %q", entry, keys)
+			}
+			entry = keys
+		}
+		return top, entry
+	}
+	runs := map[string]map[string]any{
+		"one service":                decode("--config", one, "--json", "health-check"),
+		"one of two, with --service": decode("--config", two, "health-check", "-s", "api", "--json"),
+		"two services":               decode("--config", two, "--json", "health-check"),
+	}
+	var wantTop, wantEntry []string
+	for name, v := range runs {
+		if v["ok"] != true {
+			t.Errorf("%s: ok = %v", name, v["ok"])
+		}
+		list, isList := v["services"].([]any)
+		if !isList {
+			t.Fatalf("%s: services = %v, want a list", name, v["services"])
+		}
+		if n := map[bool]int{true: 2, false: 1}[name == "two services"]; len(list) != n {
+			t.Errorf("%s: %d services, want %d", name, len(list), n)
+		}
+		top, entry := shape(v)
+		if wantTop == nil {
+			wantTop, wantEntry = top, entry
+		}
+		if !slices.Equal(top, wantTop) || !slices.Equal(entry, wantEntry) {
+			t.Errorf("%s: shape %q / %q, want %q / %q", name, top, entry, wantTop, wantEntry)
+		}
+	}
+	if !reflect.DeepEqual(wantTop, []string{"ok", "services"}) {
+		t.Errorf("health-check --json keys = %q, want ok and services", wantTop)
+	}
+}
+
+// healthyPort serves 200 on /health on a free port until the test ends.
+func healthyPort(t *testing.T) int {
+	port := freePort(t)
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return port
+}
+
+// TestJSONErrorOnce: a failed health-check writes one JSON object, the
+// sweep with ok false and the error, not the sweep and an error object.
+func TestJSONErrorOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "one.yml")
+	text := fmt.Sprintf("state_dir: %s\nservices:\n  web:\n    command: [\"./server\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
+		filepath.Join(dir, "state"), freePort(t), freePort(t), freePort(t))
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, "--config", path, "health-check", "--json")
+	if code != exitFailed {
+		t.Fatalf("exit %d, want 1 (blue is not running): %s", code, stderr)
+	}
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	var v struct {
+		OK       *bool  `json:"ok"`
+		Error    string `json:"error"`
+		ExitCode int    `json:"exit_code"`
+		Services []any  `json:"services"`
+	}
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		t.Fatalf("stdout is not one JSON object (%v): %s", err, stdout)
+	}
+	if v.OK == nil || *v.OK || v.ExitCode != exitFailed || !strings.Contains(v.Error, "unhealthy") || len(v.Services) != 1 {
+		t.Errorf("got %s", stdout)
+	}
+	if n := strings.Count(stderr, "unhealthy"); n != 1 {
+		t.Errorf("stderr says it %d times: %q", n, stderr)
 	}
 }

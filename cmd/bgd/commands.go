@@ -254,7 +254,7 @@ func (e *env) healthCheck(c *cli.Context) error {
 	out := newPrinter(e, c)
 	for {
 		sweeps, err := sweepAll(c, orchs)
-		if perr := out.sweeps(sweeps); perr != nil {
+		if perr := out.sweeps(sweeps, err); perr != nil {
 			return perr
 		}
 		if !c.Bool("watch") {
@@ -348,7 +348,7 @@ func (e *env) logs(c *cli.Context) error {
 		return fmt.Errorf("no log for %s: %w (has it ever been started?)", color, err)
 	}
 	tail := slots.LogTail(path, c.Int("lines"))
-	return newPrinter(e, c).emit(map[string]string{"file": path, "lines": tail}, tail+"\n")
+	return newPrinter(e, c).emit(map[string]any{"ok": true, "file": path, "lines": tail}, tail+"\n")
 }
 
 func (e *env) render(c *cli.Context) error {
@@ -360,7 +360,7 @@ func (e *env) render(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).emit(map[string]string{"driver": o.Service().LB.Driver, "config": string(data)}, string(data))
+	return newPrinter(e, c).emit(map[string]any{"ok": true, "driver": o.Service().LB.Driver, "config": string(data)}, string(data))
 }
 
 // startDetached runs argv in its own session with output to logPath.
