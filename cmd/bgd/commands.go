@@ -330,7 +330,7 @@ func (e *env) history(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).history(st.History)
+	return newPrinter(e, c).history(o.Service().Name, st.History)
 }
 
 func (e *env) logs(c *cli.Context) error {

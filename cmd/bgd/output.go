@@ -195,13 +195,13 @@ func (p *printer) historyLines(b *strings.Builder, h []state.Event, last int) {
 	}
 }
 
-func (p *printer) history(h []state.Event) error {
+func (p *printer) history(service string, h []state.Event) error {
 	var b strings.Builder
 	if len(h) == 0 {
 		b.WriteString("no deployments recorded yet\n")
 	}
 	p.historyLines(&b, h, 0)
-	return p.emit(map[string]any{"ok": true, "deployment_history": nonNil(h)}, b.String())
+	return p.emit(map[string]any{"ok": true, "service": service, "deployment_history": nonNil(h)}, b.String())
 }
 
 // sweeps writes one round of health checks, and err, what the round
