@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
@@ -165,10 +166,15 @@ func oneColor(c *cli.Context) error {
 	return nil
 }
 
-// releaseFlag checks a --release given on the command line.
+// releaseFlag checks a --release given on the command line (even an empty
+// one: "" is refused, not read as the default) with config.CheckRelease.
 func releaseFlag(c *cli.Context) error {
-	if c.IsSet("release") {
-		return config.CheckRelease(c.String("release"))
+	if !c.IsSet("release") {
+		return nil
+	}
+	if err := config.CheckRelease(c.String("release")); err != nil {
+		// Not "invalid configuration": the bad value is on the command line.
+		return usagef("bad --release: %s", strings.TrimPrefix(err.Error(), config.ErrInvalid.Error()+": "))
 	}
 	return nil
 }
