@@ -152,7 +152,7 @@ func globalFlags() []cli.Flag {
 // the command defines is the command's, even when a global flag has the same
 // name; a flag's value goes with it (`-s web`, `--config=f.yml`); "--" ends
 // the reordering and what follows it stays positional. A global flag that
-// needs a value but is last is a usage error.
+// needs a value but is last is a usage error (args come back unchanged).
 func flagsFirst(args []string, app *cli.App) ([]string, error) {
 	i := 1
 	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
@@ -188,7 +188,7 @@ func flagsFirst(args []string, app *cli.App) ([]string, error) {
 			if takesValue(flags, a) {
 				if j+1 >= len(rest) {
 					if to == &globals {
-						return nil, usagef("flag %s needs a value", a)
+						return args, usagef("flag %s needs a value", a)
 					}
 					continue // urfave reports it for the command's flags
 				}
