@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// "Incorrect Usage" and the whole help text before it.
 		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error { return usagef("%v", err) }
 		cmd.HideHelpCommand = true // `bgd help start` and `bgd start --help`, not `bgd start help`
-		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + helpFooter
+		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + globalsNote + helpFooter
 	}
 	app := &cli.App{
 		Name:                  "bgd",

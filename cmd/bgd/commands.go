@@ -87,7 +87,7 @@ func commands(e *env) []*cli.Command {
 		{
 			Name:        "health-check",
 			Usage:       "probe both slots of every selected service and record the results; exit 1 when an active slot is unhealthy",
-			Description: "Example: bgd health-check --json (every service), bgd -s web health-check --watch",
+			Description: "Examples:\n   bgd health-check --json           every service, one JSON object\n   bgd -s web health-check --watch   one service, until interrupted",
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "watch", Usage: "repeat every health.interval until interrupted"},
 			},

@@ -11,6 +11,12 @@ Examples:
    bgd status --json               machine-readable state
    bgd -s web health-check         one service of several`
 
+// globalsNote follows a command's options in its help.
+const globalsNote = `
+GLOBAL OPTIONS (--config, --service, --json, --verbose... see bgd --help) go
+before or after the command: bgd status --json
+`
+
 // helpFooter ends every help text, the app's and each command's: the exit
 // codes and the environment, the same for every command.
 const helpFooter = `
