@@ -38,13 +38,20 @@ func TestScripts(t *testing.T) {
 			}
 			e.Setenv("NO_COLOR", "1")
 			work := e.WorkDir
-			e.Defer(func() { killRecorded(filepath.Join(work, ".local_context", "bg_state.json")) })
+			e.Defer(func() {
+				// bg_state.json, or <service>.json with several services.
+				states, _ := filepath.Glob(filepath.Join(work, ".local_context", "*.json"))
+				for _, st := range states {
+					killRecorded(st)
+				}
+			})
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitport": cmdWaitPort,
 			"exitcode": cmdExitCode,
 			"jsonok":   cmdJSONOK,
+			"expand":   cmdExpand,
 		},
 	})
 }
@@ -137,6 +144,16 @@ func cmdJSONOK(ts *testscript.TestScript, neg bool, keys []string) {
 			ts.Fatalf("%q is %v, want a list", k, obj[k])
 		}
 	}
+}
+
+// cmdExpand writes SRC to DST with $VARS replaced by the script's
+// environment: `expand two.yml.in two.yml`.
+func cmdExpand(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: expand SRC DST")
+	}
+	text := os.Expand(ts.ReadFile(args[0]), ts.Getenv)
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(text), 0o644))
 }
 
 // freePort returns a free loopback port from this package's range (see
