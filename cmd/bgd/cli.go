@@ -71,7 +71,8 @@ func init() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr, getenv: os.Getenv}
-	actionRan, unknown := false, false
+	actionRan := false
+	var unknown error // an unknown command (or help topic)
 	cmds := commands(e)
 	for _, cmd := range cmds {
 		action := cmd.Action
@@ -94,8 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Flags:                 globalFlags(),
 		Commands:              cmds,
 		CommandNotFound: func(c *cli.Context, name string) {
-			unknown = true
-			fmt.Fprintf(stderr, "bgd: unknown command %q: see `bgd --help`\n", name)
+			unknown = usagef("unknown command %q: see `bgd --help`", name)
 		},
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
 			return usagef("%v", err)
@@ -107,7 +107,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = app.RunContext(ctx, args)
 	}
 	if err == nil {
-		if unknown || (!actionRan && !helpOrVersion(args)) {
+		err = unknown
+	}
+	if err == nil {
+		if !actionRan && !helpOrVersion(args) {
 			return exitUsage
 		}
 		return exitOK
