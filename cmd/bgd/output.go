@@ -83,12 +83,11 @@ func (p *printer) endProgress() {
 	}
 }
 
-// With --json, every command writes one JSON object per outcome, of one
-// shape per command however many services it covers; a success has
-// "ok": true, a failure "ok": false, "error" and "exit_code"; lists are
-// [] when empty, never null.
-
-// emit writes v as JSON, or text for people.
+// emit writes v as JSON, or text for people. With --json every command
+// writes one object per outcome, of one shape per command however many
+// services it covers: a success has "ok": true, a failure "ok": false,
+// "error" and "exit_code" (run writes those of the other commands); lists
+// are [] when empty, never null.
 func (p *printer) emit(v any, text string) error {
 	if p.json {
 		enc := json.NewEncoder(p.w)
