@@ -88,11 +88,17 @@ func (s *Store) decode(data []byte) (*State, error) {
 	return st, nil
 }
 
-// Decode parses a state file strictly: unknown fields, a missing or wrong
-// active_version, bad ports or trailing data are errors.
+// Decode parses a state file strictly: unknown fields, duplicate keys, keys
+// that match a field only case-insensitively, a missing or wrong
+// active_version, bad ports or pids, or trailing data are errors.
+// Timestamps the original Python tool wrote without a zone are read as UTC.
 func Decode(data []byte) (*State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("the file is empty")
+	}
+	data, err := normalize(data)
+	if err != nil {
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
