@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/bgd-dev/bgd/config"
 )
 
 // keyError is a problem the key walk found: a duplicate key, or a key that
@@ -249,4 +251,68 @@ func parseTime(s string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return t, true
+}
+
+// maxPID is the kernel's PID_MAX_LIMIT: /proc/sys/kernel/pid_max can be
+// raised no higher, so a larger pid is no process.
+const maxPID = 4194304
+
+// validate refuses values a hostile or broken file could use against a
+// root-run bgd, and bounds the history as Record does.
+func validate(st *State) error {
+	pids := []struct {
+		name string
+		pid  int
+	}{{"blue_pid", st.BluePID}, {"green_pid", st.GreenPID}, {"proxy_pid", st.ProxyPID}}
+	if st.InProgress != nil {
+		pids = append(pids, struct {
+			name string
+			pid  int
+		}{"in_progress.pid", st.InProgress.PID})
+	}
+	for _, p := range pids {
+		if p.pid < 0 {
+			return fmt.Errorf("negative pid: %s is %d", p.name, p.pid)
+		}
+		if p.pid > maxPID {
+			return fmt.Errorf("%s is %d, above the largest pid the kernel can give (%d)", p.name, p.pid, maxPID)
+		}
+	}
+	// Release names select directories (workdir: releases/{{.Release}})
+	// when a slot is restarted from the state: the rules of the CLI apply.
+	for _, r := range []struct{ name, release string }{{"blue_release", st.BlueRelease}, {"green_release", st.GreenRelease}} {
+		if r.release != "" {
+			if err := checkRelease(r.release); err != nil {
+				return fmt.Errorf("%s: %v", r.name, err)
+			}
+		}
+	}
+	for i, e := range st.History {
+		if e.Status == "" {
+			return fmt.Errorf("deployment_history[%d] has no status", i)
+		}
+		if e.Release != "" {
+			if err := checkRelease(e.Release); err != nil {
+				return fmt.Errorf("deployment_history[%d].release: %v", i, err)
+			}
+		}
+	}
+	switch {
+	case st.History == nil:
+		st.History = []Event{}
+	case len(st.History) > MaxHistory:
+		// An older tool, or a hand-edited file, kept more: keep the newest,
+		// as Record would, so a long history costs nothing later.
+		st.History = append([]Event(nil), st.History[len(st.History)-MaxHistory:]...)
+	}
+	return nil
+}
+
+// checkRelease is config.CheckRelease without its "invalid configuration"
+// prefix: here it is the state file that is wrong.
+func checkRelease(name string) error {
+	if err := config.CheckRelease(name); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), config.ErrInvalid.Error()+": "))
+	}
+	return nil
 }

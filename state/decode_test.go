@@ -3,10 +3,12 @@ package state
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +192,66 @@ func TestDecodePythonTimestamps(t *testing.T) {
 		if st, err := Decode([]byte(data)); err == nil {
 			t.Errorf("Decode accepted last_switch %q as %v", bad, st.LastSwitch)
 		}
+	}
+}
+
+// TestDecodeHostileValues: values a hostile file could use against a
+// root-run bgd are refused as corrupt.
+func TestDecodeHostileValues(t *testing.T) {
+	cases := []struct{ name, data, want string }{
+		{"pid above the kernel's limit", `{"active_version":"blue","blue_pid":4194305}`, "blue_pid is 4194305, above the largest pid"},
+		{"huge pid", `{"active_version":"blue","green_pid":9223372036854775807}`, "green_pid is 9223372036854775807"},
+		{"huge proxy pid", `{"active_version":"blue","proxy_pid":5000000}`, "proxy_pid is 5000000"},
+		{"in_progress pid above the limit", `{"active_version":"blue","in_progress":{"command":"deploy","pid":4194305}}`, "in_progress.pid is 4194305"},
+		{"negative in_progress pid", `{"active_version":"blue","in_progress":{"command":"deploy","pid":-1}}`, "negative pid: in_progress.pid is -1"},
+		{"release escaping the releases folder", `{"active_version":"blue","blue_release":"../../../etc"}`, `blue_release: release name "../../../etc"`},
+		{"release that is ..", `{"active_version":"blue","green_release":".."}`, "green_release: release name"},
+		{"release with an escape sequence", `{"active_version":"blue","green_release":"r1\u001b[2J"}`, "green_release: release name"},
+		{"history release", `{"active_version":"blue","deployment_history":[{"status":"success","release":"a/b"}]}`, "deployment_history[0].release"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := Decode([]byte(tc.data))
+			if err == nil || st != nil {
+				t.Fatalf("Decode = %+v, %v; want an error containing %q", st, err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "invalid configuration") {
+				t.Errorf("Decode error %q does not contain %q (or blames the configuration)", err, tc.want)
+			}
+		})
+	}
+	// The largest pid the kernel can give and valid releases still pass.
+	st, err := Decode([]byte(`{"active_version":"blue","blue_pid":4194304,"blue_release":"20251016-183000","in_progress":{"command":"deploy","pid":4194304}}`))
+	if err != nil || st.BluePID != 4194304 {
+		t.Errorf("Decode of pid 4194304 = %+v, %v; want it accepted", st, err)
+	}
+}
+
+// TestDecodeLongHistory: a file with a history far longer than bgd keeps
+// (an older tool, a hand edit) loads quickly as the newest MaxHistory.
+func TestDecodeLongHistory(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"active_version":"blue","deployment_history":[`)
+	const n = 40000 // about 3 MiB, under the read cap
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"timestamp":"2025-10-16T18:30:00","from":"blue","to":"green","status":"success","reason":"%d"}`, i)
+	}
+	b.WriteString(`]}`)
+	if b.Len() > maxStateSize {
+		t.Fatalf("test file is %d bytes, over the read cap", b.Len())
+	}
+	start := time.Now()
+	st, err := Decode([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Decode of %d entries took %s", n, d)
+	}
+	if len(st.History) != MaxHistory || st.History[0].Reason != strconv.Itoa(n-MaxHistory) || st.History[MaxHistory-1].Reason != strconv.Itoa(n-1) {
+		t.Errorf("history has %d entries from %q to %q, want the newest %d", len(st.History), st.History[0].Reason, st.History[len(st.History)-1].Reason, MaxHistory)
 	}
 }

@@ -117,16 +117,8 @@ func Decode(data []byte) (*State, error) {
 			return nil, fmt.Errorf("port %d out of range", p)
 		}
 	}
-	if st.BluePID < 0 || st.GreenPID < 0 || st.ProxyPID < 0 {
-		return nil, errors.New("negative pid")
-	}
-	for i, e := range st.History {
-		if e.Status == "" {
-			return nil, fmt.Errorf("deployment_history[%d] has no status", i)
-		}
-	}
-	if st.History == nil {
-		st.History = []Event{}
+	if err := validate(&st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
