@@ -126,7 +126,7 @@ func (w *walker) object(t reflect.Type, where string) error {
 		return err
 	}
 	fields := fieldsOf(t)
-	seen := make(map[string]bool, len(fields))
+	seen := make(map[string]bool, len(fields.types))
 	for w.dec.More() {
 		tok, err := w.dec.Token()
 		if err != nil {
@@ -137,12 +137,10 @@ func (w *walker) object(t reflect.Type, where string) error {
 		if where != "" {
 			name = where + "." + key
 		}
-		ft, known := fields[key]
+		ft, known := fields.types[key]
 		if !known {
-			for field := range fields {
-				if fold(field) == fold(key) {
-					return &keyError{fmt.Sprintf("key %q is not %q: field names are case-sensitive", name, strings.TrimPrefix(where+"."+field, "."))}
-				}
+			if field, ok := fields.folded[fold(key)]; ok {
+				return &keyError{fmt.Sprintf("key %q is not %q: field names are case-sensitive", name, strings.TrimPrefix(where+"."+field, "."))}
 			}
 			// An unknown field: the strict decode names it.
 			if err := w.skip(); err != nil {
@@ -169,30 +167,48 @@ func fold(s string) string {
 	return strings.Map(func(r rune) rune { return unicode.ToUpper(unicode.ToLower(r)) }, s)
 }
 
-var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
+// schema is what the walk needs of a struct type.
+type schema struct {
+	types  map[string]reflect.Type // JSON name -> field type
+	folded map[string]string       // fold(JSON name) -> JSON name
+}
 
-// fieldsOf maps the JSON names of a struct's fields to their types.
-func fieldsOf(t reflect.Type) map[string]reflect.Type {
+var fieldCache sync.Map // reflect.Type -> schema
+
+// fieldsOf gives the JSON names of a struct's fields and their types.
+func fieldsOf(t reflect.Type) schema {
 	if m, ok := fieldCache.Load(t); ok {
-		return m.(map[string]reflect.Type)
+		return m.(schema)
 	}
-	m := map[string]reflect.Type{}
+	sc := schema{types: map[string]reflect.Type{}, folded: map[string]string{}}
+	addFields(sc, t)
+	fieldCache.Store(t, sc)
+	return sc
+}
+
+// addFields adds t's fields to sc, those of untagged embedded structs too
+// (encoding/json promotes them).
+func addFields(sc schema, t reflect.Type) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			addFields(sc, ft)
 			continue
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
+		if !f.IsExported() || name == "-" {
 			continue
 		}
 		if name == "" {
 			name = f.Name
 		}
-		m[name] = f.Type
+		sc.types[name] = f.Type
+		sc.folded[fold(name)] = name
 	}
-	fieldCache.Store(t, m)
-	return m
 }
 
 // timestamp reads a time value and, when it is not already RFC 3339 in

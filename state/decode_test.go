@@ -255,3 +255,48 @@ func TestDecodeLongHistory(t *testing.T) {
 		t.Errorf("history has %d entries from %q to %q, want the newest %d", len(st.History), st.History[0].Reason, st.History[len(st.History)-1].Reason, MaxHistory)
 	}
 }
+
+// TestEveryFieldChecked: the key walk reads its schema from the json tags,
+// so every field, including ones added later, is covered: each repeated,
+// and each in upper case, is refused.
+func TestEveryFieldChecked(t *testing.T) {
+	for _, typ := range []struct {
+		t    reflect.Type
+		wrap func(obj string) string
+	}{
+		{reflect.TypeFor[State](), func(obj string) string { return obj }},
+		{reflect.TypeFor[Event](), func(obj string) string { return `{"active_version":"blue","deployment_history":[` + obj + `]}` }},
+		{reflect.TypeFor[Operation](), func(obj string) string { return `{"active_version":"blue","in_progress":` + obj + `}` }},
+	} {
+		for i := range typ.t.NumField() {
+			k, _, _ := strings.Cut(typ.t.Field(i).Tag.Get("json"), ",")
+			if k == "" || k == "-" {
+				continue
+			}
+			if _, err := Decode([]byte(typ.wrap(`{"` + k + `":null,"` + k + `":null}`))); err == nil || !strings.Contains(err.Error(), "appears twice") {
+				t.Errorf("%s.%s repeated: Decode error %v, want a duplicate key", typ.t.Name(), k, err)
+			}
+			if _, err := Decode([]byte(typ.wrap(`{"` + strings.ToUpper(k) + `":null}`))); err == nil || !strings.Contains(err.Error(), "case-sensitive") {
+				t.Errorf("%s.%s in upper case: Decode error %v, want a case mismatch", typ.t.Name(), k, err)
+			}
+		}
+	}
+}
+
+type embeddedInner struct {
+	StartedAt time.Time `json:"started_at"`
+}
+
+type embeddedOuter struct {
+	embeddedInner
+	Color string `json:"color"`
+}
+
+// TestSchemaEmbedded: fields of an embedded struct are promoted, as
+// encoding/json promotes them.
+func TestSchemaEmbedded(t *testing.T) {
+	sc := fieldsOf(reflect.TypeFor[embeddedOuter]())
+	if _, ok := sc.types["started_at"]; !ok || len(sc.types) != 2 {
+		t.Errorf("schema of a struct with an embedded struct: %v, want color and started_at", sc.types)
+	}
+}

@@ -54,7 +54,7 @@ func FuzzDecode(f *testing.F) {
 		fields := fieldsOf(reflect.TypeFor[State]())
 		seen := map[string]bool{}
 		for _, k := range topKeys(data) {
-			if _, ok := fields[k]; !ok || seen[k] {
+			if _, ok := fields.types[k]; !ok || seen[k] {
 				t.Fatalf("accepted key %q (known %v, seen before %v)", k, ok, seen[k])
 			}
 			seen[k] = true

@@ -71,7 +71,11 @@ func pathErr(path, doing string, err error) error {
 	case errors.Is(err, syscall.ELOOP):
 		return unusable(path, "is a symbolic link (or a loop of them), which bgd does not follow here", "remove the link, or "+chooseAnother)
 	case isUnusableErrno(err):
-		return unusable(path, fmt.Sprintf("cannot be %s (%v)", doing, unwrapErrno(err)), "run bgd as a user that may write there, make the directory writable, or "+chooseAnother)
+		next := "make its directory writable, run bgd as a user that may write there (root), or " + chooseAnother
+		if doing == "read" {
+			next = "run bgd as a user that may read it (root), or " + chooseAnother
+		}
+		return unusable(path, fmt.Sprintf("cannot be %s (%v)", doing, unwrapErrno(err)), next)
 	}
 	return fmt.Errorf("%s %s: %w", doing, path, err)
 }
@@ -99,11 +103,12 @@ func checkDir(path string, write bool) error {
 			if !write {
 				return nil
 			}
-			// Effective ids, as the kernel checks them on create. As root
-			// this passes almost everywhere; a read-only mount or a place
-			// like /sys is then caught by the failing create, which is
-			// mapped to ErrUnusable too.
-			if err := syscall.Faccessat(atFDCWD, d, wOK|xOK, atEAccess); err != nil {
+			// access(2) checks the real ids; bgd is not setuid, so they are
+			// the ones the kernel checks on create. As root this passes
+			// almost everywhere; a read-only mount says EROFS, and a place
+			// like /sys is caught by the failing create, which is mapped to
+			// ErrUnusable too.
+			if err := syscall.Access(d, wOK|xOK); err != nil {
 				return unusable(path, fmt.Sprintf("cannot be written: directory %s is not writable (%v)", d, err),
 					"make it writable, run bgd as its owner, or "+chooseAnother)
 			}
@@ -119,12 +124,10 @@ func checkDir(path string, write bool) error {
 	}
 }
 
-// faccessat(2) arguments (the syscall package does not export them).
+// access(2) modes.
 const (
-	atFDCWD   = -0x64 // AT_FDCWD
-	atEAccess = 0x200 // AT_EACCESS: check the effective ids
-	wOK       = 0x2
-	xOK       = 0x1
+	wOK = 0x2
+	xOK = 0x1
 )
 
 // checkStatePath checks, without creating or opening anything, that path
