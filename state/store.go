@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 var (
@@ -51,14 +52,24 @@ type Store struct {
 }
 
 // Load reads the state without locking: writes are atomic renames, so a
-// reader sees either the old or the new file. A missing file gives New().
+// reader sees either the old or the new file. A missing file gives New(),
+// if a state file could be created there. A path that cannot hold a state
+// file (a directory, FIFO, device, socket, a path under a regular file) is
+// an ErrUnusable error; Load never blocks on it and creates nothing. A
+// symlink to a regular file is read through (Lock and Save refuse it).
 func (s *Store) Load() (*State, error) {
-	data, err := os.ReadFile(s.Path)
+	data, err := readRegular(s.Path)
 	if errors.Is(err, fs.ErrNotExist) {
+		if err := checkDir(s.Path, false); err != nil {
+			return nil, err
+		}
 		return New(s.BluePort, s.GreenPort), nil
 	}
+	if errors.Is(err, ErrUnusable) || errors.Is(err, ErrCorrupt) {
+		return nil, err
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read state %s: %w", s.Path, err)
+		return nil, pathErr(s.Path, "read", err)
 	}
 	return s.decode(data)
 }
@@ -77,11 +88,17 @@ func (s *Store) decode(data []byte) (*State, error) {
 	return st, nil
 }
 
-// Decode parses a state file strictly: unknown fields, a missing or wrong
-// active_version, bad ports or trailing data are errors.
+// Decode parses a state file strictly: unknown fields, duplicate keys, keys
+// that match a field only case-insensitively, a missing or wrong
+// active_version, bad ports or pids, or trailing data are errors.
+// Timestamps the original Python tool wrote without a zone are read as UTC.
 func Decode(data []byte) (*State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("the file is empty")
+	}
+	data, err := normalize(data)
+	if err != nil {
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -100,29 +117,30 @@ func Decode(data []byte) (*State, error) {
 			return nil, fmt.Errorf("port %d out of range", p)
 		}
 	}
-	if st.BluePID < 0 || st.GreenPID < 0 || st.ProxyPID < 0 {
-		return nil, errors.New("negative pid")
-	}
-	for i, e := range st.History {
-		if e.Status == "" {
-			return nil, fmt.Errorf("deployment_history[%d] has no status", i)
-		}
-	}
-	if st.History == nil {
-		st.History = []Event{}
+	if err := validate(&st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
 
 // Save writes st atomically: a temp file in the same directory, fsync,
 // rename over the old file, fsync of the directory. rename(2) is atomic on
-// POSIX file systems, so readers never see a torn file.
+// POSIX file systems, so readers never see a torn file. A path that cannot
+// hold a state file, or is a symlink, is refused with ErrUnusable before
+// anything is created.
 func (s *Store) Save(st *State) error {
+	if err := checkStatePath(s.Path, true); err != nil {
+		return err
+	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	if err := WriteFileAtomic(s.Path, append(data, '\n'), 0o600); err != nil {
+		if isUnusableErrno(err) {
+			return unusable(s.Path, fmt.Sprintf("cannot be written (%v)", unwrapErrno(err)),
+				"the previous state file is intact: make "+filepath.Dir(s.Path)+" writable, or "+chooseAnother)
+		}
 		return fmt.Errorf("save state: %w; the previous state file is intact: make %s writable (or free space), then retry", err, filepath.Dir(s.Path))
 	}
 	return nil
@@ -130,14 +148,21 @@ func (s *Store) Save(st *State) error {
 
 // WriteFileAtomic replaces path with data so that readers see the old or the
 // new content, never a mix, and the change survives a crash once it returns.
+//
+// No write can be redirected by a planted link: the temp file is created
+// with O_CREAT|O_EXCL|O_NOFOLLOW (an existing name, symlink or not, is
+// never opened: another name is tried), and rename(2) replaces the
+// directory entry at path, so if path is a symlink the link itself is
+// replaced by the new file and its target is left untouched.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	prefix := "." + filepath.Base(path) + ".tmp-"
+	tmp, err := createTemp(dir, prefix)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("create directory for %s: %w", path, err)
 		}
-		tmp, err = os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+		tmp, err = createTemp(dir, prefix)
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -189,13 +214,34 @@ type Lock struct {
 // into the lock file for that message. The lock is an flock(2), so it is
 // released by the kernel if bgd dies.
 func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration) (*Lock, error) {
-	if err := os.MkdirAll(filepath.Dir(s.Path), 0o750); err != nil {
-		return nil, fmt.Errorf("create state directory: %w: choose another --state-file or state_dir", err)
+	// Check first, create after: a path that cannot hold a state file gets
+	// no directory and no lock file.
+	if err := checkStatePath(s.Path, true); err != nil {
+		return nil, err
 	}
 	lockPath := s.Path + ".lock"
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err := checkLockPath(lockPath); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Path), 0o750); err != nil {
+		if isUnusableErrno(err) {
+			return nil, unusable(s.Path, fmt.Sprintf("cannot be created: its directory %s cannot be created (%v)", filepath.Dir(s.Path), unwrapErrno(err)),
+				"create it yourself, or "+chooseAnother)
+		}
+		return nil, fmt.Errorf("create state directory %s: %w", filepath.Dir(s.Path), err)
+	}
+	// O_NOFOLLOW: a symlink planted after the check is refused (ELOOP),
+	// never followed; O_NONBLOCK: a FIFO swapped in cannot block the open.
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o600)
 	if err != nil {
+		if isUnusableErrno(err) { // ELOOP included: a symlink planted after the check
+			return nil, pathErr(lockPath, "created", err)
+		}
 		return nil, fmt.Errorf("lock state: %w: make %s writable, or choose another --state-file", err, filepath.Dir(s.Path))
+	}
+	if err := checkOpened(lockPath, f, true); err != nil {
+		f.Close()
+		return nil, err
 	}
 	deadline := time.Now().Add(timeout)
 	for {
@@ -208,7 +254,7 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			holder := readHolder(lockPath)
+			holder := readHolder(f)
 			f.Close()
 			holder.Path = s.Path
 			return nil, holder
@@ -250,10 +296,21 @@ func globEscape(s string) string {
 	return b.String()
 }
 
-func readHolder(lockPath string) *LockedError {
-	data, _ := os.ReadFile(lockPath)
-	pidStr, cmd, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
+// readHolder reads the holder line from the open lock file (never by name:
+// the name could have been replaced by something else since).
+func readHolder(f *os.File) *LockedError {
+	buf := make([]byte, 512)
+	n, _ := f.ReadAt(buf, 0)
+	line, _, _ := strings.Cut(string(buf[:n]), "\n")
+	pidStr, cmd, _ := strings.Cut(strings.TrimSpace(line), " ")
 	pid, _ := strconv.Atoi(pidStr)
+	// The command reaches a terminal: no control characters from the file.
+	cmd = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, cmd)
 	return &LockedError{PID: pid, Command: cmd}
 }
 
