@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
@@ -44,11 +46,7 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 		// builtin proxy would read "no file" as a new state routing to blue.
 		// The rebuilt state replaces the corrupt file atomically below.
 		rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.store.Path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-		bad, rerr := os.ReadFile(o.store.Path)
-		if rerr == nil {
-			rerr = state.WriteFileAtomic(rec.KeptCorrupt, bad, 0o600)
-		}
-		if rerr != nil {
+		if rerr := copyAside(o.store.Path, rec.KeptCorrupt); rerr != nil {
 			return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
 		}
 		fix("state file was corrupt: moved to %s and rebuilt", rec.KeptCorrupt)
@@ -183,4 +181,33 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 		fix("the load balancer routes to %s, the state said %s: state now says %s", active, st.ActiveVersion, active)
 		st.ActiveVersion = active
 	}
+}
+
+// copyAside copies the regular file src to the new file dst (0600),
+// streaming: a corrupt state file may be huge. Neither name is followed if
+// it is a symlink.
+func copyAside(src, dst string) error {
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if fi, err := in.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", src)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	return out.Close()
 }
