@@ -564,9 +564,11 @@ func TestReliabilityRace(t *testing.T) {
 			out, _, code := r.run("--json", "health-check")
 			sweeps++
 			var sw struct {
-				Recorded bool `json:"recorded"`
+				Services []struct {
+					Recorded bool `json:"recorded"`
+				} `json:"services"`
 			}
-			if json.Unmarshal([]byte(out), &sw) == nil && sw.Recorded {
+			if json.Unmarshal([]byte(out), &sw) == nil && len(sw.Services) == 1 && sw.Services[0].Recorded {
 				recorded++
 			}
 			if code != 0 && code != 1 {
