@@ -11,4 +11,9 @@
 // it exits), flip the load balancer and confirm the flip from the load
 // balancer itself, record, and keep the old slot running for an instant
 // rollback.
+//
+// With the builtin driver the proxy is part of the service: Status reports
+// it (Status.Proxy), and HealthSweep treats a proxy that does not answer as
+// an outage, restarting it when bgd started it (proxy_pid recorded) and
+// only reporting it when systemd runs `bgd proxy`.
 package orchestrator
