@@ -80,7 +80,9 @@ expect_ports "proxy green" "after the demo on the runbook's leftovers"
 stop_all
 
 echo "demo-check 3: a foreign process on blue's port"
-"$bgd" demo-app --port "$blue_port" --color foreign >/dev/null 2>&1 &
+# Any program that listens will do: a bgd proxy of another state file, here.
+other=$(mktemp -d)
+BG_PROXY_PORT=$blue_port BLUE_PORT=$((blue_port + 10000)) "$bgd" --state-file "$other/bg_state.json" proxy >/dev/null 2>&1 &
 foreign=$!
 for _ in $(seq 100); do listening "$blue_port" && break; sleep 0.05; done
 if demo; then fail "make demo succeeded with port $blue_port held by pid $foreign"; fi
@@ -90,6 +92,7 @@ expect_ports "blue" "after the refused demo (it must start nothing)"
 kill "$foreign"
 wait "$foreign" 2>/dev/null || true
 foreign=
+rm -rf "$other"
 expect_ports "" "after the foreign process"
 
 echo "demo-check 4: a corrupt state file"

@@ -95,6 +95,7 @@ if ! before=$("$bgd" --json status 2>"$errfile"); then
 fi
 rm -f "$errfile"
 active=$(field "$before" "" active_version)
+state_file=$(field "$before" "" state_file)
 case $active in blue) idle=green ;; green) idle=blue ;; *) die "bgd status names no active colour (\"$active\")" ;; esac
 declare -A pid_before port
 for c in blue green; do
@@ -116,13 +117,16 @@ fi
 for c in blue green; do
 	if [ "${pid_before[$c]}" = 0 ] && listening "${port[$c]}"; then
 		who=$(holder "${port[$c]}")
-		die "port ${port[$c]} ($c's) is taken${who:+ by $who}, which bgd did not start.
+		case $who in *" demo-app "*)
+			die "port ${port[$c]} ($c's) is taken by $who, a bgd slot that the state file $state_file does not know.
+Run \`$bgd reconcile\` (it adopts the slots that run) or stop it (kill $(pid_of "$who")), then run \`make demo\` again." ;;
+		esac
+		die "port ${port[$c]} ($c's) is taken${who:+ by $who}, not by a slot of the state file $state_file.
 Stop it${who:+ (kill $(pid_of "$who"))}, or run the demo on other ports: BLUE_PORT=15005 GREEN_PORT=15006 make demo"
 	fi
 done
 # A slot pid the state names must be a demo-app slot: a stale state (a pid
 # reused by another process since) would have bgd stop that process.
-state_file=$(field "$before" "" state_file)
 for c in blue green; do
 	pid=${pid_before[$c]}
 	[ "$pid" = 0 ] && continue
