@@ -249,3 +249,58 @@ func TestHealthSweepOnlyReportsAProxyItDidNotStart(t *testing.T) {
 		t.Fatalf("status: err=%v proxy=%+v", err, st.Proxy)
 	}
 }
+
+// A restart that cannot work (something else took the port) fails the sweep
+// saying why, is recorded once however often the timer sweeps, and the
+// first sweep after the port is free again restarts the proxy.
+func TestHealthSweepProxyRestartBlockedByAForeignListener(t *testing.T) {
+	r := newProxyRig(t)
+	ctx := context.Background()
+	if _, err := r.o.Start(ctx, "blue", ""); err != nil {
+		t.Fatal(err)
+	}
+	first := r.state().ProxyPID
+	r.kill(first)
+	ln, err := net.Listen("tcp", r.svc.LB.Builtin.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	failedRestarts := func() int {
+		n := 0
+		for _, e := range r.state().History {
+			if e.Action == "proxy-restart" && e.Status == state.StatusFailed {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 0; i < 2; i++ {
+		sw, err := r.o.HealthSweep(ctx)
+		if !errors.Is(err, orchestrator.ErrNotHealthy) || !strings.Contains(err.Error(), "the builtin proxy for app is not running: ") ||
+			!strings.Contains(err.Error(), "restarting it failed") || !strings.Contains(err.Error(), "not a bgd proxy") {
+			t.Fatalf("sweep %d with the port taken = %v", i+1, err)
+		}
+		if sw.Proxy.Restarted != 0 || r.state().ProxyPID != first {
+			t.Fatalf("sweep %d: restarted %d, proxy_pid %d (want unchanged %d)", i+1, sw.Proxy.Restarted, r.state().ProxyPID, first)
+		}
+		if n := failedRestarts(); n != 1 {
+			t.Fatalf("after sweep %d: %d failed proxy-restart entries in the history, want 1", i+1, n)
+		}
+	}
+
+	srv.Close()
+	sw, err := r.o.HealthSweep(ctx)
+	if !errors.Is(err, orchestrator.ErrNotHealthy) || sw.Proxy.Restarted == 0 || r.state().ProxyPID != sw.Proxy.Restarted {
+		t.Fatalf("sweep after the port was freed: err=%v proxy=%+v proxy_pid=%d", err, sw.Proxy, r.state().ProxyPID)
+	}
+	if body := r.get(); !strings.Contains(body, "color=blue") {
+		t.Fatalf("through the restarted proxy: %q, want blue", body)
+	}
+	if _, err := r.o.HealthSweep(ctx); err != nil {
+		t.Fatalf("sweep after the restart: %v", err)
+	}
+}

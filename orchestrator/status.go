@@ -85,8 +85,12 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 		return ps, ri
 	}
 	ps.Error = err.Error()
-	if st.ProxyPID != 0 && !slots.Alive(st.ProxyPID) {
+	switch {
+	case st.ProxyPID == 0:
+	case !slots.Alive(st.ProxyPID):
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) has exited; %s", st.ProxyPID, ps.Error)
+	default:
+		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) is alive but does not serve; %s", st.ProxyPID, ps.Error)
 	}
 	return ps, nil
 }
