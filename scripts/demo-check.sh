@@ -16,6 +16,7 @@ green_port=${GREEN_PORT:-5006}
 state=${BG_STATE_FILE:-.local_context/bg_state.json}
 log=$(mktemp)
 foreign=
+fresh_dir=
 trap 'rm -f "$log"; [ -n "$foreign" ] && kill "$foreign" 2>/dev/null; true' EXIT
 
 fail() {
@@ -56,6 +57,7 @@ stop_all() {
 }
 
 make -s build
+[ -z "${BG_STATE_FILE:-}" ] && [ ! -e .local_context ] && fresh_dir=1
 [ -e "$state" ] && { echo "demo-check: $state exists: this check starts from a clean clone's state" >&2; exit 1; }
 expect_ports "" "before the check (the demo's ports must be free)"
 
@@ -104,4 +106,6 @@ expect_ports "" "after the refused demo on a corrupt state"
 demo || fail "make demo after bgd reconcile"
 expect_ports "" "after the demo that follows reconcile"
 
+# Leave the clone as clean as it was (everything the demos started is stopped).
+[ -n "${fresh_dir:-}" ] && rm -rf .local_context
 echo "demo-check: ok (make demo twice in a row, on the runbook's leftovers, and refusing what it cannot fix)"
