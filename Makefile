@@ -12,7 +12,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/bgd ./cmd/bgd
 	ln -sf bgd bin/blue_green_deploy
 
-## demo: the main job: start blue, deploy green, request through the proxy, rollback
+## demo: the main job: start the active colour (blue when fresh), deploy the other, request through the proxy, rollback
 demo: build
 	./scripts/demo.sh
 

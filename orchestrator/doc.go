@@ -5,9 +5,15 @@
 // Every mutating workflow takes the service's state lock for its whole run
 // and marks the state "in progress" first, so a bgd killed mid-operation is
 // visible to the next command (recorded in the history as failed, with the
-// reason "interrupted"). A deploy follows DESIGN.md step by step: lock, pick
-// the idle colour, refuse a port held by a foreign process, start the slot,
-// poll its health (failing at once if it exits), flip the load balancer and
-// confirm the flip from the load balancer itself, record, and keep the old
-// slot running for an instant rollback.
+// reason "interrupted"). A deploy follows the steps the README lists under
+// "A deploy, step by step": lock, pick the idle colour, refuse a port held
+// by a foreign process, start the slot, poll its health (failing at once if
+// it exits), flip the load balancer and confirm the flip from the load
+// balancer itself, record, and keep the old slot running for an instant
+// rollback.
+//
+// With the builtin driver the proxy is part of the service: Status reports
+// it (Status.Proxy), and HealthSweep treats a proxy that does not answer as
+// an outage, restarting it when bgd started it (proxy_pid recorded) and
+// only reporting it when systemd runs `bgd proxy`.
 package orchestrator

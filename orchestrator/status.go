@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -38,6 +39,9 @@ type Status struct {
 	LastCheck     *time.Time    `json:"last_check"`
 	History       []state.Event `json:"deployment_history"`
 	ProxyPID      int           `json:"proxy_pid,omitempty"`
+	// Proxy is the builtin proxy as it really is (nil with another driver).
+	// Proxy.Running false is an outage: nothing routes the service.
+	Proxy *ProxyStatus `json:"proxy,omitempty"`
 	// LBActive is the colour the load balancer really routes to; "" with
 	// LBError set when it could not be asked.
 	LBActive string `json:"lb_active"`
@@ -45,6 +49,55 @@ type Status struct {
 	// InProgress is an operation running now, or one that was interrupted.
 	InProgress *state.Operation `json:"in_progress,omitempty"`
 	StateFile  string           `json:"state_file"`
+}
+
+// ProxyStatus is the builtin proxy of a service, checked against reality.
+type ProxyStatus struct {
+	// Listen is lb.builtin.listen.
+	Listen string `json:"listen"`
+	// Running: a bgd proxy that follows this service's state file answers
+	// on Listen. False is an outage.
+	Running bool `json:"running"`
+	// PID is the answering proxy's own pid; when none answers, the pid bgd
+	// recorded (proxy_pid), 0 if none.
+	PID int `json:"pid"`
+	// Managed: bgd started the proxy (proxy_pid is recorded), so
+	// health-check restarts it when it is down. False: systemd (or another
+	// supervisor) runs `bgd proxy`, and bgd only reports.
+	Managed bool `json:"managed"`
+	// Error says why the proxy is not running ("" when it is).
+	Error string `json:"error,omitempty"`
+	// Restarted is the pid of the proxy this health-check started (0: none).
+	Restarted int `json:"restarted_pid,omitempty"`
+}
+
+// checkProxy asks the builtin proxy what it serves; nil with another driver.
+// It also returns the route the proxy serves (nil when it does not answer).
+func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyStatus, *builtin.RouteInfo) {
+	b, ok := o.lb.(*builtin.Balancer)
+	if !ok {
+		return nil, nil
+	}
+	ps := &ProxyStatus{Listen: b.Listen, PID: st.ProxyPID, Managed: st.ProxyPID != 0}
+	ri, err := b.Route(ctx)
+	if err == nil {
+		ps.Running, ps.PID = true, ri.PID
+		return ps, ri
+	}
+	ps.Error = err.Error()
+	switch {
+	case st.ProxyPID == 0:
+	case !slots.Alive(st.ProxyPID):
+		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) has exited; %s", st.ProxyPID, ps.Error)
+	default:
+		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) is alive but does not serve; %s", st.ProxyPID, ps.Error)
+	}
+	return ps, nil
+}
+
+// proxyError is the error of a sweep that found the proxy down.
+func (o *Orchestrator) proxyError(ps *ProxyStatus, what string) error {
+	return failure(kindError{ErrNotHealthy, fmt.Errorf("the builtin proxy for %s is not running: %s; %s", o.svc.Name, ps.Error, what)})
 }
 
 // Slot returns the status of color.
@@ -82,7 +135,14 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 		}
 	}
 	s.ActivePort = s.Slot(st.ActiveVersion).Port
-	if active, err := o.lb.Active(ctx); err == nil {
+	if ps, ri := o.checkProxy(ctx, st); ps != nil {
+		s.Proxy = ps
+		if ri != nil {
+			s.LBActive = ri.Active
+		} else {
+			s.LBError = ps.Error
+		}
+	} else if active, err := o.lb.Active(ctx); err == nil {
 		s.LBActive = active
 	} else {
 		s.LBError = err.Error()
@@ -121,7 +181,10 @@ type Sweep struct {
 	Recorded bool `json:"recorded"`
 	// FailedOver names the colour traffic was moved to ("" if none).
 	FailedOver string `json:"failed_over,omitempty"`
-	Message    string `json:"message"`
+	// Proxy is the builtin proxy (nil with another driver); a sweep that
+	// finds it down restarts it when bgd started it.
+	Proxy   *ProxyStatus `json:"proxy,omitempty"`
+	Message string       `json:"message"`
 }
 
 // sweepCommand names a health sweep in the lock file.
@@ -132,9 +195,13 @@ const sweepCommand = "health-check"
 const sweepLockWait = 200 * time.Millisecond
 
 // HealthSweep probes both slots and records the results. It returns an
-// error wrapping ErrNotHealthy when the active slot is unhealthy (after a
-// failover, when enabled and possible, the new active slot counts). It never
-// blocks long on a deploy: if the lock is busy it reports without recording.
+// error wrapping ErrNotHealthy (and ErrFailed) when the active slot is
+// unhealthy (after a failover, when enabled and possible, the new active
+// slot counts), or when the builtin proxy does not answer: that is an
+// outage too. A proxy bgd started (proxy_pid recorded) is restarted and its
+// new pid recorded; one that systemd runs is only reported. It never blocks
+// long on a deploy: if the lock is busy it reports without recording (and
+// restarts nothing: the deploy's flip starts a proxy itself).
 func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	o.began = time.Now()
 	st, err := o.store.Load()
@@ -143,6 +210,11 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	}
 	probes := o.probeBoth(ctx, st)
 	sw := &Sweep{Service: o.svc.Name}
+	sw.Proxy, _ = o.checkProxy(ctx, st)
+	proxyWhat := "bgd did not start it (no proxy_pid recorded: systemd or another supervisor runs `bgd proxy`), so it only reports: restart that service"
+	if sw.Proxy != nil && sw.Proxy.Managed {
+		proxyWhat = "not restarted: another operation holds the lock"
+	}
 	fill := func(st *state.State) {
 		sw.Active = st.ActiveVersion
 		for _, c := range config.Colors {
@@ -165,6 +237,9 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	}
 	lock, lerr := o.store.Lock(ctx, sweepCommand, wait)
 	if lerr == nil {
+		if sw.Proxy != nil && !sw.Proxy.Running && sw.Proxy.Managed {
+			proxyWhat = o.restartProxy(ctx, sw.Proxy)
+		}
 		err = o.recordSweep(ctx, lock, st, probes, sw)
 		lock.Unlock()
 		if err != nil {
@@ -176,11 +251,38 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 		sw.Message = "results not recorded: " + lerr.Error()
 	}
 	fill(st)
+	var errs []error
 	if sw.FailedOver == "" && probes[sw.Active] != nil {
-		return sw, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %v", ErrNotHealthy, sw.Active,
-			*st.Slot(sw.Active).Port, probes[sw.Active]))
+		errs = append(errs, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %v", ErrNotHealthy, sw.Active,
+			*st.Slot(sw.Active).Port, probes[sw.Active])))
 	}
-	return sw, nil
+	if sw.Proxy != nil && !sw.Proxy.Running {
+		errs = append(errs, o.proxyError(sw.Proxy, proxyWhat))
+	}
+	return sw, errors.Join(errs...)
+}
+
+// restartProxy starts the builtin proxy again, under the lock, when bgd had
+// started the one that is gone. recordSweep records the new pid (from
+// ps.Restarted) and the event. It returns what was done, for the error.
+func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string {
+	starter, ok := o.lb.(proxyStarter)
+	if !ok {
+		return "bgd cannot start it"
+	}
+	pid, err := starter.Ensure(ctx)
+	switch {
+	case err != nil:
+		o.log.Error("restarting the builtin proxy failed", "err", err)
+		return "restarting it failed: " + err.Error()
+	case pid == 0:
+		// A proxy answers by now (a deploy started one): no outage left.
+		ps.Running, ps.Error = true, ""
+		return ""
+	}
+	ps.Restarted = pid
+	o.log.Warn("restarted the builtin proxy", "pid", pid, "was", ps.Error)
+	return fmt.Sprintf("restarted it (pid %d)", pid)
 }
 
 // recordSweep writes probe results under the lock, only for slots nobody
@@ -207,6 +309,21 @@ func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed
 		sw.Message = strings.TrimSpace(sw.Message + " " + c + " changed since it was probed: its newer recorded result is kept.")
 	}
 	st.LastCheck = state.TimePtr(state.Now())
+	if px := sw.Proxy; px != nil && !px.Running && px.Managed {
+		ev := state.Event{Action: "proxy-restart", To: st.ActiveVersion, Status: state.StatusFailed,
+			Reason: "the builtin proxy was not running: " + px.Error}
+		if px.Restarted > 0 {
+			st.ProxyPID = px.Restarted
+			ev.Status = state.StatusSuccess
+			ev.Reason = fmt.Sprintf("restarted the builtin proxy (pid %d): it was not running: %s", px.Restarted, px.Error)
+		}
+		// A restart that keeps failing is recorded once, not once per sweep:
+		// a timer must not push the deploys out of the history.
+		if n := len(st.History); ev.Status == state.StatusSuccess || n == 0 ||
+			st.History[n-1].Action != ev.Action || st.History[n-1].Status != ev.Status {
+			st.Record(ev)
+		}
+	}
 	active := st.ActiveVersion
 	standby := config.Other(active)
 	if o.svc.Failover && fresh && probes[active] != nil && probes[standby] == nil {

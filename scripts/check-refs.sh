@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Code comments and docs cite only files that are in the repository: every
+# relative Markdown link of a tracked .md file must resolve, and every
+# upper-case document name (DESIGN.md, STYLE.md, ...) or seed-era directory
+# (shared/, seed/) named in a tracked source or doc file must exist.
+# Exits 1 listing each dangling citation as file:line: name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Every list below comes from git: without a working checkout it would be
+# empty and the check would pass on nothing.
+git ls-files --error-unmatch README.md >/dev/null || { echo "check-refs: needs git and a git checkout" >&2; exit 1; }
+fail=0
+# Pending: cmd/bgd/cli.go (another change set) still cites DESIGN.md in a
+# comment; it is reported but does not fail the run until it is reworded.
+# Remove the entry then: an entry that no longer matches fails the run.
+pending=("cmd/bgd/cli.go DESIGN.md")
+declare -A seen
+dangling() {
+	local p
+	for p in "${pending[@]}"; do
+		if [ "${1%%:*} $2" = "$p" ]; then
+			echo "dangling citation (pending, not failing): $1: $2" >&2
+			seen[$p]=1
+			return
+		fi
+	done
+	echo "dangling citation: $1: $2" >&2
+	fail=1
+}
+
+# 1. Markdown links [text](target), relative to the linking file.
+while IFS=: read -r file line text; do
+	while read -r target; do
+		target=${target%%#*}
+		[ -z "$target" ] && continue
+		case $target in http://* | https://* | mailto:*) continue ;; esac
+		[ -e "$(dirname "$file")/$target" ] || dangling "$file:$line" "$target"
+	done < <(grep -oE '\]\([^) ]+\)' <<<"$text" | sed -E 's/^\]\((.*)\)$/\1/')
+done < <(git grep -nE '\]\([^) ]+\)' -- '*.md')
+
+# 2. Named documents and directories, wherever they are cited.
+while IFS=: read -r file line name; do
+	[ -n "$(git ls-files -- "$name" "*/$name")" ] || dangling "$file:$line" "$name"
+done < <(git grep -noE '\b[A-Z][A-Z0-9_]*\.md\b' -- '*.go' '*.md' '*.sh' Makefile .ci/run ':!scripts/check-refs.sh')
+while IFS=: read -r file line name; do
+	name=${name//[^a-z]/}
+	[ -d "$name" ] || dangling "$file:$line" "$name/"
+done < <(git grep -noE '(^|[^A-Za-z0-9_./-])(shared|seed)/' -- '*.go' '*.md' '*.sh' Makefile .ci/run ':!scripts/check-refs.sh')
+
+for p in "${pending[@]}"; do
+	if [ -z "${seen[$p]:-}" ]; then
+		echo "scripts/check-refs.sh: the pending entry \"$p\" is fixed: remove it" >&2
+		fail=1
+	fi
+done
+[ "$fail" = 0 ] && echo "references: every cited file is in the repository"
+exit "$fail"
