@@ -52,7 +52,7 @@ type proxyRig struct {
 	svc   *config.Service
 	dir   string
 	mu    sync.Mutex
-	pids  []int // every proxy process started, for the clean-up
+	procs []slots.Identity // every proxy process started, for the clean-up
 }
 
 // newProxyRig returns an orchestrator whose SpawnProxy starts a detached
@@ -74,14 +74,15 @@ func newProxyRig(t *testing.T) *proxyRig {
 	}
 	r.store = &state.Store{Path: r.o.StatePath()}
 	t.Cleanup(func() {
-		if st, err := r.store.Load(); err == nil {
-			slots.Stop(context.Background(), st.BluePID, time.Second)
-			slots.Stop(context.Background(), st.GreenPID, time.Second)
+		for _, c := range config.Colors {
+			for _, id := range slots.FindMarked(slots.SlotMarker(r.o.StatePath(), "app", c)) {
+				slots.Stop(context.Background(), id, time.Second)
+			}
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		for _, pid := range r.pids {
-			slots.Stop(context.Background(), pid, time.Second)
+		for _, id := range r.procs {
+			slots.Stop(context.Background(), id, time.Second)
 		}
 	})
 	return r
@@ -97,12 +98,13 @@ func (r *proxyRig) spawn() (int, error) {
 		Argv: []string{os.Args[0], proxyArg, r.svc.LB.Builtin.Listen, abs,
 			strconv.Itoa(r.svc.Blue.Port), strconv.Itoa(r.svc.Green.Port)},
 		LogPath: filepath.Join(r.dir, "proxy.log"),
+		Marker:  slots.ProxyMarker(abs, "app"),
 	})
 	if err != nil {
 		return 0, err
 	}
 	r.mu.Lock()
-	r.pids = append(r.pids, p.PID)
+	r.procs = append(r.procs, p.Identity)
 	r.mu.Unlock()
 	return p.PID, nil
 }

@@ -87,12 +87,17 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 	ps.Error = err.Error()
 	switch {
 	case st.ProxyPID == 0:
-	case !slots.Alive(st.ProxyPID):
+	case !o.proxyIdentity(st).Running():
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) has exited; %s", st.ProxyPID, ps.Error)
 	default:
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) is alive but does not serve; %s", st.ProxyPID, ps.Error)
 	}
 	return ps, nil
+}
+
+// proxyIdentity is what the state records of the proxy bgd started.
+func (o *Orchestrator) proxyIdentity(st *state.State) slots.Identity {
+	return slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: slots.ProxyMarker(o.stateAbs, o.svc.Name)}
 }
 
 // proxyError is the error of a sweep that found the proxy down.
@@ -123,7 +128,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	for _, c := range config.Colors {
 		sl := st.Slot(c)
 		ss := s.Slot(c)
-		*ss = SlotStatus{Color: c, Port: *sl.Port, PID: *sl.PID, Running: slots.Alive(*sl.PID), Release: *sl.Release,
+		*ss = SlotStatus{Color: c, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, c), Release: *sl.Release,
 			Active: c == st.ActiveVersion}
 		if !ss.Running {
 			ss.PID = 0
@@ -223,7 +228,7 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 			if c == "green" {
 				ss = &sw.Green
 			}
-			*ss = SlotStatus{Color: c, Port: *sl.Port, PID: *sl.PID, Running: slots.Alive(*sl.PID),
+			*ss = SlotStatus{Color: c, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, c),
 				Healthy: probes[c] == nil, Release: *sl.Release, Active: c == st.ActiveVersion}
 			if probes[c] != nil {
 				ss.HealthError = probes[c].Error()
@@ -313,7 +318,10 @@ func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed
 		ev := state.Event{Action: "proxy-restart", To: st.ActiveVersion, Status: state.StatusFailed,
 			Reason: "the builtin proxy was not running: " + px.Error}
 		if px.Restarted > 0 {
-			st.ProxyPID = px.Restarted
+			st.ProxyPID, st.ProxyPIDStart = px.Restarted, 0
+			if id, err := slots.Identify(px.Restarted, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+				st.ProxyPIDStart = id.StartTime
+			}
 			ev.Status = state.StatusSuccess
 			ev.Reason = fmt.Sprintf("restarted the builtin proxy (pid %d): it was not running: %s", px.Restarted, px.Error)
 		}

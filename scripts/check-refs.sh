@@ -10,20 +10,7 @@ cd "$(dirname "$0")/.."
 # empty and the check would pass on nothing.
 git ls-files --error-unmatch README.md >/dev/null || { echo "check-refs: needs git and a git checkout" >&2; exit 1; }
 fail=0
-# Pending: cmd/bgd/cli.go (another change set) still cites DESIGN.md in a
-# comment; it is reported but does not fail the run until it is reworded.
-# Remove the entry then: an entry that no longer matches fails the run.
-pending=("cmd/bgd/cli.go DESIGN.md")
-declare -A seen
 dangling() {
-	local p
-	for p in "${pending[@]}"; do
-		if [ "${1%%:*} $2" = "$p" ]; then
-			echo "dangling citation (pending, not failing): $1: $2" >&2
-			seen[$p]=1
-			return
-		fi
-	done
 	echo "dangling citation: $1: $2" >&2
 	fail=1
 }
@@ -47,11 +34,5 @@ while IFS=: read -r file line name; do
 	[ -d "$name" ] || dangling "$file:$line" "$name/"
 done < <(git grep -noE '(^|[^A-Za-z0-9_./-])(shared|seed)/' -- '*.go' '*.md' '*.sh' Makefile .ci/run ':!scripts/check-refs.sh')
 
-for p in "${pending[@]}"; do
-	if [ -z "${seen[$p]:-}" ]; then
-		echo "scripts/check-refs.sh: the pending entry \"$p\" is fixed: remove it" >&2
-		fail=1
-	fi
-done
 [ "$fail" = 0 ] && echo "references: every cited file is in the repository"
 exit "$fail"

@@ -159,13 +159,15 @@ func TestHelp(t *testing.T) {
 }
 
 // TestHealthCheckJSONShape: health-check --json writes the same shape for
-// one service and for several: {"ok", "services": [...]}.
+// one service and for several: {"ok", "services": [...]}. The services use
+// the HAProxy driver, whose sweep probes only the slots (a builtin proxy
+// that is not running would fail the sweep).
 func TestHealthCheckJSONShape(t *testing.T) {
 	dir := t.TempDir()
 	service := func(name string) string {
-		blue, green, proxy := healthyPort(t), freePort(t), freePort(t)
-		return fmt.Sprintf("  %s:\n    command: [\"./server\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
-			name, blue, green, proxy)
+		blue, green := healthyPort(t), freePort(t)
+		return fmt.Sprintf("  %s:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {driver: haproxy}\n",
+			name, blue, green)
 	}
 	write := func(file string, services ...string) string {
 		path := filepath.Join(dir, file)

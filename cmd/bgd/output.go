@@ -132,9 +132,12 @@ func (p *printer) version() error {
 func (p *printer) status(s *orchestrator.Status) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%sActive Version: %s (port %d)\n", p.icon("🎯"), strings.ToUpper(s.ActiveVersion), s.ActivePort)
-	if s.LBError != "" {
+	if px := s.Proxy; px != nil {
+		b.WriteString(p.proxyLine(px))
+	}
+	if s.LBError != "" && (s.Proxy == nil || s.Proxy.Running) {
 		fmt.Fprintf(&b, "%sLoad balancer (%s): %s\n", p.icon("⚠️"), s.Driver, s.LBError)
-	} else if s.LBActive != s.ActiveVersion {
+	} else if s.LBError == "" && s.LBActive != s.ActiveVersion {
 		fmt.Fprintf(&b, "%sLoad balancer (%s) routes to %s, but the state says %s: run `bgd reconcile`\n",
 			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive), strings.ToUpper(s.ActiveVersion))
 	}
@@ -167,6 +170,23 @@ func (p *printer) status(s *orchestrator.Status) error {
 		OK bool `json:"ok"`
 		*orchestrator.Status
 	}{true, &st}, b.String())
+}
+
+// proxyLine is one line on the builtin proxy: an outage when it is down.
+func (p *printer) proxyLine(px *orchestrator.ProxyStatus) string {
+	if px.Running {
+		return fmt.Sprintf("Proxy: running (pid %d) on %s\n", px.PID, px.Listen)
+	}
+	line := fmt.Sprintf("%sProxy: NOT RUNNING on %s: %s", p.icon("⚠️"), px.Listen, px.Error)
+	switch {
+	case px.Restarted > 0:
+		line += fmt.Sprintf("; restarted (pid %d)", px.Restarted)
+	case px.Managed:
+		line += "; `bgd health-check` restarts it"
+	default:
+		line += "; restart the service that runs `bgd proxy` (systemd)"
+	}
+	return line + "\n"
 }
 
 // nonNil makes a nil list an empty one, which JSON writes as [].
@@ -228,6 +248,9 @@ func (p *printer) sweeps(sw []*orchestrator.Sweep, err error) error {
 				fmt.Fprintf(&b, " (%s)", sl.HealthError)
 			}
 			b.WriteString("\n")
+		}
+		if s.Proxy != nil {
+			b.WriteString(p.proxyLine(s.Proxy))
 		}
 		if s.FailedOver != "" {
 			fmt.Fprintf(&b, "failed over to %s\n", s.FailedOver)
