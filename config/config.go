@@ -47,13 +47,19 @@ type Service struct {
 	Green Slot `yaml:"green"`
 	// Health says how a slot is probed.
 	Health Health `yaml:"health"`
-	// StopGrace is the wait between SIGTERM and SIGKILL. Default 10s.
+	// StopGrace is the wait between SIGTERM and SIGKILL. Default 10s (when
+	// the key is left out). 0s means no grace at all: SIGKILL follows
+	// SIGTERM at once, for a slot that holds nothing worth draining.
 	StopGrace Duration `yaml:"stop_grace"`
 	// Failover lets a health sweep switch to a healthy standby when the
 	// active slot is down. Default false.
 	Failover bool `yaml:"failover"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`
+
+	// given holds the duration keys the file sets (even to 0), with their
+	// lines: a Duration alone cannot tell 0 from unset.
+	given map[string]int
 }
 
 // Slot is one colour's settings.
@@ -66,11 +72,16 @@ type Slot struct {
 type Health struct {
 	// Path probed with GET. Default "/health".
 	Path string `yaml:"path"`
-	// Interval between probes once the fast first probes are done. Default 1s.
+	// Interval between probes once the fast first probes are done. Default
+	// 1s when left out; at least 1ms (0 is refused: it would mean probing
+	// without pause).
 	Interval Duration `yaml:"interval"`
-	// Timeout is how long a starting slot may take to become healthy. Default 30s.
+	// Timeout is how long a starting slot may take to become healthy.
+	// Default 30s when left out; at least 1ms (0 is refused: no slot could
+	// ever become healthy).
 	Timeout Duration `yaml:"timeout"`
-	// RequestTimeout bounds one probe. Default 2s.
+	// RequestTimeout bounds one probe. Default 2s when left out; at least
+	// 1ms (0 is refused: every probe would fail).
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// ExpectStatus is the status a healthy slot answers. Default 0: any 2xx.
 	ExpectStatus int `yaml:"expect_status"`
