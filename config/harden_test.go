@@ -101,7 +101,11 @@ func TestLoadZeroDurations(t *testing.T) {
 func TestLoadCommandExists(t *testing.T) {
 	dir := t.TempDir()
 	executable(t, dir, "bin/app")
-	if err := os.WriteFile(filepath.Join(dir, "bin", "plain"), []byte("x"), 0o644); err != nil {
+	plain := filepath.Join(dir, "bin", "plain")
+	if err := os.WriteFile(plain, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(plain, 0o644); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
 	svc := func(lines string) string {
@@ -308,9 +312,9 @@ func TestLoadFileLimits(t *testing.T) {
 	}
 }
 
-func TestReadFileGrowing(t *testing.T) {
-	// A file that grows past the cap after the size check is still cut:
-	// readFile reads through a limit. /proc files report size 0.
+// TestReadFileProcfs: a regular file whose size stat does not tell (procfs
+// says 0) is read through the limit, not trusted to be empty.
+func TestReadFileProcfs(t *testing.T) {
 	data, err := readFile("/proc/self/status")
 	if err != nil || len(data) == 0 {
 		t.Fatalf("readFile of a 0-size procfs file: %d bytes, %v", len(data), err)
@@ -318,25 +322,39 @@ func TestReadFileGrowing(t *testing.T) {
 }
 
 // TestLoadAliasBomb: YAML aliases that expand exponentially ("billion
-// laughs") are refused by yaml.v3's alias ratio, quickly, as ErrInvalid.
+// laughs") are refused quickly as ErrInvalid. Nested lists cannot expand in
+// bgd's schema (a list of lists is a type error before any expansion); merge
+// keys can, through maps such as env, and yaml.v3's alias ratio stops them.
 func TestLoadAliasBomb(t *testing.T) {
-	var b strings.Builder
-	b.WriteString("x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
+	var laughs strings.Builder
+	laughs.WriteString("x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
 	for i := 1; i < 10; i++ {
 		p := fmt.Sprintf("*x%d", i-1)
-		fmt.Fprintf(&b, "x%d: &x%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(p+", ", 9), ", "))
+		fmt.Fprintf(&laughs, "x%d: &x%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(p+", ", 9), ", "))
 	}
-	cases := []struct{ name, yaml string }{
-		{"at the top", b.String() + one("")},
-		{"in env", one("    env:\n") + indent(b.String(), "      ")},
-		{"in a command", "services:\n  app:\n    command:\n" + indent(strings.ReplaceAll(b.String(), "x", "- "), "")},
+	// Service sI's env merges nine copies of s(I-1)'s: 9^12 map decodes.
+	var merges strings.Builder
+	merges.WriteString("services:\n")
+	for i := range 13 {
+		env := "{a: b}"
+		if i > 0 {
+			p := fmt.Sprintf("*e%d", i-1)
+			env = "{<<: [" + strings.TrimSuffix(strings.Repeat(p+", ", 9), ", ") + "]}"
+		}
+		fmt.Fprintf(&merges, "  s%d:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    env: &e%d %s\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
+			i, 7101+3*i, 7102+3*i, i, env, 7103+3*i)
+	}
+	cases := []struct{ name, yaml, want string }{
+		{"billion laughs", laughs.String() + one(""), `unknown key "x0"`},
+		{"billion laughs in a command", one("    env:\n") + indent(laughs.String(), "      ") + "    lb: {nginx: {test: *x9}}\n", "cannot unmarshal !!seq into string"},
+		{"merge keys in env", merges.String(), "document contains excessive aliasing: YAML aliases (*name) expand to too much"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			_, err := Load(Source{Path: writeConfig(t, tc.yaml), Getenv: envOf(nil)})
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Load = %v, want ErrInvalid", err)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want ErrInvalid containing %q", err, tc.want)
 			}
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("Load took %s to refuse an alias bomb", d)

@@ -174,6 +174,9 @@ func Parse(data []byte) (*Config, error) {
 		msg := yamlPrefix.ReplaceAllString(err.Error(), "")
 		msg = unknownField.ReplaceAllString(msg, `line $1: unknown key "$2"`)
 		msg = strings.ReplaceAll(msg, "\n  ", "; ")
+		if strings.Contains(msg, "excessive aliasing") {
+			msg += ": YAML aliases (*name) expand to too much; write the values out"
+		}
 		return nil, invalidf("%s", msg)
 	}
 	for name, svc := range cfg.Services {
