@@ -452,3 +452,19 @@ func TestLoadEnvAndArgs(t *testing.T) {
 		{name: "builtin listen with a signed port", yaml: one("    lb: {builtin: {listen: \"127.0.0.1:+80\"}}\n"), wantErr: []string{`lb.builtin.listen "127.0.0.1:+80" is not host:port`}},
 	})
 }
+
+// TestLoadDocumentsAndPaths: a second YAML document would be ignored
+// silently, and a NUL byte can reach no path: both are refused.
+func TestLoadDocumentsAndPaths(t *testing.T) {
+	runLoadCases(t, []loadCase{
+		{name: "second document", yaml: one("") + "---\nservices: {}\n",
+			wantErr: []string{"line 7: a second YAML document, which bgd would ignore"}},
+		{name: "second document not YAML", yaml: one("") + "---\n- [\n", wantErr: []string{"after the first YAML document: line 7: did not find expected node content"}},
+		{name: "trailing --- is harmless", yaml: one("") + "---\n# nothing\n"},
+		{name: "document end marker is harmless", yaml: one("") + "...\n"},
+		{name: "state_dir with NUL", yaml: "state_dir: \"a\\0b\"\n" + one(""), wantErr: []string{`state_dir "a\x00b"`}},
+		{name: "BG_STATE_FILE with NUL", yaml: one(""), env: map[string]string{"BG_STATE_FILE": "a\x00b"}, wantErr: []string{`BG_STATE_FILE "a\x00b"`}},
+		{name: "nginx template with newline", yaml: one("    lb: {driver: nginx, nginx: {template: \"a\\nb\", test: [\"true\"], reload: [\"true\"]}}\n"),
+			wantErr: []string{`lb.nginx.template "a\nb" is not a usable path`}},
+	})
+}

@@ -179,6 +179,22 @@ func Parse(data []byte) (*Config, error) {
 		}
 		return nil, invalidf("%s", msg)
 	}
+	// A second document with content (a file concatenated to another)
+	// would be ignored silently: refuse it. Empty ones (a trailing ---) are
+	// harmless.
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, invalidf("after the first YAML document: %s", yamlPrefix.ReplaceAllString(err.Error(), ""))
+		}
+		if c := next.Content; len(c) > 0 && !(len(c) == 1 && c[0].ShortTag() == "!!null") {
+			return nil, invalidf("line %d: a second YAML document, which bgd would ignore: merge its settings into the first and remove the --- separator", c[0].Line)
+		}
+	}
 	for name, svc := range cfg.Services {
 		if svc == nil {
 			return nil, invalidf("service %q is empty", name)

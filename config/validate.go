@@ -37,6 +37,9 @@ func (c *Config) Validate() error {
 	if len(c.Services) == 0 {
 		add("no services: add one under services:")
 	}
+	if hasNUL(c.StateDir, c.StateFile) {
+		add("state_dir %q or BG_STATE_FILE %q contains a NUL byte, which no path can hold", c.StateDir, c.StateFile)
+	}
 	addrs := newAddrIndex()
 	ck := newChecker()
 	for _, name := range c.ServiceNames() {
@@ -93,6 +96,9 @@ func (c *Config) Validate() error {
 			}
 			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}\x00") || strings.HasSuffix(n.File, "/") {
 				add("service %q: lb.nginx.file %q is not a usable path", name, n.File)
+			}
+			if strings.ContainsAny(n.Template, "\r\n\x00") {
+				add("service %q: lb.nginx.template %q is not a usable path", name, n.Template)
 			}
 			for _, c := range []struct {
 				key  string
