@@ -184,6 +184,14 @@ func TestLoadTemplateFields(t *testing.T) {
 			wantErr: []string{`command[1] "{{.Port" is not a valid template`}},
 		{name: "expands past 128 KiB", yaml: svc("    command: [\"true\", \"{{range 1000000}}xx{{end}}\"]\n"),
 			wantErr: []string{"expands to more than 128 KiB"}},
+		{name: "printf wider than 128 KiB", yaml: svc("    command: [\"true\", \"{{printf \\\"%0999999999d\\\" .Port}}\"]\n"),
+			wantErr: []string{"expands to more than 128 KiB"}},
+		{name: "printf width from an argument", yaml: svc("    command: [\"true\", \"{{printf \\\"%*d\\\" 999999999 .Port}}\"]\n"),
+			wantErr: []string{"expands to more than 128 KiB"}},
+		{name: "printf precision wider than 128 KiB", yaml: svc("    command: [\"true\", \"{{printf \\\"%.999999999f\\\" 1.0}}\"]\n"),
+			wantErr: []string{"expands to more than 128 KiB"}},
+		{name: "printf with long digits outside a verb", yaml: svc("    command: [\"true\", \"{{printf \\\"id-12345678901234-%d%%\\\" .Port}}\"]\n")},
+		{name: "printf of ordinary width", yaml: svc("    command: [\"true\", \"{{printf \\\"%05d\\\" .Port}}\"]\n")},
 		{name: "valid templates", yaml: svc("    command: [\"true\", \"{{.Port}}\", \"{{if eq .Color \\\"green\\\"}}g{{else}}b{{end}}\", \"{{.Release}}\"]\n" +
 			"    workdir: \"/srv/{{.Release}}\"\n    env: {ADDR: \"127.0.0.1:{{.Port}}\", PLAIN: \"no template\"}\n")},
 	})

@@ -127,7 +127,7 @@ func (ck *checker) template(s *Service, text string) string {
 	if !hasTemplate(text) {
 		return ""
 	}
-	t, err := template.New("t").Option("missingkey=error").Parse(text)
+	t, err := template.New("t").Funcs(checkFuncs).Option("missingkey=error").Parse(text)
 	if err != nil {
 		return fmt.Sprintf("is not a valid template: %s", tmplHead.ReplaceAllString(err.Error(), ""))
 	}
@@ -141,7 +141,10 @@ func (ck *checker) template(s *Service, text string) string {
 		}
 		if errors.Is(err, errTooSlow) || errors.Is(err, errTooLong) {
 			ck.timedOut = ck.timedOut || errors.Is(err, errTooSlow)
-			return err.Error()
+			if errors.Is(err, errTooSlow) {
+				return errTooSlow.Error()
+			}
+			return errTooLong.Error()
 		}
 		if m := noField.FindStringSubmatch(err.Error()); m != nil {
 			if m[2] == "config.sampleVars" {
@@ -153,6 +156,60 @@ func (ck *checker) template(s *Service, text string) string {
 		return fmt.Sprintf("does not expand (with %s, port %d, release %s): %s", col, s.Port(col), sampleRelease, msg)
 	}
 	return ""
+}
+
+// checkFuncs replaces printf while checking: fmt would build a string as
+// wide as "%0999999999d" asks before the size cap could see it.
+var checkFuncs = template.FuncMap{"printf": func(format string, args ...any) (string, error) {
+	if w := widest(format); w > MaxExpanded {
+		return "", fmt.Errorf("printf width %d: %w", w, errTooLong)
+	}
+	if strings.Contains(format, "*") {
+		for _, a := range args {
+			if n, ok := a.(int); ok && (n > MaxExpanded || n < -MaxExpanded) {
+				return "", fmt.Errorf("printf width %d: %w", n, errTooLong)
+			}
+		}
+	}
+	return fmt.Sprintf(format, args...), nil
+}}
+
+// widest returns the largest width or precision in a printf format,
+// saturating rather than overflowing; digits outside a verb do not count.
+func widest(format string) int {
+	widest := 0
+	number := func(i int) (int, int) {
+		n := 0
+		for ; i < len(format) && format[i] >= '0' && format[i] <= '9'; i++ {
+			n = min(n*10+int(format[i]-'0'), 1<<30)
+		}
+		return n, i
+	}
+	skipIndex := func(i int) int {
+		if i < len(format) && format[i] == '[' {
+			if j := strings.IndexByte(format[i:], ']'); j >= 0 {
+				return i + j + 1
+			}
+		}
+		return i
+	}
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		i++
+		for i < len(format) && strings.IndexByte("+-# 0", format[i]) >= 0 {
+			i++
+		}
+		var n int
+		n, i = number(skipIndex(i))
+		widest = max(widest, n)
+		if i < len(format) && format[i] == '.' {
+			n, i = number(skipIndex(i + 1))
+			widest = max(widest, n)
+		}
+	}
+	return widest
 }
 
 var (
@@ -170,9 +227,6 @@ func (ck *checker) execute(t *template.Template, v sampleVars) error {
 	defer timer.Stop()
 	select {
 	case err := <-done:
-		if errors.Is(err, errTooLong) {
-			return errTooLong
-		}
 		return err
 	case <-timer.C:
 		return errTooSlow
