@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
@@ -62,6 +63,9 @@ type Orchestrator struct {
 	opts    Options
 	log     *slog.Logger
 	began   time.Time
+	// stateAbs is the state file's absolute path, part of the marker in
+	// the environment of every process bgd starts for this service.
+	stateAbs string
 }
 
 // New returns the orchestrator of the named service ("" for the only one).
@@ -80,11 +84,16 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	stateAbs, err := filepath.Abs(cfg.StatePath(svc.Name))
+	if err != nil {
+		return nil, fmt.Errorf("state file: %w", err)
+	}
 	return &Orchestrator{
-		cfg:   cfg,
-		svc:   svc,
-		store: &state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port},
-		lb:    bal,
+		stateAbs: stateAbs,
+		cfg:      cfg,
+		svc:      svc,
+		store:    &state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port},
+		lb:       bal,
 		checker: &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
 			RequestTimeout: svc.Health.RequestTimeout.D()},
 		opts: opts,

@@ -39,8 +39,9 @@ func (f *fakeLB) Active(ctx context.Context) (string, error) { return f.active, 
 func (f *fakeLB) Render(r lb.Route) ([]byte, error)          { return []byte(r.Active.Color), nil }
 
 // newOrch returns an orchestrator of the embedded default (slots are this
-// test binary as demo app) on free ports, with state in a temp dir.
-func newOrch(t *testing.T, bal lb.Balancer) (*orchestrator.Orchestrator, *state.Store) {
+// test binary as demo app) on free ports, with state in a temp dir; edit, if
+// given, changes the service's config first.
+func newOrch(t *testing.T, bal lb.Balancer, edit ...func(*config.Service)) (*orchestrator.Orchestrator, *state.Store) {
 	t.Helper()
 	env := map[string]string{"BLUE_PORT": freePort(), "GREEN_PORT": freePort(), "BG_PROXY_PORT": freePort(),
 		"BG_STATE_FILE": filepath.Join(t.TempDir(), "bg_state.json")}
@@ -49,16 +50,19 @@ func newOrch(t *testing.T, bal lb.Balancer) (*orchestrator.Orchestrator, *state.
 		t.Fatal(err)
 	}
 	cfg.Services["app"].StopGrace = config.Duration(2 * time.Second)
+	for _, e := range edit {
+		e(cfg.Services["app"])
+	}
 	o, err := orchestrator.New(cfg, "app", orchestrator.Options{Balancer: bal})
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := &state.Store{Path: o.StatePath()}
 	t.Cleanup(func() {
-		st, err := store.Load()
-		if err == nil {
-			slots.Stop(context.Background(), st.BluePID, time.Second)
-			slots.Stop(context.Background(), st.GreenPID, time.Second)
+		for _, c := range config.Colors {
+			for _, id := range slots.FindMarked(slots.SlotMarker(o.StatePath(), "app", c)) {
+				slots.Stop(context.Background(), id, time.Second)
+			}
 		}
 	})
 	return o, store

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -22,10 +22,12 @@ type Reconciliation struct {
 	KeptCorrupt string `json:"kept_corrupt,omitempty"`
 }
 
-// Reconcile rebuilds the state from reality: which slot processes are alive
-// (by pid, or by who listens on the slot's port), which answer health, and
-// which colour the load balancer really routes to. A corrupt state file is
-// moved aside (never deleted) and rebuilt.
+// Reconcile rebuilds the state from reality: which slot processes bgd
+// started are alive (by their recorded identity, or by the marker in their
+// environment), which answer health, which release each runs (from its
+// environment), and which colour, generation and proxy the load balancer
+// really has. A process bgd did not start is reported and left alone, never
+// adopted. A corrupt state file is moved aside (never deleted) and rebuilt.
 func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 	o.began = time.Now()
 	lock, err := o.store.Lock(ctx, "reconcile", o.opts.LockTimeout)
@@ -61,58 +63,124 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 		st.InProgress = nil
 	}
 	for _, c := range config.Colors {
-		sl := st.Slot(c)
-		if *sl.Port == 0 {
-			*sl.Port = o.svc.Port(c)
-		}
-		alive := slots.Alive(*sl.PID)
-		owner, held := slots.ListenerOf(*sl.Port)
-		switch {
-		case *sl.PID > 0 && !alive:
-			fix("%s: pid %d is gone: recorded as stopped", c, *sl.PID)
-			*sl.PID = 0
-		}
-		if held && owner.PID > 0 && (*sl.PID == 0 || !slots.InGroup(owner.PID, *sl.PID)) {
-			leader := owner.PID
-			if pg, err := slots.ProcessGroup(owner.PID); err == nil && pg > 0 {
-				leader = pg
-			}
-			if *sl.PID != leader {
-				fix("%s: port %d is served by pid %d (%s): adopted", c, *sl.Port, leader, slots.CommandLine(leader))
-				*sl.PID = leader
-			}
-		}
-		if !held && *sl.PID == 0 {
-			// A slot started by a bgd killed before it saved the pid, and
-			// not listening yet: found by the environment bgd gave it.
-			for _, pid := range slots.FindByEnv("PORT="+strconv.Itoa(*sl.Port), "BG_COLOR="+c) {
-				if pg, err := slots.ProcessGroup(pid); err == nil && pg == pid {
-					fix("%s: pid %d (%s) was started for port %d but never recorded: adopted", c, pid, slots.CommandLine(pid), *sl.Port)
-					*sl.PID = pid
-					break
-				}
-			}
-		}
-		healthy := o.checker.Probe(ctx, slotHost, *sl.Port) == nil
-		if healthy != *sl.Healthy {
-			fix("%s: healthy is %v (was %v)", c, healthy, *sl.Healthy)
-			*sl.Healthy = healthy
-		}
+		o.reconcileSlot(ctx, st, c, fix)
 	}
-	if st.ProxyPID > 0 && !slots.Alive(st.ProxyPID) {
-		fix("builtin proxy pid %d is gone", st.ProxyPID)
-		st.ProxyPID = 0
-	}
-	if active, err := o.lb.Active(ctx); err == nil && config.ValidColor(active) && active != st.ActiveVersion {
-		fix("the load balancer routes to %s, the state said %s: state now says %s", active, st.ActiveVersion, active)
-		st.ActiveVersion = active
-	} else if err != nil {
-		fix("the load balancer could not be asked (%v): active_version kept as %s", err, st.ActiveVersion)
-	}
+	o.reconcileProxy(ctx, st, fix)
 	st.LastCheck = state.TimePtr(state.Now())
 	if err := o.store.Save(st); err != nil {
 		return nil, err
 	}
 	rec.Active = st.ActiveVersion
 	return rec, nil
+}
+
+// reconcileSlot checks color's recorded process against its identity, adopts
+// a process bgd started for the slot but never recorded, and reports a
+// foreign process on the slot's port without touching it.
+func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c string, fix func(string, ...any)) {
+	sl := st.Slot(c)
+	if *sl.Port == 0 {
+		*sl.Port = o.svc.Port(c)
+	}
+	if *sl.PID > 0 {
+		id := o.identity(st, c)
+		switch err := id.Check(); {
+		case err == nil && *sl.StartTime == 0:
+			if st, err := slots.StartTime(id.PID); err == nil {
+				*sl.StartTime = st
+				fix("%s: pid %d: its start time is now recorded, so a reused pid is never taken for it", c, id.PID)
+			}
+		case err == nil:
+		case errors.Is(err, slots.ErrGone):
+			fix("%s: pid %d is gone: recorded as stopped", c, id.PID)
+			*sl.PID, *sl.StartTime = 0, 0
+		default:
+			fix("%s: %v: recorded as stopped and left alone", c, err)
+			*sl.PID, *sl.StartTime = 0, 0
+		}
+	}
+	owner, held := slots.ListenerOf(*sl.Port)
+	if *sl.PID == 0 {
+		for i, id := range slots.FindMarked(o.marker(c)) {
+			if i > 0 {
+				fix("%s: pid %d (%s) was also started by bgd for this slot: left for the next start of %s to stop", c, id.PID, slots.CommandLine(id.PID), c)
+				continue
+			}
+			if held && owner.PID > 0 && slots.InGroup(owner.PID, id.PID) {
+				fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, *sl.Port, id.PID, slots.CommandLine(id.PID))
+			} else {
+				fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, slots.CommandLine(id.PID), *sl.Port)
+			}
+			*sl.PID, *sl.StartTime = id.PID, id.StartTime
+		}
+	}
+	if *sl.PID > 0 {
+		if rel := slots.Getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
+			fix("%s: release is %s (was %q), as the slot's environment says", c, rel, *sl.Release)
+			*sl.Release = rel
+		}
+	}
+	if held && (*sl.PID == 0 || owner.PID == 0 || !slots.InGroup(owner.PID, *sl.PID)) {
+		who := "a process bgd cannot see"
+		if owner.PID > 0 {
+			who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
+		}
+		fix("%s: port %d is held by %s, which bgd did not start: left alone; starting %s stays refused until it stops", c, *sl.Port, who, c)
+	}
+	// Only a slot bgd runs can be healthy: an answer from a foreign
+	// process on the port is not one.
+	healthy := *sl.PID > 0 && o.checker.Probe(ctx, slotHost, *sl.Port) == nil
+	if healthy != *sl.Healthy {
+		fix("%s: healthy is %v (was %v)", c, healthy, *sl.Healthy)
+		*sl.Healthy = healthy
+	}
+}
+
+// routeReporter is a load balancer that names the process serving the route
+// and the generation it serves (the builtin proxy).
+type routeReporter interface {
+	Route(ctx context.Context) (*builtin.RouteInfo, error)
+}
+
+// reconcileProxy checks the recorded builtin proxy against its identity and
+// rebuilds active_version, generation and proxy_pid from what the load
+// balancer itself answers.
+func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix func(string, ...any)) {
+	marker := slots.ProxyMarker(o.stateAbs, o.svc.Name)
+	if st.ProxyPID > 0 {
+		id := slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: marker}
+		if err := id.Check(); err != nil {
+			fix("builtin proxy pid %d: %v: forgotten", st.ProxyPID, err)
+			st.ProxyPID, st.ProxyPIDStart = 0, 0
+		}
+	}
+	var active string
+	var err error
+	if rr, ok := o.lb.(routeReporter); ok {
+		var ri *builtin.RouteInfo
+		if ri, err = rr.Route(ctx); err == nil {
+			active = ri.Active
+			if ri.Generation > st.Generation {
+				fix("the builtin proxy serves generation %d, the state said %d: state now says %d", ri.Generation, st.Generation, ri.Generation)
+				st.Generation = ri.Generation
+			}
+			if ri.PID > 0 && ri.PID != st.ProxyPID {
+				if id, ierr := slots.Identify(ri.PID, marker); ierr == nil {
+					fix("builtin proxy pid %d, which bgd started, serves the route: recorded", ri.PID)
+					st.ProxyPID, st.ProxyPIDStart = id.PID, id.StartTime
+				} else if st.ProxyPID == 0 {
+					fix("the builtin proxy (pid %d) was not started by bgd (a systemd unit?): it is not recorded as bgd's", ri.PID)
+				}
+			}
+		}
+	} else {
+		active, err = o.lb.Active(ctx)
+	}
+	switch {
+	case err != nil:
+		fix("the load balancer could not be asked (%v): active_version kept as %s", err, st.ActiveVersion)
+	case config.ValidColor(active) && active != st.ActiveVersion:
+		fix("the load balancer routes to %s, the state said %s: state now says %s", active, st.ActiveVersion, active)
+		st.ActiveVersion = active
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,47 @@ func checkPort(color string, port, ownPID int) error {
 		color, port, who, strings.ToUpper(color))
 }
 
+// marker is the environment by which bgd recognises color's slot process.
+func (o *Orchestrator) marker(color string) []string {
+	return slots.SlotMarker(o.stateAbs, o.svc.Name, color)
+}
+
+// identity is what the state records of color's process: the only process
+// bgd will signal for that slot.
+func (o *Orchestrator) identity(st *state.State, color string) slots.Identity {
+	sl := st.Slot(color)
+	id := slots.Identity{PID: *sl.PID, StartTime: *sl.StartTime, Env: o.marker(color)}
+	if id.StartTime == 0 {
+		// Recorded by a bgd that kept no start times: the environment it
+		// gave every slot is what recognises it.
+		id.Env = []string{"PORT=" + strconv.Itoa(*sl.Port), "BG_COLOR=" + color}
+	}
+	return id
+}
+
+// running reports whether color's recorded process runs and is the one bgd
+// started (a reused or foreign pid is not running).
+func (o *Orchestrator) running(st *state.State, color string) bool {
+	return o.identity(st, color).Running()
+}
+
+// stopOrphans stops color's processes that bgd started but never recorded
+// (it was killed between starting one and saving its pid): they carry
+// this state file's marker, so they are bgd's own, and a start of color
+// replaces them anyway. Without this, such an orphan holding the port would
+// refuse every later deploy.
+func (p *op) stopOrphans(ctx context.Context, color string) {
+	recorded := *p.st.Slot(color).PID
+	for _, id := range slots.FindMarked(p.o.marker(color)) {
+		if id.PID == recorded {
+			continue
+		}
+		err := slots.Stop(ctx, id, p.o.svc.StopGrace.D())
+		p.o.log.Warn("stopped a slot process bgd started but never recorded", "slot", color, "pid", id.PID,
+			"command", slots.CommandLine(id.PID), "err", err)
+	}
+}
+
 // startSlot starts color with release and waits until it is healthy. The pid
 // is saved as soon as the process exists, so a crash leaves it findable. On
 // failure the slot is stopped again and the error quotes its log.
@@ -45,6 +87,7 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	o := p.o
 	slot := p.st.Slot(color)
 	port := o.svc.Port(color)
+	p.stopOrphans(ctx, color)
 	if err := checkPort(color, port, 0); err != nil {
 		return err
 	}
@@ -52,30 +95,36 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	if err != nil {
 		return fmt.Errorf("%w: service %q: %v", config.ErrInvalid, o.svc.Name, err)
 	}
+	if dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return failf("release %s: its directory %s (workdir %q) does not exist: install the release there first", release, dir, o.svc.Workdir)
+		}
+	}
 	env := []string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color, "BG_RELEASE=" + release}
 	for k, v := range o.svc.Env {
 		env = append(env, k+"="+v)
 	}
 	logPath := o.cfg.LogPath(o.svc.Name, color)
 	o.phase("starting", color, fmt.Sprintf("release %s on port %d", release, port))
-	proc, err := slots.StartProcess(slots.Spec{Argv: argv, Dir: dir, Env: env, LogPath: logPath})
+	proc, err := slots.StartProcess(slots.Spec{Argv: argv, Dir: dir, Env: env, LogPath: logPath, Marker: o.marker(color)})
 	if err != nil {
 		return failf("start %s: %w", color, err)
 	}
 	o.log.Info("slot started", "slot", color, "pid", proc.PID, "port", port, "release", release)
-	*slot.PID, *slot.Port, *slot.Release, *slot.Healthy = proc.PID, port, release, false
+	*slot.PID, *slot.StartTime, *slot.Port, *slot.Release, *slot.Healthy = proc.PID, proc.Identity.StartTime, port, release, false
 	if err := p.save(); err != nil {
-		slots.Stop(ctx, proc.PID, o.svc.StopGrace.D())
+		slots.Stop(ctx, proc.Identity, o.svc.StopGrace.D())
 		return err
 	}
 	o.phase("waiting", color, "")
+	o.log.Info("waiting for health", "slot", color, "port", port, "timeout", o.svc.Health.Timeout.D())
 	lastReport := time.Now()
 	err = o.checker.WaitHealthy(ctx, slotHost, port, slots.Wait{
 		Timeout:  o.svc.Health.Timeout.D(),
 		Interval: o.svc.Health.Interval.D(),
 		Exited:   proc.Exited,
 		OnProbe: func(elapsed time.Duration, err error) {
-			o.log.Info("slot not healthy yet", "slot", color, "port", port, "elapsed", elapsed, "err", err)
+			o.log.Debug("slot not healthy yet", "slot", color, "port", port, "elapsed", elapsed, "err", err)
 			if time.Since(lastReport) >= 250*time.Millisecond {
 				lastReport = time.Now()
 				o.phase("waiting", color, "")
@@ -86,8 +135,8 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 		// A healthy answer proves nothing if another process holds the port
 		// (our slot then failed to bind, or has not yet): check who listens.
 		if owner, ours := slots.ListensOn(proc.PID, port); !ours {
-			slots.Stop(context.WithoutCancel(ctx), proc.PID, o.svc.StopGrace.D())
-			*slot.PID, *slot.Healthy = 0, false
+			slots.Stop(context.WithoutCancel(ctx), proc.Identity, o.svc.StopGrace.D())
+			*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
 			who := "nobody"
 			if owner.PID > 0 {
 				who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
@@ -104,9 +153,9 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	if errors.Is(err, slots.ErrExited) {
 		reason = fmt.Sprintf("process exited at start (%v)", proc.ExitErr())
 	} else {
-		slots.Stop(context.WithoutCancel(ctx), proc.PID, o.svc.StopGrace.D())
+		slots.Stop(context.WithoutCancel(ctx), proc.Identity, o.svc.StopGrace.D())
 	}
-	*slot.PID, *slot.Healthy = 0, false
+	*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
 	tail := slots.LogTail(logPath, 10)
 	if tail != "" {
 		reason += fmt.Sprintf("\nlast lines of %s:\n%s", logPath, indent(tail))
@@ -116,20 +165,27 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	return failure(fmt.Errorf("%s (port %d) is %w: %s", color, port, ErrNotHealthy, reason))
 }
 
-// stopSlot stops color's process (SIGTERM, then SIGKILL after stop_grace).
-func (p *op) stopSlot(ctx context.Context, color string) error {
+// stopSlot stops color's process (SIGTERM, then SIGKILL after stop_grace),
+// if it is still the process bgd started. A recorded pid that now belongs
+// to another process is never signalled: it is forgotten, and the returned
+// note says so ("" otherwise).
+func (p *op) stopSlot(ctx context.Context, color string) (note string, err error) {
 	slot := p.st.Slot(color)
 	if *slot.PID > 0 {
-		if err := slots.Stop(ctx, *slot.PID, p.o.svc.StopGrace.D()); err != nil {
-			return failf("stop %s: %w", color, err)
+		id := p.o.identity(p.st, color)
+		err := slots.Stop(ctx, id, p.o.svc.StopGrace.D())
+		switch {
+		case errors.Is(err, slots.ErrNotOurs):
+			note = fmt.Sprintf("the recorded %s pid %d was not signalled: %v", color, id.PID, err)
+			p.o.log.Warn("recorded pid is not a process bgd started: not signalled", "slot", color, "pid", id.PID, "err", err)
+		case err != nil:
+			return "", failf("stop %s: %w", color, err)
+		default:
+			p.o.log.Info("slot stopped", "slot", color, "pid", id.PID)
 		}
-		p.o.log.Info("slot stopped", "slot", color, "pid", *slot.PID)
 	}
-	*slot.PID, *slot.Healthy = 0, false
-	return nil
+	*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
+	return note, nil
 }
-
-// running reports whether color's recorded process is alive.
-func running(st *state.State, color string) bool { return slots.Alive(*st.Slot(color).PID) }
 
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -70,10 +71,10 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 	if release == "" {
 		release = "initial"
 	}
-	if running(st, color) && release == *slot.Release && o.checker.Probe(ctx, slotHost, *slot.Port) == nil {
+	if o.running(st, color) && release == *slot.Release && o.checker.Probe(ctx, slotHost, *slot.Port) == nil {
 		*slot.Healthy = true
 	} else {
-		if err := p.stopSlot(ctx, color); err != nil {
+		if _, err := p.stopSlot(ctx, color); err != nil {
 			return nil, p.end(err)
 		}
 		if err := p.startSlot(ctx, color, release); err != nil {
@@ -108,17 +109,21 @@ func (o *Orchestrator) Stop(ctx context.Context, color string, force bool) (*Res
 		return nil, err
 	}
 	st := p.st
-	if color == st.ActiveVersion && running(st, color) && !force {
+	if color == st.ActiveVersion && o.running(st, color) && !force {
 		return nil, p.end(usagef("%s is the active slot and receives traffic: switch to %s first, or use --force",
 			color, config.Other(color)))
 	}
-	was := running(st, color)
-	if err := p.stopSlot(ctx, color); err != nil {
+	was := o.running(st, color)
+	note, err := p.stopSlot(ctx, color)
+	if err != nil {
 		return nil, p.end(err)
 	}
 	msg := fmt.Sprintf("%s stopped", color)
 	if !was {
 		msg = fmt.Sprintf("%s was not running", color)
+	}
+	if note != "" {
+		msg += "; " + note
 	}
 	return o.result(st, "stop", color, was, msg), p.end(nil)
 }
@@ -152,6 +157,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	st := p.st
 	from := st.ActiveVersion
 	to := config.Other(from)
+	if !d.Force {
+		if res, done, err := p.alreadyDeployed(ctx, d); done || err != nil {
+			return res, p.end(err)
+		}
+	}
 	st.InProgress.From, st.InProgress.To = from, to
 	fail := func(err error) (*Result, error) {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusFailed, Release: d.Release, Reason: err.Error()})
@@ -159,7 +169,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 		o.phase("failed", to, err.Error())
 		return nil, p.end(err)
 	}
-	if err := p.stopSlot(ctx, to); err != nil {
+	if _, err := p.stopSlot(ctx, to); err != nil {
 		return fail(err)
 	}
 	if err := p.startSlot(ctx, to, d.Release); err != nil {
@@ -177,6 +187,36 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release})
 	o.phase("done", to, "")
 	return o.result(st, "deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), p.end(nil)
+}
+
+// alreadyDeployed reports (done=true) a deploy that has nothing to do: the
+// release already runs healthy on the active colour, which the load
+// balancer routes to (or, with NoSwitch, on the idle colour). Re-running
+// an Ansible task or a script must not replace a healthy slot.
+func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, bool, error) {
+	o, st := p.o, p.st
+	color := st.ActiveVersion
+	if d.NoSwitch {
+		color = config.Other(color)
+	}
+	slot := st.Slot(color)
+	if *slot.Release != d.Release || !o.running(st, color) || o.checker.Probe(ctx, slotHost, *slot.Port) != nil {
+		return nil, false, nil
+	}
+	*slot.Healthy = true
+	p.st.LastCheck = state.TimePtr(state.Now())
+	if d.NoSwitch {
+		return o.result(st, "deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
+	}
+	flipped, err := p.ensureRouted(ctx, color)
+	if err != nil {
+		return nil, true, err
+	}
+	msg := fmt.Sprintf("release %s is already live on %s: nothing to do (--force redeploys)", d.Release, color)
+	if flipped {
+		msg = fmt.Sprintf("release %s was already healthy on %s; the load balancer now routes to it", d.Release, color)
+	}
+	return o.result(st, "deploy", color, flipped, msg), true, nil
 }
 
 // Switch flips traffic to color. A target that does not answer its health
@@ -247,7 +287,7 @@ func (p *op) checkTarget(ctx context.Context, color, verb string, force bool) er
 		return nil
 	}
 	hint := fmt.Sprintf("start it with `bgd start %s`, or use --force", color)
-	if !running(p.st, color) {
+	if !p.o.running(p.st, color) {
 		hint = fmt.Sprintf("it is stopped: start it with `bgd start %s`", color)
 	}
 	//lint:ignore ST1005 the seed's message, kept verbatim for its users' scripts
@@ -274,7 +314,10 @@ func (p *op) flip(ctx context.Context, color string) error {
 			return failf("switch to %s: %w", color, err)
 		}
 		if pid > 0 {
-			st.ProxyPID = pid
+			st.ProxyPID, st.ProxyPIDStart = pid, 0
+			if id, err := slots.Identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+				st.ProxyPIDStart = id.StartTime
+			}
 		}
 	}
 	route := o.route(st, color)

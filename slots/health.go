@@ -25,11 +25,23 @@ type Checker struct {
 	// RequestTimeout bounds one probe. Default 2s.
 	RequestTimeout time.Duration
 	// Client sends the probes. Default: one without keep-alive, so a probe
-	// always tests that the slot accepts new connections.
+	// always tests that the slot accepts new connections, and without a
+	// proxy (HTTP_PROXY and the like never reroute a probe). Whatever the
+	// client, a probe never follows a redirect: a 3xx is the slot's answer.
 	Client *http.Client
 }
 
-var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+var probeClient = &http.Client{
+	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: noRedirect,
+}
+
+// noRedirect makes a client return a redirect as the answer.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// probeBodyLimit is how much of a probe's answer is read (and then the
+// connection closed), so a huge or endless body cannot stall a sweep.
+const probeBodyLimit = 64 << 10
 
 // Probe sends one GET to http://host:port<Path> and returns nil when healthy.
 func (c *Checker) Probe(ctx context.Context, host string, port int) error {
@@ -44,9 +56,11 @@ func (c *Checker) Probe(ctx context.Context, host string, port int) error {
 	if err != nil {
 		return err
 	}
-	client := c.Client
-	if client == nil {
-		client = probeClient
+	client := probeClient
+	if c.Client != nil {
+		cl := *c.Client
+		cl.CheckRedirect = noRedirect
+		client = &cl
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -56,8 +70,9 @@ func (c *Checker) Probe(ctx context.Context, host string, port int) error {
 		}
 		return &ProbeError{URL: url, Err: err}
 	}
-	// Drain a bounded amount so a huge body cannot stall the sweep.
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	// Drain a bounded amount (within the request timeout) so a huge body
+	// cannot stall the sweep.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, probeBodyLimit))
 	resp.Body.Close()
 	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if c.Expect != 0 {

@@ -24,8 +24,12 @@ type Spec struct {
 	Dir string
 	// Env is appended to bgd's environment.
 	Env []string
-	// LogPath receives stdout and stderr (appended; created 0640).
+	// LogPath receives stdout and stderr (appended; created 0640; a
+	// symlink is refused, so the log can never be redirected elsewhere).
 	LogPath string
+	// Marker holds KEY=VALUE entries added to the environment by which bgd
+	// recognises the process later (see Identity). Required.
+	Marker []string
 }
 
 // Vars are the values a command, workdir or env template may use.
@@ -67,10 +71,12 @@ func expandOne(s string, v Vars) (string, error) {
 // Process is a started slot. Exited is closed when bgd sees the process end
 // (only while the bgd that started it runs).
 type Process struct {
-	PID    int
-	Exited <-chan struct{}
-	cmd    *exec.Cmd
-	err    error
+	PID int
+	// Identity is what to record to signal it later.
+	Identity Identity
+	Exited   <-chan struct{}
+	cmd      *exec.Cmd
+	err      error
 }
 
 // ExitErr is the process's exit status once Exited is closed.
@@ -82,25 +88,35 @@ func StartProcess(spec Spec) (*Process, error) {
 	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
 		return nil, errors.New("start slot: empty command")
 	}
+	if len(spec.Marker) == 0 {
+		return nil, errors.New("start slot: no marker: bgd could never recognise the process to stop it")
+	}
 	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o750); err != nil {
 		return nil, fmt.Errorf("start slot: log directory: %w", err)
 	}
-	logf, err := os.OpenFile(spec.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	logf, err := OpenLog(spec.LogPath)
 	if err != nil {
-		return nil, fmt.Errorf("start slot: open log: %w", err)
+		return nil, fmt.Errorf("start slot: %w", err)
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "--- bgd: starting %q at %s\n", spec.Argv, time.Now().UTC().Format(time.RFC3339))
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	cmd.Dir = spec.Dir
-	cmd.Env = append(os.Environ(), spec.Env...)
+	// Later entries win (os/exec keeps the last of a duplicated key), so an
+	// inherited marker never masks the one given here.
+	cmd.Env = append(append(os.Environ(), spec.Env...), spec.Marker...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start slot %q: %w", spec.Argv[0], err)
 	}
 	exited := make(chan struct{})
-	p := &Process{PID: cmd.Process.Pid, Exited: exited, cmd: cmd}
+	pid := cmd.Process.Pid
+	// Start returns once the child has exec'd (os/exec waits on a
+	// close-on-exec pipe), so its environment is the slot's, and its start
+	// time, set at fork, is readable until it is reaped below.
+	st, _ := StartTime(pid)
+	p := &Process{PID: pid, Identity: Identity{PID: pid, StartTime: st, Env: spec.Marker}, Exited: exited, cmd: cmd}
 	go func() {
 		p.err = cmd.Wait()
 		close(exited)
@@ -128,27 +144,53 @@ func Alive(pid int) bool {
 	return true
 }
 
-// Stop ends the slot's process group: SIGTERM, up to grace for the leader to
-// exit, then SIGKILL. A pid that is already gone is not an error.
-func Stop(ctx context.Context, pid int, grace time.Duration) error {
-	if !Alive(pid) {
-		return nil
+// OpenLog opens a log for appending, creating it 0640. A symlink (or any
+// file that is not regular) is refused, so that a link planted in the log
+// directory can never make bgd, running as root, append to another file.
+func OpenLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o640)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("open log %s: it is a symlink: remove it (bgd writes only to a regular file)", path)
 	}
-	signalGroup(pid, syscall.SIGTERM)
-	if waitGone(ctx, pid, grace) {
-		return nil
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
 	}
-	signalGroup(pid, syscall.SIGKILL)
-	if waitGone(ctx, pid, 5*time.Second) {
-		return nil
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("open log %s: not a regular file: remove it", path)
 	}
-	return fmt.Errorf("stop pid %d: still running after SIGKILL", pid)
+	return f, nil
 }
 
-// signalGroup signals the process group led by pid, or pid alone when it
-// leads no group (a slot started by something other than bgd).
+// Stop ends the process group of a process bgd started: SIGTERM, up to
+// grace for the leader to exit, then SIGKILL. Before each signal the
+// process is checked against id (see Identity.Check): a process that is
+// gone is not an error; one that is not bgd's is never signalled, and the
+// error matches ErrNotOurs.
+func Stop(ctx context.Context, id Identity, grace time.Duration) error {
+	for _, step := range []struct {
+		sig  syscall.Signal
+		wait time.Duration
+	}{{syscall.SIGTERM, grace}, {syscall.SIGKILL, 5 * time.Second}} {
+		if err := id.Check(); errors.Is(err, ErrGone) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("stop: %w: left running", err)
+		}
+		signalGroup(id.PID, step.sig)
+		if waitGone(ctx, id.PID, step.wait) {
+			return nil
+		}
+	}
+	return fmt.Errorf("stop pid %d: still running after SIGKILL", id.PID)
+}
+
+// signalGroup signals the process group led by pid (every process bgd
+// starts leads its own session and group), or pid alone when it leads none.
+// Callers have checked pid's identity, which excludes pid 1 and bgd's own
+// group.
 func signalGroup(pid int, sig syscall.Signal) {
-	if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+	if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid && pid > 1 && pgid != syscall.Getpgrp() {
 		if syscall.Kill(-pid, sig) == nil {
 			return
 		}
@@ -169,9 +211,12 @@ func waitGone(ctx context.Context, pid int, within time.Duration) bool {
 	}
 }
 
-// LogTail returns the last n lines of a log file ("" if unreadable).
+// LogTail returns the last n lines of a log file ("" if unreadable or n < 1).
 func LogTail(path string, n int) string {
-	f, err := os.Open(path)
+	if n < 1 {
+		return ""
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return ""
 	}

@@ -47,6 +47,8 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Println(child.Process.Pid)
 		sleepForever()
+	case "sleep":
+		sleepForever()
 	case "exit":
 		code, _ := strconv.Atoi(os.Getenv("BGD_SLOT_CODE"))
 		fmt.Println("args:", strings.Join(os.Args[1:], "|"))
@@ -69,6 +71,7 @@ func helperSpec(t *testing.T, mode string, env ...string) Spec {
 		Argv:    []string{os.Args[0], "-test.run=^$"},
 		Env:     append([]string{"BGD_SLOT_HELPER=" + mode}, env...),
 		LogPath: filepath.Join(t.TempDir(), "logs", "app-blue.log"),
+		Marker:  []string{"BGD_TEST_SLOT=" + t.Name()},
 	}
 }
 
@@ -336,7 +339,7 @@ func TestStop(t *testing.T) {
 				}
 			}
 			start := time.Now()
-			if err := Stop(context.Background(), p.PID, tc.grace); err != nil {
+			if err := Stop(context.Background(), p.Identity, tc.grace); err != nil {
 				t.Fatal(err)
 			}
 			d := time.Since(start)
@@ -517,7 +520,7 @@ func TestStartProcess(t *testing.T) {
 	}
 	for _, c := range errCases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := StartProcess(Spec{Argv: c.argv, LogPath: spec.LogPath})
+			_, err := StartProcess(Spec{Argv: c.argv, LogPath: spec.LogPath, Marker: spec.Marker})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("StartProcess(%q) = %v, want an error naming %q", c.argv, err, c.want)
 			}

@@ -38,6 +38,13 @@ type State struct {
 	ProxyPID     int    `json:"proxy_pid,omitempty"`
 	BlueRelease  string `json:"blue_release,omitempty"`
 	GreenRelease string `json:"green_release,omitempty"`
+	// The start time of each recorded process, in clock ticks after boot
+	// (/proc/PID/stat's starttime): with the marker in its environment, it
+	// is how bgd knows a pid is still the process it started before it
+	// signals it. 0: not recorded (a file written by an older tool).
+	BluePIDStart  uint64 `json:"blue_pid_starttime,omitempty"`
+	GreenPIDStart uint64 `json:"green_pid_starttime,omitempty"`
+	ProxyPIDStart uint64 `json:"proxy_pid_starttime,omitempty"`
 	// Generation counts flips; the builtin proxy reports the one it serves,
 	// which is how a flip is confirmed.
 	Generation uint64 `json:"generation"`
@@ -74,18 +81,19 @@ func New(bluePort, greenPort int) *State {
 
 // Slot is a view of one colour's fields.
 type Slot struct {
-	PID     *int
-	Port    *int
-	Healthy *bool
-	Release *string
+	PID       *int
+	StartTime *uint64
+	Port      *int
+	Healthy   *bool
+	Release   *string
 }
 
 // Slot returns pointers to the fields of the given colour.
 func (s *State) Slot(color string) Slot {
 	if color == "green" {
-		return Slot{&s.GreenPID, &s.GreenPort, &s.GreenHealthy, &s.GreenRelease}
+		return Slot{&s.GreenPID, &s.GreenPIDStart, &s.GreenPort, &s.GreenHealthy, &s.GreenRelease}
 	}
-	return Slot{&s.BluePID, &s.BluePort, &s.BlueHealthy, &s.BlueRelease}
+	return Slot{&s.BluePID, &s.BluePIDStart, &s.BluePort, &s.BlueHealthy, &s.BlueRelease}
 }
 
 // Record appends an event, keeping at most MaxHistory.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
+	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
@@ -36,7 +37,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, state.ErrLocked):
 		return exitLocked
-	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage):
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage),
+		errors.Is(err, state.ErrUnusable): // a state path that is a directory, a FIFO...
 		return exitUsage
 	default:
 		return exitFailed
@@ -60,39 +62,54 @@ type env struct {
 	out            *printer // made by newPrinter on first use
 }
 
+func init() {
+	// urfave's default version flag is `--version, -v`, but -v is --verbose.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+	cli.VersionPrinter = func(c *cli.Context) {
+		newPrinter(&env{stdout: c.App.Writer, stderr: c.App.ErrWriter, getenv: os.Getenv}, c).version()
+	}
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	actionRan := false
+	var unknown error // an unknown command (or help topic)
 	cmds := commands(e)
 	for _, cmd := range cmds {
 		action := cmd.Action
 		cmd.Action = func(c *cli.Context) error { actionRan = true; return action(c) }
+		// A flag error is returned and printed once below, not with urfave's
+		// "Incorrect Usage" and the whole help text before it.
+		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error { return usagef("%v", err) }
+		cmd.HideHelpCommand = true // `bgd help start` and `bgd start --help`, not `bgd start help`
+		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + globalsNote + helpFooter
 	}
 	app := &cli.App{
-		Name:                 "bgd",
-		Usage:                "blue-green deployments from the load-balancer host",
-		Writer:               stdout,
-		ErrWriter:            stderr,
-		HideHelpCommand:      true,
-		EnableBashCompletion: false,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
-			&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
-			&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
-			&cli.StringFlag{Name: "state-file", Usage: "state file of a single service (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
-			&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
-		},
-		Commands: cmds,
+		Name:                  "bgd",
+		Usage:                 "blue-green deployments from the load-balancer host",
+		Version:               version,
+		Description:           appDescription,
+		CustomAppHelpTemplate: cli.AppHelpTemplate + helpFooter,
+		Writer:                stdout,
+		ErrWriter:             stderr,
+		EnableBashCompletion:  false,
+		Flags:                 globalFlags(),
+		Commands:              cmds,
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(stderr, "bgd: unknown command %q: see `bgd --help`\n", name)
+			unknown = usagef("unknown command %q: see `bgd --help`", name)
 		},
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
 			return usagef("%v", err)
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	err := app.RunContext(ctx, flagsFirst(args, app))
+	args, err := flagsFirst(args, app)
+	if err == nil {
+		err = app.RunContext(ctx, args)
+	}
+	if err == nil {
+		err = unknown
+	}
 	if err == nil {
 		if !actionRan && !helpOrVersion(args) {
 			return exitUsage
@@ -107,32 +124,56 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ce) && !errors.Is(err, errUsage) && code == exitFailed {
 		code = exitUsage // urfave's own errors (missing flags, bad values)
 	}
-	if jsonWanted(args) {
+	if jsonWanted(args) && (e.out == nil || !e.out.errorShown) {
 		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": err.Error(), "exit_code": code})
 	}
 	fmt.Fprintf(stderr, "bgd: %v\n", err)
 	return code
 }
 
-// flagsFirst moves a command's flags before its arguments, so that
-// `switch green --force` works as DESIGN.md writes it (urfave/cli/v2 stops
-// reading flags at the first argument). "--" ends the reordering.
-func flagsFirst(args []string, app *cli.App) []string {
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
+		&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
+		&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
+		&cli.StringFlag{Name: "state-file", Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
+		&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
+	}
+}
+
+// flagsFirst reorders the arguments into the order urfave/cli/v2 parses
+// (it stops reading flags at the first positional argument, and reads
+// global flags only before the command):
+//
+//	bgd [global flags] command [global or command flags] [args]
+//
+// becomes
+//
+//	bgd [global flags] [global flags found after the command] command [command flags] [args]
+//
+// so that `bgd switch green --force` and `bgd status --json` work. A flag
+// the command defines is the command's, even when a global flag has the same
+// name; a flag's value goes with it (`-s web`, `--config=f.yml`); "--" ends
+// the reordering and what follows it stays positional. A global flag that
+// needs a value but is last is a usage error (args come back unchanged).
+func flagsFirst(args []string, app *cli.App) ([]string, error) {
 	i := 1
-	for i < len(args) && strings.HasPrefix(args[i], "-") {
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
 		if takesValue(app.Flags, args[i]) {
 			i++
 		}
 		i++
 	}
 	if i >= len(args) {
-		return args
+		return args, nil
 	}
 	cmd := app.Command(args[i])
 	if cmd == nil {
-		return args
+		return args, nil
 	}
-	out := append([]string{}, args[:i+1]...)
+	globals := append([]string{}, args[:i]...)
+	own := []string{args[i]}
 	var positional []string
 	rest := args[i+1:]
 	for j := 0; j < len(rest); j++ {
@@ -142,16 +183,41 @@ func flagsFirst(args []string, app *cli.App) []string {
 			positional = append(positional, rest[j:]...)
 			j = len(rest)
 		case strings.HasPrefix(a, "-") && len(a) > 1:
-			out = append(out, a)
-			if takesValue(cmd.Flags, a) && j+1 < len(rest) {
+			to := &own
+			flags := cmd.Flags
+			if findFlag(cmd.Flags, a) == nil && findFlag(app.Flags, a) != nil {
+				to, flags = &globals, app.Flags
+			}
+			*to = append(*to, a)
+			if takesValue(flags, a) {
+				if j+1 >= len(rest) {
+					if to == &globals {
+						return args, usagef("flag %s needs a value", a)
+					}
+					continue // urfave reports it for the command's flags
+				}
 				j++
-				out = append(out, rest[j])
+				*to = append(*to, rest[j])
 			}
 		default:
 			positional = append(positional, a)
 		}
 	}
-	return append(out, positional...)
+	out := append(globals, own...)
+	return append(out, positional...), nil
+}
+
+// findFlag returns the flag arg names ("-s", "--json", "--config=f.yml").
+func findFlag(flags []cli.Flag, arg string) cli.Flag {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
 }
 
 // takesValue reports whether arg is a flag (without "=value") that reads the
@@ -160,22 +226,20 @@ func takesValue(flags []cli.Flag, arg string) bool {
 	if strings.Contains(arg, "=") {
 		return false
 	}
-	name := strings.TrimLeft(arg, "-")
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			if n == name {
-				_, isBool := f.(*cli.BoolFlag)
-				return !isBool
-			}
-		}
+	f := findFlag(flags, arg)
+	if f == nil {
+		return false
 	}
-	return false
+	_, isBool := f.(*cli.BoolFlag)
+	return !isBool
 }
 
-// helpOrVersion reports whether the arguments only ask for help or the version.
+// helpOrVersion reports whether the arguments ask for help or the version.
 func helpOrVersion(args []string) bool {
 	for _, a := range args[1:] {
 		switch a {
+		case "--":
+			return false
 		case "-h", "--help", "help", "--version":
 			return true
 		}
@@ -222,9 +286,19 @@ func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
 	if sf := c.String("state-file"); sf != "" {
 		cfg.StateFile = sf
 	}
+	if cfg.StateFile != "" && len(cfg.Services) > 1 {
+		from := "--state-file"
+		if c.String("state-file") == "" {
+			from = "BG_STATE_FILE"
+		}
+		return nil, usagef("%s applies to a single service; %d services are configured (%s): each keeps <state_dir>/<service>.json",
+			from, len(cfg.Services), strings.Join(cfg.ServiceNames(), ", "))
+	}
 	return cfg, nil
 }
 
+// logger is for the foreground proxy: warnings and errors, every step with
+// --verbose.
 func (e *env) logger(c *cli.Context) *slog.Logger {
 	level := slog.LevelWarn
 	if c.Bool("verbose") {
@@ -232,6 +306,27 @@ func (e *env) logger(c *cli.Context) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
+
+// commandLogger is for a one-shot command: without --verbose it shows
+// warnings only. Every error such a command hits is returned, and run prints
+// it once ("bgd: ..."); the orchestrator's error records (a failed deploy, a
+// rejected nginx reload) would print it a second time.
+func (e *env) commandLogger(c *cli.Context) *slog.Logger {
+	l := e.logger(c)
+	if c.Bool("verbose") {
+		return l
+	}
+	return slog.New(belowError{l.Handler()})
+}
+
+// belowError drops records of level Error and above.
+type belowError struct{ slog.Handler }
+
+func (h belowError) Enabled(ctx context.Context, l slog.Level) bool {
+	return l < slog.LevelError && h.Handler.Enabled(ctx, l)
+}
+func (h belowError) WithAttrs(a []slog.Attr) slog.Handler { return belowError{h.Handler.WithAttrs(a)} }
+func (h belowError) WithGroup(n string) slog.Handler      { return belowError{h.Handler.WithGroup(n)} }
 
 // orchestrator builds the orchestrator of the selected service.
 func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (*orchestrator.Orchestrator, error) {
@@ -246,7 +341,7 @@ func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (
 	return orchestrator.New(cfg, svc.Name, orchestrator.Options{
 		LockTimeout: c.Duration("lock-timeout"),
 		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
-		Logger:      e.logger(c),
+		Logger:      e.commandLogger(c),
 		Progress:    out.progress,
 		SpawnProxy:  func() (int, error) { return spawnProxy(cfg, svc) },
 	})
@@ -264,6 +359,18 @@ func spawnProxy(cfg *config.Config, svc *config.Service) (int, error) {
 		p, _ := filepath.Abs(cfg.Path)
 		argv = append(argv, "--config", p)
 	}
-	argv = append(argv, "--service", svc.Name, "--state-file", statePath, "proxy")
-	return startDetached(argv, filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"))
+	argv = append(argv, "--service", svc.Name)
+	if len(cfg.Services) == 1 {
+		// Several services each keep <state_dir>/<service>.json, which the
+		// proxy finds itself (same config, working directory and env);
+		// --state-file would be refused.
+		argv = append(argv, "--state-file", statePath)
+	}
+	argv = append(argv, "proxy")
+	p, err := slots.StartProcess(slots.Spec{Argv: argv, LogPath: filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"),
+		Marker: slots.ProxyMarker(statePath, svc.Name)})
+	if err != nil {
+		return 0, err
+	}
+	return p.PID, nil
 }

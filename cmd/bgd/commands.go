@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
@@ -18,124 +19,184 @@ import (
 func commands(e *env) []*cli.Command {
 	return []*cli.Command{
 		{
-			Name:   "status",
-			Usage:  "show the active colour, each slot's port, pid, health and release, and recent history",
-			Action: e.status,
+			Name:        "status",
+			Usage:       "show the active colour, each slot's port, pid, health and release, and recent history",
+			Description: "Example: bgd status --json",
+			Before:      noArgs,
+			Action:      e.status,
 		},
 		{
-			Name:      "start",
-			Usage:     "start a slot and wait until it is healthy (the active colour also gets traffic)",
-			ArgsUsage: "<blue|green>",
+			Name:        "start",
+			Usage:       "start a slot and wait until it is healthy (the active colour also gets traffic)",
+			ArgsUsage:   "<blue|green>",
+			Description: "Example: bgd start blue --release v1",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release to start, passed to the command as {{.Release}} (default: the one the slot last ran)"},
+			},
+			Before: checks(oneColor, releaseFlag),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				color, err := colorArg(c)
-				if err != nil {
-					return nil, err
-				}
-				return o.Start(c.Context, color, "")
+				return o.Start(c.Context, c.Args().First(), c.String("release"))
 			}),
 		},
 		{
-			Name:      "stop",
-			Usage:     "stop a slot (refuses the active one unless --force)",
-			ArgsUsage: "<blue|green>",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "stop even the active slot"}},
+			Name:        "stop",
+			Usage:       "stop a slot (refuses the active one unless --force)",
+			ArgsUsage:   "<blue|green>",
+			Description: "Example: bgd stop green",
+			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "stop even the active slot"}},
+			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				color, err := colorArg(c)
-				if err != nil {
-					return nil, err
-				}
-				return o.Stop(c.Context, color, c.Bool("force"))
+				return o.Stop(c.Context, c.Args().First(), c.Bool("force"))
 			}),
 		},
 		{
-			Name:  "deploy",
-			Usage: "start the idle slot with a release, health-check it, flip traffic to it, keep the old one for rollback",
+			Name:        "deploy",
+			Usage:       "start the idle slot with a release, health-check it, flip traffic to it, keep the old one for rollback",
+			Description: "Example: bgd deploy --release v2",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
 				&cli.BoolFlag{Name: "no-switch", Usage: "start and health-check only; leave traffic where it is"},
+				&cli.BoolFlag{Name: "force", Usage: "redeploy even when the release is already active and healthy"},
 			},
+			Before: checks(noArgs, releaseFlag),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				if c.NArg() > 0 {
-					return nil, usagef("deploy takes no arguments (got %q); use --release", c.Args().First())
-				}
-				return o.Deploy(c.Context, orchestrator.DeployOptions{Release: c.String("release"), NoSwitch: c.Bool("no-switch")})
+				return o.Deploy(c.Context, orchestrator.DeployOptions{
+					Release: c.String("release"), NoSwitch: c.Bool("no-switch"), Force: c.Bool("force")})
 			}),
 		},
 		{
-			Name:      "switch",
-			Usage:     "flip traffic to a colour (refuses an unhealthy one unless --force)",
-			ArgsUsage: "<blue|green>",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "switch even to an unhealthy slot"}},
+			Name:        "switch",
+			Usage:       "flip traffic to a colour (refuses an unhealthy one unless --force)",
+			ArgsUsage:   "<blue|green>",
+			Description: "Example: bgd switch green",
+			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "switch even to an unhealthy slot"}},
+			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				color, err := colorArg(c)
-				if err != nil {
-					return nil, err
-				}
-				return o.Switch(c.Context, color, c.Bool("force"))
+				return o.Switch(c.Context, c.Args().First(), c.Bool("force"))
 			}),
 		},
 		{
-			Name:  "rollback",
-			Usage: "flip traffic back to the previous colour (instant: it is still running)",
+			Name:        "rollback",
+			Usage:       "flip traffic back to the previous colour (instant: it is still running)",
+			Description: "Example: bgd rollback",
+			Before:      noArgs,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
 				return o.Rollback(c.Context)
 			}),
 		},
 		{
-			Name:  "health-check",
-			Usage: "probe both slots of every selected service and record the results; exit 1 when an active slot is unhealthy",
+			Name:        "health-check",
+			Usage:       "probe both slots of every selected service and record the results; exit 1 when an active slot is unhealthy",
+			Description: "Examples:\n   bgd health-check --json           every service, one JSON object\n   bgd -s web health-check --watch   one service, until interrupted",
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "watch", Usage: "repeat every health.interval until interrupted"},
 			},
+			Before: noArgs,
 			Action: e.healthCheck,
 		},
 		{
-			Name:   "proxy",
-			Usage:  "run the builtin proxy in the foreground (for systemd); it follows the state file",
-			Action: e.proxy,
+			Name:        "proxy",
+			Usage:       "run the builtin proxy in the foreground (for systemd); it follows the state file",
+			Description: "Example: bgd --config /etc/bgd/bluegreen.yml -s web proxy",
+			Before:      noArgs,
+			Action:      e.proxy,
 		},
 		{
-			Name:   "reconcile",
-			Usage:  "rebuild the state from what really runs and what the load balancer really routes to",
-			Action: e.reconcile,
+			Name:        "reconcile",
+			Usage:       "rebuild the state from what really runs and what the load balancer really routes to",
+			Description: "Example: bgd reconcile",
+			Before:      noArgs,
+			Action:      e.reconcile,
 		},
 		{
-			Name:   "history",
-			Usage:  "show the deployment history, newest last",
-			Action: e.history,
+			Name:        "history",
+			Usage:       "show the deployment history, newest last",
+			Description: "Example: bgd history --json",
+			Before:      noArgs,
+			Action:      e.history,
 		},
 		{
-			Name:      "logs",
-			Usage:     "show the end of a slot's log",
-			ArgsUsage: "<blue|green>",
-			Flags:     []cli.Flag{&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 50, Usage: "how many lines"}},
-			Action:    e.logs,
+			Name:        "logs",
+			Usage:       "show the end of a slot's log",
+			ArgsUsage:   "<blue|green>",
+			Description: "Example: bgd logs green -n 200",
+			Flags:       []cli.Flag{&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 50, Usage: "how many lines (at least 1)"}},
+			Before:      checks(oneColor, linesFlag),
+			Action:      e.logs,
 		},
 		{
-			Name:   "render",
-			Usage:  "print the load balancer configuration a flip to the active colour would apply",
-			Action: e.render,
+			Name:        "render",
+			Usage:       "print the load balancer configuration a flip to the active colour would apply",
+			Description: "Example: bgd --config bluegreen.yml render",
+			Before:      noArgs,
+			Action:      e.render,
 		},
 		{
-			Name:  "version",
-			Usage: "print bgd's version",
+			Name:        "version",
+			Usage:       "print bgd's version (as bgd --version)",
+			Description: "Example: bgd version --json",
+			Before:      noArgs,
 			Action: func(c *cli.Context) error {
-				return newPrinter(e, c).emit(map[string]string{"version": version}, "bgd "+version+"\n")
+				return newPrinter(e, c).version()
 			},
 		},
-		demoAppCommand,
+		demoAppCommand(),
 	}
 }
 
-func colorArg(c *cli.Context) (string, error) {
+// The argument checks run as a command's Before: after --help is handled,
+// before the config is loaded or anything is done.
+
+// noArgs is the check of every command that takes no arguments.
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("%s takes no arguments (got %q): see `bgd %s --help`", c.Command.Name, c.Args().First(), c.Command.Name)
+	}
+	return nil
+}
+
+// oneColor is the check of the commands that act on one slot.
+func oneColor(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return "", usagef("%s needs one colour: blue or green", c.Command.Name)
+		return usagef("%s needs one colour: blue or green", c.Command.Name)
 	}
-	color := c.Args().First()
-	if !config.ValidColor(color) {
-		return "", usagef("unknown colour %q: use blue or green", color)
+	if color := c.Args().First(); !config.ValidColor(color) {
+		return usagef("unknown colour %q: use blue or green", color)
 	}
-	return color, nil
+	return nil
+}
+
+// releaseFlag checks a --release given on the command line (even an empty
+// one: "" is refused, not read as the default) with config.CheckRelease.
+func releaseFlag(c *cli.Context) error {
+	if !c.IsSet("release") {
+		return nil
+	}
+	if err := config.CheckRelease(c.String("release")); err != nil {
+		// Not "invalid configuration": the bad value is on the command line.
+		return usagef("bad --release: %s", strings.TrimPrefix(err.Error(), config.ErrInvalid.Error()+": "))
+	}
+	return nil
+}
+
+// linesFlag checks logs --lines.
+func linesFlag(c *cli.Context) error {
+	if n := c.Int("lines"); n < 1 {
+		return usagef("--lines must be at least 1 (got %d)", n)
+	}
+	return nil
+}
+
+// checks runs argument checks in order.
+func checks(fns ...cli.BeforeFunc) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		for _, fn := range fns {
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // mutate wraps a workflow: config, orchestrator, run, print the result.
@@ -199,7 +260,7 @@ func (e *env) healthCheck(c *cli.Context) error {
 	out := newPrinter(e, c)
 	for {
 		sweeps, err := sweepAll(c, orchs)
-		if perr := out.sweeps(sweeps); perr != nil {
+		if perr := out.sweeps(sweeps, err); perr != nil {
 			return perr
 		}
 		if !c.Bool("watch") {
@@ -275,14 +336,11 @@ func (e *env) history(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).history(st.History)
+	return newPrinter(e, c).history(o.Service().Name, st.History)
 }
 
 func (e *env) logs(c *cli.Context) error {
-	color, err := colorArg(c)
-	if err != nil {
-		return err
-	}
+	color := c.Args().First()
 	cfg, err := e.loadConfig(c)
 	if err != nil {
 		return err
@@ -296,7 +354,7 @@ func (e *env) logs(c *cli.Context) error {
 		return fmt.Errorf("no log for %s: %w (has it ever been started?)", color, err)
 	}
 	tail := slots.LogTail(path, c.Int("lines"))
-	return newPrinter(e, c).emit(map[string]string{"file": path, "lines": tail}, tail+"\n")
+	return newPrinter(e, c).emit(map[string]any{"ok": true, "file": path, "lines": tail}, tail+"\n")
 }
 
 func (e *env) render(c *cli.Context) error {
@@ -308,14 +366,5 @@ func (e *env) render(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).emit(map[string]string{"driver": o.Service().LB.Driver, "config": string(data)}, string(data))
-}
-
-// startDetached runs argv in its own session with output to logPath.
-func startDetached(argv []string, logPath string) (int, error) {
-	p, err := slots.StartProcess(slots.Spec{Argv: argv, LogPath: logPath})
-	if err != nil {
-		return 0, err
-	}
-	return p.PID, nil
+	return newPrinter(e, c).emit(map[string]any{"ok": true, "driver": o.Service().LB.Driver, "config": string(data)}, string(data))
 }

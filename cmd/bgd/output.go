@@ -22,6 +22,9 @@ type printer struct {
 	fancy    bool // stdout is a terminal and NO_COLOR is unset
 	progress func(orchestrator.Phase)
 	live     bool // a progress line is open on stderr
+	// errorShown: the last JSON object written already carries the
+	// command's error (ok false), so run must not write a second one.
+	errorShown bool
 }
 
 // newPrinter returns the run's printer, made on first use.
@@ -80,7 +83,11 @@ func (p *printer) endProgress() {
 	}
 }
 
-// emit writes v as JSON, or text for people.
+// emit writes v as JSON, or text for people. With --json every command
+// writes one object per outcome, of one shape per command however many
+// services it covers: a success has "ok": true, a failure "ok": false,
+// "error" and "exit_code" (run writes those of the other commands); lists
+// are [] when empty, never null.
 func (p *printer) emit(v any, text string) error {
 	if p.json {
 		enc := json.NewEncoder(p.w)
@@ -112,7 +119,14 @@ func (p *printer) icon(s string) string {
 }
 
 func (p *printer) result(r *orchestrator.Result) error {
-	return p.emit(r, p.icon("✅")+r.Message+"\n")
+	return p.emit(struct {
+		OK bool `json:"ok"`
+		*orchestrator.Result
+	}{true, r}, p.icon("✅")+r.Message+"\n")
+}
+
+func (p *printer) version() error {
+	return p.emit(map[string]any{"ok": true, "version": version}, "bgd "+version+"\n")
 }
 
 func (p *printer) status(s *orchestrator.Status) error {
@@ -147,7 +161,20 @@ func (p *printer) status(s *orchestrator.Status) error {
 		fmt.Fprintf(&b, "\n%sRecent history:\n", p.icon("📜"))
 		p.historyLines(&b, s.History, 5)
 	}
-	return p.emit(s, b.String())
+	st := *s
+	st.History = nonNil(st.History)
+	return p.emit(struct {
+		OK bool `json:"ok"`
+		*orchestrator.Status
+	}{true, &st}, b.String())
+}
+
+// nonNil makes a nil list an empty one, which JSON writes as [].
+func nonNil[T any](l []T) []T {
+	if l == nil {
+		return []T{}
+	}
+	return l
 }
 
 func (p *printer) historyLines(b *strings.Builder, h []state.Event, last int) {
@@ -167,21 +194,26 @@ func (p *printer) historyLines(b *strings.Builder, h []state.Event, last int) {
 	}
 }
 
-func (p *printer) history(h []state.Event) error {
+func (p *printer) history(service string, h []state.Event) error {
 	var b strings.Builder
 	if len(h) == 0 {
 		b.WriteString("no deployments recorded yet\n")
 	}
 	p.historyLines(&b, h, 0)
-	return p.emit(map[string]any{"deployment_history": h}, b.String())
+	return p.emit(map[string]any{"ok": true, "service": service, "deployment_history": nonNil(h)}, b.String())
 }
 
-func (p *printer) sweeps(sw []*orchestrator.Sweep) error {
+// sweeps writes one round of health checks, and err, what the round
+// returns: with --json always {"ok", "services": [...]} (one entry per
+// service swept, even for one), with "error" and "exit_code" when err is set.
+func (p *printer) sweeps(sw []*orchestrator.Sweep, err error) error {
 	var b strings.Builder
+	done := []*orchestrator.Sweep{}
 	for _, s := range sw {
 		if s == nil {
 			continue
 		}
+		done = append(done, s)
 		if len(sw) > 1 {
 			fmt.Fprintf(&b, "%s:\n", s.Service)
 		}
@@ -204,10 +236,12 @@ func (p *printer) sweeps(sw []*orchestrator.Sweep) error {
 			fmt.Fprintf(&b, "%s\n", s.Message)
 		}
 	}
-	if p.json && len(sw) == 1 {
-		return p.emit(sw[0], "")
+	v := map[string]any{"ok": err == nil, "services": done}
+	if err != nil {
+		v["error"], v["exit_code"] = err.Error(), exitCode(err)
 	}
-	return p.emit(map[string]any{"services": sw}, b.String())
+	p.errorShown = p.json && err != nil
+	return p.emit(v, b.String())
 }
 
 func (p *printer) reconciliation(r *orchestrator.Reconciliation) error {
@@ -218,5 +252,10 @@ func (p *printer) reconciliation(r *orchestrator.Reconciliation) error {
 	for _, f := range r.Fixes {
 		fmt.Fprintf(&b, "fixed: %s\n", f)
 	}
-	return p.emit(r, b.String())
+	rec := *r
+	rec.Fixes = nonNil(rec.Fixes)
+	return p.emit(struct {
+		OK bool `json:"ok"`
+		*orchestrator.Reconciliation
+	}{true, &rec}, b.String())
 }

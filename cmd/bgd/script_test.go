@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -35,11 +38,20 @@ func TestScripts(t *testing.T) {
 			}
 			e.Setenv("NO_COLOR", "1")
 			work := e.WorkDir
-			e.Defer(func() { killRecorded(filepath.Join(work, ".local_context", "bg_state.json")) })
+			e.Defer(func() {
+				// bg_state.json, or <service>.json with several services.
+				states, _ := filepath.Glob(filepath.Join(work, ".local_context", "*.json"))
+				for _, st := range states {
+					killRecorded(st)
+				}
+			})
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitport": cmdWaitPort,
+			"exitcode": cmdExitCode,
+			"jsonok":   cmdJSONOK,
+			"expand":   cmdExpand,
 		},
 	})
 }
@@ -86,6 +98,62 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// cmdExitCode runs a command like exec and checks its exit code:
+// `exitcode 2 bgd rollback blue`. Its stdout and stderr are kept for the
+// stdout and stderr commands that follow.
+func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode CODE COMMAND [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: %v", err)
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("exitcode: %v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("exit code %d, want %d", got, want)
+	}
+}
+
+// cmdJSONOK checks that stdout is exactly one JSON object with "ok": true
+// (`! jsonok`: "ok": false) and that each KEY named is a list, never null:
+// `jsonok deployment_history`.
+func cmdJSONOK(ts *testscript.TestScript, neg bool, keys []string) {
+	dec := json.NewDecoder(strings.NewReader(ts.ReadFile("stdout")))
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil {
+		ts.Fatalf("stdout is not a JSON object: %v", err)
+	}
+	if dec.More() {
+		ts.Fatalf("stdout holds more than one JSON value")
+	}
+	if ok, isBool := obj["ok"].(bool); !isBool || ok == neg {
+		ts.Fatalf(`"ok" is %v, want %v`, obj["ok"], !neg)
+	}
+	for _, k := range keys {
+		if _, isList := obj[k].([]any); !isList {
+			ts.Fatalf("%q is %v, want a list", k, obj[k])
+		}
+	}
+}
+
+// cmdExpand writes SRC to DST with $VARS replaced by the script's
+// environment: `expand two.yml.in two.yml`.
+func cmdExpand(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: expand SRC DST")
+	}
+	text := os.Expand(ts.ReadFile(args[0]), ts.Getenv)
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(text), 0o644))
 }
 
 // freePort returns a free loopback port from this package's range (see

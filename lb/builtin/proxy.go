@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,10 @@ type Proxy struct {
 	// Resync re-reads the state file this often even without an fsnotify
 	// event (a safety net). Default 2s.
 	Resync time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send a
+	// request's headers (a slow-header client holds a connection no
+	// longer). Default 30s.
+	ReadHeaderTimeout time.Duration
 
 	route   atomic.Pointer[upstream]
 	mu      sync.Mutex // guards transports and snapshot
@@ -82,6 +87,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.Resync <= 0 {
 		p.Resync = 2 * time.Second
 	}
+	if p.ReadHeaderTimeout <= 0 {
+		p.ReadHeaderTimeout = 30 * time.Second
+	}
 	p.trans = map[string]*http.Transport{}
 	p.metrics = newMetrics(p.Service)
 	if err := p.reload(); err != nil {
@@ -102,7 +110,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
@@ -217,6 +225,17 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = "http"
 			r.Out.URL.Host = target
+			// ReverseProxy has stripped the client's Forwarded and
+			// X-Forwarded-* headers from r.Out. Keep the client's
+			// X-Forwarded-For chain and append the client's address to it
+			// (the stdlib's documented way, and what nginx's
+			// $proxy_add_x_forwarded_for does); X-Forwarded-Host and -Proto
+			// are set from the request itself. A chain the client marked
+			// hop-by-hop (Connection: X-Forwarded-For) is not forwarded;
+			// the client's address always is.
+			if xff := r.In.Header["X-Forwarded-For"]; len(xff) > 0 && !connectionNames(r.In.Header, "X-Forwarded-For") {
+				r.Out.Header["X-Forwarded-For"] = slices.Clone(xff)
+			}
 			r.SetXForwarded()
 			r.Out.Host = r.In.Host
 		},
@@ -227,11 +246,36 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The client hung up before the slot answered: not the
+				// slot's failure. Counted as nginx's 499 (client closed
+				// request), and not a warning, so that clients cannot fake
+				// a failing slot in the metrics or flood the log.
+				p.Logger.Debug("proxy client went away", "service", p.Service, "slot", u.color, "err", err)
+				w.WriteHeader(statusClientClosed)
+				return
+			}
 			p.Logger.Warn("proxy upstream error", "service", p.Service, "slot", u.color, "port", u.port, "err", err)
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
 }
+
+// connectionNames reports whether the Connection header of h lists name,
+// which makes that header hop-by-hop.
+func connectionNames(h http.Header, name string) bool {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// statusClientClosed is nginx's non-standard "client closed request".
+const statusClientClosed = 499
 
 func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strconv.Itoa(pid) }
 
@@ -273,14 +317,34 @@ func isLoopback(remote string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// statusRecorder records the status for the metrics. It also keeps net/http
+// from sniffing a Content-Type: an answer the slot sent without one reaches
+// the client without one (a sniffed text/html would make a browser render
+// bytes that the slot never called HTML).
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code        int
+	wroteHeader bool
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	s.code = code
+	if code >= 200 {
+		s.wroteHeader = true
+		if h := s.Header(); h != nil {
+			if _, ok := h["Content-Type"]; !ok {
+				h["Content-Type"] = nil // nil: send none, do not sniff
+			}
+		}
+	}
 	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if !s.wroteHeader {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
 }
 
 // Unwrap lets http.ResponseController reach the real writer (flushes).

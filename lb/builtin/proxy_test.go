@@ -41,7 +41,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // startProxy runs a Proxy following a fresh state file until the test ends.
-func startProxy(t *testing.T, bluePort, greenPort int) (*Proxy, *state.Store, *Balancer) {
+func startProxy(t *testing.T, bluePort, greenPort int, opts ...func(*Proxy)) (*Proxy, *state.Store, *Balancer) {
 	t.Helper()
 	store := &state.Store{Path: filepath.Join(t.TempDir(), "bg_state.json")}
 	st := state.New(bluePort, greenPort)
@@ -50,6 +50,9 @@ func startProxy(t *testing.T, bluePort, greenPort int) (*Proxy, *state.Store, *B
 	}
 	p := &Proxy{Service: "app", Listen: freeAddr(t), StatePath: store.Path, BluePort: bluePort, GreenPort: greenPort,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(p)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -187,6 +190,10 @@ func TestProxyAdminPathsAreLoopbackOnly(t *testing.T) {
 		{"/metrics", "192.0.2.10:5555", 403, "only loopback clients"},
 		{"/monitoring", "192.0.2.10:5555", 403, "only loopback clients"},
 		{RoutePath, "[2001:db8::1]:5555", 403, "only loopback clients"},
+		{"/metrics", "127.8.9.10:1", 200, "bgd_proxy_active_slot"},
+		{"/metrics", "[::ffff:10.1.2.3]:5555", 403, "only loopback clients"},
+		{"/metrics", "garbage", 403, "only loopback clients"},
+		{"/metrics", "", 403, "only loopback clients"},
 	} {
 		t.Run(strings.TrimPrefix(tc.path, "/")+"_from_"+tc.remote, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodGet, tc.path, nil)
