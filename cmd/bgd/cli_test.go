@@ -164,7 +164,7 @@ func TestHealthCheckJSONShape(t *testing.T) {
 	dir := t.TempDir()
 	service := func(name string) string {
 		blue, green, proxy := healthyPort(t), freePort(t), freePort(t)
-		return fmt.Sprintf("  %s:\n    command: [\"./server\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
+		return fmt.Sprintf("  %s:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
 			name, blue, green, proxy)
 	}
 	write := func(file string, services ...string) string {
@@ -258,7 +258,7 @@ func healthyPort(t *testing.T) int {
 func TestJSONErrorOnce(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "one.yml")
-	text := fmt.Sprintf("state_dir: %s\nservices:\n  web:\n    command: [\"./server\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
+	text := fmt.Sprintf("state_dir: %s\nservices:\n  web:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
 		filepath.Join(dir, "state"), freePort(t), freePort(t), freePort(t))
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
