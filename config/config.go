@@ -36,10 +36,21 @@ type Service struct {
 	Name string `yaml:"-"`
 	// Command is the slot's argv, never run through a shell. Each element is
 	// a text/template with {{.Port}}, {{.Color}} and {{.Release}}. Required.
+	// Load executes every template with sample values for both colours (a
+	// misspelt field such as {{.Prot}} is refused) and checks command[0]:
+	// without a slash it must be on PATH, with one it must be an executable
+	// file (relative to Workdir). When command[0] is a template, or is
+	// relative and Workdir is a template, the check is left to the slot's
+	// start: its path depends on the release (releases/{{.Release}}/...),
+	// which may not be unpacked yet.
 	Command []string `yaml:"command"`
-	// Workdir is the slot's working directory (a template too). Default: bgd's.
+	// Workdir is the slot's working directory (a template too). Default:
+	// bgd's. Without a template it must be an existing directory at load.
 	Workdir string `yaml:"workdir"`
-	// Env is added to bgd's environment; PORT, BG_COLOR, BG_RELEASE always set.
+	// Env is added to bgd's environment; PORT, BG_COLOR, BG_RELEASE are
+	// always set by bgd and may not appear here. Keys are non-empty, without
+	// '=' or NUL; values hold no NUL, and a value with {{ must be a template
+	// that executes like Command's.
 	Env map[string]string `yaml:"env"`
 	// Blue and Green hold each slot's port. Required in a file (the
 	// embedded default uses 5005 and 5006).
@@ -47,13 +58,19 @@ type Service struct {
 	Green Slot `yaml:"green"`
 	// Health says how a slot is probed.
 	Health Health `yaml:"health"`
-	// StopGrace is the wait between SIGTERM and SIGKILL. Default 10s.
+	// StopGrace is the wait between SIGTERM and SIGKILL. Default 10s (when
+	// the key is left out). 0s means no grace at all: SIGKILL follows
+	// SIGTERM at once, for a slot that holds nothing worth draining.
 	StopGrace Duration `yaml:"stop_grace"`
 	// Failover lets a health sweep switch to a healthy standby when the
 	// active slot is down. Default false.
 	Failover bool `yaml:"failover"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`
+
+	// given holds the duration keys the file sets (even to 0), with their
+	// lines: a Duration alone cannot tell 0 from unset.
+	given map[string]int
 }
 
 // Slot is one colour's settings.
@@ -66,11 +83,16 @@ type Slot struct {
 type Health struct {
 	// Path probed with GET. Default "/health".
 	Path string `yaml:"path"`
-	// Interval between probes once the fast first probes are done. Default 1s.
+	// Interval between probes once the fast first probes are done. Default
+	// 1s when left out; at least 1ms (0 is refused: it would mean probing
+	// without pause).
 	Interval Duration `yaml:"interval"`
-	// Timeout is how long a starting slot may take to become healthy. Default 30s.
+	// Timeout is how long a starting slot may take to become healthy.
+	// Default 30s when left out; at least 1ms (0 is refused: no slot could
+	// ever become healthy).
 	Timeout Duration `yaml:"timeout"`
-	// RequestTimeout bounds one probe. Default 2s.
+	// RequestTimeout bounds one probe. Default 2s when left out; at least
+	// 1ms (0 is refused: every probe would fail).
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// ExpectStatus is the status a healthy slot answers. Default 0: any 2xx.
 	ExpectStatus int `yaml:"expect_status"`
@@ -88,7 +110,10 @@ type LB struct {
 // Builtin configures `bgd proxy`.
 type Builtin struct {
 	// Listen is the proxy's address. Default "127.0.0.1:5004" (env BG_PROXY_PORT
-	// replaces the port).
+	// replaces the port). It may not overlap another service's listen or any
+	// slot port: ":p", "0.0.0.0:p" and "[::]:p" overlap everything on port
+	// p, "localhost:p" overlaps 127.0.0.1 and ::1; slot ports are taken on
+	// every address.
 	Listen string `yaml:"listen"`
 }
 
@@ -97,12 +122,17 @@ type Nginx struct {
 	// File is the one file bgd owns and rewrites. Default /etc/nginx/conf.d/bgd-<service>.conf.
 	File string `yaml:"file"`
 	// Listen is what the default template's server listens on. Default "80".
+	// Services may share an nginx address only when each has its own
+	// Template (telling them apart by server_name); the default template
+	// would send all of it to one service.
 	Listen string `yaml:"listen"`
 	// Template is a path to the user's template; "" for the embedded default.
 	Template string `yaml:"template"`
-	// Test validates the configuration. Default ["nginx", "-t"].
+	// Test validates the configuration. Default ["nginx", "-t"]. With the
+	// nginx driver, argv[0] must be on PATH (or an executable path) at load.
 	Test []string `yaml:"test"`
-	// Reload makes nginx load it. Default ["nginx", "-s", "reload"].
+	// Reload makes nginx load it. Default ["nginx", "-s", "reload"]; argv[0]
+	// is checked like Test's.
 	Reload []string `yaml:"reload"`
 	// VerifyURL is probed after a reload until the new generation answers.
 	// Default "http://127.0.0.1:<listen port>/".

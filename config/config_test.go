@@ -28,7 +28,7 @@ func writeConfig(t *testing.T, text string) string {
 const minimal = `
 services:
   app:
-    command: ["./bin/server", "--port", "{{.Port}}"]
+    command: ["true", "--port", "{{.Port}}"]
     blue: {port: 7101}
     green: {port: 7102}
 `
@@ -77,7 +77,8 @@ func TestLoadDefaults(t *testing.T) {
 
 func TestLoadEmbeddedDefault(t *testing.T) {
 	t.Chdir(t.TempDir()) // no bluegreen.yml here
-	cfg, err := Load(Source{Getenv: envOf(nil), Self: "/usr/bin/bgd"})
+	self := executable(t, t.TempDir(), "bgd")
+	cfg, err := Load(Source{Getenv: envOf(nil), Self: self})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestLoadEmbeddedDefault(t *testing.T) {
 		t.Errorf("default service = %s blue %d green %d listen %s, want app 5005 5006 127.0.0.1:5004",
 			s.Name, s.Blue.Port, s.Green.Port, s.LB.Builtin.Listen)
 	}
-	if s.Command[0] != "/usr/bin/bgd" || s.Command[1] != "demo-app" {
+	if s.Command[0] != self || s.Command[1] != "demo-app" {
 		t.Errorf("default command = %q, want bgd's own demo-app", s.Command)
 	}
 }
@@ -148,7 +149,7 @@ func want[T comparable](got, w T) string {
 // ErrInvalid (exit 2) and names its culprit.
 func TestLoadErrors(t *testing.T) {
 	svc := func(extra string) string {
-		return "services:\n  app:\n    command: [\"x\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n" + extra
+		return "services:\n  app:\n    command: [\"true\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n" + extra
 	}
 	cases := []struct {
 		name string
@@ -159,7 +160,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown top-level key", "state_dirr: x\n" + svc(""), nil, []string{`unknown key "state_dirr"`, "line 1"}},
 		{"unknown service key", svc("    colour: blue\n"), nil, []string{`unknown key "colour"`, "line 6"}},
 		{"unknown nested key", svc("    health:\n      pth: /x\n"), nil, []string{`unknown key "pth"`, "line 7"}},
-		{"wrong type port", "services:\n  app:\n    command: [x]\n    blue: {port: abc}\n    green: {port: 7102}\n", nil, []string{"line 4", "abc"}},
+		{"wrong type port", "services:\n  app:\n    command: [sh]\n    blue: {port: abc}\n    green: {port: 7102}\n", nil, []string{"line 4", "abc"}},
 		{"wrong type command", "services:\n  app:\n    command: 5\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{"line 3"}},
 		{"wrong type failover", svc("    failover: maybe\n"), nil, []string{"line 6", "maybe"}},
 		{"invalid duration", svc("    health: {interval: 5 parsecs}\n"), nil, []string{"line 6", `invalid duration "5 parsecs"`}},
@@ -168,25 +169,25 @@ func TestLoadErrors(t *testing.T) {
 		{"not YAML", "services: [\n", nil, []string{"line"}},
 		{"null service", "services:\n  app:\n", nil, []string{`service "app" is empty`}},
 		{"no services", "state_dir: x\n", nil, []string{"no services"}},
-		{"service name with space", "services:\n  \"a b\":\n    command: [x]\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service name "a b"`}},
-		{"service name with brace", "services:\n  \"a}b\":\n    command: [x]\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service name "a}b"`}},
+		{"service name with space", "services:\n  \"a b\":\n    command: [sh]\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service name "a b"`}},
+		{"service name with brace", "services:\n  \"a}b\":\n    command: [sh]\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service name "a}b"`}},
 		{"empty command", "services:\n  app:\n    command: []\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service "app": command is empty`}},
 		{"blank command", "services:\n  app:\n    command: [\" \"]\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service "app": command is empty`}},
 		{"missing command", "services:\n  app:\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`service "app": command is empty`}},
 		{"bad template", "services:\n  app:\n    command: [\"x\", \"{{.Port\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n", nil, []string{`"{{.Port"`, "not a valid template"}},
 		{"bad workdir template", svc("    workdir: \"{{\"\n"), nil, []string{`"{{"`, "not a valid template"}},
-		{"port too big", "services:\n  app:\n    command: [x]\n    blue: {port: 70000}\n    green: {port: 7102}\n", nil, []string{"blue port 70000 is out of range"}},
-		{"port zero", "services:\n  app:\n    command: [x]\n    blue: {port: 7101}\n    green: {port: 0}\n", nil, []string{"green port 0 is out of range"}},
-		{"port negative", "services:\n  app:\n    command: [x]\n    blue: {port: -1}\n    green: {port: 7102}\n", nil, []string{"blue port -1 is out of range"}},
-		{"blue equals green", "services:\n  app:\n    command: [x]\n    blue: {port: 7101}\n    green: {port: 7101}\n", nil, []string{"green port 7101 is already used by service \"app\" blue"}},
-		{"ports collide across services", svc("  web:\n    command: [x]\n    blue: {port: 7102}\n    green: {port: 7103}\n"), nil, []string{`service "web": blue port 7102 is already used by service "app" green`}},
+		{"port too big", "services:\n  app:\n    command: [sh]\n    blue: {port: 70000}\n    green: {port: 7102}\n", nil, []string{"blue port 70000 is out of range"}},
+		{"port zero", "services:\n  app:\n    command: [sh]\n    blue: {port: 7101}\n    green: {port: 0}\n", nil, []string{"green port 0 is out of range"}},
+		{"port negative", "services:\n  app:\n    command: [sh]\n    blue: {port: -1}\n    green: {port: 7102}\n", nil, []string{"blue port -1 is out of range"}},
+		{"blue equals green", "services:\n  app:\n    command: [sh]\n    blue: {port: 7101}\n    green: {port: 7101}\n", nil, []string{"green port 7101 is already used by service \"app\" blue"}},
+		{"ports collide across services", svc("  web:\n    command: [sh]\n    blue: {port: 7102}\n    green: {port: 7103}\n"), nil, []string{`service "web": blue port 7102 is already used by service "app" green`}},
 		{"health path without slash", svc("    health: {path: health}\n"), nil, []string{`health.path "health"`}},
 		{"health path with brace", svc("    health: {path: \"/h;}\"}\n"), nil, []string{`health.path "/h;}"`}},
 		{"expect_status not HTTP", svc("    health: {expect_status: 42}\n"), nil, []string{"health.expect_status 42"}},
 		{"builtin listen without port", svc("    lb: {builtin: {listen: \"localhost\"}}\n"), nil, []string{`lb.builtin.listen "localhost"`}},
 		{"builtin listen port out of range", svc("    lb: {builtin: {listen: \"127.0.0.1:99999\"}}\n"), nil, []string{`lb.builtin.listen "127.0.0.1:99999"`}},
-		{"builtin listen on a slot port", svc("    lb: {builtin: {listen: \"127.0.0.1:7101\"}}\n"), nil, []string{"lb.builtin.listen port 7101 is already used"}},
-		{"builtin listen shared by services", svc("    lb: {builtin: {listen: \"127.0.0.1:7300\"}}\n  web:\n    command: [x]\n    blue: {port: 7201}\n    green: {port: 7202}\n    lb: {builtin: {listen: \"127.0.0.1:7300\"}}\n"), nil, []string{`lb.builtin.listen 127.0.0.1:7300 is already used by service "app"`}},
+		{"builtin listen on a slot port", svc("    lb: {builtin: {listen: \"127.0.0.1:7101\"}}\n"), nil, []string{`lb.builtin.listen port 7101 on 127.0.0.1 is already used by service "app" blue`}},
+		{"builtin listen shared by services", svc("    lb: {builtin: {listen: \"127.0.0.1:7300\"}}\n  web:\n    command: [sh]\n    blue: {port: 7201}\n    green: {port: 7202}\n    lb: {builtin: {listen: \"127.0.0.1:7300\"}}\n"), nil, []string{`service "web": lb.builtin.listen port 7300 on 127.0.0.1 is already used by service "app" (lb.builtin.listen 127.0.0.1:7300)`}},
 		{"unknown driver", svc("    lb: {driver: traefik}\n"), nil, []string{`lb.driver "traefik"`}},
 		{"nginx listen injection", svc("    lb: {driver: nginx, nginx: {listen: \"80; include /etc/passwd\"}}\n"), nil, []string{`lb.nginx.listen "80; include /etc/passwd"`}},
 		{"nginx file injection", svc("    lb: {driver: nginx, nginx: {file: \"/x;y\"}}\n"), nil, []string{`lb.nginx.file "/x;y"`}},
@@ -200,7 +201,7 @@ func TestLoadErrors(t *testing.T) {
 		{"haproxy map_file injection", svc("    lb: {driver: haproxy, haproxy: {map_file: \"/x;y\"}}\n"), nil, []string{`lb.haproxy.map_file "/x;y"`}},
 		{"BLUE_PORT not a number", minimal, map[string]string{"BLUE_PORT": "abc"}, []string{`BLUE_PORT="abc"`}},
 		{"GREEN_PORT not a number", minimal, map[string]string{"GREEN_PORT": "1e3"}, []string{`GREEN_PORT="1e3"`}},
-		{"BLUE_PORT out of range", minimal, map[string]string{"BLUE_PORT": "65536"}, []string{"blue port 65536 is out of range"}},
+		{"BLUE_PORT out of range", minimal, map[string]string{"BLUE_PORT": "65536"}, []string{"BLUE_PORT=65536: blue port 65536 is out of range"}},
 		{"BLUE_PORT equals green", minimal, map[string]string{"BLUE_PORT": "7102"}, []string{"green port 7102 is already used"}},
 		{"BG_PROXY_PORT not a number", minimal, map[string]string{"BG_PROXY_PORT": "x"}, []string{`BG_PROXY_PORT="x"`}},
 	}
@@ -254,8 +255,8 @@ func fmtErr(err error) string {
 }
 
 func TestServiceSelection(t *testing.T) {
-	two := "services:\n  app:\n    command: [x]\n    blue: {port: 7101}\n    green: {port: 7102}\n" +
-		"  web:\n    command: [x]\n    blue: {port: 7103}\n    green: {port: 7104}\n    lb: {builtin: {listen: \"127.0.0.1:7105\"}}\n"
+	two := "services:\n  app:\n    command: [\"true\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n" +
+		"  web:\n    command: [\"true\"]\n    blue: {port: 7103}\n    green: {port: 7104}\n    lb: {builtin: {listen: \"127.0.0.1:7105\"}}\n"
 	cfg, err := Load(Source{Path: writeConfig(t, two), Getenv: envOf(nil)})
 	if err != nil {
 		t.Fatal(err)
@@ -287,4 +288,18 @@ func TestServiceSelection(t *testing.T) {
 	if got := cfg.StatePath("web"); got != filepath.Join(".local_context", "web.json") {
 		t.Errorf("StatePath(web) with two services = %s, want .local_context/web.json", got)
 	}
+}
+
+// executable writes a shell script named name into dir, mode 0755, and
+// returns its path: a command that surely exists and runs.
+func executable(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

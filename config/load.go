@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -47,7 +49,7 @@ func Load(src Source) (*Config, error) {
 			path = DefaultFile
 		}
 	}
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	var cfg *Config
 	switch {
 	case err == nil:
@@ -58,6 +60,8 @@ func Load(src Source) (*Config, error) {
 		cfg.Path = path
 	case errors.Is(err, fs.ErrNotExist) && !explicit:
 		cfg = Default(src.Self)
+	case errors.Is(err, ErrInvalid):
+		return nil, err
 	default:
 		return nil, invalidf("cannot read config file: %v", err)
 	}
@@ -89,6 +93,70 @@ func Default(self string) *Config {
 	}}
 }
 
+// MaxFileSize caps a config file: a bluegreen.yml is a few kilobytes, and
+// reading /dev/zero or a runaway generated file must fail fast.
+const MaxFileSize = 1 << 20
+
+// readFile reads a config file of at most MaxFileSize bytes. Anything but a
+// regular file (a FIFO, a device such as /dev/zero, a directory) is refused
+// before it is read; the file is opened non-blocking so that a FIFO swapped
+// in after the check cannot hang bgd, checked again on the open descriptor,
+// and read through a limit in case it grows meanwhile.
+func readFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFileInfo(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if err := checkFileInfo(path, fi); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, invalidf("config %s is larger than 1 MiB: is it the right file?", path)
+	}
+	return data, nil
+}
+
+func checkFileInfo(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return invalidf("config %s is not a regular file (%s): give the path of a YAML file", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > MaxFileSize {
+		return invalidf("config %s is larger than 1 MiB (%d bytes): is it the right file?", path, fi.Size())
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
+}
+
 var (
 	unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
 	yamlPrefix   = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?`)
@@ -106,7 +174,26 @@ func Parse(data []byte) (*Config, error) {
 		msg := yamlPrefix.ReplaceAllString(err.Error(), "")
 		msg = unknownField.ReplaceAllString(msg, `line $1: unknown key "$2"`)
 		msg = strings.ReplaceAll(msg, "\n  ", "; ")
+		if strings.Contains(msg, "excessive aliasing") {
+			msg += ": YAML aliases (*name) expand to too much; write the values out"
+		}
 		return nil, invalidf("%s", msg)
+	}
+	// A second document with content (a file concatenated to another)
+	// would be ignored silently: refuse it. Empty ones (a trailing ---) are
+	// harmless.
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, invalidf("after the first YAML document: %s", yamlPrefix.ReplaceAllString(err.Error(), ""))
+		}
+		if c := next.Content; len(c) > 0 && !(len(c) == 1 && c[0].ShortTag() == "!!null") {
+			return nil, invalidf("line %d: a second YAML document, which bgd would ignore: merge its settings into the first and remove the --- separator", c[0].Line)
+		}
 	}
 	for name, svc := range cfg.Services {
 		if svc == nil {
@@ -114,7 +201,59 @@ func Parse(data []byte) (*Config, error) {
 		}
 		svc.Name = name
 	}
+	markGiven(data, &cfg)
 	return &cfg, nil
+}
+
+// givenDurations mirrors the duration keys of a service with nodes, so that a
+// second, lenient decode tells a key written as 0 from a key left out (the
+// Duration alone cannot), aliases and merge keys included.
+type givenDurations struct {
+	Services map[string]*struct {
+		StopGrace yaml.Node `yaml:"stop_grace"`
+		Health    struct {
+			Interval       yaml.Node `yaml:"interval"`
+			Timeout        yaml.Node `yaml:"timeout"`
+			RequestTimeout yaml.Node `yaml:"request_timeout"`
+		} `yaml:"health"`
+	} `yaml:"services"`
+}
+
+// markGiven records in each service which duration keys the file sets (to
+// a non-null value) and on which line. The strict decode has already
+// succeeded, so this one cannot meet a new error.
+func markGiven(data []byte, cfg *Config) {
+	var g givenDurations
+	if err := yaml.Unmarshal(data, &g); err != nil {
+		return
+	}
+	for name, gs := range g.Services {
+		s := cfg.Services[name]
+		if gs == nil || s == nil {
+			continue
+		}
+		for key, n := range map[string]*yaml.Node{
+			"stop_grace":             &gs.StopGrace,
+			"health.interval":        &gs.Health.Interval,
+			"health.timeout":         &gs.Health.Timeout,
+			"health.request_timeout": &gs.Health.RequestTimeout,
+		} {
+			if n.Kind == 0 {
+				continue
+			}
+			line := n.Line
+			for n.Kind == yaml.AliasNode && n.Alias != nil {
+				n = n.Alias
+			}
+			if n.ShortTag() == "!!null" {
+				continue
+			}
+			if s.given == nil {
+				s.given = map[string]int{}
+			}
+			s.given[key] = line
+		}
+	}
 }
 
 // UnmarshalYAML reads "1s"-style durations and names the line of a bad one.
@@ -136,9 +275,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		if v == "" {
 			continue
 		}
-		p, err := strconv.Atoi(v)
+		p, err := envPort(o.env, v, o.color+" port")
 		if err != nil {
-			return invalidf("%s=%q is not a port number", o.env, v)
+			return err
 		}
 		if len(c.Services) > 1 {
 			return invalidf("%s is set, but %d services are configured: it applies to a single service only; set the ports in the config file", o.env, len(c.Services))
@@ -152,21 +291,35 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 	}
 	if v := getenv("BG_PROXY_PORT"); v != "" {
-		if _, err := strconv.Atoi(v); err != nil {
-			return invalidf("BG_PROXY_PORT=%q is not a port number", v)
+		p, err := envPort("BG_PROXY_PORT", v, "proxy port")
+		if err != nil {
+			return err
 		}
 		for _, s := range c.Services {
 			host := "127.0.0.1"
-			if h, _, ok := strings.Cut(s.LB.Builtin.Listen, ":"); ok && s.LB.Builtin.Listen != "" {
+			if h, _, err := net.SplitHostPort(s.LB.Builtin.Listen); err == nil {
 				host = h
 			}
-			s.LB.Builtin.Listen = host + ":" + v
+			s.LB.Builtin.Listen = net.JoinHostPort(host, strconv.Itoa(p))
 		}
 	}
 	if v := getenv("BG_STATE_FILE"); v != "" {
 		c.StateFile = v
 	}
 	return nil
+}
+
+// envPort parses a port given in the environment: decimal digits only
+// (no sign, no spaces), 1-65535, the variable named in the error.
+func envPort(name, v, what string) (int, error) {
+	p, err := strconv.Atoi(v)
+	if err != nil || !digits(v) {
+		return 0, invalidf("%s=%q is not a port number", name, v)
+	}
+	if p < 1 || p > 65535 {
+		return 0, invalidf("%s=%s: %s %d is out of range 1-65535", name, v, what, p)
+	}
+	return p, nil
 }
 
 func (c *Config) fillDefaults() {
@@ -178,10 +331,10 @@ func (c *Config) fillDefaults() {
 		if h.Path == "" {
 			h.Path = "/health"
 		}
-		setDur(&h.Interval, time.Second)
-		setDur(&h.Timeout, 30*time.Second)
-		setDur(&h.RequestTimeout, 2*time.Second)
-		setDur(&s.StopGrace, 10*time.Second)
+		s.setDur("health.interval", &h.Interval, time.Second)
+		s.setDur("health.timeout", &h.Timeout, 30*time.Second)
+		s.setDur("health.request_timeout", &h.RequestTimeout, 2*time.Second)
+		s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
 		if s.LB.Driver == "" {
 			s.LB.Driver = "builtin"
 		}
@@ -241,8 +394,11 @@ func verifyURL(listen string) string {
 	return "http://" + host + ":" + port + "/"
 }
 
-func setDur(d *Duration, def time.Duration) {
-	if *d == 0 {
+// setDur gives d its default when the file left key out. A key written as 0
+// keeps 0: validation refuses it where 0 makes no sense, and stop_grace 0
+// means what it says.
+func (s *Service) setDur(key string, d *Duration, def time.Duration) {
+	if _, given := s.given[key]; *d == 0 && !given {
 		*d = Duration(def)
 	}
 }

@@ -9,48 +9,61 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"text/template"
+	"time"
 )
 
 // namePattern is what may reach nginx or HAProxy syntax (service and backend
 // names): anything else could inject directives.
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
+// MaxProblems caps how many problems one error lists: a config with
+// thousands of bad services gets a readable message, not megabytes.
+const MaxProblems = 50
+
+// MaxName is the longest service name: names become file names
+// (<state_dir>/<name>.json, bgd-<name>.conf) and nginx/HAProxy identifiers.
+const MaxName = 128
+
+// reservedEnv are set by bgd for every slot; the slot finder (reconcile)
+// and the health probes rely on them, so env may not override them.
+var reservedEnv = map[string]bool{"PORT": true, "BG_COLOR": true, "BG_RELEASE": true}
+
 // Validate checks everything that would otherwise fail late or inject into
-// load balancer syntax. All problems are reported at once.
+// load balancer syntax. All problems are reported at once (up to
+// MaxProblems). Every check is linear in the number of services.
 func (c *Config) Validate() error {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if len(c.Services) == 0 {
 		add("no services: add one under services:")
 	}
-	owner := map[int]string{}
-	listens := map[string]string{}
+	if hasNUL(c.StateDir, c.StateFile) {
+		add("state_dir %q or BG_STATE_FILE %q contains a NUL byte, which no path can hold", c.StateDir, c.StateFile)
+	}
+	addrs := newAddrIndex()
+	ck := newChecker()
 	for _, name := range c.ServiceNames() {
 		s := c.Services[name]
 		if !namePattern.MatchString(name) {
 			add("service name %q: use only letters, digits, '_', '.' and '-'", name)
+		} else if len(name) > MaxName {
+			add("service name %.20q... is %d characters long: at most %d", name, len(name), MaxName)
 		}
-		if len(s.Command) == 0 || strings.TrimSpace(s.Command[0]) == "" {
-			add("service %q: command is empty: give the slot's argv, e.g. [\"./bin/server\", \"--port\", \"{{.Port}}\"]", name)
-		}
-		for _, arg := range append(append([]string{}, s.Command...), s.Workdir) {
-			if _, err := template.New("arg").Option("missingkey=error").Parse(arg); err != nil {
-				add("service %q: command or workdir %q is not a valid template: %v", name, arg, err)
-			}
-		}
+		s.validateSlot(name, add, ck)
 		for _, col := range Colors {
 			p := s.Port(col)
-			switch {
-			case p < 1 || p > 65535:
+			if p < 1 || p > 65535 {
 				add("service %q: %s port %d is out of range 1-65535", name, col, p)
-			case owner[p] != "":
-				add("service %q: %s port %d is already used by %s", name, col, p, owner[p])
-			default:
-				owner[p] = fmt.Sprintf("service %q %s", name, col)
+				continue
+			}
+			// A slot's app gets PORT and may bind it on any address: its
+			// port is reserved on every address.
+			if other := addrs.add(use{port: p, wild: true, who: fmt.Sprintf("service %q %s", name, col)}); other != nil {
+				add("service %q: %s port %d is already used by %s", name, col, p, other.who)
 			}
 		}
-		if !strings.HasPrefix(s.Health.Path, "/") || strings.ContainsAny(s.Health.Path, " \t\r\n\"';{}") {
+		s.validateDurations(name, add)
+		if !strings.HasPrefix(s.Health.Path, "/") || strings.ContainsAny(s.Health.Path, " \t\r\n\"';{}\x00") {
 			add("service %q: health.path %q must start with / and contain no spaces, quotes, ';' or braces", name, s.Health.Path)
 		}
 		if st := s.Health.ExpectStatus; st != 0 && (st < 100 || st > 599) {
@@ -58,25 +71,34 @@ func (c *Config) Validate() error {
 		}
 		switch s.LB.Driver {
 		case "builtin":
+			key := "lb.builtin.listen"
 			host, port, err := net.SplitHostPort(s.LB.Builtin.Listen)
 			pn, perr := strconv.Atoi(port)
-			switch {
-			case err != nil || perr != nil || pn < 1 || pn > 65535:
-				add("service %q: lb.builtin.listen %q is not host:port", name, s.LB.Builtin.Listen)
-			case owner[pn] != "" && (host == "" || host == "127.0.0.1" || host == "0.0.0.0" || host == "localhost"):
-				add("service %q: lb.builtin.listen port %d is already used by %s", name, pn, owner[pn])
-			case listens[s.LB.Builtin.Listen] != "":
-				add("service %q: lb.builtin.listen %s is already used by service %q", name, s.LB.Builtin.Listen, listens[s.LB.Builtin.Listen])
-			default:
-				listens[s.LB.Builtin.Listen] = name
+			if err != nil || perr != nil || pn < 1 || pn > 65535 || !digits(port) {
+				add("service %q: %s %q is not host:port (port 1-65535)", name, key, s.LB.Builtin.Listen)
+				break
 			}
+			s.addListen(name, key, host, pn, "", addrs, add)
 		case "nginx":
 			n := s.LB.Nginx
 			if msg := checkListen(n.Listen); msg != "" {
 				add("service %q: lb.nginx.listen %q: %s", name, n.Listen, msg)
+			} else {
+				// One nginx serves every nginx service: they may share an
+				// address when each template tells them apart (server_name);
+				// the default template does not.
+				share := ""
+				if n.Template != "" {
+					share = "nginx"
+				}
+				host, pn := splitListen(n.Listen)
+				s.addListen(name, "lb.nginx.listen", host, pn, share, addrs, add)
 			}
-			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}") || strings.HasSuffix(n.File, "/") {
+			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}\x00") || strings.HasSuffix(n.File, "/") {
 				add("service %q: lb.nginx.file %q is not a usable path", name, n.File)
+			}
+			if strings.ContainsAny(n.Template, "\r\n\x00") {
+				add("service %q: lb.nginx.template %q is not a usable path", name, n.Template)
 			}
 			for _, c := range []struct {
 				key  string
@@ -84,6 +106,14 @@ func (c *Config) Validate() error {
 			}{{"test", n.Test}, {"reload", n.Reload}} {
 				if len(c.argv) == 0 || strings.TrimSpace(c.argv[0]) == "" {
 					add("service %q: lb.nginx.%s is empty: give an argv, e.g. [\"nginx\", \"-t\"]", name, c.key)
+					continue
+				}
+				if hasNUL(c.argv...) {
+					add("service %q: lb.nginx.%s contains a NUL byte", name, c.key)
+					continue
+				}
+				if msg := ck.command(c.argv[0], ""); msg != "" {
+					add("service %q: lb.nginx.%s: %s", name, c.key, msg)
 				}
 			}
 			if u, err := url.Parse(n.VerifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -93,8 +123,15 @@ func (c *Config) Validate() error {
 			h := s.LB.HAProxy
 			if msg := checkListen(h.Listen); msg != "" {
 				add("service %q: lb.haproxy.listen %q: %s", name, h.Listen, msg)
+			} else {
+				share := ""
+				if h.Template != "" {
+					share = "haproxy"
+				}
+				host, pn := splitListen(h.Listen)
+				s.addListen(name, "lb.haproxy.listen", host, pn, share, addrs, add)
 			}
-			if strings.ContainsAny(h.Template, "\r\n") {
+			if strings.ContainsAny(h.Template, "\r\n\x00") {
 				add("service %q: lb.haproxy.template %q is not a usable path", name, h.Template)
 			}
 			for key := range h.Backends {
@@ -110,26 +147,100 @@ func (c *Config) Validate() error {
 			if h.Backends["blue"] == h.Backends["green"] {
 				add("service %q: lb.haproxy.backends: blue and green both name %q", name, h.Backends["blue"])
 			}
-			if strings.ContainsAny(h.MapFile, " \t\r\n\"';") {
+			if strings.ContainsAny(h.MapFile, " \t\r\n\"';\x00") {
 				add("service %q: lb.haproxy.map_file %q must not contain spaces, quotes or ';'", name, h.MapFile)
 			} else if strings.ContainsAny(h.MapFile, "#\\") || !filepath.IsAbs(h.MapFile) {
 				add("service %q: lb.haproxy.map_file %q: give an absolute path without '#' or '\\', as HAProxy's map() names it", name, h.MapFile)
 			}
 			if addr, ok := strings.CutPrefix(h.Socket, "tcp://"); ok {
-				if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
-					add("service %q: lb.haproxy.socket %q: want tcp://host:port", name, h.Socket)
+				host, port, err := net.SplitHostPort(addr)
+				pn, perr := strconv.Atoi(port)
+				if err != nil || host == "" || perr != nil || pn < 1 || pn > 65535 || !digits(port) {
+					add("service %q: lb.haproxy.socket %q: want tcp://host:port (port 1-65535)", name, h.Socket)
+				} else {
+					// Every HAProxy service may name the same admin socket.
+					s.addListen(name, "lb.haproxy.socket", host, pn, "haproxy-admin", addrs, add)
 				}
-			} else if p := strings.TrimPrefix(h.Socket, "unix://"); !filepath.IsAbs(p) || strings.ContainsAny(p, " \t\r\n\"';") {
+			} else if p := strings.TrimPrefix(h.Socket, "unix://"); !filepath.IsAbs(p) || strings.ContainsAny(p, " \t\r\n\"';\x00") {
 				add("service %q: lb.haproxy.socket %q: want an absolute unix socket path or tcp://host:port", name, h.Socket)
 			}
 		default:
 			add("service %q: lb.driver %q is unknown (use builtin, nginx or haproxy)", name, s.LB.Driver)
 		}
 	}
+	if len(errs) > MaxProblems {
+		errs = append(errs[:MaxProblems], fmt.Sprintf("and %d more problems", len(errs)-MaxProblems))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// addListen records that the service's load balancer binds host:port and
+// reports what it collides with.
+func (s *Service) addListen(name, key, host string, port int, share string, addrs *addrIndex, add func(string, ...any)) {
+	u := newUse(host, port, share, fmt.Sprintf("service %q (%s %s)", name, key, net.JoinHostPort(host, strconv.Itoa(port))))
+	if other := addrs.add(u); other != nil {
+		add("service %q: %s port %d on %s is already used by %s: choose another port", name, key, port, displayHost(host), other.who)
+	}
+}
+
+func displayHost(h string) string {
+	if normHost(h) == "" {
+		return "every address"
+	}
+	if strings.Contains(h, ":") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+// durationRules: the durations where 0 makes no sense, with their defaults.
+var durationRules = []struct {
+	key string
+	get func(*Service) Duration
+	def string
+}{
+	{"health.interval", func(s *Service) Duration { return s.Health.Interval }, "1s"},
+	{"health.timeout", func(s *Service) Duration { return s.Health.Timeout }, "30s"},
+	{"health.request_timeout", func(s *Service) Duration { return s.Health.RequestTimeout }, "2s"},
+}
+
+// validateDurations refuses health durations below 1ms (an explicit 0 among
+// them; a left-out key has its default by now). stop_grace 0 is allowed:
+// SIGKILL right after SIGTERM.
+func (s *Service) validateDurations(name string, add func(string, ...any)) {
+	for _, r := range durationRules {
+		if d := r.get(s); d < Duration(time.Millisecond) {
+			where := ""
+			if line := s.given[r.key]; line > 0 {
+				where = fmt.Sprintf(" (line %d)", line)
+			}
+			add("service %q: %s is %s%s: it must be > 0, at least 1ms; leave the key out for the default %s", name, r.key, d, where, r.def)
+		}
+	}
+}
+
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func hasNUL(ss ...string) bool {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // listenPattern is a port or address:port as nginx's listen and HAProxy's

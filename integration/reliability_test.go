@@ -49,7 +49,7 @@ const validState = `{
 // file is compared byte for byte, and no lock or log file appears).
 func TestReliabilityBadInput(t *testing.T) {
 	svc := func(body string) string { return "services:\n  app:\n" + body }
-	ok := "    command: [\"x\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n"
+	ok := "    command: [\"true\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n"
 	cases := []struct {
 		name   string
 		config string // bluegreen.yml in the directory; "" for none (embedded default)
