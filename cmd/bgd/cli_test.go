@@ -165,9 +165,9 @@ func TestHelp(t *testing.T) {
 func TestHealthCheckJSONShape(t *testing.T) {
 	dir := t.TempDir()
 	service := func(name string) string {
-		blue, green := healthyPort(t), freePort(t)
-		return fmt.Sprintf("  %s:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {driver: haproxy}\n",
-			name, blue, green)
+		blue, green, listen := healthyPort(t), freePort(t), freePort(t)
+		return fmt.Sprintf("  %s:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {driver: haproxy, haproxy: {listen: \"%d\"}}\n",
+			name, blue, green, listen)
 	}
 	write := func(file string, services ...string) string {
 		path := filepath.Join(dir, file)
@@ -260,7 +260,7 @@ func healthyPort(t *testing.T) int {
 func TestJSONErrorOnce(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "one.yml")
-	text := fmt.Sprintf("state_dir: %s\nservices:\n  web:\n    command: [\"./server\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
+	text := fmt.Sprintf("state_dir: %s\nservices:\n  web:\n    command: [\"true\"]\n    blue: {port: %d}\n    green: {port: %d}\n    lb: {builtin: {listen: \"127.0.0.1:%d\"}}\n",
 		filepath.Join(dir, "state"), freePort(t), freePort(t), freePort(t))
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
