@@ -49,8 +49,8 @@ type Service struct {
 	Workdir string `yaml:"workdir"`
 	// Env is added to bgd's environment; PORT, BG_COLOR, BG_RELEASE are
 	// always set by bgd and may not appear here. Keys are non-empty, without
-	// '=' or NUL; values hold no NUL, and a value with {{ must be a template
-	// that executes like Command's.
+	// '=' or NUL; values hold no NUL and are templates like Command's
+	// ({{.Port}}, {{.Color}}, {{.Release}}), expanded when the slot starts.
 	Env map[string]string `yaml:"env"`
 	// Blue and Green hold each slot's port. Required in a file (the
 	// embedded default uses 5005 and 5006).

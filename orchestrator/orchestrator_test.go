@@ -148,3 +148,21 @@ func TestRollbackImpossibleWhenPreviousSlotIsDown(t *testing.T) {
 		t.Fatalf("rollback moved traffic: state %s lb %s", st.ActiveVersion, bal.active)
 	}
 }
+
+// TestEnvValuesAreTemplates: env values are expanded like the command.
+func TestEnvValuesAreTemplates(t *testing.T) {
+	o, store := newOrch(t, &fakeLB{}, func(s *config.Service) {
+		s.Env = map[string]string{"APP_SLOT": "{{.Color}}-{{.Release}}-{{.Port}}", "APP_ENV": "production"}
+	})
+	if _, err := o.Start(context.Background(), "blue", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := store.Load()
+	want := fmt.Sprintf("blue-r1-%d", st.BluePort)
+	if got := slots.Getenv(st.BluePID, "APP_SLOT"); got != want {
+		t.Errorf("APP_SLOT=%q, want %q", got, want)
+	}
+	if got := slots.Getenv(st.BluePID, "APP_ENV"); got != "production" {
+		t.Errorf("APP_ENV=%q, want production", got)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -91,7 +93,8 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	if err := checkPort(color, port, 0); err != nil {
 		return err
 	}
-	argv, dir, err := slots.Expand(o.svc.Command, o.svc.Workdir, slots.Vars{Port: port, Color: color, Release: release})
+	vars := slots.Vars{Port: port, Color: color, Release: release}
+	argv, dir, err := slots.Expand(o.svc.Command, o.svc.Workdir, vars)
 	if err != nil {
 		return fmt.Errorf("%w: service %q: %v", config.ErrInvalid, o.svc.Name, err)
 	}
@@ -101,8 +104,12 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 		}
 	}
 	env := []string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color, "BG_RELEASE=" + release}
-	for k, v := range o.svc.Env {
-		env = append(env, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(o.svc.Env)) {
+		v, _, err := slots.Expand([]string{o.svc.Env[k]}, "", vars)
+		if err != nil {
+			return fmt.Errorf("%w: service %q: env %s: %v", config.ErrInvalid, o.svc.Name, k, err)
+		}
+		env = append(env, k+"="+v[0])
 	}
 	logPath := o.cfg.LogPath(o.svc.Name, color)
 	o.phase("starting", color, fmt.Sprintf("release %s on port %d", release, port))
