@@ -826,8 +826,8 @@ func TestReliabilityStateDirFaults(t *testing.T) {
 		blocker := filepath.Join(r.dir, "blocker")
 		os.WriteFile(blocker, []byte("x"), 0o600)
 		_, stderr, code := r.run("--state-file", filepath.Join(blocker, "bg_state.json"), "start", "blue")
-		if code != 1 || !strings.Contains(stderr, blocker) || !strings.Contains(stderr, "not a directory") {
-			t.Errorf("start with the state under a file: exit %d, want 1 naming %s:\n%s", code, blocker, stderr)
+		if code != 2 || !strings.Contains(stderr, blocker) || !strings.Contains(stderr, "not a directory") {
+			t.Errorf("start with the state under a file: exit %d, want 2 (an unusable state path) naming %s:\n%s", code, blocker, stderr)
 		}
 		if _, held := slots.ListenerOf(r.blue); held {
 			t.Error("a slot was started although its state cannot be written")
@@ -841,11 +841,13 @@ func TestReliabilityStateDirFaults(t *testing.T) {
 	bgdCmd := fmt.Sprintf("%s --config %s", bgdBin, r.cfgPath)
 	save := t.TempDir()
 	exec.Command("cp", "-a", stateDir+"/.", save).Run()
+	// A read-only state directory is an unusable state path (exit 2: fix
+	// the setup); a full disk is a failure of the operation (exit 1).
 	cases := []struct {
-		name, setup, want string
+		name, setup, want, rc string
 	}{
-		{"read-only", fmt.Sprintf("mount --bind %[1]s %[1]s && mount -o remount,bind,ro %[1]s", stateDir), "read-only file system"},
-		{"full", fmt.Sprintf("mount -t tmpfs -o size=128k tmpfs %[1]s && cp -a %[2]s/. %[1]s && (dd if=/dev/zero of=%[1]s/filler bs=4k 2>/dev/null; true)", stateDir, save), "no space left on device"},
+		{"read-only", fmt.Sprintf("mount --bind %[1]s %[1]s && mount -o remount,bind,ro %[1]s", stateDir), "read-only file system", "rc=2"},
+		{"full", fmt.Sprintf("mount -t tmpfs -o size=128k tmpfs %[1]s && cp -a %[2]s/. %[1]s && (dd if=/dev/zero of=%[1]s/filler bs=4k 2>/dev/null; true)", stateDir, save), "no space left on device", "rc=1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -853,8 +855,8 @@ func TestReliabilityStateDirFaults(t *testing.T) {
 				out := inMountNamespace(t, fmt.Sprintf("cd %s && %s && %s %s 2>&1%s", r.dir, tc.setup, bgdCmd, cmd, report))
 				msg, rest, _ := strings.Cut(out, "---\n")
 				content, listing, _ := strings.Cut(rest, "---\n")
-				if !strings.Contains(msg, "rc=1") || !strings.Contains(msg, tc.want) || !strings.Contains(msg, ".local_context") {
-					t.Errorf("%s: want exit 1 naming the state path and %q, got:\n%s", cmd, tc.want, msg)
+				if !strings.Contains(msg, tc.rc) || !strings.Contains(msg, tc.want) || !strings.Contains(msg, ".local_context") {
+					t.Errorf("%s: want %s naming the state path and %q, got:\n%s", cmd, tc.rc, tc.want, msg)
 				}
 				t.Logf("%s: %s", cmd, strings.TrimSpace(msg))
 				if content != string(before) {
