@@ -25,7 +25,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	listen, err := b.ports.get() // never listened on: health-check does not ask the proxy
+	listen, err := b.ports.get() // never listened on: health-check does not ask HAProxy
 	if err != nil {
 		return err
 	}
@@ -48,9 +48,11 @@ func (b *bench) healthSweep(ctx context.Context) error {
 			slot[j] = p
 			apps, ports = append(apps, app), append(ports, p)
 		}
-		// Distinct loopback hosts keep the (unused) proxy listens apart.
-		lb := map[string]any{"driver": "builtin",
-			"builtin": map[string]any{"listen": fmt.Sprintf("127.0.%d.%d:%d", 1+i/250, 1+i%250, listen)}}
+		// The HAProxy driver: a sweep probes the slots and never asks HAProxy
+		// (a builtin proxy that is not running would fail the sweep). Distinct
+		// loopback hosts keep the (unused) listens apart.
+		lb := map[string]any{"driver": "haproxy",
+			"haproxy": map[string]any{"listen": fmt.Sprintf("127.0.%d.%d:%d", 1+i/250, 1+i%250, listen)}}
 		all[name] = serviceConfig(demoCommand(b.cli.bin), slot[0], slot[1], lb)
 		if i == 0 {
 			first = all[name].(map[string]any)
