@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/internal/fsx"
 	"github.com/bgd-dev/bgd/lb"
-	"github.com/bgd-dev/bgd/state"
 	"github.com/bgd-dev/bgd/templates"
 )
 
@@ -254,7 +254,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	rctx := context.WithoutCancel(ctx)
 	restore := func() error {
 		if existed {
-			return state.WriteFileAtomic(path, prev, perm)
+			return fsx.WriteFileAtomic(path, prev, perm)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -271,7 +271,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return fmt.Sprintf("%s was removed again (it did not exist before)", path)
 	}
 
-	if err := state.WriteFileAtomic(path, data, perm); err != nil {
+	if err := fsx.WriteFileAtomic(path, data, perm); err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
 	if out, err := b.run(ctx, b.cfg.Test); err != nil {
