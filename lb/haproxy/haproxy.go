@@ -15,7 +15,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
-	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/lb/haproxy/admin"
 	"github.com/bgd-dev/bgd/templates"
 )
 
@@ -79,7 +79,7 @@ func (o *Options) fill() {
 		o.PollInterval = 10 * time.Millisecond
 	}
 	if o.CallTimeout <= 0 {
-		o.CallTimeout = runtime.DefaultTimeout
+		o.CallTimeout = admin.DefaultTimeout
 	}
 	if o.Bind == "" {
 		o.Bind = ":80"
@@ -100,7 +100,7 @@ type Balancer struct {
 	service  string
 	cfg      config.HAProxy
 	opts     Options
-	client   *runtime.Client
+	client   *admin.Client
 	tmpl     *template.Template
 	backends map[string]string // colour -> backend
 }
@@ -132,7 +132,7 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not parse: %v", config.ErrInvalid, service, err)
 	}
-	client := runtime.New(cfg.Socket)
+	client := admin.New(cfg.Socket)
 	client.Timeout = opts.CallTimeout
 	b := &Balancer{
 		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
@@ -218,7 +218,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return err
 	}
 	if err := b.setEntry(ctx, prev.Found, target); err != nil {
-		var ce *runtime.CommandError
+		var ce *admin.CommandError
 		if !errors.As(err, &ce) {
 			// The command may have been applied before the connection
 			// failed: put the previous entry back, which is harmless if not.
@@ -254,9 +254,9 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 
 // lookup reads the service's map entry, turning "unknown map" into a
 // clear ErrMapNotLoaded naming the maps HAProxy did load.
-func (b *Balancer) lookup(ctx context.Context) (runtime.MapLookup, error) {
+func (b *Balancer) lookup(ctx context.Context) (admin.MapLookup, error) {
 	m, err := b.client.GetMap(ctx, b.cfg.MapFile, b.service)
-	if errors.Is(err, runtime.ErrUnknownMap) {
+	if errors.Is(err, admin.ErrUnknownMap) {
 		loaded := "none"
 		if maps, lerr := b.client.ShowMaps(ctx); lerr == nil && len(maps) > 0 {
 			names := make([]string, len(maps))
@@ -279,7 +279,7 @@ func (b *Balancer) lookup(ctx context.Context) (runtime.MapLookup, error) {
 func (b *Balancer) setEntry(ctx context.Context, exists bool, value string) error {
 	if exists {
 		err := b.client.SetMap(ctx, b.cfg.MapFile, b.service, value)
-		if !errors.Is(err, runtime.ErrEntryNotFound) {
+		if !errors.Is(err, admin.ErrEntryNotFound) {
 			return err
 		}
 	}
@@ -288,12 +288,12 @@ func (b *Balancer) setEntry(ctx context.Context, exists bool, value string) erro
 
 // restore puts the previous entry back (or removes the one added). It uses
 // its own deadline: the flip's context may be what ran out.
-func (b *Balancer) restore(ctx context.Context, prev runtime.MapLookup) error {
+func (b *Balancer) restore(ctx context.Context, prev admin.MapLookup) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.opts.CallTimeout)
 	defer cancel()
 	if !prev.Found {
 		err := b.client.DelMap(ctx, b.cfg.MapFile, b.service)
-		if errors.Is(err, runtime.ErrEntryNotFound) {
+		if errors.Is(err, admin.ErrEntryNotFound) {
 			return nil
 		}
 		return err
@@ -342,11 +342,11 @@ func (b *Balancer) waitUp(ctx context.Context, backend, color string) error {
 
 // wrap says what failed; an unreachable socket also becomes lb.ErrUnreachable.
 func (b *Balancer) wrap(err error, doing string) error {
-	if errors.Is(err, runtime.ErrUnreachable) {
+	if errors.Is(err, admin.ErrUnreachable) {
 		return fmt.Errorf("%w: cannot %s for %s: %w; is HAProxy running with `stats socket %s` in its global section?",
 			lb.ErrUnreachable, doing, b.service, err, b.cfg.Socket)
 	}
-	if errors.Is(err, runtime.ErrUnknownCommand) {
+	if errors.Is(err, admin.ErrUnknownCommand) {
 		return fmt.Errorf("haproxy: cannot %s for %s: %w; is %s the master CLI? bgd needs a worker's `stats socket`",
 			doing, b.service, err, b.cfg.Socket)
 	}

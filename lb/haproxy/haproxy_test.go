@@ -15,7 +15,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
-	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/lb/haproxy/admin"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -217,7 +217,7 @@ func TestFaultsLeaveRoutingUnchanged(t *testing.T) {
 			f.answer = func(string) string {
 				return "Unknown command, but maybe one of the following ones is a better match:\n  show proc\n\n"
 			}
-		}, runtime.ErrUnknownCommand, []string{"Unknown command"}},
+		}, admin.ErrUnknownCommand, []string{"Unknown command"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, f, mapFile := setup(t, Options{UpTimeout: 100 * time.Millisecond})

@@ -1,4 +1,4 @@
-// Package runtime is a small typed client for the HAProxy runtime API (the
+// Package admin is a small typed client for the HAProxy runtime API (the
 // "stats socket" CLI), covering what bgd needs: show backend, show stat,
 // show servers state, get/set/add/del map and show map. It exists because
 // github.com/haproxytech/client-native is not available to this module.
@@ -25,4 +25,4 @@
 // ParseMapList, ParseBackends) are exported so they can be fuzzed and
 // tested on recorded answers: testdata/answers holds real HAProxy 2.6
 // answers, used as table-test inputs and as the fuzz seed corpus.
-package runtime
+package admin
