@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -257,6 +256,3 @@ func checkListen(listen string) string {
 	}
 	return ""
 }
-
-// IsInvalid reports whether err is a configuration error.
-func IsInvalid(err error) bool { return errors.Is(err, ErrInvalid) }

@@ -47,7 +47,7 @@ func (b *Balancer) persist(ctx context.Context, value string) error {
 	if err != nil {
 		return fmt.Errorf("map file: %w", err)
 	}
-	data, changed := SetMapLine(old, b.service, value)
+	data, changed := setMapLine(old, b.service, value)
 	if !changed {
 		return nil
 	}
@@ -61,11 +61,11 @@ func (b *Balancer) persist(ctx context.Context, value string) error {
 	return nil
 }
 
-// SetMapLine returns a map file whose entries for key (first field) are
+// setMapLine returns a map file whose entries for key (first field) are
 // replaced by one "key value" line, at the place of the first; the key is
 // appended when absent. Comments, blank lines and other keys are kept.
 // changed is false when the file already says exactly that.
-func SetMapLine(data []byte, key, value string) (out []byte, changed bool) {
+func setMapLine(data []byte, key, value string) (out []byte, changed bool) {
 	want := key + " " + value
 	text := string(data)
 	lines := strings.SplitAfter(text, "\n")
