@@ -106,11 +106,12 @@ type Balancer struct {
 }
 
 // New returns the HAProxy driver of service. cfg is the service's
-// lb.haproxy section with defaults filled (config.Load does that).
+// lb.haproxy section with defaults filled (config.Load does that); it must
+// pass config.HAProxy.Check, the rules config.Validate applies to it.
 // cfg.Listen and cfg.Template (a file) apply where opts leaves Bind and
 // Template empty. A template that does not parse or render is refused here.
 func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
-	if err := validate(service, cfg); err != nil {
+	if err := cfg.Check(service); err != nil {
 		return nil, err
 	}
 	if opts.Bind == "" && cfg.Listen != "" {
@@ -142,35 +143,6 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
 	}
 	return b, nil
-}
-
-// validate refuses what would split a runtime API command line or a map
-// file line; config.Validate checks the same for files, New for callers.
-func validate(service string, cfg config.HAProxy) error {
-	var errs []string
-	bad := func(s string) bool { return s == "" || strings.ContainsAny(s, " \t\r\n;\\#\"'") }
-	if bad(service) {
-		errs = append(errs, fmt.Sprintf("service name %q", service))
-	}
-	if bad(cfg.MapFile) {
-		errs = append(errs, fmt.Sprintf("lb.haproxy.map_file %q", cfg.MapFile))
-	}
-	for _, c := range config.Colors {
-		if bad(cfg.Backends[c]) {
-			errs = append(errs, fmt.Sprintf("lb.haproxy.backends.%s %q", c, cfg.Backends[c]))
-		}
-	}
-	if cfg.Socket == "" {
-		errs = append(errs, "lb.haproxy.socket is empty")
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: haproxy driver: %s: no spaces, quotes, '#', ';' or '\\' (they would split HAProxy command or map lines)",
-			config.ErrInvalid, strings.Join(errs, ", "))
-	}
-	if cfg.Backends["blue"] == cfg.Backends["green"] {
-		return fmt.Errorf("%w: haproxy driver: blue and green both use backend %q", config.ErrInvalid, cfg.Backends["blue"])
-	}
-	return nil
 }
 
 // Flip routes the service to r.Active's backend: check the backend exists,

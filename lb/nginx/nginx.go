@@ -118,11 +118,8 @@ func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
 		o = opts[0]
 	}
 	o.fill()
-	if !serviceName.MatchString(service) {
-		return nil, fmt.Errorf("%w: service name %q cannot be used in nginx syntax: use only letters, digits, '_', '.' and '-'", config.ErrInvalid, service)
-	}
-	if cfg.File == "" || len(cfg.Test) == 0 || len(cfg.Reload) == 0 || cfg.VerifyURL == "" {
-		return nil, fmt.Errorf("%w: service %q: lb.nginx needs file, test, reload and verify_url", config.ErrInvalid, service)
+	if err := cfg.Check(service); err != nil {
+		return nil, err
 	}
 	text, name := templates.Nginx, "default nginx template"
 	if cfg.Template != "" {
@@ -143,10 +140,8 @@ func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
 	return b, nil
 }
 
-var (
-	serviceName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-	hostName    = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
-)
+// hostName is what a slot's host may be to be written as an upstream.
+var hostName = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
 
 // Slot is one slot as a template sees it.
 type Slot struct {
