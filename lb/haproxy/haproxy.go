@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -90,9 +89,7 @@ func (o *Options) fill() {
 	if o.Template == "" {
 		o.Template = templates.HAProxy
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	o.Logger = lb.OrDiscard(o.Logger)
 }
 
 // Balancer flips one service through HAProxy's runtime API.

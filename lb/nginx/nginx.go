@@ -93,9 +93,7 @@ func (o *Options) fill() {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.Logger = lb.OrDiscard(o.Logger)
 }
 
 // Balancer drives one service's nginx file.
@@ -106,17 +104,12 @@ type Balancer struct {
 	opts    Options
 }
 
-// New returns the nginx balancer of service. It takes at most one Options;
-// none means every default. A template that cannot be read, does not parse or
-// fails on sample data is an error wrapping config.ErrInvalid.
-func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
-	if len(opts) > 1 {
-		return nil, errors.New("nginx.New takes at most one Options")
-	}
-	var o Options
-	if len(opts) == 1 {
-		o = opts[0]
-	}
+// New returns the nginx balancer of service. cfg is the service's lb.nginx
+// section with defaults filled (config.Load does that); it must pass
+// config.Nginx.Check. The zero Options gives every default. A template that
+// cannot be read, does not parse or fails on sample data is an error
+// wrapping config.ErrInvalid.
+func New(service string, cfg config.Nginx, o Options) (*Balancer, error) {
 	o.fill()
 	if err := cfg.Check(service); err != nil {
 		return nil, err
