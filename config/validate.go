@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -15,6 +14,15 @@ import (
 // namePattern is what may reach nginx or HAProxy syntax (service and backend
 // names): anything else could inject directives.
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// ValidName reports whether s may name a service or an HAProxy backend:
+// only letters, digits, '_', '.' and '-', which nginx and HAProxy syntax,
+// HAProxy's command lines and map files, and file names all take as one
+// word. (Validate also bounds a service name's length: MaxName.)
+func ValidName(s string) bool { return namePattern.MatchString(s) }
+
+// nameRule ends the message about a name ValidName refuses.
+const nameRule = "use only letters, digits, '_', '.' and '-'"
 
 // MaxProblems caps how many problems one error lists: a config with
 // thousands of bad services gets a readable message, not megabytes.
@@ -44,8 +52,8 @@ func (c *Config) Validate() error {
 	ck := newChecker()
 	for _, name := range c.ServiceNames() {
 		s := c.Services[name]
-		if !namePattern.MatchString(name) {
-			add("service name %q: use only letters, digits, '_', '.' and '-'", name)
+		if !ValidName(name) {
+			add("service name %q: %s", name, nameRule)
 		} else if len(name) > MaxName {
 			add("service name %.20q... is %d characters long: at most %d", name, len(name), MaxName)
 		}
@@ -94,30 +102,8 @@ func (c *Config) Validate() error {
 				host, pn := splitListen(n.Listen)
 				s.addListen(name, "lb.nginx.listen", host, pn, share, addrs, add)
 			}
-			if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}\x00") || strings.HasSuffix(n.File, "/") {
-				add("service %q: lb.nginx.file %q is not a usable path", name, n.File)
-			}
-			if strings.ContainsAny(n.Template, "\r\n\x00") {
-				add("service %q: lb.nginx.template %q is not a usable path", name, n.Template)
-			}
-			for _, c := range []struct {
-				key  string
-				argv []string
-			}{{"test", n.Test}, {"reload", n.Reload}} {
-				if len(c.argv) == 0 || strings.TrimSpace(c.argv[0]) == "" {
-					add("service %q: lb.nginx.%s is empty: give an argv, e.g. [\"nginx\", \"-t\"]", name, c.key)
-					continue
-				}
-				if hasNUL(c.argv...) {
-					add("service %q: lb.nginx.%s contains a NUL byte", name, c.key)
-					continue
-				}
-				if msg := ck.command(c.argv[0], ""); msg != "" {
-					add("service %q: lb.nginx.%s: %s", name, c.key, msg)
-				}
-			}
-			if u, err := url.Parse(n.VerifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				add("service %q: lb.nginx.verify_url %q is not an http(s) URL", name, n.VerifyURL)
+			for _, p := range n.problems(ck) {
+				add("service %q: %s", name, p)
 			}
 		case "haproxy":
 			h := s.LB.HAProxy
@@ -131,38 +117,12 @@ func (c *Config) Validate() error {
 				host, pn := splitListen(h.Listen)
 				s.addListen(name, "lb.haproxy.listen", host, pn, share, addrs, add)
 			}
-			if strings.ContainsAny(h.Template, "\r\n\x00") {
-				add("service %q: lb.haproxy.template %q is not a usable path", name, h.Template)
+			for _, p := range h.problems() {
+				add("service %q: %s", name, p)
 			}
-			for key := range h.Backends {
-				if !ValidColor(key) {
-					add("service %q: lb.haproxy.backends: unknown colour %q (use blue and green)", name, key)
-				}
-			}
-			for _, col := range Colors {
-				if b := h.Backends[col]; !namePattern.MatchString(b) {
-					add("service %q: lb.haproxy.backends.%s %q: use only letters, digits, '_', '.' and '-'", name, col, b)
-				}
-			}
-			if h.Backends["blue"] == h.Backends["green"] {
-				add("service %q: lb.haproxy.backends: blue and green both name %q", name, h.Backends["blue"])
-			}
-			if strings.ContainsAny(h.MapFile, " \t\r\n\"';\x00") {
-				add("service %q: lb.haproxy.map_file %q must not contain spaces, quotes or ';'", name, h.MapFile)
-			} else if strings.ContainsAny(h.MapFile, "#\\") || !filepath.IsAbs(h.MapFile) {
-				add("service %q: lb.haproxy.map_file %q: give an absolute path without '#' or '\\', as HAProxy's map() names it", name, h.MapFile)
-			}
-			if addr, ok := strings.CutPrefix(h.Socket, "tcp://"); ok {
-				host, port, err := net.SplitHostPort(addr)
-				pn, perr := strconv.Atoi(port)
-				if err != nil || host == "" || perr != nil || pn < 1 || pn > 65535 || !digits(port) {
-					add("service %q: lb.haproxy.socket %q: want tcp://host:port (port 1-65535)", name, h.Socket)
-				} else {
-					// Every HAProxy service may name the same admin socket.
-					s.addListen(name, "lb.haproxy.socket", host, pn, "haproxy-admin", addrs, add)
-				}
-			} else if p := strings.TrimPrefix(h.Socket, "unix://"); !filepath.IsAbs(p) || strings.ContainsAny(p, " \t\r\n\"';\x00") {
-				add("service %q: lb.haproxy.socket %q: want an absolute unix socket path or tcp://host:port", name, h.Socket)
+			if host, pn, ok := h.tcpSocket(); ok {
+				// Every HAProxy service may name the same admin socket.
+				s.addListen(name, "lb.haproxy.socket", host, pn, "haproxy-admin", addrs, add)
 			}
 		default:
 			add("service %q: lb.driver %q is unknown (use builtin, nginx or haproxy)", name, s.LB.Driver)
@@ -258,5 +218,129 @@ func checkListen(listen string) string {
 	return ""
 }
 
-// IsInvalid reports whether err is a configuration error.
-func IsInvalid(err error) bool { return errors.Is(err, ErrInvalid) }
+// Check refuses an lb.nginx section (defaults filled) that the nginx driver
+// cannot use or that would inject into nginx syntax, with an error wrapping
+// ErrInvalid. It applies Validate's rules for the section, but for what
+// only a whole configuration can tell (an address two services bind, a
+// test or reload command missing from PATH); an empty listen is left to the
+// driver. lb/nginx's New calls it, so a driver built from code gets the
+// rules a configuration file gets.
+func (n Nginx) Check(service string) error {
+	return sectionErr(service, "lb.nginx", n.Listen, n.problems(nil))
+}
+
+// Check is Nginx.Check for an lb.haproxy section: nothing that could split
+// a runtime API command line or a map file line, two distinct backends.
+// lb/haproxy's New calls it.
+func (h HAProxy) Check(service string) error {
+	return sectionErr(service, "lb.haproxy", h.Listen, h.problems())
+}
+
+// sectionErr joins what Check found wrong with a service's name, its
+// load balancer's listen (when given) and its section.
+func sectionErr(service, key, listen string, problems []string) error {
+	var errs []string
+	if !ValidName(service) {
+		errs = append(errs, fmt.Sprintf("service name %q: %s", service, nameRule))
+	}
+	if listen != "" {
+		if msg := checkListen(listen); msg != "" {
+			errs = append(errs, fmt.Sprintf("service %q: %s.listen %q: %s", service, key, listen, msg))
+		}
+	}
+	for _, p := range problems {
+		errs = append(errs, fmt.Sprintf("service %q: %s", service, p))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// problems lists what is wrong with an lb.nginx section besides its listen
+// address; ck, when not nil, also checks that the test and reload commands
+// exist.
+func (n Nginx) problems(ck *checker) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	if n.File == "" || strings.ContainsAny(n.File, "\n\"';{}\x00") || strings.HasSuffix(n.File, "/") {
+		add("lb.nginx.file %q is not a usable path", n.File)
+	}
+	if strings.ContainsAny(n.Template, "\r\n\x00") {
+		add("lb.nginx.template %q is not a usable path", n.Template)
+	}
+	for _, c := range []struct {
+		key  string
+		argv []string
+	}{{"test", n.Test}, {"reload", n.Reload}} {
+		if len(c.argv) == 0 || strings.TrimSpace(c.argv[0]) == "" {
+			add("lb.nginx.%s is empty: give an argv, e.g. [\"nginx\", \"-t\"]", c.key)
+			continue
+		}
+		if hasNUL(c.argv...) {
+			add("lb.nginx.%s contains a NUL byte", c.key)
+			continue
+		}
+		if ck == nil {
+			continue
+		}
+		if msg := ck.command(c.argv[0], ""); msg != "" {
+			add("lb.nginx.%s: %s", c.key, msg)
+		}
+	}
+	if u, err := url.Parse(n.VerifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("lb.nginx.verify_url %q is not an http(s) URL", n.VerifyURL)
+	}
+	return out
+}
+
+// problems lists what is wrong with an lb.haproxy section besides its
+// listen address and what its admin socket's address collides with.
+func (h HAProxy) problems() []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	if strings.ContainsAny(h.Template, "\r\n\x00") {
+		add("lb.haproxy.template %q is not a usable path", h.Template)
+	}
+	for key := range h.Backends {
+		if !ValidColor(key) {
+			add("lb.haproxy.backends: unknown colour %q (use blue and green)", key)
+		}
+	}
+	for _, col := range Colors {
+		if b := h.Backends[col]; !ValidName(b) {
+			add("lb.haproxy.backends.%s %q: %s", col, b, nameRule)
+		}
+	}
+	if h.Backends["blue"] == h.Backends["green"] {
+		add("lb.haproxy.backends: blue and green both name %q", h.Backends["blue"])
+	}
+	if strings.ContainsAny(h.MapFile, " \t\r\n\"';\x00") {
+		add("lb.haproxy.map_file %q must not contain spaces, quotes or ';'", h.MapFile)
+	} else if strings.ContainsAny(h.MapFile, "#\\") || !filepath.IsAbs(h.MapFile) {
+		add("lb.haproxy.map_file %q: give an absolute path without '#' or '\\', as HAProxy's map() names it", h.MapFile)
+	}
+	if strings.HasPrefix(h.Socket, "tcp://") {
+		if _, _, ok := h.tcpSocket(); !ok {
+			add("lb.haproxy.socket %q: want tcp://host:port (port 1-65535)", h.Socket)
+		}
+	} else if p := strings.TrimPrefix(h.Socket, "unix://"); !filepath.IsAbs(p) || strings.ContainsAny(p, " \t\r\n\"';\x00") {
+		add("lb.haproxy.socket %q: want an absolute unix socket path or tcp://host:port", h.Socket)
+	}
+	return out
+}
+
+// tcpSocket returns the host and port of a well-formed tcp:// admin
+// socket; ok is false for a unix socket or a malformed address.
+func (h HAProxy) tcpSocket() (host string, port int, ok bool) {
+	addr, isTCP := strings.CutPrefix(h.Socket, "tcp://")
+	if !isTCP {
+		return "", 0, false
+	}
+	host, p, err := net.SplitHostPort(addr)
+	pn, perr := strconv.Atoi(p)
+	if err != nil || host == "" || perr != nil || pn < 1 || pn > 65535 || !digits(p) {
+		return "", 0, false
+	}
+	return host, pn, true
+}

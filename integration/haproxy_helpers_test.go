@@ -22,7 +22,7 @@ import (
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/haproxy"
-	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/lb/haproxy/admin"
 )
 
 // haFastCheck makes HAProxy's own checks quick enough for tests.
@@ -150,7 +150,7 @@ func (h *testHAProxy) start(t *testing.T) {
 	h.cmd, h.log = cmd, logf
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := runtime.New(h.sock).ShowBackends(context.Background()); err == nil {
+		if _, err := admin.New(h.sock).ShowBackends(context.Background()); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -197,7 +197,7 @@ func (h *testHAProxy) workers(t *testing.T) []string {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var err error
-		if ans, err = runtime.New(h.master).Exec(context.Background(), "show proc"); err == nil {
+		if ans, err = admin.New(h.master).Exec(context.Background(), "show proc"); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -227,7 +227,7 @@ func (h *testHAProxy) reload(t *testing.T) {
 	for {
 		for _, pid := range h.workers(t) {
 			if !strings.Contains(" "+before+" ", " "+pid+" ") {
-				if _, err := runtime.New(h.sock).ShowBackends(context.Background()); err == nil {
+				if _, err := admin.New(h.sock).ShowBackends(context.Background()); err == nil {
 					return
 				}
 			}
@@ -255,7 +255,7 @@ func (h *testHAProxy) waitUp(t *testing.T, colors ...string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for _, c := range colors {
 		for {
-			rows, err := runtime.New(h.sock).ShowStat(context.Background(), h.hcfg.Backends[c])
+			rows, err := admin.New(h.sock).ShowStat(context.Background(), h.hcfg.Backends[c])
 			if err == nil && len(rows) == 1 && rows[0].Up() {
 				break
 			}
@@ -272,7 +272,7 @@ func (h *testHAProxy) waitDown(t *testing.T, color string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		rows, err := runtime.New(h.sock).ShowStat(context.Background(), h.hcfg.Backends[color])
+		rows, err := admin.New(h.sock).ShowStat(context.Background(), h.hcfg.Backends[color])
 		if err == nil && len(rows) == 1 && strings.HasPrefix(rows[0].Status, "DOWN") {
 			return
 		}
@@ -286,7 +286,7 @@ func (h *testHAProxy) waitDown(t *testing.T, color string) {
 // mapValue is the runtime map entry of "app" ("" when absent).
 func (h *testHAProxy) mapValue(t *testing.T) string {
 	t.Helper()
-	m, err := runtime.New(h.sock).GetMap(context.Background(), h.mapFile, "app")
+	m, err := admin.New(h.sock).GetMap(context.Background(), h.mapFile, "app")
 	if err != nil {
 		t.Fatal(err)
 	}

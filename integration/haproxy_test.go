@@ -19,7 +19,7 @@ import (
 
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/haproxy"
-	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/lb/haproxy/admin"
 )
 
 // TestHAProxyFlip: flips through the driver against a real HAProxy running
@@ -147,7 +147,7 @@ func TestHAProxyReloadAndRestartKeepTheColour(t *testing.T) {
 	ctx := context.Background()
 
 	// Control: a bare `set map` does not survive a reload.
-	if err := runtime.New(h.sock).SetMap(ctx, h.mapFile, "app", "app_green"); err != nil {
+	if err := admin.New(h.sock).SetMap(ctx, h.mapFile, "app", "app_green"); err != nil {
 		t.Fatal(err)
 	}
 	h.assertRoutesTo(t, "green")
@@ -342,7 +342,7 @@ func TestHAProxyFaults(t *testing.T) {
 		// lb.haproxy.socket naming the master socket: HAProxy answers
 		// "Unknown command" to show backend.
 		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return h.master, "", nil }).Flip(ctx, green)
-		haFault(t, h, err, runtime.ErrUnknownCommand, "Unknown command", "master CLI")
+		haFault(t, h, err, admin.ErrUnknownCommand, "Unknown command", "master CLI")
 	})
 }
 
@@ -365,7 +365,7 @@ func TestHAProxyErrorTextOnSet(t *testing.T) {
 		t.Fatal("the flip succeeded")
 	}
 	t.Logf("error: %v", err)
-	var ce *runtime.CommandError
+	var ce *admin.CommandError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "unable to parse 'app_green'") ||
 		!strings.Contains(err.Error(), "add map "+h.mapFile+" app app_green") {
 		t.Errorf("want HAProxy's text and the command")

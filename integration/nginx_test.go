@@ -159,7 +159,7 @@ func TestNginxTemplateDoesNotParse(t *testing.T) {
 	cfg := n.cfg()
 	cfg.Template = nginxUserTemplate(t, "add_header X-Broken {{.Generation;")
 	fi, _ := os.Stat(n.file)
-	_, err := nginx.New("app", cfg)
+	_, err := nginx.New("app", cfg, nginx.Options{})
 	t.Logf("error: %v", err)
 	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "does not parse") || !strings.Contains(err.Error(), cfg.Template) {
 		t.Fatalf("New = %v; want config.ErrInvalid naming the template", err)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // ErrUnreachable: the load balancer could not be asked (no process, no
@@ -63,4 +64,13 @@ type Balancer interface {
 	Active(ctx context.Context) (string, error)
 	// Render returns the configuration a Flip to r would apply.
 	Render(r Route) ([]byte, error)
+}
+
+// OrDiscard is every driver's logger default: l, or, when l is nil, a
+// logger that drops everything (bgd's commands always pass their own).
+func OrDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 )
 
@@ -226,23 +224,4 @@ func readRegular(path string) ([]byte, error) {
 			ErrCorrupt, path, maxStateSize>>20, chooseAnother)
 	}
 	return data, nil
-}
-
-// tempSuffix makes the random part of a temp file's name; a test replaces
-// it to make the name collide with a planted file.
-var tempSuffix = func() string { return strconv.FormatUint(uint64(rand.Uint32()), 10) }
-
-// createTemp is os.CreateTemp with the guarantee spelled out and O_NOFOLLOW
-// added: O_CREAT|O_EXCL never opens an existing file, and fails with EEXIST
-// on a symlink rather than following it (POSIX), so a name planted in the
-// directory (a link to /etc/shadow) is skipped, never written through.
-func createTemp(dir, prefix string) (*os.File, error) {
-	for try := 0; ; try++ {
-		name := filepath.Join(dir, prefix+tempSuffix())
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-		if errors.Is(err, fs.ErrExist) && try < 100 {
-			continue
-		}
-		return f, err
-	}
 }

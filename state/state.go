@@ -16,9 +16,6 @@ const (
 	StatusSuccess    = "success"
 	StatusFailed     = "failed"
 	StatusRolledBack = "rolled_back"
-	// StatusInterrupted marks an operation that started and never finished
-	// (bgd was killed); found by the next command that takes the lock.
-	StatusInterrupted = "interrupted"
 )
 
 // State is the content of one service's state file.

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 	"unicode"
+
+	"github.com/bgd-dev/bgd/internal/fsx"
 )
 
 var (
@@ -136,69 +138,12 @@ func (s *Store) Save(st *State) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	if err := WriteFileAtomic(s.Path, append(data, '\n'), 0o600); err != nil {
+	if err := fsx.WriteFileAtomic(s.Path, append(data, '\n'), 0o600); err != nil {
 		if isUnusableErrno(err) {
 			return unusable(s.Path, fmt.Sprintf("cannot be written (%v)", unwrapErrno(err)),
 				"the previous state file is intact: make "+filepath.Dir(s.Path)+" writable, or "+chooseAnother)
 		}
 		return fmt.Errorf("save state: %w; the previous state file is intact: make %s writable (or free space), then retry", err, filepath.Dir(s.Path))
-	}
-	return nil
-}
-
-// WriteFileAtomic replaces path with data so that readers see the old or the
-// new content, never a mix, and the change survives a crash once it returns.
-//
-// No write can be redirected by a planted link: the temp file is created
-// with O_CREAT|O_EXCL|O_NOFOLLOW (an existing name, symlink or not, is
-// never opened: another name is tried), and rename(2) replaces the
-// directory entry at path, so if path is a symlink the link itself is
-// replaced by the new file and its target is left untouched.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	prefix := "." + filepath.Base(path) + ".tmp-"
-	tmp, err := createTemp(dir, prefix)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("create directory for %s: %w", path, err)
-		}
-		tmp, err = createTemp(dir, prefix)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	renamed := false
-	defer func() {
-		if !renamed {
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	renamed = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: open dir for fsync: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync dir: %w", path, err)
 	}
 	return nil
 }
@@ -243,26 +188,15 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 		f.Close()
 		return nil, err
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+	if err := fsx.Flock(ctx, f, time.Now().Add(timeout)); err != nil {
+		if errors.Is(err, fsx.ErrBusy) {
 			holder := readHolder(f)
 			f.Close()
 			holder.Path = s.Path
 			return nil, holder
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * time.Millisecond):
-		}
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 	}
 	// The holder line only feeds the "locked by" message; the flock is the
 	// lock, so the line is not worth an fsync on every command.
@@ -277,23 +211,7 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 // of the path belongs to a writer that is gone. The mutating workflows call
 // it; the frequent health sweeps need not list the directory each time.
 func (l *Lock) RemoveStaleTemps() {
-	s := l.store
-	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(s.Path), "."+globEscape(filepath.Base(s.Path))+".tmp-*"))
-	for _, p := range stale {
-		os.Remove(p)
-	}
-}
-
-// globEscape quotes the metacharacters of filepath.Match.
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[\\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	fsx.RemoveTemps(l.store.Path)
 }
 
 // readHolder reads the holder line from the open lock file (never by name:
@@ -320,25 +238,7 @@ func (l *Lock) Unlock() {
 		return
 	}
 	l.f.Truncate(0)
-	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	fsx.Unflock(l.f)
 	l.f.Close()
 	l.f = nil
-}
-
-// Update is a locked read-modify-write: fn changes the state, which is saved
-// if fn returns nil.
-func (s *Store) Update(ctx context.Context, command string, timeout time.Duration, fn func(*State) error) error {
-	l, err := s.Lock(ctx, command, timeout)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	st, err := s.Load()
-	if err != nil {
-		return err
-	}
-	if err := fn(st); err != nil {
-		return err
-	}
-	return s.Save(st)
 }

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		s := &Store{Path: os.Getenv("BGD_STATE_PATH"), BluePort: 1, GreenPort: 2}
 		n, _ := strconv.Atoi(os.Getenv("BGD_STATE_N"))
 		for i := range n {
-			err := s.Update(context.Background(), "switch", 30*time.Second, func(st *State) error {
+			err := update(s, context.Background(), "switch", 30*time.Second, func(st *State) error {
 				st.Generation++
 				st.Record(Event{From: "blue", To: "green", Status: StatusSuccess, Reason: fmt.Sprintf("%d-%d", os.Getpid(), i)})
 				return nil
@@ -231,7 +231,7 @@ func TestLoadCorrupt(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), s.Path) || !strings.Contains(err.Error(), "bgd reconcile") {
 		t.Errorf("Load = %v, want ErrCorrupt naming %s and `bgd reconcile`", err, s.Path)
 	}
-	err = s.Update(context.Background(), "switch", 0, func(st *State) error {
+	err = update(s, context.Background(), "switch", 0, func(st *State) error {
 		t.Error("Update called fn on a corrupt state")
 		return nil
 	})
@@ -250,7 +250,7 @@ func TestUpdateErrorSavesNothing(t *testing.T) {
 	}
 	before, _ := os.ReadFile(s.Path)
 	boom := errors.New("boom")
-	err := s.Update(context.Background(), "switch", 0, func(st *State) error {
+	err := update(s, context.Background(), "switch", 0, func(st *State) error {
 		st.ActiveVersion = "blue"
 		return boom
 	})
@@ -495,25 +495,6 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 	}
 }
 
-// TestWriteFileAtomicFailure: when the directory cannot be written, the
-// error names the file and nothing is left behind.
-func TestWriteFileAtomicFailure(t *testing.T) {
-	dir := t.TempDir()
-	notDir := filepath.Join(dir, "file")
-	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	target := filepath.Join(notDir, "bg_state.json")
-	err := WriteFileAtomic(target, []byte("{}"), 0o600)
-	if err == nil || !strings.Contains(err.Error(), target) {
-		t.Errorf("WriteFileAtomic under a file = %v, want an error naming %s", err, target)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("directory holds %d entries after a failed write, want only the file", len(entries))
-	}
-}
-
 // sleepForever blocks a helper process until it is killed. Not `select {}`:
 // in a binary built without cgo, a process whose only goroutine blocks there
 // dies with "all goroutines are asleep - deadlock!".
@@ -521,4 +502,22 @@ func sleepForever() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// update is the locked read-modify-write of the workflows (Lock, Load, fn,
+// Save, Unlock): fn changes the state, which is saved if fn returns nil.
+func update(s *Store, ctx context.Context, command string, timeout time.Duration, fn func(*State) error) error {
+	l, err := s.Lock(ctx, command, timeout)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	st, err := s.Load()
+	if err != nil {
+		return err
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	return s.Save(st)
 }

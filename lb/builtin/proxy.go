@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/fsnotify/fsnotify"
 )
@@ -48,7 +49,7 @@ type Proxy struct {
 	BluePort, GreenPort int
 	// UpstreamHost is where slots listen. Default "127.0.0.1".
 	UpstreamHost string
-	// Logger. Default slog.Default().
+	// Logger. Default: discard (`bgd proxy` passes its own).
 	Logger *slog.Logger
 	// Resync re-reads the state file this often even without an fsnotify
 	// event (a safety net). Default 2s.
@@ -78,9 +79,7 @@ type upstream struct {
 // Run serves until ctx ends, then shuts down gracefully (in-flight requests
 // finish, bounded by 10 s). It returns when the listener cannot be opened.
 func (p *Proxy) Run(ctx context.Context) error {
-	if p.Logger == nil {
-		p.Logger = slog.Default()
-	}
+	p.Logger = lb.OrDiscard(p.Logger)
 	if p.UpstreamHost == "" {
 		p.UpstreamHost = "127.0.0.1"
 	}

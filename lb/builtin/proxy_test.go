@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/internal/fsx"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -163,7 +164,7 @@ func TestProxyKeepsRoutingOnCorruptState(t *testing.T) {
 	blue, green := backend(t, "blue", nil), backend(t, "green", nil)
 	p, store, b := startProxy(t, blue, green)
 	flip(t, store, b, "green")
-	if err := state.WriteFileAtomic(store.Path, []byte(`{"active_version": "blu`), 0o600); err != nil {
+	if err := fsx.WriteFileAtomic(store.Path, []byte(`{"active_version": "blu`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.reload(); err == nil {

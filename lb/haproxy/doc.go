@@ -5,7 +5,7 @@
 //
 // with one backend per colour (lb.haproxy.backends, default <service>_blue
 // and <service>_green), and a flip changes that entry through the runtime
-// API (package runtime): no reload, no dropped request. Measured on HAProxy
+// API (package admin): no reload, no dropped request. Measured on HAProxy
 // 2.6: flipping server states ("maint old; ready new") dropped requests under
 // load, one `set map` did not.
 //

@@ -34,7 +34,7 @@ type entry struct{ key, value string }
 
 // statHeader is HAProxy 2.6's show stat header, recorded.
 var statHeader = func() string {
-	data, err := os.ReadFile(filepath.Join("runtime", "testdata", "answers", "show_stat_backend.txt"))
+	data, err := os.ReadFile(filepath.Join("admin", "testdata", "answers", "show_stat_backend.txt"))
 	if err != nil {
 		panic(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
-	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/lb/haproxy/admin"
 	"github.com/bgd-dev/bgd/templates"
 )
 
@@ -79,7 +78,7 @@ func (o *Options) fill() {
 		o.PollInterval = 10 * time.Millisecond
 	}
 	if o.CallTimeout <= 0 {
-		o.CallTimeout = runtime.DefaultTimeout
+		o.CallTimeout = admin.DefaultTimeout
 	}
 	if o.Bind == "" {
 		o.Bind = ":80"
@@ -90,9 +89,7 @@ func (o *Options) fill() {
 	if o.Template == "" {
 		o.Template = templates.HAProxy
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	o.Logger = lb.OrDiscard(o.Logger)
 }
 
 // Balancer flips one service through HAProxy's runtime API.
@@ -100,17 +97,18 @@ type Balancer struct {
 	service  string
 	cfg      config.HAProxy
 	opts     Options
-	client   *runtime.Client
+	client   *admin.Client
 	tmpl     *template.Template
 	backends map[string]string // colour -> backend
 }
 
 // New returns the HAProxy driver of service. cfg is the service's
-// lb.haproxy section with defaults filled (config.Load does that).
+// lb.haproxy section with defaults filled (config.Load does that); it must
+// pass config.HAProxy.Check, the rules config.Validate applies to it.
 // cfg.Listen and cfg.Template (a file) apply where opts leaves Bind and
 // Template empty. A template that does not parse or render is refused here.
 func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
-	if err := validate(service, cfg); err != nil {
+	if err := cfg.Check(service); err != nil {
 		return nil, err
 	}
 	if opts.Bind == "" && cfg.Listen != "" {
@@ -132,7 +130,7 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not parse: %v", config.ErrInvalid, service, err)
 	}
-	client := runtime.New(cfg.Socket)
+	client := admin.New(cfg.Socket)
 	client.Timeout = opts.CallTimeout
 	b := &Balancer{
 		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
@@ -142,35 +140,6 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
 	}
 	return b, nil
-}
-
-// validate refuses what would split a runtime API command line or a map
-// file line; config.Validate checks the same for files, New for callers.
-func validate(service string, cfg config.HAProxy) error {
-	var errs []string
-	bad := func(s string) bool { return s == "" || strings.ContainsAny(s, " \t\r\n;\\#\"'") }
-	if bad(service) {
-		errs = append(errs, fmt.Sprintf("service name %q", service))
-	}
-	if bad(cfg.MapFile) {
-		errs = append(errs, fmt.Sprintf("lb.haproxy.map_file %q", cfg.MapFile))
-	}
-	for _, c := range config.Colors {
-		if bad(cfg.Backends[c]) {
-			errs = append(errs, fmt.Sprintf("lb.haproxy.backends.%s %q", c, cfg.Backends[c]))
-		}
-	}
-	if cfg.Socket == "" {
-		errs = append(errs, "lb.haproxy.socket is empty")
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: haproxy driver: %s: no spaces, quotes, '#', ';' or '\\' (they would split HAProxy command or map lines)",
-			config.ErrInvalid, strings.Join(errs, ", "))
-	}
-	if cfg.Backends["blue"] == cfg.Backends["green"] {
-		return fmt.Errorf("%w: haproxy driver: blue and green both use backend %q", config.ErrInvalid, cfg.Backends["blue"])
-	}
-	return nil
 }
 
 // Flip routes the service to r.Active's backend: check the backend exists,
@@ -218,7 +187,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return err
 	}
 	if err := b.setEntry(ctx, prev.Found, target); err != nil {
-		var ce *runtime.CommandError
+		var ce *admin.CommandError
 		if !errors.As(err, &ce) {
 			// The command may have been applied before the connection
 			// failed: put the previous entry back, which is harmless if not.
@@ -254,9 +223,9 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 
 // lookup reads the service's map entry, turning "unknown map" into a
 // clear ErrMapNotLoaded naming the maps HAProxy did load.
-func (b *Balancer) lookup(ctx context.Context) (runtime.MapLookup, error) {
+func (b *Balancer) lookup(ctx context.Context) (admin.MapLookup, error) {
 	m, err := b.client.GetMap(ctx, b.cfg.MapFile, b.service)
-	if errors.Is(err, runtime.ErrUnknownMap) {
+	if errors.Is(err, admin.ErrUnknownMap) {
 		loaded := "none"
 		if maps, lerr := b.client.ShowMaps(ctx); lerr == nil && len(maps) > 0 {
 			names := make([]string, len(maps))
@@ -279,7 +248,7 @@ func (b *Balancer) lookup(ctx context.Context) (runtime.MapLookup, error) {
 func (b *Balancer) setEntry(ctx context.Context, exists bool, value string) error {
 	if exists {
 		err := b.client.SetMap(ctx, b.cfg.MapFile, b.service, value)
-		if !errors.Is(err, runtime.ErrEntryNotFound) {
+		if !errors.Is(err, admin.ErrEntryNotFound) {
 			return err
 		}
 	}
@@ -288,12 +257,12 @@ func (b *Balancer) setEntry(ctx context.Context, exists bool, value string) erro
 
 // restore puts the previous entry back (or removes the one added). It uses
 // its own deadline: the flip's context may be what ran out.
-func (b *Balancer) restore(ctx context.Context, prev runtime.MapLookup) error {
+func (b *Balancer) restore(ctx context.Context, prev admin.MapLookup) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.opts.CallTimeout)
 	defer cancel()
 	if !prev.Found {
 		err := b.client.DelMap(ctx, b.cfg.MapFile, b.service)
-		if errors.Is(err, runtime.ErrEntryNotFound) {
+		if errors.Is(err, admin.ErrEntryNotFound) {
 			return nil
 		}
 		return err
@@ -342,11 +311,11 @@ func (b *Balancer) waitUp(ctx context.Context, backend, color string) error {
 
 // wrap says what failed; an unreachable socket also becomes lb.ErrUnreachable.
 func (b *Balancer) wrap(err error, doing string) error {
-	if errors.Is(err, runtime.ErrUnreachable) {
+	if errors.Is(err, admin.ErrUnreachable) {
 		return fmt.Errorf("%w: cannot %s for %s: %w; is HAProxy running with `stats socket %s` in its global section?",
 			lb.ErrUnreachable, doing, b.service, err, b.cfg.Socket)
 	}
-	if errors.Is(err, runtime.ErrUnknownCommand) {
+	if errors.Is(err, admin.ErrUnknownCommand) {
 		return fmt.Errorf("haproxy: cannot %s for %s: %w; is %s the master CLI? bgd needs a worker's `stats socket`",
 			doing, b.service, err, b.cfg.Socket)
 	}

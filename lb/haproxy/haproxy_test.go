@@ -15,7 +15,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
-	"github.com/bgd-dev/bgd/lb/haproxy/runtime"
+	"github.com/bgd-dev/bgd/lb/haproxy/admin"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -217,7 +217,7 @@ func TestFaultsLeaveRoutingUnchanged(t *testing.T) {
 			f.answer = func(string) string {
 				return "Unknown command, but maybe one of the following ones is a better match:\n  show proc\n\n"
 			}
-		}, runtime.ErrUnknownCommand, []string{"Unknown command"}},
+		}, admin.ErrUnknownCommand, []string{"Unknown command"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, f, mapFile := setup(t, Options{UpTimeout: 100 * time.Millisecond})
@@ -310,7 +310,7 @@ func TestSetMapLine(t *testing.T) {
 		{"crlf kept elsewhere", "other x\r\napp app_blue\r\n", "other x\r\napp app_green\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, changed := SetMapLine([]byte(tc.in), "app", "app_green")
+			got, changed := setMapLine([]byte(tc.in), "app", "app_green")
 			if string(got) != tc.want || changed != tc.changed {
 				t.Errorf("got %q changed=%v, want %q changed=%v", got, changed, tc.want, tc.changed)
 			}
@@ -424,14 +424,11 @@ func TestRenderFromConfig(t *testing.T) {
 	}
 }
 
-func ExampleSetMapLine() {
+// TestSetMapLineKeepsOtherLines was ExampleSetMapLine while it was exported.
+func TestSetMapLineKeepsOtherLines(t *testing.T) {
 	file := []byte("# bgd routes\nshop shop_blue\napp app_blue\n")
-	out, changed := SetMapLine(file, "app", "app_green")
-	fmt.Print(string(out))
-	fmt.Println(changed)
-	// Output:
-	// # bgd routes
-	// shop shop_blue
-	// app app_green
-	// true
+	out, changed := setMapLine(file, "app", "app_green")
+	if got, want := string(out)+fmt.Sprintln(changed), "# bgd routes\nshop shop_blue\napp app_green\ntrue\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
 }

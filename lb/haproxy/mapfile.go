@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bgd-dev/bgd/state"
+	"github.com/bgd-dev/bgd/internal/fsx"
 )
 
 // checkMapFile makes sure the map file exists on this host before anything
@@ -47,11 +47,11 @@ func (b *Balancer) persist(ctx context.Context, value string) error {
 	if err != nil {
 		return fmt.Errorf("map file: %w", err)
 	}
-	data, changed := SetMapLine(old, b.service, value)
+	data, changed := setMapLine(old, b.service, value)
 	if !changed {
 		return nil
 	}
-	if err := state.WriteFileAtomic(b.cfg.MapFile, data, fi.Mode().Perm()); err != nil {
+	if err := fsx.WriteFileAtomic(b.cfg.MapFile, data, fi.Mode().Perm()); err != nil {
 		return err
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -61,11 +61,11 @@ func (b *Balancer) persist(ctx context.Context, value string) error {
 	return nil
 }
 
-// SetMapLine returns a map file whose entries for key (first field) are
+// setMapLine returns a map file whose entries for key (first field) are
 // replaced by one "key value" line, at the place of the first; the key is
 // appended when absent. Comments, blank lines and other keys are kept.
 // changed is false when the file already says exactly that.
-func SetMapLine(data []byte, key, value string) (out []byte, changed bool) {
+func setMapLine(data []byte, key, value string) (out []byte, changed bool) {
 	want := key + " " + value
 	text := string(data)
 	lines := strings.SplitAfter(text, "\n")
@@ -108,20 +108,12 @@ func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", dir, &fs.PathError{Op: "flock", Path: dir, Err: err})
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
+	if err := fsx.Flock(ctx, f, time.Time{}); err != nil {
+		f.Close()
+		if errors.Is(err, fsx.ErrBusy) {
 			return nil, fmt.Errorf("lock %s: another bgd is rewriting a map file there: %w", dir, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
 		}
+		return nil, fmt.Errorf("lock %s: %w", dir, &fs.PathError{Op: "flock", Path: dir, Err: err})
 	}
+	return func() { fsx.Unflock(f); f.Close() }, nil
 }

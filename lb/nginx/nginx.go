@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/internal/fsx"
 	"github.com/bgd-dev/bgd/lb"
-	"github.com/bgd-dev/bgd/state"
 	"github.com/bgd-dev/bgd/templates"
 )
 
@@ -93,9 +93,7 @@ func (o *Options) fill() {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.Logger = lb.OrDiscard(o.Logger)
 }
 
 // Balancer drives one service's nginx file.
@@ -106,23 +104,15 @@ type Balancer struct {
 	opts    Options
 }
 
-// New returns the nginx balancer of service. It takes at most one Options;
-// none means every default. A template that cannot be read, does not parse or
-// fails on sample data is an error wrapping config.ErrInvalid.
-func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
-	if len(opts) > 1 {
-		return nil, errors.New("nginx.New takes at most one Options")
-	}
-	var o Options
-	if len(opts) == 1 {
-		o = opts[0]
-	}
+// New returns the nginx balancer of service. cfg is the service's lb.nginx
+// section with defaults filled (config.Load does that); it must pass
+// config.Nginx.Check. The zero Options gives every default. A template that
+// cannot be read, does not parse or fails on sample data is an error
+// wrapping config.ErrInvalid.
+func New(service string, cfg config.Nginx, o Options) (*Balancer, error) {
 	o.fill()
-	if !serviceName.MatchString(service) {
-		return nil, fmt.Errorf("%w: service name %q cannot be used in nginx syntax: use only letters, digits, '_', '.' and '-'", config.ErrInvalid, service)
-	}
-	if cfg.File == "" || len(cfg.Test) == 0 || len(cfg.Reload) == 0 || cfg.VerifyURL == "" {
-		return nil, fmt.Errorf("%w: service %q: lb.nginx needs file, test, reload and verify_url", config.ErrInvalid, service)
+	if err := cfg.Check(service); err != nil {
+		return nil, err
 	}
 	text, name := templates.Nginx, "default nginx template"
 	if cfg.Template != "" {
@@ -143,10 +133,8 @@ func New(service string, cfg config.Nginx, opts ...Options) (*Balancer, error) {
 	return b, nil
 }
 
-var (
-	serviceName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-	hostName    = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
-)
+// hostName is what a slot's host may be to be written as an upstream.
+var hostName = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
 
 // Slot is one slot as a template sees it.
 type Slot struct {
@@ -254,7 +242,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	rctx := context.WithoutCancel(ctx)
 	restore := func() error {
 		if existed {
-			return state.WriteFileAtomic(path, prev, perm)
+			return fsx.WriteFileAtomic(path, prev, perm)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -271,7 +259,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return fmt.Sprintf("%s was removed again (it did not exist before)", path)
 	}
 
-	if err := state.WriteFileAtomic(path, data, perm); err != nil {
+	if err := fsx.WriteFileAtomic(path, data, perm); err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
 	if out, err := b.run(ctx, b.cfg.Test); err != nil {

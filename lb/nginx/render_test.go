@@ -58,7 +58,7 @@ func TestRenderGolden(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := testConfig(t.TempDir())
 			cfg.Listen = c.listen
-			b, err := New(c.service, cfg)
+			b, err := New(c.service, cfg, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,7 +102,7 @@ func TestNewRejectsTemplates(t *testing.T) {
 			if c.template != "" {
 				os.WriteFile(cfg.Template, []byte(c.template), 0o644)
 			}
-			_, err := New("app", cfg)
+			_, err := New("app", cfg, Options{})
 			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), c.wantMsg) {
 				t.Fatalf("New = %v; want config.ErrInvalid saying %q", err, c.wantMsg)
 			}
@@ -116,7 +116,7 @@ func TestNewRejectsTemplates(t *testing.T) {
 // TestRenderRejectsRoutes: nothing that could break or inject nginx syntax
 // reaches the file.
 func TestRenderRejectsRoutes(t *testing.T) {
-	b, err := New("app", testConfig(t.TempDir()))
+	b, err := New("app", testConfig(t.TempDir()), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestRenderRejectsRoutes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New("app; }", testConfig(t.TempDir())); !errors.Is(err, config.ErrInvalid) {
+	if _, err := New("app; }", testConfig(t.TempDir()), Options{}); !errors.Is(err, config.ErrInvalid) {
 		t.Fatalf("New accepted a service name with nginx syntax in it: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package runtime
+package admin
 
 import (
 	"bufio"
@@ -175,7 +175,7 @@ func TestQueriesRecogniseErrorTexts(t *testing.T) {
 	unknownMap := answer(t, "get_map_unknown.txt")
 	f := startFake(t, func(cmd string) string {
 		switch {
-		case strings.HasPrefix(cmd, "get map"), strings.HasPrefix(cmd, "show map /"):
+		case strings.HasPrefix(cmd, "get map"):
 			return unknownMap
 		}
 		return answer(t, "unknown_command.txt")
@@ -185,17 +185,11 @@ func TestQueriesRecogniseErrorTexts(t *testing.T) {
 	if _, err := c.GetMap(ctx, "/x.map", "app"); !errors.Is(err, ErrUnknownMap) {
 		t.Errorf("GetMap: %v, want ErrUnknownMap", err)
 	}
-	if _, err := c.ShowMap(ctx, "/x.map"); !errors.Is(err, ErrUnknownMap) {
-		t.Errorf("ShowMap: %v, want ErrUnknownMap", err)
-	}
 	if _, err := c.ShowBackends(ctx); !errors.Is(err, ErrUnknownCommand) {
 		t.Errorf("ShowBackends: %v, want ErrUnknownCommand", err)
 	}
 	if _, err := c.ShowStat(ctx, ""); !errors.Is(err, ErrUnknownCommand) {
 		t.Errorf("ShowStat: %v, want ErrUnknownCommand", err)
-	}
-	if _, err := c.ShowServersState(ctx, ""); !errors.Is(err, ErrUnknownCommand) {
-		t.Errorf("ShowServersState: %v, want ErrUnknownCommand", err)
 	}
 	if _, err := c.ShowMaps(ctx); !errors.Is(err, ErrUnknownCommand) {
 		t.Errorf("ShowMaps: %v, want ErrUnknownCommand", err)
@@ -209,14 +203,10 @@ func TestTypedHelpersSendTheRightCommands(t *testing.T) {
 			return answer(t, "show_backend.txt")
 		case strings.HasPrefix(cmd, "show stat"):
 			return answer(t, "show_stat_backend.txt")
-		case strings.HasPrefix(cmd, "show servers state"):
-			return answer(t, "show_servers_state_backend.txt")
 		case strings.HasPrefix(cmd, "get map"):
 			return answer(t, "get_map_found.txt")
 		case cmd == "show map":
 			return answer(t, "show_map_list.txt")
-		case strings.HasPrefix(cmd, "show map "):
-			return answer(t, "show_map_entries.txt")
 		}
 		return "\n"
 	})
@@ -231,8 +221,6 @@ func TestTypedHelpersSendTheRightCommands(t *testing.T) {
 	must(err)
 	_, err = c.ShowStat(ctx, "app_blue")
 	must(err)
-	_, err = c.ShowServersState(ctx, "app_green")
-	must(err)
 	m, err := c.GetMap(ctx, "/m.map", "app")
 	must(err)
 	if m.Value != "app_blue" {
@@ -241,12 +229,10 @@ func TestTypedHelpersSendTheRightCommands(t *testing.T) {
 	must(c.SetMap(ctx, "/m.map", "app", "app_green"))
 	must(c.AddMap(ctx, "/m.map", "app", "app_green"))
 	must(c.DelMap(ctx, "/m.map", "app"))
-	_, err = c.ShowMap(ctx, "/m.map")
-	must(err)
 	_, err = c.ShowMaps(ctx)
 	must(err)
-	want := []string{"show backend", "show stat app_blue 4 -1", "show servers state app_green", "get map /m.map app",
-		"set map /m.map app app_green", "add map /m.map app app_green", "del map /m.map app", "show map /m.map", "show map"}
+	want := []string{"show backend", "show stat app_blue 4 -1", "get map /m.map app",
+		"set map /m.map app app_green", "add map /m.map app app_green", "del map /m.map app", "show map"}
 	if got := f.received(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("sent\n%q\nwant\n%q", got, want)
 	}

@@ -1,4 +1,4 @@
-package runtime
+package admin
 
 import (
 	"errors"
@@ -21,7 +21,7 @@ func answer(t testing.TB, name string) string {
 }
 
 func TestParseBackends(t *testing.T) {
-	got, err := ParseBackends(answer(t, "show_backend.txt"))
+	got, err := parseBackends(answer(t, "show_backend.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,8 +29,8 @@ func TestParseBackends(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 	for _, bad := range []string{"", "\n", answer(t, "unknown_command.txt"), "# name\nfoo bar\n\n"} {
-		if _, err := ParseBackends(bad); !errors.Is(err, ErrMalformed) {
-			t.Errorf("ParseBackends(%.30q): err %v, want ErrMalformed", bad, err)
+		if _, err := parseBackends(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("parseBackends(%.30q): err %v, want ErrMalformed", bad, err)
 		}
 	}
 }
@@ -49,7 +49,7 @@ func TestParseStat(t *testing.T) {
 		{"show_stat_forced_down.txt", "UP 1/2", false},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			rows, err := ParseStat(answer(t, tc.file))
+			rows, err := parseStat(answer(t, tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,17 +73,17 @@ func TestParseStat(t *testing.T) {
 			}
 		})
 	}
-	rows, err := ParseStat(answer(t, "show_stat_backend.txt"))
+	rows, err := parseStat(answer(t, "show_stat_backend.txt"))
 	if err != nil || len(rows) != 1 || rows[0].Proxy != "app_blue" || !rows[0].Up() || rows[0].CheckStatus != "L7OK" {
 		t.Errorf("show stat app_blue 4 -1: %+v, %v", rows, err)
 	}
-	fe, _ := ParseStat(answer(t, "show_stat_up.txt"))
+	fe, _ := parseStat(answer(t, "show_stat_up.txt"))
 	if fe[0].Type != StatFrontend || fe[0].Up() {
 		t.Errorf("a frontend is never an up server: %+v", fe[0])
 	}
 	for _, bad := range []string{"", "garbage", answer(t, "unknown_command.txt"), "# pxname,svname\nx,y\n"} {
-		if _, err := ParseStat(bad); !errors.Is(err, ErrMalformed) {
-			t.Errorf("ParseStat(%.30q): err %v, want ErrMalformed", bad, err)
+		if _, err := parseStat(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("parseStat(%.30q): err %v, want ErrMalformed", bad, err)
 		}
 	}
 }
@@ -93,47 +93,12 @@ func TestParseStatWideHeader(t *testing.T) {
 	ans := "# pxname,svname,status,type" + strings.Repeat(",x", 200000) + "\n" +
 		strings.Repeat("p,s,UP,2\n", 50000) + "\n"
 	start := time.Now()
-	rows, err := ParseStat(ans)
+	rows, err := parseStat(ans)
 	if err != nil || len(rows) != 50000 || !rows[0].Up() {
 		t.Fatalf("%d rows, %v", len(rows), err)
 	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("took %s", el)
-	}
-}
-
-func TestParseServersState(t *testing.T) {
-	for _, tc := range []struct {
-		file  string
-		op    int
-		admin int
-		ready bool
-	}{
-		{"show_servers_state_up.txt", SrvRunning, 0, true},
-		{"show_servers_state_drain.txt", SrvRunning, AdminForcedDrain, false},
-		{"show_servers_state_maint.txt", SrvStopped, AdminForcedMaint, false},
-		{"show_servers_state_transition.txt", SrvRunning, 0, true},
-		{"show_servers_state_backend.txt", SrvRunning, 0, true},
-	} {
-		t.Run(tc.file, func(t *testing.T) {
-			ss, err := ParseServersState(answer(t, tc.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := ss[len(ss)-1]
-			if g.Backend != "app_green" || g.Server != "green" || g.Port != 18082 || g.Addr != "127.0.0.1" {
-				t.Errorf("last server: %+v", g)
-			}
-			if g.OpState != tc.op || g.AdminState != tc.admin || g.Ready() != tc.ready {
-				t.Errorf("op %d admin %d ready %v, want %d %d %v", g.OpState, g.AdminState, g.Ready(), tc.op, tc.admin, tc.ready)
-			}
-		})
-	}
-	for _, bad := range []string{"", "2\n# be_id\n", "1\nno header\n", answer(t, "unknown_command.txt"),
-		"1\n# be_id be_name srv_id srv_name srv_op_state srv_admin_state\n1 b 1 s x 0\n"} {
-		if _, err := ParseServersState(bad); !errors.Is(err, ErrMalformed) {
-			t.Errorf("ParseServersState(%.30q): err %v, want ErrMalformed", bad, err)
-		}
 	}
 }
 
@@ -146,54 +111,36 @@ func TestParseGetMap(t *testing.T) {
 		{"get_map_missing.txt", MapLookup{}},
 		{"get_map_typed.txt", MapLookup{Found: true, Key: "app", Value: "12"}},
 	} {
-		got, err := ParseGetMap(answer(t, tc.file))
+		got, err := parseGetMap(answer(t, tc.file))
 		if err != nil || got != tc.want {
 			t.Errorf("%s: %+v, %v; want %+v", tc.file, got, err, tc.want)
 		}
 	}
 	// HAProxy does not escape quotes; the value runs to the last `", type="`.
-	got, err := ParseGetMap(`type=str, case=sensitive, found=yes, idx=tree, key="a", value="x", type="y", type="str"` + "\n\n")
+	got, err := parseGetMap(`type=str, case=sensitive, found=yes, idx=tree, key="a", value="x", type="y", type="str"` + "\n\n")
 	if err != nil || got.Value != `x", type="y` {
 		t.Errorf("quoted value: %+v, %v", got, err)
 	}
 	for _, bad := range []string{"", answer(t, "get_map_unknown.txt"), "found=yes\n"} {
-		if _, err := ParseGetMap(bad); !errors.Is(err, ErrMalformed) {
-			t.Errorf("ParseGetMap(%.30q): err %v, want ErrMalformed", bad, err)
+		if _, err := parseGetMap(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("parseGetMap(%.30q): err %v, want ErrMalformed", bad, err)
 		}
 	}
 }
 
-func TestParseShowMap(t *testing.T) {
-	got, err := ParseShowMap(answer(t, "show_map_entries.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Recorded after "add map ... k2 v2" ran twice: HAProxy keeps duplicates.
-	want := []MapEntry{{"0x7fb3f804cad0", "k2", "v2"}, {"0x557470e129b0", "app", "app_blue"}, {"0x557470e12a50", "k2", "v2"}}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
-		t.Errorf("got %+v, want %+v", got, want)
-	}
-	if got, err := ParseShowMap("\n"); err != nil || len(got) != 0 {
-		t.Errorf("empty map: %v, %v", got, err)
-	}
-	if _, err := ParseShowMap(answer(t, "get_map_unknown.txt")); !errors.Is(err, ErrMalformed) {
-		t.Errorf("error text parsed as entries: %v", err)
-	}
-}
-
 func TestParseMapList(t *testing.T) {
-	got, err := ParseMapList(answer(t, "show_map_list.txt"))
+	got, err := parseMapList(answer(t, "show_map_list.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].ID != 2 || got[0].File != "/tmp/hx/app.map" || !strings.HasPrefix(got[0].Description, "pattern loaded") {
 		t.Errorf("got %+v", got)
 	}
-	got, err = ParseMapList(answer(t, "show_map_list_typed.txt"))
+	got, err = parseMapList(answer(t, "show_map_list_typed.txt"))
 	if err != nil || len(got) != 1 || got[0].ID != 0 || got[0].File != "/tmp/hx/typed.map" {
 		t.Errorf("typed: %+v, %v", got, err)
 	}
-	if _, err := ParseMapList(answer(t, "unknown_command.txt")); !errors.Is(err, ErrMalformed) {
+	if _, err := parseMapList(answer(t, "unknown_command.txt")); !errors.Is(err, ErrMalformed) {
 		t.Errorf("error text parsed as a map list: %v", err)
 	}
 }
@@ -217,7 +164,7 @@ func seedAnswers(f *testing.F) {
 func FuzzParseStat(f *testing.F) {
 	seedAnswers(f)
 	f.Fuzz(func(t *testing.T, ans string) {
-		rows, err := ParseStat(ans)
+		rows, err := parseStat(ans)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
@@ -235,28 +182,10 @@ func FuzzParseStat(f *testing.F) {
 	})
 }
 
-func FuzzParseServersState(f *testing.F) {
-	seedAnswers(f)
-	f.Fuzz(func(t *testing.T, ans string) {
-		ss, err := ParseServersState(ans)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v is not ErrMalformed", err)
-			}
-			return
-		}
-		for _, s := range ss {
-			if strings.ContainsAny(s.Backend+s.Server, " \t\n") {
-				t.Fatalf("name with a space: %+v", s)
-			}
-		}
-	})
-}
-
 func FuzzParseGetMap(f *testing.F) {
 	seedAnswers(f)
 	f.Fuzz(func(t *testing.T, ans string) {
-		m, err := ParseGetMap(ans)
+		m, err := parseGetMap(ans)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
@@ -272,28 +201,10 @@ func FuzzParseGetMap(f *testing.F) {
 	})
 }
 
-func FuzzParseShowMap(f *testing.F) {
-	seedAnswers(f)
-	f.Fuzz(func(t *testing.T, ans string) {
-		es, err := ParseShowMap(ans)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v is not ErrMalformed", err)
-			}
-			return
-		}
-		for _, e := range es {
-			if e.Key == "" || strings.Contains(e.Key, " ") || !strings.HasPrefix(e.Ref, "0x") {
-				t.Fatalf("bad entry %+v", e)
-			}
-		}
-	})
-}
-
 func FuzzParseMapList(f *testing.F) {
 	seedAnswers(f)
 	f.Fuzz(func(t *testing.T, ans string) {
-		ms, err := ParseMapList(ans)
+		ms, err := parseMapList(ans)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
@@ -311,7 +222,7 @@ func FuzzParseMapList(f *testing.F) {
 func FuzzParseBackends(f *testing.F) {
 	seedAnswers(f)
 	f.Fuzz(func(t *testing.T, ans string) {
-		names, err := ParseBackends(ans)
+		names, err := parseBackends(ans)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
@@ -326,9 +237,11 @@ func FuzzParseBackends(f *testing.F) {
 	})
 }
 
-func ExampleParseGetMap() {
+// TestParseGetMapAnswer was ExampleParseGetMap while the parsers were exported.
+func TestParseGetMapAnswer(t *testing.T) {
 	// The answer of HAProxy 2.6 to "get map /etc/haproxy/bgd.map app".
-	m, err := ParseGetMap(`type=str, case=sensitive, found=yes, idx=tree, key="app", value="app_green", type="str"` + "\n\n")
-	fmt.Println(m.Found, m.Value, err)
-	// Output: true app_green <nil>
+	m, err := parseGetMap(`type=str, case=sensitive, found=yes, idx=tree, key="app", value="app_green", type="str"` + "\n\n")
+	if got := fmt.Sprintln(m.Found, m.Value, err); got != "true app_green <nil>\n" {
+		t.Errorf("got %q, want %q", got, "true app_green <nil>\n")
+	}
 }

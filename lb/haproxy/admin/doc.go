@@ -1,6 +1,6 @@
-// Package runtime is a small typed client for the HAProxy runtime API (the
+// Package admin is a small typed client for the HAProxy runtime API (the
 // "stats socket" CLI), covering what bgd needs: show backend, show stat,
-// show servers state, get/set/add/del map and show map. It exists because
+// get/set/add/del map and show map (the list of loaded maps). It exists because
 // github.com/haproxytech/client-native is not available to this module.
 //
 // Protocol, as HAProxy 2.6 speaks it in non-interactive mode: the client
@@ -21,8 +21,8 @@
 // one by one and a failing one does not stop the next, so it buys no
 // atomicity.
 //
-// The parsers (ParseStat, ParseServersState, ParseGetMap, ParseShowMap,
-// ParseMapList, ParseBackends) are exported so they can be fuzzed and
-// tested on recorded answers: testdata/answers holds real HAProxy 2.6
-// answers, used as table-test inputs and as the fuzz seed corpus.
-package runtime
+// The parsers (parseStat, parseGetMap, parseMapList, parseBackends) are
+// fuzzed and tested on recorded answers: testdata/answers holds real
+// HAProxy 2.6 answers, used as table-test inputs and as the fuzz seed
+// corpus.
+package admin

@@ -1,4 +1,4 @@
-package runtime
+package admin
 
 import (
 	"context"
@@ -11,7 +11,7 @@ func (c *Client) ShowBackends(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseBackends(ans)
+	return parseBackends(ans)
 }
 
 // ShowStat returns the stats rows: all of them when backend is "", else
@@ -28,24 +28,7 @@ func (c *Client) ShowStat(ctx context.Context, backend string) ([]Stat, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseStat(ans)
-}
-
-// ShowServersState returns the servers' state: all of them when backend is
-// "", else that backend's.
-func (c *Client) ShowServersState(ctx context.Context, backend string) ([]ServerState, error) {
-	cmd := "show servers state"
-	if backend != "" {
-		if err := checkArg("backend", backend); err != nil {
-			return nil, err
-		}
-		cmd += " " + backend
-	}
-	ans, err := c.query(ctx, cmd, errorAnswer)
-	if err != nil {
-		return nil, err
-	}
-	return ParseServersState(ans)
+	return parseStat(ans)
 }
 
 // GetMap looks key up in the map loaded from mapFile (the path exactly as
@@ -61,7 +44,7 @@ func (c *Client) GetMap(ctx context.Context, mapFile, key string) (MapLookup, er
 	if err != nil {
 		return MapLookup{}, err
 	}
-	return ParseGetMap(ans)
+	return parseGetMap(ans)
 }
 
 // SetMap changes the value of key; a key the map does not hold is a
@@ -90,25 +73,13 @@ func (c *Client) DelMap(ctx context.Context, mapFile, key string) error {
 	return c.Do(ctx, "del map "+mapFile+" "+key)
 }
 
-// ShowMap returns the entries of the map loaded from mapFile.
-func (c *Client) ShowMap(ctx context.Context, mapFile string) ([]MapEntry, error) {
-	if err := checkArg("map", mapFile); err != nil {
-		return nil, err
-	}
-	ans, err := c.query(ctx, "show map "+mapFile, errorAnswer)
-	if err != nil {
-		return nil, err
-	}
-	return ParseShowMap(ans)
-}
-
 // ShowMaps lists the maps HAProxy has loaded.
 func (c *Client) ShowMaps(ctx context.Context) ([]MapInfo, error) {
 	ans, err := c.query(ctx, "show map", errorAnswer)
 	if err != nil {
 		return nil, err
 	}
-	return ParseMapList(ans)
+	return parseMapList(ans)
 }
 
 func checkArgs(nameValue ...string) error {

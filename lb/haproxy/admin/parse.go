@@ -1,4 +1,4 @@
-package runtime
+package admin
 
 import (
 	"encoding/csv"
@@ -26,8 +26,8 @@ func lines(ans string) []string {
 	return strings.Split(ans, "\n")
 }
 
-// ParseBackends parses `show backend`: a "# name" header, then one name a line.
-func ParseBackends(ans string) ([]string, error) {
+// parseBackends parses `show backend`: a "# name" header, then one name a line.
+func parseBackends(ans string) ([]string, error) {
 	ls := lines(ans)
 	if len(ls) == 0 || strings.TrimSpace(ls[0]) != "# name" {
 		return nil, malformed("show backend", "want a %q header, got %.40q", "# name", ans)
@@ -75,9 +75,9 @@ func (s Stat) IsServer() bool { return s.Type == StatServer }
 // health checks. "UP 1/3" (failing, on its way down) and DRAIN are not up.
 func (s Stat) Up() bool { return s.IsServer() && (s.Status == "UP" || s.Status == "no check") }
 
-// ParseStat parses the CSV of `show stat`. The header line names the
+// parseStat parses the CSV of `show stat`. The header line names the
 // columns ("# pxname,svname,..."); rows may carry an empty trailing column.
-func ParseStat(ans string) ([]Stat, error) {
+func parseStat(ans string) ([]Stat, error) {
 	ls := lines(ans)
 	if len(ls) == 0 || !strings.HasPrefix(ls[0], "# ") {
 		return nil, malformed("show stat", "want a %q header, got %.40q", "# pxname,...", ans)
@@ -143,98 +143,6 @@ func ParseStat(ans string) ([]Stat, error) {
 	return out, nil
 }
 
-// Server operational states (srv_op_state of show servers state).
-const (
-	SrvStopped  = 0
-	SrvStarting = 1
-	SrvRunning  = 2
-	SrvStopping = 3
-)
-
-// Admin state bits (srv_admin_state).
-const (
-	AdminForcedMaint    = 0x01
-	AdminInheritedMaint = 0x02
-	AdminConfigMaint    = 0x04
-	AdminForcedDrain    = 0x08
-	AdminInheritedDrain = 0x10
-	AdminResolverMaint  = 0x20
-	AdminHostnameMaint  = 0x40
-)
-
-// ServerState is one server line of `show servers state` (format version 1).
-type ServerState struct {
-	BackendID   int
-	Backend     string
-	ServerID    int
-	Server      string
-	Addr        string
-	OpState     int // SrvStopped...SrvRunning
-	AdminState  int // Admin* bits
-	CheckHealth int
-	Port        int
-	Fields      map[string]string // every column by its header name
-}
-
-// Ready reports whether the server runs and no maintenance or drain is set.
-func (s ServerState) Ready() bool { return s.OpState == SrvRunning && s.AdminState == 0 }
-
-// ParseServersState parses `show servers state`: a version line ("1"), a
-// "# be_id be_name ..." header, then one space-separated line per server.
-func ParseServersState(ans string) ([]ServerState, error) {
-	ls := lines(ans)
-	if len(ls) < 2 {
-		return nil, malformed("show servers state", "want a version and a header, got %.40q", ans)
-	}
-	if v := strings.TrimSpace(ls[0]); v != "1" {
-		return nil, malformed("show servers state", "format version %.20q, want 1", v)
-	}
-	if !strings.HasPrefix(ls[1], "# ") {
-		return nil, malformed("show servers state", "want a header, got %.40q", ls[1])
-	}
-	header := strings.Fields(strings.TrimPrefix(ls[1], "# "))
-	col := map[string]int{}
-	for i, h := range header {
-		col[h] = i
-	}
-	for _, need := range []string{"be_id", "be_name", "srv_id", "srv_name", "srv_op_state", "srv_admin_state"} {
-		if _, ok := col[need]; !ok {
-			return nil, malformed("show servers state", "no %q column", need)
-		}
-	}
-	var out []ServerState
-	for _, l := range ls[2:] {
-		f := strings.Fields(l)
-		if len(f) == 0 {
-			continue
-		}
-		if len(f) < len(header) {
-			return nil, malformed("show servers state", "line %q has %d fields, want %d", l, len(f), len(header))
-		}
-		s := ServerState{Fields: make(map[string]string, len(header))}
-		for name, i := range col {
-			s.Fields[name] = f[i]
-		}
-		s.Backend, s.Server, s.Addr = f[col["be_name"]], f[col["srv_name"]], s.Fields["srv_addr"]
-		var err error
-		for _, n := range []struct {
-			name string
-			dst  *int
-		}{{"be_id", &s.BackendID}, {"srv_id", &s.ServerID}, {"srv_op_state", &s.OpState},
-			{"srv_admin_state", &s.AdminState}, {"srv_check_health", &s.CheckHealth}, {"srv_port", &s.Port}} {
-			v, ok := s.Fields[n.name]
-			if !ok {
-				continue
-			}
-			if *n.dst, err = strconv.Atoi(v); err != nil {
-				return nil, malformed("show servers state", "line %q: %s %q is not a number", l, n.name, v)
-			}
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
 // MapLookup is the answer of `get map`.
 type MapLookup struct {
 	Found bool
@@ -242,14 +150,14 @@ type MapLookup struct {
 	Value string // its value, when Found
 }
 
-// ParseGetMap parses `get map`, e.g.
+// parseGetMap parses `get map`, e.g.
 //
 //	type=str, case=sensitive, found=yes, idx=tree, key="app", value="app_blue", type="str"
 //
 // A map used with several output types answers one line per type; the
 // first line is taken. HAProxy does not escape quotes in values: the value
 // is what lies between `value="` and the last `", type="`.
-func ParseGetMap(ans string) (MapLookup, error) {
+func parseGetMap(ans string) (MapLookup, error) {
 	ls := lines(ans)
 	if len(ls) == 0 {
 		return MapLookup{}, malformed("get map", "empty answer")
@@ -271,30 +179,6 @@ func ParseGetMap(ans string) (MapLookup, error) {
 	return MapLookup{Found: true, Key: l[k+len(kOpen) : v], Value: l[v+len(vOpen) : end]}, nil
 }
 
-// MapEntry is one line of `show map <map>`.
-type MapEntry struct {
-	Ref   string // HAProxy's entry reference, "0x55e9abad2450"
-	Key   string
-	Value string // may contain spaces
-}
-
-// ParseShowMap parses `show map <map>`: "<ref> <key> <value>" lines.
-func ParseShowMap(ans string) ([]MapEntry, error) {
-	var out []MapEntry
-	for _, l := range lines(ans) {
-		if strings.TrimSpace(l) == "" {
-			continue
-		}
-		ref, rest, ok := strings.Cut(l, " ")
-		key, value, ok2 := strings.Cut(rest, " ")
-		if !ok || !ok2 || !strings.HasPrefix(ref, "0x") || key == "" {
-			return nil, malformed("show map", "line %.80q is not <ref> <key> <value>", l)
-		}
-		out = append(out, MapEntry{Ref: ref, Key: key, Value: value})
-	}
-	return out, nil
-}
-
 // MapInfo is one map HAProxy has loaded (a line of `show map`).
 type MapInfo struct {
 	ID          int
@@ -302,9 +186,9 @@ type MapInfo struct {
 	Description string
 }
 
-// ParseMapList parses `show map` without argument: a "# id (file)
+// parseMapList parses `show map` without argument: a "# id (file)
 // description" header, then "<id> (<file>) <description>" lines.
-func ParseMapList(ans string) ([]MapInfo, error) {
+func parseMapList(ans string) ([]MapInfo, error) {
 	ls := lines(ans)
 	if len(ls) == 0 || !strings.HasPrefix(ls[0], "# id") {
 		return nil, malformed("show map", "want a %q header, got %.40q", "# id (file) description", ans)
