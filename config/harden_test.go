@@ -288,9 +288,9 @@ func TestLoadFileLimits(t *testing.T) {
 		path string
 		want string // "" for success
 	}{
-		{"/dev/zero", "/dev/zero", "config /dev/zero is not a regular file (a character device)"},
-		{"FIFO", fifo, "config " + fifo + " is not a regular file (a FIFO)"},
-		{"directory", dir, "config " + dir + " is not a regular file (a directory)"},
+		{"/dev/zero", "/dev/zero", "config /dev/zero is a character device, not a regular file"},
+		{"FIFO", fifo, "config " + fifo + " is a named pipe (FIFO), not a regular file"},
+		{"directory", dir, "config " + dir + " is a directory, not a regular file"},
 		{"10 MB", big, "config " + big + " is larger than 1 MiB (10485760 bytes)"},
 		{"exactly 1 MiB", exact, ""},
 	}

@@ -13,9 +13,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/bgd-dev/bgd/internal/fsx"
 	"gopkg.in/yaml.v3"
 )
 
@@ -97,64 +97,22 @@ func Default(self string) *Config {
 // reading /dev/zero or a runaway generated file must fail fast.
 const MaxFileSize = 1 << 20
 
-// readFile reads a config file of at most MaxFileSize bytes. Anything but a
+// readFile reads a config file of at most MaxFileSize bytes: anything but a
 // regular file (a FIFO, a device such as /dev/zero, a directory) is refused
-// before it is read; the file is opened non-blocking so that a FIFO swapped
-// in after the check cannot hang bgd, checked again on the open descriptor,
-// and read through a limit in case it grows meanwhile.
+// before it is read, without ever blocking (see fsx.ReadRegular).
 func readFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkFileInfo(path, fi); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return nil, err
-	}
-	if err := checkFileInfo(path, fi); err != nil {
-		return nil, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxFileSize {
+	data, err := fsx.ReadRegular(path, MaxFileSize)
+	var nr *fsx.NotRegularError
+	var tl *fsx.TooLargeError
+	switch {
+	case errors.As(err, &nr):
+		return nil, invalidf("config %s is %s, not a regular file: give the path of a YAML file", path, fsx.Kind(nr.Mode))
+	case errors.As(err, &tl) && tl.Size > 0:
+		return nil, invalidf("config %s is larger than 1 MiB (%d bytes): is it the right file?", path, tl.Size)
+	case errors.As(err, &tl):
 		return nil, invalidf("config %s is larger than 1 MiB: is it the right file?", path)
 	}
-	return data, nil
-}
-
-func checkFileInfo(path string, fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return invalidf("config %s is not a regular file (%s): give the path of a YAML file", path, fileKind(fi.Mode()))
-	}
-	if fi.Size() > MaxFileSize {
-		return invalidf("config %s is larger than 1 MiB (%d bytes): is it the right file?", path, fi.Size())
-	}
-	return nil
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return "mode " + m.String()
+	return data, err
 }
 
 var (

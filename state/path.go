@@ -3,11 +3,12 @@ package state
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/bgd-dev/bgd/internal/fsx"
 )
 
 // maxStateSize bounds what Load reads: a state file is a few KiB (the
@@ -23,30 +24,9 @@ func unusable(path, problem, next string) error {
 	return fmt.Errorf("%w: %s %s: %s", ErrUnusable, path, problem, next)
 }
 
-// kind names a file type for a message.
-func kind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe (FIFO)"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	case m.IsRegular():
-		return "a regular file"
-	}
-	return "not a regular file"
-}
-
 // notRegular is the error for a state or lock path of the wrong type.
 func notRegular(path string, m fs.FileMode) error {
-	return unusable(path, "is "+kind(m)+", not a regular file", "move it away if nothing needs it, or "+chooseAnother)
+	return unusable(path, "is "+fsx.Kind(m)+", not a regular file", "move it away if nothing needs it, or "+chooseAnother)
 }
 
 // isUnusableErrno tells the errors that say "this place cannot hold a
@@ -96,7 +76,7 @@ func checkDir(path string, write bool) error {
 		fi, err := os.Stat(d)
 		switch {
 		case err == nil && !fi.IsDir():
-			return unusable(path, fmt.Sprintf("cannot be created: %s is %s, not a directory", d, kind(fi.Mode())), chooseAnother)
+			return unusable(path, fmt.Sprintf("cannot be created: %s is %s, not a directory", d, fsx.Kind(fi.Mode())), chooseAnother)
 		case err == nil:
 			if !write {
 				return nil
@@ -194,34 +174,20 @@ func checkOpened(path string, f *os.File, oneLink bool) error {
 	return nil
 }
 
-// readRegular reads a state file without ever blocking: stat first (so a
-// device is never opened, which can act on open), open with O_NONBLOCK (a
-// FIFO swapped in between would block a plain open), then fstat the open
-// file, and read at most maxStateSize+1 bytes. A missing file is
-// fs.ErrNotExist, unwrapped.
+// readRegular reads a state file without ever blocking or filling memory
+// (see fsx.ReadRegular). A missing file is fs.ErrNotExist, unwrapped.
 func readRegular(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, notRegular(path, fi.Mode())
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if err := checkOpened(path, f, false); err != nil {
-		return nil, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read state %s: %w", path, err)
-	}
-	if len(data) > maxStateSize {
+	data, err := fsx.ReadRegular(path, maxStateSize)
+	var nr *fsx.NotRegularError
+	var tl *fsx.TooLargeError
+	switch {
+	case errors.As(err, &nr):
+		return nil, notRegular(path, nr.Mode)
+	case errors.As(err, &tl):
 		return nil, fmt.Errorf("%w: %s is larger than %d MiB, which no state file is; it was left as it is: run `bgd reconcile` to rebuild it, or %s",
 			ErrCorrupt, path, maxStateSize>>20, chooseAnother)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read state %s: %w", path, err)
 	}
-	return data, nil
+	return data, err
 }
