@@ -55,14 +55,16 @@ type Phase struct {
 
 // Orchestrator runs the workflows of one service.
 type Orchestrator struct {
-	cfg     *config.Config
-	svc     *config.Service
-	store   *state.Store
-	lb      lb.Balancer
-	checker *slots.Checker
-	opts    Options
-	log     *slog.Logger
-	began   time.Time
+	cfg   *config.Config
+	svc   *config.Service
+	store stateStore
+	// statePath is the state file, as the config names it.
+	statePath string
+	lb        lb.Balancer
+	// sys is the host: processes, ports, health probes.
+	sys  osEnv
+	opts Options
+	log  *slog.Logger
 	// stateAbs is the state file's absolute path, part of the marker in
 	// the environment of every process bgd starts for this service.
 	stateAbs string
@@ -88,16 +90,18 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	if err != nil {
 		return nil, fmt.Errorf("state file: %w", err)
 	}
+	checker := &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
+		RequestTimeout: svc.Health.RequestTimeout.D()}
 	return &Orchestrator{
-		stateAbs: stateAbs,
-		cfg:      cfg,
-		svc:      svc,
-		store:    &state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port},
-		lb:       bal,
-		checker: &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
-			RequestTimeout: svc.Health.RequestTimeout.D()},
-		opts: opts,
-		log:  logger.With("service", svc.Name),
+		stateAbs:  stateAbs,
+		cfg:       cfg,
+		svc:       svc,
+		statePath: cfg.StatePath(svc.Name),
+		store:     fileStore{&state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port}},
+		lb:        bal,
+		sys:       realOS(checker),
+		opts:      opts,
+		log:       logger.With("service", svc.Name),
 	}, nil
 }
 
@@ -105,16 +109,17 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 func (o *Orchestrator) Service() *config.Service { return o.svc }
 
 // StatePath is the service's state file.
-func (o *Orchestrator) StatePath() string { return o.store.Path }
+func (o *Orchestrator) StatePath() string { return o.statePath }
 
 // Balancer is the service's load balancer driver.
 func (o *Orchestrator) Balancer() lb.Balancer { return o.lb }
 
 const slotHost = "127.0.0.1"
 
-func (o *Orchestrator) phase(step, color, detail string) {
-	if o.opts.Progress != nil {
-		o.opts.Progress(Phase{Step: step, Color: color, Elapsed: time.Since(o.began), Detail: detail})
+// phase tells Options.Progress that the operation reached step.
+func (p *op) phase(step, color, detail string) {
+	if p.o.opts.Progress != nil {
+		p.o.opts.Progress(Phase{Step: step, Color: color, Elapsed: time.Since(p.began), Detail: detail})
 	}
 }
 
@@ -122,17 +127,19 @@ func (o *Orchestrator) phase(step, color, detail string) {
 // lock even with --lock-timeout 0.
 const sweepGrace = 2 * time.Second
 
-// op is one running mutating workflow: the lock, and the state as loaded.
+// op is one running mutating workflow: the lock, the state as loaded, and
+// when it began (for progress and the result's duration).
 type op struct {
-	o    *Orchestrator
-	lock *state.Lock
-	st   *state.State
+	o     *Orchestrator
+	lock  heldLock
+	st    *state.State
+	began time.Time
 }
 
 // begin takes the lock, loads the state, records a previous operation that
 // never finished, and marks this one in progress.
 func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, error) {
-	o.began = time.Now()
+	began := time.Now()
 	cmd := o.opts.Command
 	if cmd == "" {
 		cmd = name
@@ -163,7 +170,7 @@ func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, e
 		lock.Unlock()
 		return nil, err
 	}
-	return &op{o: o, lock: lock, st: st}, nil
+	return &op{o: o, lock: lock, st: st, began: began}, nil
 }
 
 // save writes the state as it is now (still in progress).

@@ -31,7 +31,6 @@ type Reconciliation struct {
 // really has. A process bgd did not start is reported and left alone, never
 // adopted. A corrupt state file is moved aside (never deleted) and rebuilt.
 func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
-	o.began = time.Now()
 	lock, err := o.store.Lock(ctx, "reconcile", o.opts.LockTimeout)
 	if err != nil {
 		return nil, err
@@ -45,8 +44,8 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 		// Copy, not rename: the state path must never go missing, or the
 		// builtin proxy would read "no file" as a new state routing to blue.
 		// The rebuilt state replaces the corrupt file atomically below.
-		rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.store.Path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-		if rerr := copyAside(o.store.Path, rec.KeptCorrupt); rerr != nil {
+		rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.statePath, time.Now().UTC().Format("20060102T150405.000000000Z"))
+		if rerr := copyAside(o.statePath, rec.KeptCorrupt); rerr != nil {
 			return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
 		}
 		fix("state file was corrupt: moved to %s and rebuilt", rec.KeptCorrupt)
@@ -82,9 +81,9 @@ func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c str
 	}
 	if *sl.PID > 0 {
 		id := o.identity(st, c)
-		switch err := id.Check(); {
+		switch err := o.sys.check(id); {
 		case err == nil && *sl.StartTime == 0:
-			if st, err := slots.StartTime(id.PID); err == nil {
+			if st, err := o.sys.startTime(id.PID); err == nil {
 				*sl.StartTime = st
 				fix("%s: pid %d: its start time is now recorded, so a reused pid is never taken for it", c, id.PID)
 			}
@@ -97,28 +96,28 @@ func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c str
 			*sl.PID, *sl.StartTime = 0, 0
 		}
 	}
-	owner, held := slots.ListenerOf(*sl.Port)
+	owner, held := o.sys.listenerOf(*sl.Port)
 	if *sl.PID == 0 {
-		for i, id := range slots.FindMarked(o.marker(c)) {
+		for i, id := range o.sys.findMarked(o.marker(c)) {
 			if i > 0 {
-				fix("%s: pid %d (%s) was also started by bgd for this slot: left for the next start of %s to stop", c, id.PID, slots.CommandLine(id.PID), c)
+				fix("%s: pid %d (%s) was also started by bgd for this slot: left for the next start of %s to stop", c, id.PID, o.sys.commandLine(id.PID), c)
 				continue
 			}
-			if held && owner.PID > 0 && slots.InGroup(owner.PID, id.PID) {
-				fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, *sl.Port, id.PID, slots.CommandLine(id.PID))
+			if held && owner.PID > 0 && o.sys.inGroup(owner.PID, id.PID) {
+				fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, *sl.Port, id.PID, o.sys.commandLine(id.PID))
 			} else {
-				fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, slots.CommandLine(id.PID), *sl.Port)
+				fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, o.sys.commandLine(id.PID), *sl.Port)
 			}
 			*sl.PID, *sl.StartTime = id.PID, id.StartTime
 		}
 	}
 	if *sl.PID > 0 {
-		if rel := slots.Getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
+		if rel := o.sys.getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
 			fix("%s: release is %s (was %q), as the slot's environment says", c, rel, *sl.Release)
 			*sl.Release = rel
 		}
 	}
-	if held && (*sl.PID == 0 || owner.PID == 0 || !slots.InGroup(owner.PID, *sl.PID)) {
+	if held && (*sl.PID == 0 || owner.PID == 0 || !o.sys.inGroup(owner.PID, *sl.PID)) {
 		who := "a process bgd cannot see"
 		if owner.PID > 0 {
 			who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
@@ -127,7 +126,7 @@ func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c str
 	}
 	// Only a slot bgd runs can be healthy: an answer from a foreign
 	// process on the port is not one.
-	healthy := *sl.PID > 0 && o.checker.Probe(ctx, slotHost, *sl.Port) == nil
+	healthy := *sl.PID > 0 && o.sys.probe(ctx, *sl.Port) == nil
 	if healthy != *sl.Healthy {
 		fix("%s: healthy is %v (was %v)", c, healthy, *sl.Healthy)
 		*sl.Healthy = healthy
@@ -147,7 +146,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 	marker := slots.ProxyMarker(o.stateAbs, o.svc.Name)
 	if st.ProxyPID > 0 {
 		id := slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: marker}
-		if err := id.Check(); err != nil {
+		if err := o.sys.check(id); err != nil {
 			fix("builtin proxy pid %d: %v: forgotten", st.ProxyPID, err)
 			st.ProxyPID, st.ProxyPIDStart = 0, 0
 		}
@@ -163,7 +162,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 				st.Generation = ri.Generation
 			}
 			if ri.PID > 0 && ri.PID != st.ProxyPID {
-				if id, ierr := slots.Identify(ri.PID, marker); ierr == nil {
+				if id, ierr := o.sys.identify(ri.PID, marker); ierr == nil {
 					fix("builtin proxy pid %d, which bgd started, serves the route: recorded", ri.PID)
 					st.ProxyPID, st.ProxyPIDStart = id.PID, id.StartTime
 				} else if st.ProxyPID == 0 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,12 +24,12 @@ func portBusy(format string, args ...any) error {
 }
 
 // checkPort refuses a port held by anything but the slot's own process group.
-func checkPort(color string, port, ownPID int) error {
-	owner, held := slots.ListenerOf(port)
+func (o *Orchestrator) checkPort(color string, port, ownPID int) error {
+	owner, held := o.sys.listenerOf(port)
 	if !held {
 		return nil
 	}
-	if owner.PID > 0 && ownPID > 0 && slots.InGroup(owner.PID, ownPID) {
+	if owner.PID > 0 && ownPID > 0 && o.sys.inGroup(owner.PID, ownPID) {
 		return nil
 	}
 	who := "a process bgd cannot see (another user's or another namespace's)"
@@ -62,7 +61,7 @@ func (o *Orchestrator) identity(st *state.State, color string) slots.Identity {
 // running reports whether color's recorded process runs and is the one bgd
 // started (a reused or foreign pid is not running).
 func (o *Orchestrator) running(st *state.State, color string) bool {
-	return o.identity(st, color).Running()
+	return o.sys.check(o.identity(st, color)) == nil
 }
 
 // stopOrphans stops color's processes that bgd started but never recorded
@@ -72,13 +71,14 @@ func (o *Orchestrator) running(st *state.State, color string) bool {
 // refuse every later deploy.
 func (p *op) stopOrphans(ctx context.Context, color string) {
 	recorded := *p.st.Slot(color).PID
-	for _, id := range slots.FindMarked(p.o.marker(color)) {
+	o := p.o
+	for _, id := range o.sys.findMarked(o.marker(color)) {
 		if id.PID == recorded {
 			continue
 		}
-		err := slots.Stop(ctx, id, p.o.svc.StopGrace.D())
+		err := o.sys.stop(ctx, id, p.o.svc.StopGrace.D())
 		p.o.log.Warn("stopped a slot process bgd started but never recorded", "slot", color, "pid", id.PID,
-			"command", slots.CommandLine(id.PID), "err", err)
+			"command", o.sys.commandLine(id.PID), "err", err)
 	}
 }
 
@@ -90,7 +90,7 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	slot := p.st.Slot(color)
 	port := o.svc.Port(color)
 	p.stopOrphans(ctx, color)
-	if err := checkPort(color, port, 0); err != nil {
+	if err := o.checkPort(color, port, 0); err != nil {
 		return err
 	}
 	vars := slots.Vars{Port: port, Color: color, Release: release}
@@ -99,7 +99,7 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 		return fmt.Errorf("%w: service %q: %v", config.ErrInvalid, o.svc.Name, err)
 	}
 	if dir != "" {
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if !o.sys.isDir(dir) {
 			return failf("release %s: its directory %s (workdir %q) does not exist: install the release there first", release, dir, o.svc.Workdir)
 		}
 	}
@@ -112,21 +112,21 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 		env = append(env, k+"="+v[0])
 	}
 	logPath := o.cfg.LogPath(o.svc.Name, color)
-	o.phase("starting", color, fmt.Sprintf("release %s on port %d", release, port))
-	proc, err := slots.StartProcess(slots.Spec{Argv: argv, Dir: dir, Env: env, LogPath: logPath, Marker: o.marker(color)})
+	p.phase("starting", color, fmt.Sprintf("release %s on port %d", release, port))
+	proc, err := o.sys.startProcess(slots.Spec{Argv: argv, Dir: dir, Env: env, LogPath: logPath, Marker: o.marker(color)})
 	if err != nil {
 		return failf("start %s: %w", color, err)
 	}
 	o.log.Info("slot started", "slot", color, "pid", proc.PID, "port", port, "release", release)
 	*slot.PID, *slot.StartTime, *slot.Port, *slot.Release, *slot.Healthy = proc.PID, proc.Identity.StartTime, port, release, false
 	if err := p.save(); err != nil {
-		slots.Stop(ctx, proc.Identity, o.svc.StopGrace.D())
+		o.sys.stop(ctx, proc.Identity, o.svc.StopGrace.D())
 		return err
 	}
-	o.phase("waiting", color, "")
+	p.phase("waiting", color, "")
 	o.log.Info("waiting for health", "slot", color, "port", port, "timeout", o.svc.Health.Timeout.D())
 	lastReport := time.Now()
-	err = o.checker.WaitHealthy(ctx, slotHost, port, slots.Wait{
+	err = o.sys.waitHealthy(ctx, port, slots.Wait{
 		Timeout:  o.svc.Health.Timeout.D(),
 		Interval: o.svc.Health.Interval.D(),
 		Exited:   proc.Exited,
@@ -134,15 +134,15 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 			o.log.Debug("slot not healthy yet", "slot", color, "port", port, "elapsed", elapsed, "err", err)
 			if time.Since(lastReport) >= 250*time.Millisecond {
 				lastReport = time.Now()
-				o.phase("waiting", color, "")
+				p.phase("waiting", color, "")
 			}
 		},
 	})
 	if err == nil {
 		// A healthy answer proves nothing if another process holds the port
 		// (our slot then failed to bind, or has not yet): check who listens.
-		if owner, ours := slots.ListensOn(proc.PID, port); !ours {
-			slots.Stop(context.WithoutCancel(ctx), proc.Identity, o.svc.StopGrace.D())
+		if owner, ours := o.sys.listensOn(proc.PID, port); !ours {
+			o.sys.stop(context.WithoutCancel(ctx), proc.Identity, o.svc.StopGrace.D())
 			*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
 			who := "nobody"
 			if owner.PID > 0 {
@@ -153,17 +153,17 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 		}
 		*slot.Healthy = true
 		p.st.LastCheck = state.TimePtr(state.Now())
-		o.phase("healthy", color, "")
+		p.phase("healthy", color, "")
 		return nil
 	}
 	reason := err.Error()
 	if errors.Is(err, slots.ErrExited) {
 		reason = fmt.Sprintf("process exited at start (%v)", proc.ExitErr())
 	} else {
-		slots.Stop(context.WithoutCancel(ctx), proc.Identity, o.svc.StopGrace.D())
+		o.sys.stop(context.WithoutCancel(ctx), proc.Identity, o.svc.StopGrace.D())
 	}
 	*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
-	tail := slots.LogTail(logPath, 10)
+	tail := o.sys.logTail(logPath, 10)
 	if tail != "" {
 		reason += fmt.Sprintf("\nlast lines of %s:\n%s", logPath, indent(tail))
 	} else {
@@ -180,7 +180,7 @@ func (p *op) stopSlot(ctx context.Context, color string) (note string, err error
 	slot := p.st.Slot(color)
 	if *slot.PID > 0 {
 		id := p.o.identity(p.st, color)
-		err := slots.Stop(ctx, id, p.o.svc.StopGrace.D())
+		err := p.o.sys.stop(ctx, id, p.o.svc.StopGrace.D())
 		switch {
 		case errors.Is(err, slots.ErrNotOurs):
 			note = fmt.Sprintf("the recorded %s pid %d was not signalled: %v", color, id.PID, err)

@@ -87,7 +87,7 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 	ps.Error = err.Error()
 	switch {
 	case st.ProxyPID == 0:
-	case !o.proxyIdentity(st).Running():
+	case o.sys.check(o.proxyIdentity(st)) != nil:
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) has exited; %s", st.ProxyPID, ps.Error)
 	default:
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) is alive but does not serve; %s", st.ProxyPID, ps.Error)
@@ -123,7 +123,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	}
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
-		InProgress: st.InProgress, StateFile: o.store.Path}
+		InProgress: st.InProgress, StateFile: o.statePath}
 	probes := o.probeBoth(ctx, st)
 	for _, c := range config.Colors {
 		sl := st.Slot(c)
@@ -165,7 +165,7 @@ func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := o.checker.Probe(ctx, slotHost, port)
+			err := o.sys.probe(ctx, port)
 			mu.Lock()
 			out[c] = err
 			mu.Unlock()
@@ -208,7 +208,7 @@ const sweepLockWait = 200 * time.Millisecond
 // long on a deploy: if the lock is busy it reports without recording (and
 // restarts nothing: the deploy's flip starts a proxy itself).
 func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
-	o.began = time.Now()
+	began := time.Now()
 	st, err := o.store.Load()
 	if err != nil {
 		return nil, err
@@ -245,7 +245,7 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 		if sw.Proxy != nil && !sw.Proxy.Running && sw.Proxy.Managed {
 			proxyWhat = o.restartProxy(ctx, sw.Proxy)
 		}
-		err = o.recordSweep(ctx, lock, st, probes, sw)
+		err = o.recordSweep(ctx, &op{o: o, lock: lock, began: began}, st, probes, sw)
 		lock.Unlock()
 		if err != nil {
 			return sw, err
@@ -294,11 +294,12 @@ func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string
 // changed since the probe (a deploy in between owns newer results: for
 // those, the recorded result replaces the stale probe), and fails over when
 // configured and both probes are fresh.
-func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed *state.State, probes map[string]error, sw *Sweep) error {
+func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[string]error, sw *Sweep) error {
 	st, err := o.store.Load()
 	if err != nil {
 		return err
 	}
+	p.st = st
 	fresh := st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
 	for _, c := range config.Colors {
 		now, then := st.Slot(c), probed.Slot(c)
@@ -319,7 +320,7 @@ func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed
 			Reason: "the builtin proxy was not running: " + px.Error}
 		if px.Restarted > 0 {
 			st.ProxyPID, st.ProxyPIDStart = px.Restarted, 0
-			if id, err := slots.Identify(px.Restarted, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+			if id, err := o.sys.identify(px.Restarted, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
 				st.ProxyPIDStart = id.StartTime
 			}
 			ev.Status = state.StatusSuccess
@@ -335,7 +336,6 @@ func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed
 	active := st.ActiveVersion
 	standby := config.Other(active)
 	if o.svc.Failover && fresh && probes[active] != nil && probes[standby] == nil {
-		p := &op{o: o, lock: lock, st: st}
 		if err := p.flip(ctx, standby); err != nil {
 			st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusFailed, Reason: err.Error()})
 		} else {

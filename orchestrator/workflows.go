@@ -27,9 +27,11 @@ type Result struct {
 	Message  string        `json:"message"`
 }
 
-func (o *Orchestrator) result(st *state.State, action, color string, changed bool, msg string) *Result {
-	r := &Result{Service: o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
-		Duration: time.Since(o.began), Message: msg}
+// result is what the operation did, with color's slot as recorded now.
+func (p *op) result(action, color string, changed bool, msg string) *Result {
+	st := p.st
+	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
+		Duration: time.Since(p.began), Message: msg}
 	if color != "" {
 		s := st.Slot(color)
 		r.Port, r.PID, r.Release = *s.Port, *s.PID, *s.Release
@@ -71,7 +73,7 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 	if release == "" {
 		release = "initial"
 	}
-	if o.running(st, color) && release == *slot.Release && o.checker.Probe(ctx, slotHost, *slot.Port) == nil {
+	if o.running(st, color) && release == *slot.Release && o.sys.probe(ctx, *slot.Port) == nil {
 		*slot.Healthy = true
 	} else {
 		if _, err := p.stopSlot(ctx, color); err != nil {
@@ -79,7 +81,7 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 		}
 		if err := p.startSlot(ctx, color, release); err != nil {
 			st.Record(state.Event{Action: "start", To: color, Status: state.StatusFailed, Release: release, Reason: err.Error()})
-			o.phase("failed", color, err.Error())
+			p.phase("failed", color, err.Error())
 			return nil, p.end(err)
 		}
 		changed = true
@@ -91,12 +93,12 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 		}
 		changed = changed || flipped
 	}
-	o.phase("done", color, "")
+	p.phase("done", color, "")
 	msg := fmt.Sprintf("%s is running and healthy on port %d", color, *slot.Port)
 	if !changed {
 		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, *slot.Port)
 	}
-	return o.result(st, "start", color, changed, msg), p.end(nil)
+	return p.result("start", color, changed, msg), p.end(nil)
 }
 
 // Stop stops color. The active slot is refused unless force is set.
@@ -125,7 +127,7 @@ func (o *Orchestrator) Stop(ctx context.Context, color string, force bool) (*Res
 	if note != "" {
 		msg += "; " + note
 	}
-	return o.result(st, "stop", color, was, msg), p.end(nil)
+	return p.result("stop", color, was, msg), p.end(nil)
 }
 
 // DeployOptions tune Deploy.
@@ -166,7 +168,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	fail := func(err error) (*Result, error) {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusFailed, Release: d.Release, Reason: err.Error()})
 		o.log.Error("deploy failed", "slot", to, "release", d.Release, "err", err)
-		o.phase("failed", to, err.Error())
+		p.phase("failed", to, err.Error())
 		return nil, p.end(err)
 	}
 	if _, err := p.stopSlot(ctx, to); err != nil {
@@ -177,16 +179,16 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	}
 	if d.NoSwitch {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from})
-		o.phase("done", to, "")
-		return o.result(st, "deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), p.end(nil)
+		p.phase("done", to, "")
+		return p.result("deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), p.end(nil)
 	}
 	if err := p.flip(ctx, to); err != nil {
 		p.stopSlot(context.WithoutCancel(ctx), to)
 		return fail(err)
 	}
 	st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release})
-	o.phase("done", to, "")
-	return o.result(st, "deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), p.end(nil)
+	p.phase("done", to, "")
+	return p.result("deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), p.end(nil)
 }
 
 // alreadyDeployed reports (done=true) a deploy that has nothing to do: the
@@ -200,13 +202,13 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 		color = config.Other(color)
 	}
 	slot := st.Slot(color)
-	if *slot.Release != d.Release || !o.running(st, color) || o.checker.Probe(ctx, slotHost, *slot.Port) != nil {
+	if *slot.Release != d.Release || !o.running(st, color) || o.sys.probe(ctx, *slot.Port) != nil {
 		return nil, false, nil
 	}
 	*slot.Healthy = true
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if d.NoSwitch {
-		return o.result(st, "deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
+		return p.result("deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
 	}
 	flipped, err := p.ensureRouted(ctx, color)
 	if err != nil {
@@ -216,7 +218,7 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 	if flipped {
 		msg = fmt.Sprintf("release %s was already healthy on %s; the load balancer now routes to it", d.Release, color)
 	}
-	return o.result(st, "deploy", color, flipped, msg), true, nil
+	return p.result("deploy", color, flipped, msg), true, nil
 }
 
 // Switch flips traffic to color. A target that does not answer its health
@@ -237,7 +239,7 @@ func (o *Orchestrator) Switch(ctx context.Context, color string, force bool) (*R
 		if err != nil {
 			return nil, p.end(err)
 		}
-		return o.result(st, "switch", color, flipped, fmt.Sprintf("%s is already active", color)), p.end(nil)
+		return p.result("switch", color, flipped, fmt.Sprintf("%s is already active", color)), p.end(nil)
 	}
 	if err := p.checkTarget(ctx, color, "switch to", force); err != nil {
 		return nil, p.end(err)
@@ -247,8 +249,8 @@ func (o *Orchestrator) Switch(ctx context.Context, color string, force bool) (*R
 		return nil, p.end(err)
 	}
 	st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusSuccess, Release: *st.Slot(color).Release})
-	o.phase("done", color, "")
-	return o.result(st, "switch", color, true, fmt.Sprintf("traffic switched from %s to %s", from, color)), p.end(nil)
+	p.phase("done", color, "")
+	return p.result("switch", color, true, fmt.Sprintf("traffic switched from %s to %s", from, color)), p.end(nil)
 }
 
 // Rollback flips traffic back to the other colour, which a deploy kept
@@ -270,14 +272,14 @@ func (o *Orchestrator) Rollback(ctx context.Context) (*Result, error) {
 		return nil, p.end(err)
 	}
 	st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusRolledBack, Release: *st.Slot(to).Release})
-	o.phase("done", to, "")
-	return o.result(st, "rollback", to, true, fmt.Sprintf("rolled back from %s to %s", from, to)), p.end(nil)
+	p.phase("done", to, "")
+	return p.result("rollback", to, true, fmt.Sprintf("rolled back from %s to %s", from, to)), p.end(nil)
 }
 
 // checkTarget probes color now; the stored health may be stale.
 func (p *op) checkTarget(ctx context.Context, color, verb string, force bool) error {
 	slot := p.st.Slot(color)
-	err := p.o.checker.Probe(ctx, slotHost, *slot.Port)
+	err := p.o.sys.probe(ctx, *slot.Port)
 	*slot.Healthy = err == nil
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if err == nil || force {
@@ -307,7 +309,7 @@ type proxyStarter interface {
 // On error the previous routing is in force and recorded.
 func (p *op) flip(ctx context.Context, color string) error {
 	o, st := p.o, p.st
-	o.phase("switching", color, "")
+	p.phase("switching", color, "")
 	if ps, ok := o.lb.(proxyStarter); ok {
 		pid, err := ps.Ensure(ctx)
 		if err != nil {
@@ -315,7 +317,7 @@ func (p *op) flip(ctx context.Context, color string) error {
 		}
 		if pid > 0 {
 			st.ProxyPID, st.ProxyPIDStart = pid, 0
-			if id, err := slots.Identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+			if id, err := o.sys.identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
 				st.ProxyPIDStart = id.StartTime
 			}
 		}
