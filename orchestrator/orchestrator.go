@@ -161,8 +161,7 @@ func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, e
 		return nil, err
 	}
 	if p := st.InProgress; p != nil {
-		st.Record(state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
-			Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))})
+		st.Record(interrupted(p))
 		o.log.Warn("previous operation was interrupted", "command", p.Command, "pid", p.PID)
 	}
 	st.InProgress = &state.Operation{Command: cmd, PID: os.Getpid(), Started: state.Now(), From: from, To: to}
@@ -173,19 +172,31 @@ func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, e
 	return &op{o: o, lock: lock, st: st, began: began}, nil
 }
 
+// interrupted is the history record of an operation that never finished:
+// the next one (or reconcile) finds it still marked in progress.
+func interrupted(p *state.Operation) state.Event {
+	return state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
+		Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))}
+}
+
 // save writes the state as it is now (still in progress).
 func (p *op) save() error { return p.o.store.Save(p.st) }
 
 // end clears the in-progress mark, saves and unlocks. The error returned is
-// err, or the save's error when err is nil.
+// err, or the save's error when err is nil. When both failed, the save's
+// error is told in the message, while err alone decides what the error
+// matches (the exit code is the operation's).
 func (p *op) end(err error) error {
 	p.st.InProgress = nil
 	serr := p.o.store.Save(p.st)
 	p.lock.Unlock()
-	if err != nil {
-		return err
+	switch {
+	case err == nil:
+		return serr
+	case serr != nil:
+		return fmt.Errorf("%w; saving the state failed too: %v", err, serr)
 	}
-	return serr
+	return err
 }
 
 // route is the routing that sends traffic to color.

@@ -165,30 +165,45 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 		}
 	}
 	st.InProgress.From, st.InProgress.To = from, to
-	fail := func(err error) (*Result, error) {
+	res, err := p.deploy(ctx, d, from, to)
+	if err != nil {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusFailed, Release: d.Release, Reason: err.Error()})
 		o.log.Error("deploy failed", "slot", to, "release", d.Release, "err", err)
 		p.phase("failed", to, err.Error())
 		return nil, p.end(err)
 	}
+	return res, p.end(nil)
+}
+
+// deploy starts the release on the idle colour to, waits for health and
+// flips traffic from from to it (unless NoSwitch). After a failed flip the
+// new slot is stopped again; a failure of that stop is part of the error.
+func (p *op) deploy(ctx context.Context, d DeployOptions, from, to string) (*Result, error) {
+	st := p.st
 	if _, err := p.stopSlot(ctx, to); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if err := p.startSlot(ctx, to, d.Release); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if d.NoSwitch {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from})
 		p.phase("done", to, "")
-		return p.result("deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), p.end(nil)
+		return p.result("deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), nil
 	}
 	if err := p.flip(ctx, to); err != nil {
-		p.stopSlot(context.WithoutCancel(ctx), to)
-		return fail(err)
+		note, serr := p.stopSlot(context.WithoutCancel(ctx), to)
+		switch {
+		case serr != nil:
+			return nil, fmt.Errorf("%w; the new slot was not stopped: %w", err, serr)
+		case note != "":
+			return nil, fmt.Errorf("%w; %s", err, note)
+		}
+		return nil, err
 	}
 	st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release})
 	p.phase("done", to, "")
-	return p.result("deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), p.end(nil)
+	return p.result("deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), nil
 }
 
 // alreadyDeployed reports (done=true) a deploy that has nothing to do: the
@@ -293,7 +308,7 @@ func (p *op) checkTarget(ctx context.Context, color, verb string, force bool) er
 		hint = fmt.Sprintf("it is stopped: start it with `bgd start %s`", color)
 	}
 	//lint:ignore ST1005 the seed's message, kept verbatim for its users' scripts
-	return failure(fmt.Errorf("Cannot %s %s: %w (%v); %s", verb, color, ErrNotHealthy, err, hint))
+	return failure(fmt.Errorf("Cannot %s %s: %w (%w); %s", verb, color, ErrNotHealthy, err, hint))
 }
 
 // followsState is a load balancer that reads its routing from the state
