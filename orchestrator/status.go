@@ -100,6 +100,15 @@ func (o *Orchestrator) proxyIdentity(st *state.State) slots.Identity {
 	return slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: slots.ProxyMarker(o.stateAbs, o.svc.Name)}
 }
 
+// recordProxy records pid as the builtin proxy bgd started, with its start
+// time (0 when it cannot be told: then its marker alone recognises it).
+func (o *Orchestrator) recordProxy(st *state.State, pid int) {
+	st.ProxyPID, st.ProxyPIDStart = pid, 0
+	if id, err := o.sys.identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+		st.ProxyPIDStart = id.StartTime
+	}
+}
+
 // proxyError is the error of a sweep that found the proxy down.
 func (o *Orchestrator) proxyError(ps *ProxyStatus, what string) error {
 	return failure(kindError{ErrNotHealthy, fmt.Errorf("the builtin proxy for %s is not running: %s; %s", o.svc.Name, ps.Error, what)})
@@ -347,10 +356,7 @@ func (o *Orchestrator) recordProxyRestart(st *state.State, px *ProxyStatus) {
 	ev := state.Event{Action: "proxy-restart", To: st.ActiveVersion, Status: state.StatusFailed,
 		Reason: "the builtin proxy was not running: " + px.Error}
 	if px.Restarted > 0 {
-		st.ProxyPID, st.ProxyPIDStart = px.Restarted, 0
-		if id, err := o.sys.identify(px.Restarted, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
-			st.ProxyPIDStart = id.StartTime
-		}
+		o.recordProxy(st, px.Restarted)
 		ev.Status = state.StatusSuccess
 		ev.Reason = fmt.Sprintf("restarted the builtin proxy (pid %d): it was not running: %s", px.Restarted, px.Error)
 	}

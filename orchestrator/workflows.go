@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -66,25 +65,9 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 	}
 	st := p.st
 	slot := st.Slot(color)
-	changed := false
-	if release == "" {
-		release = *slot.Release
-	}
-	if release == "" {
-		release = "initial"
-	}
-	if o.running(st, color) && release == *slot.Release && o.sys.probe(ctx, *slot.Port) == nil {
-		*slot.Healthy = true
-	} else {
-		if _, err := p.stopSlot(ctx, color); err != nil {
-			return nil, p.end(err)
-		}
-		if err := p.startSlot(ctx, color, release); err != nil {
-			st.Record(state.Event{Action: "start", To: color, Status: state.StatusFailed, Release: release, Reason: err.Error()})
-			p.phase("failed", color, err.Error())
-			return nil, p.end(err)
-		}
-		changed = true
+	changed, err := p.startIfNeeded(ctx, color, release)
+	if err != nil {
+		return nil, p.end(err)
 	}
 	if color == st.ActiveVersion {
 		flipped, err := p.ensureRouted(ctx, color)
@@ -99,6 +82,32 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, *slot.Port)
 	}
 	return p.result("start", color, changed, msg), p.end(nil)
+}
+
+// startIfNeeded (re)starts color with release ("" for the release it last
+// ran, else "initial") unless that release already runs healthy there. It
+// reports whether it started the slot; a failed start is recorded.
+func (p *op) startIfNeeded(ctx context.Context, color, release string) (bool, error) {
+	slot := p.st.Slot(color)
+	if release == "" {
+		release = *slot.Release
+	}
+	if release == "" {
+		release = "initial"
+	}
+	if p.o.running(p.st, color) && release == *slot.Release && p.o.sys.probe(ctx, *slot.Port) == nil {
+		*slot.Healthy = true
+		return false, nil
+	}
+	if _, err := p.stopSlot(ctx, color); err != nil {
+		return false, err
+	}
+	if err := p.startSlot(ctx, color, release); err != nil {
+		p.st.Record(state.Event{Action: "start", To: color, Status: state.StatusFailed, Release: release, Reason: err.Error()})
+		p.phase("failed", color, err.Error())
+		return false, err
+	}
+	return true, nil
 }
 
 // Stop stops color. The active slot is refused unless force is set.
@@ -325,17 +334,8 @@ type proxyStarter interface {
 func (p *op) flip(ctx context.Context, color string) error {
 	o, st := p.o, p.st
 	p.phase("switching", color, "")
-	if ps, ok := o.lb.(proxyStarter); ok {
-		pid, err := ps.Ensure(ctx)
-		if err != nil {
-			return failf("switch to %s: %w", color, err)
-		}
-		if pid > 0 {
-			st.ProxyPID, st.ProxyPIDStart = pid, 0
-			if id, err := o.sys.identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
-				st.ProxyPIDStart = id.StartTime
-			}
-		}
+	if err := p.ensureProxy(ctx, color); err != nil {
+		return err
 	}
 	route := o.route(st, color)
 	prevColor, prevSwitch := st.ActiveVersion, st.LastSwitch
@@ -364,6 +364,23 @@ func (p *op) flip(ctx context.Context, color string) error {
 	}
 	apply()
 	return p.save()
+}
+
+// ensureProxy starts the builtin proxy if it does not run (other drivers
+// need nothing started) and records the pid of one it started.
+func (p *op) ensureProxy(ctx context.Context, color string) error {
+	ps, ok := p.o.lb.(proxyStarter)
+	if !ok {
+		return nil
+	}
+	pid, err := ps.Ensure(ctx)
+	if err != nil {
+		return failf("switch to %s: %w", color, err)
+	}
+	if pid > 0 {
+		p.o.recordProxy(p.st, pid)
+	}
+	return nil
 }
 
 // ensureRouted makes sure the load balancer routes to color, which the state
