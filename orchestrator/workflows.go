@@ -330,7 +330,9 @@ type proxyStarter interface {
 }
 
 // flip routes traffic to color and records the new routing in the state.
-// On error the previous routing is in force and recorded.
+// On error the previous routing is in force and recorded. When restoring
+// it in the state fails too, that failure is named in the message; the
+// balancer's error alone is wrapped (it decides the exit code).
 func (p *op) flip(ctx context.Context, color string) error {
 	o, st := p.o, p.st
 	p.phase("switching", color, "")
