@@ -231,7 +231,9 @@ func (h *fakeHost) probe(ctx context.Context, port int) error {
 type memStore struct {
 	st       *state.State
 	saveErrs []error // consumed one per Save, before saving
+	lockErrs []error // consumed one per Lock, before lockErr
 	lockErr  error
+	timeouts []time.Duration // each Lock's timeout
 	locks    int
 	saves    int
 	// beforeLoad runs before each Load (n counts from 1): another operation
@@ -262,7 +264,14 @@ func (m *memStore) Save(st *state.State) error {
 }
 
 func (m *memStore) Lock(ctx context.Context, command string, timeout time.Duration) (heldLock, error) {
-	if m.lockErr != nil {
+	m.timeouts = append(m.timeouts, timeout)
+	if len(m.lockErrs) > 0 {
+		err := m.lockErrs[0]
+		m.lockErrs = m.lockErrs[1:]
+		if err != nil {
+			return nil, err
+		}
+	} else if m.lockErr != nil {
 		return nil, m.lockErr
 	}
 	m.locks++

@@ -185,6 +185,95 @@ func TestBeginLock(t *testing.T) {
 	}
 }
 
+// TestBeginWaitsForASweep: a command that finds a health sweep holding the
+// lock waits sweepGrace for it, even with --lock-timeout 0; another
+// operation's lock is not waited for beyond the timeout asked.
+func TestBeginWaitsForASweep(t *testing.T) {
+	sweep := &state.LockedError{Command: sweepCommand, PID: 5}
+	deploy := &state.LockedError{Command: "deploy", PID: 6}
+	cases := []struct {
+		name         string
+		lockTimeout  time.Duration
+		errs         []error
+		wantTimeouts []time.Duration
+		wantErr      error
+	}{
+		{"free", 0, []error{nil}, []time.Duration{0}, nil},
+		{"a sweep holds it: waited for", 0, []error{sweep, nil}, []time.Duration{0, sweepGrace}, nil},
+		{"a sweep holds it past the grace", 0, []error{sweep, sweep}, []time.Duration{0, sweepGrace}, state.ErrLocked},
+		{"a sweep holds it, a longer timeout asked: no second wait", time.Minute, []error{sweep}, []time.Duration{time.Minute}, state.ErrLocked},
+		{"a deploy holds it", 0, []error{deploy}, []time.Duration{0}, state.ErrLocked},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			r.o.opts.LockTimeout = c.lockTimeout
+			r.store.lockErrs = c.errs
+			r.store.lockErr = errors.New("unexpected Lock call")
+			p, err := r.o.begin(ctx, "switch", "", "green")
+			if !errors.Is(err, c.wantErr) || (c.wantErr == nil) != (err == nil) {
+				t.Fatalf("begin = %v, want %v", err, c.wantErr)
+			}
+			if !slices.Equal(r.store.timeouts, c.wantTimeouts) {
+				t.Errorf("lock timeouts %v, want %v", r.store.timeouts, c.wantTimeouts)
+			}
+			if p != nil {
+				if op := r.state().InProgress; op == nil || op.Command != "switch" || op.To != "green" {
+					t.Errorf("in progress %+v", op)
+				}
+				p.end(nil)
+			}
+		})
+	}
+}
+
+// TestProxyRestartRecord: a sweep records a restart of the proxy bgd
+// started (its new pid and start time) each time, and a failure to restart
+// it only once in a row.
+func TestProxyRestartRecord(t *testing.T) {
+	cases := []struct {
+		name       string
+		last       state.Event // the last history entry before
+		restarted  bool
+		wantRecord bool
+	}{
+		{"restarted", state.Event{}, true, true},
+		{"restarted again", state.Event{Action: "proxy-restart", Status: state.StatusSuccess}, true, true},
+		{"the first failure", state.Event{Action: "deploy", Status: state.StatusSuccess}, false, true},
+		{"a failure after a restart", state.Event{Action: "proxy-restart", Status: state.StatusSuccess}, false, true},
+		{"the same failure again", state.Event{Action: "proxy-restart", Status: state.StatusFailed}, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			st := state.New(r.blue, r.green)
+			st.ProxyPID, st.ProxyPIDStart = 40, 1
+			if c.last.Action != "" {
+				st.Record(c.last)
+			}
+			n := len(st.History)
+			px := &ProxyStatus{Error: "connection refused", Managed: true}
+			wantPID := 40
+			if c.restarted {
+				px.Restarted = r.host.spawn("bgd proxy", slots.ProxyMarker(r.o.stateAbs, "app")...)
+				wantPID = px.Restarted
+			}
+			r.o.recordProxyRestart(st, px)
+			if recorded := len(st.History) > n; recorded != c.wantRecord {
+				t.Fatalf("history %+v: recorded %v, want %v", st.History, recorded, c.wantRecord)
+			}
+			ev := lastEvent(st)
+			if c.wantRecord && (ev.Action != "proxy-restart" || (ev.Status == state.StatusSuccess) != c.restarted ||
+				!strings.Contains(ev.Reason, "connection refused")) {
+				t.Errorf("recorded %+v", ev)
+			}
+			if st.ProxyPID != wantPID || (c.restarted && st.ProxyPIDStart != r.host.procs[wantPID].start) {
+				t.Errorf("proxy_pid %d start %d, want %d", st.ProxyPID, st.ProxyPIDStart, wantPID)
+			}
+		})
+	}
+}
+
 // TestReconcileSlot: what reconcile decides about each slot.
 func TestReconcileSlot(t *testing.T) {
 	cases := []struct {
