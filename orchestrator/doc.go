@@ -16,4 +16,9 @@
 // it (Status.Proxy), and HealthSweep treats a proxy that does not answer as
 // an outage, restarting it when bgd started it (proxy_pid recorded) and
 // only reporting it when systemd runs `bgd proxy`.
+//
+// The workflows reach the host only through a small seam (osEnv: start,
+// recognise and stop processes, who listens on a port, health probes; and
+// stateStore: the state file and its lock), which in-package tests replace
+// to decide the subtle rules without processes.
 package orchestrator

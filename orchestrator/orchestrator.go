@@ -55,14 +55,16 @@ type Phase struct {
 
 // Orchestrator runs the workflows of one service.
 type Orchestrator struct {
-	cfg     *config.Config
-	svc     *config.Service
-	store   *state.Store
-	lb      lb.Balancer
-	checker *slots.Checker
-	opts    Options
-	log     *slog.Logger
-	began   time.Time
+	cfg   *config.Config
+	svc   *config.Service
+	store stateStore
+	// statePath is the state file, as the config names it.
+	statePath string
+	lb        lb.Balancer
+	// sys is the host: processes, ports, health probes.
+	sys  osEnv
+	opts Options
+	log  *slog.Logger
 	// stateAbs is the state file's absolute path, part of the marker in
 	// the environment of every process bgd starts for this service.
 	stateAbs string
@@ -88,16 +90,18 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	if err != nil {
 		return nil, fmt.Errorf("state file: %w", err)
 	}
+	checker := &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
+		RequestTimeout: svc.Health.RequestTimeout.D()}
 	return &Orchestrator{
-		stateAbs: stateAbs,
-		cfg:      cfg,
-		svc:      svc,
-		store:    &state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port},
-		lb:       bal,
-		checker: &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
-			RequestTimeout: svc.Health.RequestTimeout.D()},
-		opts: opts,
-		log:  logger.With("service", svc.Name),
+		stateAbs:  stateAbs,
+		cfg:       cfg,
+		svc:       svc,
+		statePath: cfg.StatePath(svc.Name),
+		store:     fileStore{&state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port}},
+		lb:        bal,
+		sys:       realOS(checker),
+		opts:      opts,
+		log:       logger.With("service", svc.Name),
 	}, nil
 }
 
@@ -105,16 +109,17 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 func (o *Orchestrator) Service() *config.Service { return o.svc }
 
 // StatePath is the service's state file.
-func (o *Orchestrator) StatePath() string { return o.store.Path }
+func (o *Orchestrator) StatePath() string { return o.statePath }
 
 // Balancer is the service's load balancer driver.
 func (o *Orchestrator) Balancer() lb.Balancer { return o.lb }
 
 const slotHost = "127.0.0.1"
 
-func (o *Orchestrator) phase(step, color, detail string) {
-	if o.opts.Progress != nil {
-		o.opts.Progress(Phase{Step: step, Color: color, Elapsed: time.Since(o.began), Detail: detail})
+// phase tells Options.Progress that the operation reached step.
+func (p *op) phase(step, color, detail string) {
+	if p.o.opts.Progress != nil {
+		p.o.opts.Progress(Phase{Step: step, Color: color, Elapsed: time.Since(p.began), Detail: detail})
 	}
 }
 
@@ -122,17 +127,19 @@ func (o *Orchestrator) phase(step, color, detail string) {
 // lock even with --lock-timeout 0.
 const sweepGrace = 2 * time.Second
 
-// op is one running mutating workflow: the lock, and the state as loaded.
+// op is one running mutating workflow: the lock, the state as loaded, and
+// when it began (for progress and the result's duration).
 type op struct {
-	o    *Orchestrator
-	lock *state.Lock
-	st   *state.State
+	o     *Orchestrator
+	lock  heldLock
+	st    *state.State
+	began time.Time
 }
 
 // begin takes the lock, loads the state, records a previous operation that
 // never finished, and marks this one in progress.
 func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, error) {
-	o.began = time.Now()
+	began := time.Now()
 	cmd := o.opts.Command
 	if cmd == "" {
 		cmd = name
@@ -154,8 +161,7 @@ func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, e
 		return nil, err
 	}
 	if p := st.InProgress; p != nil {
-		st.Record(state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
-			Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))})
+		st.Record(interrupted(p))
 		o.log.Warn("previous operation was interrupted", "command", p.Command, "pid", p.PID)
 	}
 	st.InProgress = &state.Operation{Command: cmd, PID: os.Getpid(), Started: state.Now(), From: from, To: to}
@@ -163,22 +169,34 @@ func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, e
 		lock.Unlock()
 		return nil, err
 	}
-	return &op{o: o, lock: lock, st: st}, nil
+	return &op{o: o, lock: lock, st: st, began: began}, nil
+}
+
+// interrupted is the history record of an operation that never finished:
+// the next one (or reconcile) finds it still marked in progress.
+func interrupted(p *state.Operation) state.Event {
+	return state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
+		Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))}
 }
 
 // save writes the state as it is now (still in progress).
 func (p *op) save() error { return p.o.store.Save(p.st) }
 
 // end clears the in-progress mark, saves and unlocks. The error returned is
-// err, or the save's error when err is nil.
+// err, or the save's error when err is nil. When both failed, the save's
+// error is told in the message, while err alone decides what the error
+// matches (the exit code is the operation's).
 func (p *op) end(err error) error {
 	p.st.InProgress = nil
 	serr := p.o.store.Save(p.st)
 	p.lock.Unlock()
-	if err != nil {
-		return err
+	switch {
+	case err == nil:
+		return serr
+	case serr != nil:
+		return fmt.Errorf("%w; saving the state failed too: %v", err, serr)
 	}
-	return serr
+	return err
 }
 
 // route is the routing that sends traffic to color.

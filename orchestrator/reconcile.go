@@ -31,7 +31,6 @@ type Reconciliation struct {
 // really has. A process bgd did not start is reported and left alone, never
 // adopted. A corrupt state file is moved aside (never deleted) and rebuilt.
 func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
-	o.began = time.Now()
 	lock, err := o.store.Lock(ctx, "reconcile", o.opts.LockTimeout)
 	if err != nil {
 		return nil, err
@@ -39,31 +38,19 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 	defer lock.Unlock()
 	lock.RemoveStaleTemps()
 	rec := &Reconciliation{Service: o.svc.Name}
-	fix := func(format string, args ...any) { rec.Fixes = append(rec.Fixes, fmt.Sprintf(format, args...)) }
-	st, err := o.store.Load()
-	if errors.Is(err, state.ErrCorrupt) {
-		// Copy, not rename: the state path must never go missing, or the
-		// builtin proxy would read "no file" as a new state routing to blue.
-		// The rebuilt state replaces the corrupt file atomically below.
-		rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.store.Path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-		if rerr := copyAside(o.store.Path, rec.KeptCorrupt); rerr != nil {
-			return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
-		}
-		fix("state file was corrupt: moved to %s and rebuilt", rec.KeptCorrupt)
-		st = state.New(o.svc.Blue.Port, o.svc.Green.Port)
-	} else if err != nil {
+	st, err := o.loadOrRebuild(rec)
+	if err != nil {
 		return nil, err
 	}
 	if p := st.InProgress; p != nil {
-		st.Record(state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
-			Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))})
-		fix("%s (pid %d) was interrupted: recorded as failed", p.Command, p.PID)
+		st.Record(interrupted(p))
+		rec.fix("%s (pid %d) was interrupted: recorded as failed", p.Command, p.PID)
 		st.InProgress = nil
 	}
 	for _, c := range config.Colors {
-		o.reconcileSlot(ctx, st, c, fix)
+		o.reconcileSlot(ctx, st, c, rec.fix)
 	}
-	o.reconcileProxy(ctx, st, fix)
+	o.reconcileProxy(ctx, st, rec.fix)
 	st.LastCheck = state.TimePtr(state.Now())
 	if err := o.store.Save(st); err != nil {
 		return nil, err
@@ -72,53 +59,51 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 	return rec, nil
 }
 
+// fix adds one line to the report.
+func (r *Reconciliation) fix(format string, args ...any) {
+	r.Fixes = append(r.Fixes, fmt.Sprintf(format, args...))
+}
+
+// loadOrRebuild loads the state; a corrupt file is kept aside and a new
+// state returned, to be rebuilt from reality.
+func (o *Orchestrator) loadOrRebuild(rec *Reconciliation) (*state.State, error) {
+	st, err := o.store.Load()
+	if !errors.Is(err, state.ErrCorrupt) {
+		return st, err
+	}
+	// Copy, not rename: the state path must never go missing, or the
+	// builtin proxy would read "no file" as a new state routing to blue.
+	// The rebuilt state replaces the corrupt file atomically.
+	rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.statePath, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if rerr := copyAside(o.statePath, rec.KeptCorrupt); rerr != nil {
+		return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
+	}
+	rec.fix("state file was corrupt: moved to %s and rebuilt", rec.KeptCorrupt)
+	return state.New(o.svc.Blue.Port, o.svc.Green.Port), nil
+}
+
+// fixer reports one thing reconcile found and fixed.
+type fixer func(format string, args ...any)
+
 // reconcileSlot checks color's recorded process against its identity, adopts
 // a process bgd started for the slot but never recorded, and reports a
 // foreign process on the slot's port without touching it.
-func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c string, fix func(string, ...any)) {
+func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c string, fix fixer) {
 	sl := st.Slot(c)
 	if *sl.Port == 0 {
 		*sl.Port = o.svc.Port(c)
 	}
 	if *sl.PID > 0 {
-		id := o.identity(st, c)
-		switch err := id.Check(); {
-		case err == nil && *sl.StartTime == 0:
-			if st, err := slots.StartTime(id.PID); err == nil {
-				*sl.StartTime = st
-				fix("%s: pid %d: its start time is now recorded, so a reused pid is never taken for it", c, id.PID)
-			}
-		case err == nil:
-		case errors.Is(err, slots.ErrGone):
-			fix("%s: pid %d is gone: recorded as stopped", c, id.PID)
-			*sl.PID, *sl.StartTime = 0, 0
-		default:
-			fix("%s: %v: recorded as stopped and left alone", c, err)
-			*sl.PID, *sl.StartTime = 0, 0
-		}
+		o.checkRecorded(st, c, fix)
 	}
-	owner, held := slots.ListenerOf(*sl.Port)
+	owner, held := o.sys.listenerOf(*sl.Port)
 	if *sl.PID == 0 {
-		for i, id := range slots.FindMarked(o.marker(c)) {
-			if i > 0 {
-				fix("%s: pid %d (%s) was also started by bgd for this slot: left for the next start of %s to stop", c, id.PID, slots.CommandLine(id.PID), c)
-				continue
-			}
-			if held && owner.PID > 0 && slots.InGroup(owner.PID, id.PID) {
-				fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, *sl.Port, id.PID, slots.CommandLine(id.PID))
-			} else {
-				fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, slots.CommandLine(id.PID), *sl.Port)
-			}
-			*sl.PID, *sl.StartTime = id.PID, id.StartTime
-		}
+		o.adoptMarked(st, c, owner, held, fix)
 	}
 	if *sl.PID > 0 {
-		if rel := slots.Getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
-			fix("%s: release is %s (was %q), as the slot's environment says", c, rel, *sl.Release)
-			*sl.Release = rel
-		}
+		o.releaseFromEnv(st, c, fix)
 	}
-	if held && (*sl.PID == 0 || owner.PID == 0 || !slots.InGroup(owner.PID, *sl.PID)) {
+	if held && (*sl.PID == 0 || owner.PID == 0 || !o.sys.inGroup(owner.PID, *sl.PID)) {
 		who := "a process bgd cannot see"
 		if owner.PID > 0 {
 			who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
@@ -127,10 +112,60 @@ func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c str
 	}
 	// Only a slot bgd runs can be healthy: an answer from a foreign
 	// process on the port is not one.
-	healthy := *sl.PID > 0 && o.checker.Probe(ctx, slotHost, *sl.Port) == nil
+	healthy := *sl.PID > 0 && o.sys.probe(ctx, *sl.Port) == nil
 	if healthy != *sl.Healthy {
 		fix("%s: healthy is %v (was %v)", c, healthy, *sl.Healthy)
 		*sl.Healthy = healthy
+	}
+}
+
+// checkRecorded keeps color's recorded pid only while it is the process bgd
+// started, and records the start time a legacy state lacks.
+func (o *Orchestrator) checkRecorded(st *state.State, c string, fix fixer) {
+	sl := st.Slot(c)
+	id := o.identity(st, c)
+	switch err := o.sys.check(id); {
+	case err == nil && *sl.StartTime == 0:
+		if start, err := o.sys.startTime(id.PID); err == nil {
+			*sl.StartTime = start
+			fix("%s: pid %d: its start time is now recorded, so a reused pid is never taken for it", c, id.PID)
+		}
+	case err == nil:
+	case errors.Is(err, slots.ErrGone):
+		fix("%s: pid %d is gone: recorded as stopped", c, id.PID)
+		*sl.PID, *sl.StartTime = 0, 0
+	default:
+		fix("%s: %v: recorded as stopped and left alone", c, err)
+		*sl.PID, *sl.StartTime = 0, 0
+	}
+}
+
+// adoptMarked records the process bgd started for color but never recorded
+// (found by its marker). Any further one is reported, left for the next
+// start of color to stop.
+func (o *Orchestrator) adoptMarked(st *state.State, c string, owner slots.PortOwner, held bool, fix fixer) {
+	sl := st.Slot(c)
+	for i, id := range o.sys.findMarked(o.marker(c)) {
+		if i > 0 {
+			fix("%s: pid %d (%s) was also started by bgd for this slot: left for the next start of %s to stop", c, id.PID, o.sys.commandLine(id.PID), c)
+			continue
+		}
+		if held && owner.PID > 0 && o.sys.inGroup(owner.PID, id.PID) {
+			fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, *sl.Port, id.PID, o.sys.commandLine(id.PID))
+		} else {
+			fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, o.sys.commandLine(id.PID), *sl.Port)
+		}
+		*sl.PID, *sl.StartTime = id.PID, id.StartTime
+	}
+}
+
+// releaseFromEnv records the release color's process runs, as its
+// environment says (BG_RELEASE), when it is a valid release name.
+func (o *Orchestrator) releaseFromEnv(st *state.State, c string, fix fixer) {
+	sl := st.Slot(c)
+	if rel := o.sys.getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
+		fix("%s: release is %s (was %q), as the slot's environment says", c, rel, *sl.Release)
+		*sl.Release = rel
 	}
 }
 
@@ -143,11 +178,9 @@ type routeReporter interface {
 // reconcileProxy checks the recorded builtin proxy against its identity and
 // rebuilds active_version, generation and proxy_pid from what the load
 // balancer itself answers.
-func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix func(string, ...any)) {
-	marker := slots.ProxyMarker(o.stateAbs, o.svc.Name)
+func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix fixer) {
 	if st.ProxyPID > 0 {
-		id := slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: marker}
-		if err := id.Check(); err != nil {
+		if err := o.sys.check(o.proxyIdentity(st)); err != nil {
 			fix("builtin proxy pid %d: %v: forgotten", st.ProxyPID, err)
 			st.ProxyPID, st.ProxyPIDStart = 0, 0
 		}
@@ -158,18 +191,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 		var ri *builtin.RouteInfo
 		if ri, err = rr.Route(ctx); err == nil {
 			active = ri.Active
-			if ri.Generation > st.Generation {
-				fix("the builtin proxy serves generation %d, the state said %d: state now says %d", ri.Generation, st.Generation, ri.Generation)
-				st.Generation = ri.Generation
-			}
-			if ri.PID > 0 && ri.PID != st.ProxyPID {
-				if id, ierr := slots.Identify(ri.PID, marker); ierr == nil {
-					fix("builtin proxy pid %d, which bgd started, serves the route: recorded", ri.PID)
-					st.ProxyPID, st.ProxyPIDStart = id.PID, id.StartTime
-				} else if st.ProxyPID == 0 {
-					fix("the builtin proxy (pid %d) was not started by bgd (a systemd unit?): it is not recorded as bgd's", ri.PID)
-				}
-			}
+			o.routeFromProxy(st, ri, fix)
 		}
 	} else {
 		active, err = o.lb.Active(ctx)
@@ -180,6 +202,24 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 	case config.ValidColor(active) && active != st.ActiveVersion:
 		fix("the load balancer routes to %s, the state said %s: state now says %s", active, st.ActiveVersion, active)
 		st.ActiveVersion = active
+	}
+}
+
+// routeFromProxy records the generation the builtin proxy serves when it
+// is newer, and its pid when bgd started it.
+func (o *Orchestrator) routeFromProxy(st *state.State, ri *builtin.RouteInfo, fix fixer) {
+	if ri.Generation > st.Generation {
+		fix("the builtin proxy serves generation %d, the state said %d: state now says %d", ri.Generation, st.Generation, ri.Generation)
+		st.Generation = ri.Generation
+	}
+	if ri.PID <= 0 || ri.PID == st.ProxyPID {
+		return
+	}
+	if id, err := o.sys.identify(ri.PID, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+		fix("builtin proxy pid %d, which bgd started, serves the route: recorded", ri.PID)
+		st.ProxyPID, st.ProxyPIDStart = id.PID, id.StartTime
+	} else if st.ProxyPID == 0 {
+		fix("the builtin proxy (pid %d) was not started by bgd (a systemd unit?): it is not recorded as bgd's", ri.PID)
 	}
 }
 

@@ -87,7 +87,7 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 	ps.Error = err.Error()
 	switch {
 	case st.ProxyPID == 0:
-	case !o.proxyIdentity(st).Running():
+	case o.sys.check(o.proxyIdentity(st)) != nil:
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) has exited; %s", st.ProxyPID, ps.Error)
 	default:
 		ps.Error = fmt.Sprintf("the proxy bgd started (proxy_pid %d) is alive but does not serve; %s", st.ProxyPID, ps.Error)
@@ -98,6 +98,15 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 // proxyIdentity is what the state records of the proxy bgd started.
 func (o *Orchestrator) proxyIdentity(st *state.State) slots.Identity {
 	return slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: slots.ProxyMarker(o.stateAbs, o.svc.Name)}
+}
+
+// recordProxy records pid as the builtin proxy bgd started, with its start
+// time (0 when it cannot be told: then its marker alone recognises it).
+func (o *Orchestrator) recordProxy(st *state.State, pid int) {
+	st.ProxyPID, st.ProxyPIDStart = pid, 0
+	if id, err := o.sys.identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+		st.ProxyPIDStart = id.StartTime
+	}
 }
 
 // proxyError is the error of a sweep that found the proxy down.
@@ -123,20 +132,13 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	}
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
-		InProgress: st.InProgress, StateFile: o.store.Path}
+		InProgress: st.InProgress, StateFile: o.statePath}
 	probes := o.probeBoth(ctx, st)
 	for _, c := range config.Colors {
-		sl := st.Slot(c)
 		ss := s.Slot(c)
-		*ss = SlotStatus{Color: c, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, c), Release: *sl.Release,
-			Active: c == st.ActiveVersion}
+		*ss = o.slotStatus(st, c, probes[c])
 		if !ss.Running {
 			ss.PID = 0
-		}
-		if probes[c] == nil {
-			ss.Healthy = true
-		} else {
-			ss.HealthError = probes[c].Error()
 		}
 	}
 	s.ActivePort = s.Slot(st.ActiveVersion).Port
@@ -155,6 +157,18 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	return s, nil
 }
 
+// slotStatus is color as st records it, whether its process runs (and is
+// bgd's), and its probe's result.
+func (o *Orchestrator) slotStatus(st *state.State, color string, probe error) SlotStatus {
+	sl := st.Slot(color)
+	ss := SlotStatus{Color: color, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, color),
+		Healthy: probe == nil, Release: *sl.Release, Active: color == st.ActiveVersion}
+	if probe != nil {
+		ss.HealthError = probe.Error()
+	}
+	return ss
+}
+
 // probeBoth probes both slots at once.
 func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[string]error {
 	out := map[string]error{}
@@ -165,7 +179,7 @@ func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := o.checker.Probe(ctx, slotHost, port)
+			err := o.sys.probe(ctx, port)
 			mu.Lock()
 			out[c] = err
 			mu.Unlock()
@@ -208,7 +222,7 @@ const sweepLockWait = 200 * time.Millisecond
 // long on a deploy: if the lock is busy it reports without recording (and
 // restarts nothing: the deploy's flip starts a proxy itself).
 func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
-	o.began = time.Now()
+	began := time.Now()
 	st, err := o.store.Load()
 	if err != nil {
 		return nil, err
@@ -220,51 +234,46 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	if sw.Proxy != nil && sw.Proxy.Managed {
 		proxyWhat = "not restarted: another operation holds the lock"
 	}
-	fill := func(st *state.State) {
-		sw.Active = st.ActiveVersion
-		for _, c := range config.Colors {
-			sl := st.Slot(c)
-			ss := &sw.Blue
-			if c == "green" {
-				ss = &sw.Green
-			}
-			*ss = SlotStatus{Color: c, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, c),
-				Healthy: probes[c] == nil, Release: *sl.Release, Active: c == st.ActiveVersion}
-			if probes[c] != nil {
-				ss.HealthError = probes[c].Error()
-			}
-		}
-	}
-	fill(st)
-	wait := sweepLockWait
-	if o.opts.LockTimeout > wait {
-		wait = o.opts.LockTimeout
-	}
-	lock, lerr := o.store.Lock(ctx, sweepCommand, wait)
-	if lerr == nil {
+	o.fillSweep(sw, st, probes)
+	lock, lerr := o.store.Lock(ctx, sweepCommand, max(sweepLockWait, o.opts.LockTimeout))
+	switch {
+	case lerr == nil:
 		if sw.Proxy != nil && !sw.Proxy.Running && sw.Proxy.Managed {
 			proxyWhat = o.restartProxy(ctx, sw.Proxy)
 		}
-		err = o.recordSweep(ctx, lock, st, probes, sw)
+		err = o.recordSweep(ctx, &op{o: o, lock: lock, began: began}, st, probes, sw)
 		lock.Unlock()
 		if err != nil {
 			return sw, err
 		}
-	} else if !errors.Is(lerr, state.ErrLocked) {
-		return sw, lerr
-	} else {
+	case errors.Is(lerr, state.ErrLocked):
 		sw.Message = "results not recorded: " + lerr.Error()
+	default:
+		return sw, lerr
 	}
-	fill(st)
+	o.fillSweep(sw, st, probes)
+	return sw, o.sweepError(sw, st, probes, proxyWhat)
+}
+
+// fillSweep sets the sweep's slots from st and the probes.
+func (o *Orchestrator) fillSweep(sw *Sweep, st *state.State, probes map[string]error) {
+	sw.Active = st.ActiveVersion
+	sw.Blue = o.slotStatus(st, "blue", probes["blue"])
+	sw.Green = o.slotStatus(st, "green", probes["green"])
+}
+
+// sweepError is the outage a sweep found: an unhealthy active slot (unless
+// it failed over), a builtin proxy that does not run; nil if none.
+func (o *Orchestrator) sweepError(sw *Sweep, st *state.State, probes map[string]error, proxyWhat string) error {
 	var errs []error
 	if sw.FailedOver == "" && probes[sw.Active] != nil {
-		errs = append(errs, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %v", ErrNotHealthy, sw.Active,
+		errs = append(errs, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %w", ErrNotHealthy, sw.Active,
 			*st.Slot(sw.Active).Port, probes[sw.Active])))
 	}
 	if sw.Proxy != nil && !sw.Proxy.Running {
 		errs = append(errs, o.proxyError(sw.Proxy, proxyWhat))
 	}
-	return sw, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // restartProxy starts the builtin proxy again, under the lock, when bgd had
@@ -294,12 +303,35 @@ func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string
 // changed since the probe (a deploy in between owns newer results: for
 // those, the recorded result replaces the stale probe), and fails over when
 // configured and both probes are fresh.
-func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed *state.State, probes map[string]error, sw *Sweep) error {
+func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[string]error, sw *Sweep) error {
 	st, err := o.store.Load()
 	if err != nil {
 		return err
 	}
-	fresh := st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
+	p.st = st
+	fresh := keepNewer(st, probed, probes, sw)
+	st.LastCheck = state.TimePtr(state.Now())
+	if px := sw.Proxy; px != nil && !px.Running && px.Managed {
+		o.recordProxyRestart(st, px)
+	}
+	if o.svc.Failover && fresh {
+		p.failover(ctx, probes, sw)
+	}
+	if err := o.store.Save(st); err != nil {
+		return err
+	}
+	*probed = *st
+	sw.Recorded = true
+	return nil
+}
+
+// keepNewer records each probe in st (loaded under the lock) when nobody
+// changed the slot since probed was loaded. For a changed slot the
+// recorded result is newer: it replaces the probe, and the message says
+// so. It reports whether the probes are all fresh (nothing changed, nor
+// the routing).
+func keepNewer(st, probed *state.State, probes map[string]error, sw *Sweep) (fresh bool) {
+	fresh = st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
 	for _, c := range config.Colors {
 		now, then := st.Slot(c), probed.Slot(c)
 		if *now.PID == *then.PID && *now.Port == *then.Port && *now.Release == *then.Release && *now.Healthy == *then.Healthy {
@@ -313,42 +345,42 @@ func (o *Orchestrator) recordSweep(ctx context.Context, lock *state.Lock, probed
 		}
 		sw.Message = strings.TrimSpace(sw.Message + " " + c + " changed since it was probed: its newer recorded result is kept.")
 	}
-	st.LastCheck = state.TimePtr(state.Now())
-	if px := sw.Proxy; px != nil && !px.Running && px.Managed {
-		ev := state.Event{Action: "proxy-restart", To: st.ActiveVersion, Status: state.StatusFailed,
-			Reason: "the builtin proxy was not running: " + px.Error}
-		if px.Restarted > 0 {
-			st.ProxyPID, st.ProxyPIDStart = px.Restarted, 0
-			if id, err := slots.Identify(px.Restarted, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
-				st.ProxyPIDStart = id.StartTime
-			}
-			ev.Status = state.StatusSuccess
-			ev.Reason = fmt.Sprintf("restarted the builtin proxy (pid %d): it was not running: %s", px.Restarted, px.Error)
-		}
-		// A restart that keeps failing is recorded once, not once per sweep:
-		// a timer must not push the deploys out of the history.
-		if n := len(st.History); ev.Status == state.StatusSuccess || n == 0 ||
-			st.History[n-1].Action != ev.Action || st.History[n-1].Status != ev.Status {
-			st.Record(ev)
-		}
+	return fresh
+}
+
+// recordProxyRestart records the restart of a builtin proxy bgd started
+// (its new pid) or its failure. A restart that keeps failing is recorded
+// once, not once per sweep: a timer must not push the deploys out of the
+// history.
+func (o *Orchestrator) recordProxyRestart(st *state.State, px *ProxyStatus) {
+	ev := state.Event{Action: "proxy-restart", To: st.ActiveVersion, Status: state.StatusFailed,
+		Reason: "the builtin proxy was not running: " + px.Error}
+	if px.Restarted > 0 {
+		o.recordProxy(st, px.Restarted)
+		ev.Status = state.StatusSuccess
+		ev.Reason = fmt.Sprintf("restarted the builtin proxy (pid %d): it was not running: %s", px.Restarted, px.Error)
 	}
+	if n := len(st.History); ev.Status == state.StatusSuccess || n == 0 ||
+		st.History[n-1].Action != ev.Action || st.History[n-1].Status != ev.Status {
+		st.Record(ev)
+	}
+}
+
+// failover flips to the standby slot when the active one failed its probe
+// and the standby passed, and records the attempt.
+func (p *op) failover(ctx context.Context, probes map[string]error, sw *Sweep) {
+	st := p.st
 	active := st.ActiveVersion
 	standby := config.Other(active)
-	if o.svc.Failover && fresh && probes[active] != nil && probes[standby] == nil {
-		p := &op{o: o, lock: lock, st: st}
-		if err := p.flip(ctx, standby); err != nil {
-			st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusFailed, Reason: err.Error()})
-		} else {
-			st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusSuccess,
-				Release: *st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
-			sw.FailedOver = standby
-			o.log.Error("failed over", "from", active, "to", standby, "err", probes[active])
-		}
+	if probes[active] == nil || probes[standby] != nil {
+		return
 	}
-	if err := o.store.Save(st); err != nil {
-		return err
+	if err := p.flip(ctx, standby); err != nil {
+		st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusFailed, Reason: err.Error()})
+		return
 	}
-	*probed = *st
-	sw.Recorded = true
-	return nil
+	st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusSuccess,
+		Release: *st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
+	sw.FailedOver = standby
+	p.o.log.Error("failed over", "from", active, "to", standby, "err", probes[active])
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -27,9 +26,11 @@ type Result struct {
 	Message  string        `json:"message"`
 }
 
-func (o *Orchestrator) result(st *state.State, action, color string, changed bool, msg string) *Result {
-	r := &Result{Service: o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
-		Duration: time.Since(o.began), Message: msg}
+// result is what the operation did, with color's slot as recorded now.
+func (p *op) result(action, color string, changed bool, msg string) *Result {
+	st := p.st
+	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
+		Duration: time.Since(p.began), Message: msg}
 	if color != "" {
 		s := st.Slot(color)
 		r.Port, r.PID, r.Release = *s.Port, *s.PID, *s.Release
@@ -64,25 +65,9 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 	}
 	st := p.st
 	slot := st.Slot(color)
-	changed := false
-	if release == "" {
-		release = *slot.Release
-	}
-	if release == "" {
-		release = "initial"
-	}
-	if o.running(st, color) && release == *slot.Release && o.checker.Probe(ctx, slotHost, *slot.Port) == nil {
-		*slot.Healthy = true
-	} else {
-		if _, err := p.stopSlot(ctx, color); err != nil {
-			return nil, p.end(err)
-		}
-		if err := p.startSlot(ctx, color, release); err != nil {
-			st.Record(state.Event{Action: "start", To: color, Status: state.StatusFailed, Release: release, Reason: err.Error()})
-			o.phase("failed", color, err.Error())
-			return nil, p.end(err)
-		}
-		changed = true
+	changed, err := p.startIfNeeded(ctx, color, release)
+	if err != nil {
+		return nil, p.end(err)
 	}
 	if color == st.ActiveVersion {
 		flipped, err := p.ensureRouted(ctx, color)
@@ -91,12 +76,38 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 		}
 		changed = changed || flipped
 	}
-	o.phase("done", color, "")
+	p.phase("done", color, "")
 	msg := fmt.Sprintf("%s is running and healthy on port %d", color, *slot.Port)
 	if !changed {
 		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, *slot.Port)
 	}
-	return o.result(st, "start", color, changed, msg), p.end(nil)
+	return p.result("start", color, changed, msg), p.end(nil)
+}
+
+// startIfNeeded (re)starts color with release ("" for the release it last
+// ran, else "initial") unless that release already runs healthy there. It
+// reports whether it started the slot; a failed start is recorded.
+func (p *op) startIfNeeded(ctx context.Context, color, release string) (bool, error) {
+	slot := p.st.Slot(color)
+	if release == "" {
+		release = *slot.Release
+	}
+	if release == "" {
+		release = "initial"
+	}
+	if p.o.running(p.st, color) && release == *slot.Release && p.o.sys.probe(ctx, *slot.Port) == nil {
+		*slot.Healthy = true
+		return false, nil
+	}
+	if _, err := p.stopSlot(ctx, color); err != nil {
+		return false, err
+	}
+	if err := p.startSlot(ctx, color, release); err != nil {
+		p.st.Record(state.Event{Action: "start", To: color, Status: state.StatusFailed, Release: release, Reason: err.Error()})
+		p.phase("failed", color, err.Error())
+		return false, err
+	}
+	return true, nil
 }
 
 // Stop stops color. The active slot is refused unless force is set.
@@ -125,7 +136,7 @@ func (o *Orchestrator) Stop(ctx context.Context, color string, force bool) (*Res
 	if note != "" {
 		msg += "; " + note
 	}
-	return o.result(st, "stop", color, was, msg), p.end(nil)
+	return p.result("stop", color, was, msg), p.end(nil)
 }
 
 // DeployOptions tune Deploy.
@@ -163,30 +174,45 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 		}
 	}
 	st.InProgress.From, st.InProgress.To = from, to
-	fail := func(err error) (*Result, error) {
+	res, err := p.deploy(ctx, d, from, to)
+	if err != nil {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusFailed, Release: d.Release, Reason: err.Error()})
 		o.log.Error("deploy failed", "slot", to, "release", d.Release, "err", err)
-		o.phase("failed", to, err.Error())
+		p.phase("failed", to, err.Error())
 		return nil, p.end(err)
 	}
+	return res, p.end(nil)
+}
+
+// deploy starts the release on the idle colour to, waits for health and
+// flips traffic from from to it (unless NoSwitch). After a failed flip the
+// new slot is stopped again; a failure of that stop is part of the error.
+func (p *op) deploy(ctx context.Context, d DeployOptions, from, to string) (*Result, error) {
+	st := p.st
 	if _, err := p.stopSlot(ctx, to); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if err := p.startSlot(ctx, to, d.Release); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if d.NoSwitch {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from})
-		o.phase("done", to, "")
-		return o.result(st, "deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), p.end(nil)
+		p.phase("done", to, "")
+		return p.result("deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), nil
 	}
 	if err := p.flip(ctx, to); err != nil {
-		p.stopSlot(context.WithoutCancel(ctx), to)
-		return fail(err)
+		note, serr := p.stopSlot(context.WithoutCancel(ctx), to)
+		switch {
+		case serr != nil:
+			return nil, fmt.Errorf("%w; the new slot was not stopped: %w", err, serr)
+		case note != "":
+			return nil, fmt.Errorf("%w; %s", err, note)
+		}
+		return nil, err
 	}
 	st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release})
-	o.phase("done", to, "")
-	return o.result(st, "deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), p.end(nil)
+	p.phase("done", to, "")
+	return p.result("deploy", to, true, fmt.Sprintf("release %s is live on %s; %s keeps running for rollback", d.Release, to, from)), nil
 }
 
 // alreadyDeployed reports (done=true) a deploy that has nothing to do: the
@@ -200,13 +226,13 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 		color = config.Other(color)
 	}
 	slot := st.Slot(color)
-	if *slot.Release != d.Release || !o.running(st, color) || o.checker.Probe(ctx, slotHost, *slot.Port) != nil {
+	if *slot.Release != d.Release || !o.running(st, color) || o.sys.probe(ctx, *slot.Port) != nil {
 		return nil, false, nil
 	}
 	*slot.Healthy = true
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if d.NoSwitch {
-		return o.result(st, "deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
+		return p.result("deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
 	}
 	flipped, err := p.ensureRouted(ctx, color)
 	if err != nil {
@@ -216,7 +242,7 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 	if flipped {
 		msg = fmt.Sprintf("release %s was already healthy on %s; the load balancer now routes to it", d.Release, color)
 	}
-	return o.result(st, "deploy", color, flipped, msg), true, nil
+	return p.result("deploy", color, flipped, msg), true, nil
 }
 
 // Switch flips traffic to color. A target that does not answer its health
@@ -237,7 +263,7 @@ func (o *Orchestrator) Switch(ctx context.Context, color string, force bool) (*R
 		if err != nil {
 			return nil, p.end(err)
 		}
-		return o.result(st, "switch", color, flipped, fmt.Sprintf("%s is already active", color)), p.end(nil)
+		return p.result("switch", color, flipped, fmt.Sprintf("%s is already active", color)), p.end(nil)
 	}
 	if err := p.checkTarget(ctx, color, "switch to", force); err != nil {
 		return nil, p.end(err)
@@ -247,8 +273,8 @@ func (o *Orchestrator) Switch(ctx context.Context, color string, force bool) (*R
 		return nil, p.end(err)
 	}
 	st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusSuccess, Release: *st.Slot(color).Release})
-	o.phase("done", color, "")
-	return o.result(st, "switch", color, true, fmt.Sprintf("traffic switched from %s to %s", from, color)), p.end(nil)
+	p.phase("done", color, "")
+	return p.result("switch", color, true, fmt.Sprintf("traffic switched from %s to %s", from, color)), p.end(nil)
 }
 
 // Rollback flips traffic back to the other colour, which a deploy kept
@@ -270,14 +296,14 @@ func (o *Orchestrator) Rollback(ctx context.Context) (*Result, error) {
 		return nil, p.end(err)
 	}
 	st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusRolledBack, Release: *st.Slot(to).Release})
-	o.phase("done", to, "")
-	return o.result(st, "rollback", to, true, fmt.Sprintf("rolled back from %s to %s", from, to)), p.end(nil)
+	p.phase("done", to, "")
+	return p.result("rollback", to, true, fmt.Sprintf("rolled back from %s to %s", from, to)), p.end(nil)
 }
 
 // checkTarget probes color now; the stored health may be stale.
 func (p *op) checkTarget(ctx context.Context, color, verb string, force bool) error {
 	slot := p.st.Slot(color)
-	err := p.o.checker.Probe(ctx, slotHost, *slot.Port)
+	err := p.o.sys.probe(ctx, *slot.Port)
 	*slot.Healthy = err == nil
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if err == nil || force {
@@ -291,7 +317,7 @@ func (p *op) checkTarget(ctx context.Context, color, verb string, force bool) er
 		hint = fmt.Sprintf("it is stopped: start it with `bgd start %s`", color)
 	}
 	//lint:ignore ST1005 the seed's message, kept verbatim for its users' scripts
-	return failure(fmt.Errorf("Cannot %s %s: %w (%v); %s", verb, color, ErrNotHealthy, err, hint))
+	return failure(fmt.Errorf("Cannot %s %s: %w (%w); %s", verb, color, ErrNotHealthy, err, hint))
 }
 
 // followsState is a load balancer that reads its routing from the state
@@ -304,21 +330,14 @@ type proxyStarter interface {
 }
 
 // flip routes traffic to color and records the new routing in the state.
-// On error the previous routing is in force and recorded.
+// On error the previous routing is in force and recorded. When restoring
+// it in the state fails too, that failure is named in the message; the
+// balancer's error alone is wrapped (it decides the exit code).
 func (p *op) flip(ctx context.Context, color string) error {
 	o, st := p.o, p.st
-	o.phase("switching", color, "")
-	if ps, ok := o.lb.(proxyStarter); ok {
-		pid, err := ps.Ensure(ctx)
-		if err != nil {
-			return failf("switch to %s: %w", color, err)
-		}
-		if pid > 0 {
-			st.ProxyPID, st.ProxyPIDStart = pid, 0
-			if id, err := slots.Identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
-				st.ProxyPIDStart = id.StartTime
-			}
-		}
+	p.phase("switching", color, "")
+	if err := p.ensureProxy(ctx, color); err != nil {
+		return err
 	}
 	route := o.route(st, color)
 	prevColor, prevSwitch := st.ActiveVersion, st.LastSwitch
@@ -347,6 +366,23 @@ func (p *op) flip(ctx context.Context, color string) error {
 	}
 	apply()
 	return p.save()
+}
+
+// ensureProxy starts the builtin proxy if it does not run (other drivers
+// need nothing started) and records the pid of one it started.
+func (p *op) ensureProxy(ctx context.Context, color string) error {
+	ps, ok := p.o.lb.(proxyStarter)
+	if !ok {
+		return nil
+	}
+	pid, err := ps.Ensure(ctx)
+	if err != nil {
+		return failf("switch to %s: %w", color, err)
+	}
+	if pid > 0 {
+		p.o.recordProxy(p.st, pid)
+	}
+	return nil
 }
 
 // ensureRouted makes sure the load balancer routes to color, which the state
