@@ -100,10 +100,28 @@ func jsonDuration(stdout string) time.Duration {
 	return time.Duration(v.D)
 }
 
-// notAvailable reports whether bgd refused a driver that is not wired in
-// (orchestrator/balancers.go has no case for it yet).
-func notAvailable(r *cliRun) bool {
-	return r != nil && r.Code == 2 && strings.Contains(r.Stderr, "is not available")
+// unavailable says why bgd refused a driver that is not wired in
+// (orchestrator/balancers.go has no case for it yet); "" when it did not.
+func unavailable(r *cliRun) string {
+	if r == nil || r.Code != 2 || !strings.Contains(r.Stderr, "is not available") {
+		return ""
+	}
+	return "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: "))
+}
+
+// render runs `bgd render` with the config: what it printed, or why the
+// driver is not available.
+func (b *bench) render(ctx context.Context, dir, cfg string) (snippet, why string, err error) {
+	r, err := b.cli.run(ctx, dir, "--config", cfg, "render")
+	switch {
+	case err != nil:
+		return "", "", err
+	case unavailable(r) != "":
+		return "", unavailable(r), nil
+	case r.Code != 0:
+		return "", "", fmt.Errorf("bgd render of %s exited %d: %s", cfg, r.Code, strings.TrimSpace(r.Stderr))
+	}
+	return r.Stdout, "", nil
 }
 
 // writeConfig writes a bgd config. JSON is YAML, and the strict loader
