@@ -153,17 +153,15 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 // loads the service for pre, then `bgd switch` runs, then the load goes on
 // for post; the failures of that window belong to that flip.
 func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
-	cur := "blue"
 	for i := range b.o.flips {
-		to := other(cur)
+		to := flipTo(i)
 		f, err := b.oneLoadedFlip(ctx, s, to)
 		if err != nil {
 			return fmt.Errorf("flip %d to %s: %w", i+1, to, err)
 		}
 		dr.Flips = append(dr.Flips, *f)
-		cur = to
 	}
-	if cur != "blue" {
+	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
 		if _, err := b.cli.must(ctx, s.dir, "--config", s.cfg, "switch", "blue"); err != nil {
 			return err
@@ -176,6 +174,9 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 	}
 	return nil
 }
+
+// flipTo is the colour the i-th of a series of flips from blue goes to.
+func flipTo(i int) string { return []string{"green", "blue"}[i%2] }
 
 func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip, error) {
 	nc, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: true, Delay: b.o.loadDelay})
@@ -217,47 +218,49 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 	return f, nil
 }
 
+// timedRuns runs bgd n times with the arguments of run i, each a whole
+// process that must exit 0; keep (when not nil) adds to what is kept of it.
+func (b *bench) timedRuns(ctx context.Context, dir string, n int, args func(i int) []string, keep func(*cliRun, *Timed)) ([]Timed, error) {
+	var out []Timed
+	for i := range n {
+		r, err := b.cli.must(ctx, dir, args(i)...)
+		if err != nil {
+			return out, err
+		}
+		t := timed(r)
+		if keep != nil {
+			keep(r, &t)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
 // idleFlips: figure 2, `bgd switch` as a whole process with no load and
 // the target already healthy.
-func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) error {
-	cur := "blue"
-	for range b.o.flips {
-		to := other(cur)
-		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "switch", to)
-		if err != nil {
-			return err
-		}
-		dr.IdleFlips = append(dr.IdleFlips, timed(r))
-		cur = to
-	}
-	return nil
+func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) (err error) {
+	dr.IdleFlips, err = b.timedRuns(ctx, s.dir, b.o.flips, func(i int) []string {
+		return []string{"--json", "--config", s.cfg, "switch", flipTo(i)}
+	}, nil)
+	return err
 }
 
 // statusRuns: figure 7's second half, one `bgd status` process's peak RSS.
-func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) error {
-	for range b.o.statusRuns {
-		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "status")
-		if err != nil {
-			return err
-		}
-		dr.Status = append(dr.Status, timed(r))
-	}
-	return nil
+func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) (err error) {
+	dr.Status, err = b.timedRuns(ctx, s.dir, b.o.statusRuns, func(int) []string {
+		return []string{"--json", "--config", s.cfg, "status"}
+	}, nil)
+	return err
 }
 
 // deploys: figure 3, `bgd deploy` wall time minus the app's --ready-after.
-func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) error {
-	for i := range b.o.deploys {
-		r, err := b.cli.must(ctx, s.dir, "--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1))
-		if err != nil {
-			return err
-		}
-		t := timed(r)
-		t.Log = logLines(r.Stderr)
-		t.OverheadMs = ms(r.Wall - b.o.readyAfter)
-		dr.Deploys = append(dr.Deploys, t)
-	}
-	return nil
+func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) (err error) {
+	dr.Deploys, err = b.timedRuns(ctx, s.dir, b.o.deploys, func(i int) []string {
+		return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1)}
+	}, func(r *cliRun, t *Timed) {
+		t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
+	})
+	return err
 }
 
 // crashes: figure 4, from the moment the starting slot's process exits to
@@ -318,13 +321,6 @@ func (b *bench) startWrk(url string, l ts.WrkLoad) (*ts.Wrk, error) {
 	}
 	b.reaper.track(w.Proc)
 	return w, nil
-}
-
-func other(c string) string {
-	if c == "blue" {
-		return "green"
-	}
-	return "blue"
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

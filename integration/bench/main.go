@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,57 +72,58 @@ func parseFlags(args []string) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	def := func(v *int, full, short int) {
-		if *v <= 0 {
-			*v = full
-			if o.short {
-				*v = short
-			}
-		}
-	}
-	defD := func(v *time.Duration, full, short time.Duration) {
-		if *v <= 0 {
-			*v = full
-			if o.short {
-				*v = short
-			}
-		}
-	}
-	def(&o.flips, 20, 3)
-	def(&o.deploys, 20, 3)
-	def(&o.crashes, 20, 3)
-	def(&o.dpRounds, 3, 1)
-	def(&o.sweeps, 20, 3)
-	def(&o.statusRuns, 10, 3)
-	defD(&o.readyAfter, time.Second, 300*time.Millisecond)
-	defD(&o.dpDuration, 4*time.Second, time.Second)
+	def(&o.flips, 20, 3, o.short)
+	def(&o.deploys, 20, 3, o.short)
+	def(&o.crashes, 20, 3, o.short)
+	def(&o.dpRounds, 3, 1, o.short)
+	def(&o.sweeps, 20, 3, o.short)
+	def(&o.statusRuns, 10, 3, o.short)
+	def(&o.readyAfter, time.Second, 300*time.Millisecond, o.short)
+	def(&o.dpDuration, 4*time.Second, time.Second, o.short)
 	// The flip window: load runs pre before `bgd switch` and post after it
 	// returns, long enough for nginx's old workers to finish (~100 ms).
-	defD(&o.pre, 300*time.Millisecond, 200*time.Millisecond)
-	defD(&o.post, 500*time.Millisecond, 300*time.Millisecond)
-	for _, d := range strings.Split(*drivers, ",") {
-		switch d = strings.TrimSpace(d); d {
-		case "builtin", "nginx", "haproxy":
-			o.drivers = append(o.drivers, d)
-		case "":
-		default:
-			return o, fmt.Errorf("-drivers: unknown driver %q (use builtin, nginx, haproxy)", d)
-		}
+	def(&o.pre, 300*time.Millisecond, 200*time.Millisecond, o.short)
+	def(&o.post, 500*time.Millisecond, 300*time.Millisecond, o.short)
+	var err error
+	if o.drivers, err = parseList("-drivers", "driver", *drivers, driverOrder); err != nil {
+		return o, err
+	}
+	phaseList, err := parseList("-phases", "phase", *phases, []string{"drivers", "dataplane", "sweep"})
+	if err != nil {
+		return o, err
 	}
 	o.phases = map[string]bool{}
-	for _, p := range strings.Split(*phases, ",") {
-		switch p = strings.TrimSpace(p); p {
-		case "drivers", "dataplane", "sweep":
-			o.phases[p] = true
-		case "":
-		default:
-			return o, fmt.Errorf("-phases: unknown phase %q (use drivers, dataplane, sweep)", p)
-		}
+	for _, p := range phaseList {
+		o.phases[p] = true
 	}
 	if o.services < 1 || o.services > 5000 {
 		return o, fmt.Errorf("-services %d: use 1 to 5000", o.services)
 	}
 	return o, nil
+}
+
+// def sets *v, unless given, to its default, or in -short mode its short one.
+func def[T int | time.Duration](v *T, full, short T, isShort bool) {
+	if *v <= 0 {
+		*v = full
+		if isShort {
+			*v = short
+		}
+	}
+}
+
+// parseList splits a comma-separated flag value, every item one of known.
+func parseList(flagName, what, value string, known []string) ([]string, error) {
+	var out []string
+	for _, v := range strings.Split(value, ",") {
+		switch v = strings.TrimSpace(v); {
+		case slices.Contains(known, v):
+			out = append(out, v)
+		case v != "":
+			return nil, fmt.Errorf("%s: unknown %s %q (use %s)", flagName, what, v, strings.Join(known, ", "))
+		}
+	}
+	return out, nil
 }
 
 func main() {
