@@ -128,7 +128,7 @@ func TestNginxAndLoad(t *testing.T) {
 	nc, ka := fresh.Stop(), alive.Stop()
 	fresh.Stop() // a second Stop is harmless
 	for name, c := range map[string]LoadCount{"new-connection": nc, "keep-alive": ka} {
-		if c.Failures != 0 || c.Requests < 10 || c.Slots["green"] != c.Requests {
+		if c.Failures != 0 || c.Requests == 0 || c.Slots["green"] != c.Requests {
 			t.Errorf("%s clients: %s", name, c)
 		}
 	}
