@@ -113,16 +113,6 @@ func (h *testHAProxy) restart(t *testing.T) {
 	}
 }
 
-// workers returns the worker pids the master CLI lists (`show proc`).
-func (h *testHAProxy) workers(t *testing.T) []string {
-	t.Helper()
-	pids, err := h.Workers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pids
-}
-
 // reload sends SIGUSR2 to the master and waits until a new worker serves
 // the admin socket.
 func (h *testHAProxy) reload(t *testing.T) {
