@@ -1,13 +1,13 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -83,19 +83,11 @@ func waitListening(t testing.TB, port int, within time.Duration) {
 // environment, and returns stdout, stderr and the exit code.
 func bgd(t testing.TB, dir string, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bgdBin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := testsupport.RunProcess(context.Background(), bgdBin, dir, append(os.Environ(), env...), args...)
+	if err != nil {
 		t.Fatalf("run bgd %v: %v", args, err)
 	}
-	return out.String(), errb.String(), code
+	return r.Stdout, r.Stderr, r.Code
 }
 
 func dialPort(port int) (net.Conn, error) {
