@@ -116,21 +116,21 @@ func TestHAProxyFlipsUnderLoad(t *testing.T) {
 		flips, lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1])
 	for _, l := range []*haLoad{fresh, alive} {
 		t.Logf("%s", l)
-		if l.failed.Load() != 0 {
-			t.Errorf("%s: %d failed requests", l.name, l.failed.Load())
+		if l.c.Failures != 0 {
+			t.Errorf("%s: %d failed requests", l.name, l.c.Failures)
 		}
-		if l.blue.Load() == 0 || l.green.Load() == 0 {
+		if l.c.Slots["blue"] == 0 || l.c.Slots["green"] == 0 {
 			t.Errorf("%s: did not see both colours", l.name)
 		}
-		if l.total.Load() < 100 {
-			t.Errorf("%s: only %d requests: the load was too light to mean anything", l.name, l.total.Load())
+		if l.c.Requests < 100 {
+			t.Errorf("%s: only %d requests: the load was too light to mean anything", l.name, l.c.Requests)
 		}
 	}
-	if alive.reused.Load() < alive.total.Load()/2 {
-		t.Errorf("keep-alive clients reused a connection for only %d of %d requests", alive.reused.Load(), alive.total.Load())
+	if alive.c.Reused < alive.c.Requests/2 {
+		t.Errorf("keep-alive clients reused a connection for only %d of %d requests", alive.c.Reused, alive.c.Requests)
 	}
-	if fresh.reused.Load() != 0 {
-		t.Errorf("new-connection clients reused %d connections", fresh.reused.Load())
+	if fresh.c.Reused != 0 {
+		t.Errorf("new-connection clients reused %d connections", fresh.c.Reused)
 	}
 }
 
@@ -170,11 +170,11 @@ func TestHAProxyReloadAndRestartKeepTheColour(t *testing.T) {
 	fresh.stop()
 	t.Logf("%s", fresh)
 	t.Logf("%s", alive)
-	if fresh.failed.Load() != 0 {
-		t.Errorf("%d new-connection requests failed across a reload", fresh.failed.Load())
+	if fresh.c.Failures != 0 {
+		t.Errorf("%d new-connection requests failed across a reload", fresh.c.Failures)
 	}
-	if fresh.blue.Load() != 0 || alive.blue.Load() != 0 {
-		t.Errorf("blue answered during or after the reload: %d + %d requests", fresh.blue.Load(), alive.blue.Load())
+	if fresh.c.Slots["blue"] != 0 || alive.c.Slots["blue"] != 0 {
+		t.Errorf("blue answered during or after the reload: %d + %d requests", fresh.c.Slots["blue"], alive.c.Slots["blue"])
 	}
 	h.waitUp(t, "green")
 	h.assertRoutesTo(t, "green")
@@ -210,8 +210,8 @@ func TestHAProxyFlipWaitsForHAProxysChecks(t *testing.T) {
 	if waited < 500*time.Millisecond {
 		t.Errorf("flipped after %s, before the slot could be healthy", waited)
 	}
-	if fresh.failed.Load() != 0 {
-		t.Errorf("%d requests failed", fresh.failed.Load())
+	if fresh.c.Failures != 0 {
+		t.Errorf("%d requests failed", fresh.c.Failures)
 	}
 	h.assertRoutesTo(t, "green")
 }

@@ -1,17 +1,18 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/bgd-dev/bgd/internal/freeport"
+	"github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // bgdBin is the bgd binary built from this tree by TestMain.
@@ -39,16 +40,7 @@ func TestMain(m *testing.M) {
 // developer machine without it the test skips loudly; in CI (CI set) it fails.
 func requireBinary(t testing.TB, name string) string {
 	t.Helper()
-	for _, dir := range []string{"", "/usr/sbin/", "/usr/local/sbin/"} {
-		if p, err := exec.LookPath(dir + name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed, and CI must not skip: install it (see .ci/run)", name)
-	}
-	t.Skipf("SKIP (loud): %s is not installed; this integration test did not run", name)
-	return ""
+	return testsupport.RequireBinary(t, name)
 }
 
 // freePort returns a free loopback port from this package's range (see
@@ -82,17 +74,8 @@ func startDemoApp(t testing.TB, port int, color, release string, extra ...string
 // waitListening waits until something accepts TCP connections on the port.
 func waitListening(t testing.TB, port int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on port %d after %s: %v", port, within, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testsupport.WaitListening(port, within, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -100,19 +83,11 @@ func waitListening(t testing.TB, port int, within time.Duration) {
 // environment, and returns stdout, stderr and the exit code.
 func bgd(t testing.TB, dir string, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bgdBin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := testsupport.RunProcess(context.Background(), bgdBin, dir, append(os.Environ(), env...), args...)
+	if err != nil {
 		t.Fatalf("run bgd %v: %v", args, err)
 	}
-	return out.String(), errb.String(), code
+	return r.Stdout, r.Stderr, r.Code
 }
 
 func dialPort(port int) (net.Conn, error) {

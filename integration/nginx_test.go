@@ -57,11 +57,11 @@ func TestNginxFlip(t *testing.T) {
 		}
 		t.Logf("flip to %s confirmed in %s", col, time.Since(start).Round(time.Millisecond))
 		got := nginxGet(t, n.url())
-		if got.slot != col || got.generation != strconv.Itoa(gen+1) {
-			t.Fatalf("after flip to %s (generation %d): answer from %q, generation %q", col, gen+1, got.slot, got.generation)
+		if got.Slot != col || got.Generation != strconv.Itoa(gen+1) {
+			t.Fatalf("after flip to %s (generation %d): answer from %q, generation %q", col, gen+1, got.Slot, got.Generation)
 		}
-		if !strings.Contains(got.body, "color="+col) {
-			t.Fatalf("body %q does not name %s", got.body, col)
+		if !strings.Contains(got.Body, "color="+col) {
+			t.Fatalf("body %q does not name %s", got.Body, col)
 		}
 		active, err := b.Active(ctx)
 		if err != nil || active != col {
@@ -119,8 +119,8 @@ func assertNginxUnchanged(t *testing.T, n *testNginx, before []byte) {
 		t.Fatalf("%s was not restored byte for byte (%v):\n%s", n.file, err, after)
 	}
 	for i := 0; i < 5; i++ {
-		if got := nginxGet(t, n.url()); got.slot != "blue" || got.generation != "1" {
-			t.Fatalf("traffic moved: answer from %q under generation %q", got.slot, got.generation)
+		if got := nginxGet(t, n.url()); got.Slot != "blue" || got.Generation != "1" {
+			t.Fatalf("traffic moved: answer from %q under generation %q", got.Slot, got.Generation)
 		}
 	}
 }
@@ -181,8 +181,8 @@ func TestNginxNotRunning(t *testing.T) {
 		b := newNginxBalancer(t, n.cfg(), nginx.Options{})
 		err := b.Flip(context.Background(), nginxRoute("blue", ports, 1))
 		t.Logf("error: %v", err)
-		if !errors.Is(err, lb.ErrUnreachable) || !strings.Contains(err.Error(), n.pidFile) {
-			t.Fatalf("Flip = %v; want lb.ErrUnreachable naming %s", err, n.pidFile)
+		if !errors.Is(err, lb.ErrUnreachable) || !strings.Contains(err.Error(), n.PidFile) {
+			t.Fatalf("Flip = %v; want lb.ErrUnreachable naming %s", err, n.PidFile)
 		}
 		if _, err := os.Stat(n.file); err == nil {
 			t.Fatalf("%s was left behind", n.file)
@@ -301,15 +301,15 @@ func TestNginxLoad(t *testing.T) {
 		// worker of a busy nginx may still take one for a moment (the old
 		// slot answers it: nothing fails); count those, and fail if it lasts.
 		for k := 0; k < 3; k++ {
-			if got := nginxGet(t, n.url()); got.slot != col || got.generation != strconv.Itoa(i) {
+			if got := nginxGet(t, n.url()); got.Slot != col || got.Generation != strconv.Itoa(i) {
 				stale++
 				t.Logf("%s after flip %d to %s returned: answer from %q under generation %q",
-					time.Since(start)-took[len(took)-1], i, col, got.slot, got.generation)
+					time.Since(start)-took[len(took)-1], i, col, got.Slot, got.Generation)
 			}
 		}
-		if got := nginxGet(t, n.url()); time.Since(start)-took[len(took)-1] > 500*time.Millisecond && got.generation != strconv.Itoa(i) {
+		if got := nginxGet(t, n.url()); time.Since(start)-took[len(took)-1] > 500*time.Millisecond && got.Generation != strconv.Itoa(i) {
 			l.stop()
-			t.Fatalf("more than 500ms after flip %d to %s returned, nginx still answers under generation %q", i, col, got.generation)
+			t.Fatalf("more than 500ms after flip %d to %s returned, nginx still answers under generation %q", i, col, got.Generation)
 		}
 		time.Sleep(100 * time.Millisecond) // traffic between flips
 	}
@@ -321,19 +321,19 @@ func TestNginxLoad(t *testing.T) {
 	t.Logf("new connections answered by the old generation right after Flip returned: %d of %d", stale, 3*flips)
 	t.Logf("new-connection clients (%d): %s", newConnClients, nc)
 	t.Logf("keep-alive clients (%d, POST): %s", keepAliveClients, ka)
-	if nc.failures != 0 {
-		t.Errorf("%d requests on new connections failed during flips", nc.failures)
+	if nc.Failures != 0 {
+		t.Errorf("%d requests on new connections failed during flips", nc.Failures)
 	}
-	if nc.slots["blue"] == 0 || nc.slots["green"] == 0 || ka.slots["blue"] == 0 || ka.slots["green"] == 0 {
-		t.Errorf("traffic did not reach both slots: %v, %v", nc.slots, ka.slots)
+	if nc.Slots["blue"] == 0 || nc.Slots["green"] == 0 || ka.Slots["blue"] == 0 || ka.Slots["green"] == 0 {
+		t.Errorf("traffic did not reach both slots: %v, %v", nc.Slots, ka.Slots)
 	}
 	// A reload breaks at most the idle connections it closes: one per
 	// keep-alive client per flip. Anything else is a real failure.
-	if ka.failures != ka.reusedFailures {
-		t.Errorf("%d keep-alive requests failed on fresh connections", ka.failures-ka.reusedFailures)
+	if ka.Failures != ka.ReusedFailures {
+		t.Errorf("%d keep-alive requests failed on fresh connections", ka.Failures-ka.ReusedFailures)
 	}
-	if ka.failures > keepAliveClients*flips {
-		t.Errorf("%d keep-alive failures: more than one per client per flip", ka.failures)
+	if ka.Failures > keepAliveClients*flips {
+		t.Errorf("%d keep-alive failures: more than one per client per flip", ka.Failures)
 	}
 }
 
@@ -385,8 +385,8 @@ services:
 		t.Helper()
 		for i := 0; i < 3; i++ {
 			got := nginxGet(t, n.url())
-			if got.slot != color || !strings.Contains(got.body, "release="+release) {
-				t.Fatalf("after %s: nginx sent a request to %q: %q; want %s release %s", step, got.slot, got.body, color, release)
+			if got.Slot != color || !strings.Contains(got.Body, "release="+release) {
+				t.Fatalf("after %s: nginx sent a request to %q: %q; want %s release %s", step, got.Slot, got.Body, color, release)
 			}
 		}
 	}
@@ -468,8 +468,8 @@ func TestNginxDocsExample(t *testing.T) {
 		if err := b.Flip(context.Background(), nginxRoute(col, ports, uint64(gen+1))); err != nil {
 			t.Fatalf("flip to %s: %v\nerror log:\n%s", col, err, n.errorLog())
 		}
-		if got := nginxGet(t, fmt.Sprintf("http://127.0.0.1:%d/", sitePort)); got.slot != col {
-			t.Fatalf("after flip to %s the site answered from %q: %q", col, got.slot, got.body)
+		if got := nginxGet(t, fmt.Sprintf("http://127.0.0.1:%d/", sitePort)); got.Slot != col {
+			t.Fatalf("after flip to %s the site answered from %q: %q", col, got.Slot, got.Body)
 		}
 		if active, err := b.Active(context.Background()); err != nil || active != col {
 			t.Fatalf("Active = %q, %v; want %s", active, err, col)

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
+
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // bgdCLI runs the bgd binary as a user's shell would: a whole process per
@@ -35,45 +34,12 @@ func cleanEnv() []string {
 }
 
 // cliRun is one finished bgd process.
-type cliRun struct {
-	Args     []string      `json:"args"`
-	Code     int           `json:"exit_code"`
-	Wall     time.Duration `json:"wall_ns"`
-	End      time.Time     `json:"end"`
-	MaxRSSKB int64         `json:"max_rss_kb"`
-	CPU      time.Duration `json:"cpu_ns"` // user + system time of the process
-	Stdout   string        `json:"-"`
-	Stderr   string        `json:"-"`
-}
+type cliRun = ts.Run
 
 // run runs bgd with args in dir. The error is only about running it at
 // all; a non-zero exit is in Code. On ctx's end the process gets SIGTERM.
 func (b *bgdCLI) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
-	cmd := exec.CommandContext(ctx, b.bin, args...)
-	cmd.Dir = dir
-	cmd.Env = b.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	err := cmd.Run()
-	r := &cliRun{Args: args, Wall: time.Since(start), End: time.Now(), Stdout: out.String(), Stderr: errb.String()}
-	if cmd.ProcessState != nil {
-		r.Code = cmd.ProcessState.ExitCode()
-		r.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.MaxRSSKB = ru.Maxrss // kB on Linux: the process's peak RSS
-		}
-	}
-	if ctx.Err() != nil {
-		return r, ctx.Err()
-	}
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		return r, fmt.Errorf("run bgd %s: %w", strings.Join(args, " "), err)
-	}
-	return r, nil
+	return ts.RunProcess(ctx, b.bin, dir, b.env, args...)
 }
 
 // must runs bgd and fails unless it exits 0.
@@ -100,10 +66,28 @@ func jsonDuration(stdout string) time.Duration {
 	return time.Duration(v.D)
 }
 
-// notAvailable reports whether bgd refused a driver that is not wired in
-// (orchestrator/balancers.go has no case for it yet).
-func notAvailable(r *cliRun) bool {
-	return r != nil && r.Code == 2 && strings.Contains(r.Stderr, "is not available")
+// unavailable says why bgd refused a driver that is not wired in
+// (orchestrator/balancers.go has no case for it yet); "" when it did not.
+func unavailable(r *cliRun) string {
+	if r == nil || r.Code != 2 || !strings.Contains(r.Stderr, "is not available") {
+		return ""
+	}
+	return "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: "))
+}
+
+// render runs `bgd render` with the config: what it printed, or why the
+// driver is not available.
+func (b *bench) render(ctx context.Context, dir, cfg string) (snippet, why string, err error) {
+	r, err := b.cli.run(ctx, dir, "--config", cfg, "render")
+	switch {
+	case err != nil:
+		return "", "", err
+	case unavailable(r) != "":
+		return "", unavailable(r), nil
+	case r.Code != 0:
+		return "", "", fmt.Errorf("bgd render of %s exited %d: %s", cfg, r.Code, strings.TrimSpace(r.Stderr))
+	}
+	return r.Stdout, "", nil
 }
 
 // writeConfig writes a bgd config. JSON is YAML, and the strict loader

@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // dpTarget is one way to reach the data-plane backend.
@@ -22,7 +25,7 @@ type dpTarget struct {
 // `bgd switch blue`), in interleaved rounds so that a noisy neighbour
 // weighs on every target alike.
 func (b *bench) dataPlane(ctx context.Context) error {
-	dp := &DataPlane{Unavailable: map[string]string{}, Runs: map[string][]wrkResult{}}
+	dp := &DataPlane{Unavailable: map[string]string{}, Runs: map[string][]ts.WrkResult{}}
 	b.res.DataPlane = dp
 	dir := filepath.Join(b.work, "dataplane")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -31,20 +34,14 @@ func (b *bench) dataPlane(ctx context.Context) error {
 	var appPort, standby int
 	if b.haDP != nil {
 		appPort, standby = b.haDP.blue, b.haDP.grn
-	} else {
-		var err error
-		if appPort, err = b.ports.get(); err != nil {
-			return err
-		}
-		if standby, err = b.ports.get(); err != nil {
-			return err
-		}
+	} else if err := freePorts(&appPort, &standby); err != nil {
+		return err
 	}
 	app, err := b.startDemoApp(dir, appPort, "blue", "dp")
 	if err != nil {
 		return err
 	}
-	if err := waitListening(appPort, 5*time.Second, app); err != nil {
+	if err := ts.WaitListening(appPort, 5*time.Second, app); err != nil {
 		return err
 	}
 	targets := []dpTarget{{"direct", fmt.Sprintf("http://127.0.0.1:%d/", appPort)}}
@@ -56,7 +53,7 @@ func (b *bench) dataPlane(ctx context.Context) error {
 
 	// builtin: the proxy in the foreground, as systemd runs it, routing to
 	// blue as the (absent) state file's defaults say.
-	pxPort, err := b.ports.get()
+	pxPort, err := freePort()
 	if err != nil {
 		return err
 	}
@@ -65,18 +62,11 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		return err
 	}
 	os.MkdirAll(filepath.Join(dir, "builtin", "state"), 0o755)
-	log, err := os.Create(filepath.Join(dir, "proxy.log"))
+	proxy, err := b.startOwn(dir, "bgd proxy", "proxy.log", "--config", cfg, "proxy")
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	cmd := exec.Command(b.cli.bin, "--config", cfg, "proxy")
-	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, b.cli.env, log, log
-	proxy, err := b.reaper.start("bgd proxy", cmd)
-	if err != nil {
-		return err
-	}
-	if err := waitListening(pxPort, 5*time.Second, proxy); err != nil {
+	if err := ts.WaitListening(pxPort, 5*time.Second, proxy); err != nil {
 		return err
 	}
 	targets = append(targets, dpTarget{"builtin", fmt.Sprintf("http://127.0.0.1:%d/", pxPort)})
@@ -90,16 +80,13 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			dp.Unavailable[d] = why
 			continue
 		}
-		var lb map[string]any
-		var url string
+		lb, url := b.haDP.lb(), b.haDP.url()
 		if d == "nginx" {
-			port, err := b.ports.get()
+			port, err := freePort()
 			if err != nil {
 				return err
 			}
-			lb, url = b.nginx.lbConfig("dp", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
-		} else {
-			lb, url = b.haDP.lbConfig(), fmt.Sprintf("http://127.0.0.1:%d/", b.haDP.port)
+			lb, url = b.nginxLB("dp", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
 		}
 		cfg, err := config(d, lb)
 		if err != nil {
@@ -109,8 +96,8 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if notAvailable(r) {
-			dp.Unavailable[d] = "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: "))
+		if why := unavailable(r); why != "" {
+			dp.Unavailable[d] = why
 			continue
 		}
 		if r.Code != 0 {
@@ -119,18 +106,8 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		targets = append(targets, dpTarget{d, url})
 	}
 	for _, t := range targets {
-		// HAProxy's own checks see the backend UP only a few checks after
-		// the app started.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			by, err := answeredBy(t.url)
-			if err == nil && by == "blue" {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s (%s) answers from %q: %v", t.name, t.url, by, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := waitAnswer(t.url, "blue", 50*time.Millisecond); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
 
@@ -150,40 +127,51 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			b.log.Info("data plane", "target", t.name, "round", round+1, "rps", int(res.RPS), "p50_ms", res.P50Ms, "p99_ms", res.P99Ms, "failures", res.Failures)
 		}
 	}
-	dp.ProxyHWMKB, err = procStatusKB(proxy.pid(), "VmHWM")
+	dp.ProxyHWMKB, err = procStatusKB(proxy.Pid(), "VmHWM")
 	if err != nil {
 		return err
 	}
-	dp.ProxyRSSKB, _ = procStatusKB(proxy.pid(), "VmRSS")
+	dp.ProxyRSSKB, _ = procStatusKB(proxy.Pid(), "VmRSS")
 	return nil
 }
 
 // fixedLoad runs wrk at full speed (no pacing) against url for d.
-func (b *bench) fixedLoad(ctx context.Context, url string, d time.Duration) (wrkResult, error) {
-	w, err := startWrk(b.reaper, b.wrk, b.work, url, wrkLoad{conns: b.o.dpConns})
+func (b *bench) fixedLoad(ctx context.Context, url string, d time.Duration) (ts.WrkResult, error) {
+	w, err := b.startWrk(url, ts.WrkLoad{Conns: b.o.dpConns})
 	if err != nil {
-		return wrkResult{}, err
+		return ts.WrkResult{}, err
 	}
 	serr := sleepCtx(ctx, d)
-	res, err := w.stop()
+	res, err := w.Stop()
 	if serr != nil {
 		return res, serr
 	}
 	return res, err
 }
 
-func (b *bench) wants(driver string) bool {
-	for _, d := range b.o.drivers {
-		if d == driver {
-			return true
-		}
-	}
-	return false
-}
+func (b *bench) wants(driver string) bool { return slices.Contains(b.o.drivers, driver) }
 
 // startDemoApp runs `bgd demo-app` as the harness's own process.
-func (b *bench) startDemoApp(dir string, port int, color, release string) (*proc, error) {
-	cmd := exec.Command(b.cli.bin, "demo-app", "--port", strconv.Itoa(port), "--color", color, "--release", release)
+func (b *bench) startDemoApp(dir string, port int, color, release string) (*ts.Proc, error) {
+	return b.startOwn(dir, "demo-app", "", "demo-app", "--port", strconv.Itoa(port), "--color", color, "--release", release)
+}
+
+// startOwn runs bgd with args as the harness's own process, its output in
+// dir/logFile ("": discarded).
+func (b *bench) startOwn(dir, name, logFile string, args ...string) (*ts.Proc, error) {
+	cmd := exec.Command(b.cli.bin, args...)
 	cmd.Dir, cmd.Env = dir, b.cli.env
-	return b.reaper.start("demo-app", cmd)
+	if logFile != "" {
+		log, err := os.Create(filepath.Join(dir, logFile))
+		if err != nil {
+			return nil, err
+		}
+		defer log.Close()
+		cmd.Stdout, cmd.Stderr = log, log
+	}
+	p, err := ts.Start(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return b.reaper.track(p), nil
 }

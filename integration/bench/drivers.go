@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // service is one bench service ("app") behind one driver, run by bgd as a
@@ -58,25 +59,16 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	var blue, green int
 	switch driver {
 	case "builtin", "nginx":
-		ports := make([]int, 3)
-		for i := range ports {
-			p, err := b.ports.get()
-			if err != nil {
-				return nil, "", err
-			}
-			ports[i] = p
+		var port int
+		if err := freePorts(&blue, &green, &port); err != nil {
+			return nil, "", err
 		}
-		blue, green = ports[0], ports[1]
-		if driver == "builtin" {
-			lb = builtinLB(ports[2])
-		} else {
-			lb = b.nginx.lbConfig("app", ports[2])
+		if lb = builtinLB(port); driver == "nginx" {
+			lb = b.nginxLB("app", port)
 		}
-		s.url = fmt.Sprintf("http://127.0.0.1:%d/", ports[2])
+		s.url = fmt.Sprintf("http://127.0.0.1:%d/", port)
 	case "haproxy":
-		blue, green = b.haApp.blue, b.haApp.grn
-		lb = b.haApp.lbConfig()
-		s.url = fmt.Sprintf("http://127.0.0.1:%d/", b.haApp.port)
+		blue, green, lb, s.url = b.haApp.blue, b.haApp.grn, b.haApp.lb(), b.haApp.url()
 	}
 	cfg := func(command []string) map[string]any {
 		return map[string]any{"state_dir": filepath.Join(dir, "state"),
@@ -89,8 +81,8 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	}
 	if r, err := b.cli.run(ctx, dir, "--config", s.cfg, "render"); err != nil {
 		return nil, "", err
-	} else if notAvailable(r) {
-		return nil, "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: ")), nil
+	} else if why := unavailable(r); why != "" {
+		return nil, why, nil
 	}
 	for _, c := range []string{"blue", "green"} {
 		if _, err := b.cli.must(ctx, dir, "--config", s.cfg, "start", c); err != nil {
@@ -102,15 +94,8 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	// checks (a `start` that finds the map already right does not wait for
 	// them): wait, and record how long, rather than fail the whole run.
 	t0 := time.Now()
-	for {
-		by, err := answeredBy(s.url)
-		if err == nil && by == "blue" {
-			break
-		}
-		if time.Since(t0) > 10*time.Second {
-			return nil, "", fmt.Errorf("after start, %s answers from %q (%v), want blue", s.url, by, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
+		return nil, "", fmt.Errorf("after start, %w", err)
 	}
 	if w := time.Since(t0); w > 50*time.Millisecond {
 		s.servedAfterStart = w
@@ -168,17 +153,15 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 // loads the service for pre, then `bgd switch` runs, then the load goes on
 // for post; the failures of that window belong to that flip.
 func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
-	cur := "blue"
 	for i := range b.o.flips {
-		to := other(cur)
+		to := flipTo(i)
 		f, err := b.oneLoadedFlip(ctx, s, to)
 		if err != nil {
 			return fmt.Errorf("flip %d to %s: %w", i+1, to, err)
 		}
 		dr.Flips = append(dr.Flips, *f)
-		cur = to
 	}
-	if cur != "blue" {
+	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
 		if _, err := b.cli.must(ctx, s.dir, "--config", s.cfg, "switch", "blue"); err != nil {
 			return err
@@ -192,14 +175,17 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 	return nil
 }
 
+// flipTo is the colour the i-th of a series of flips from blue goes to.
+func flipTo(i int) string { return []string{"green", "blue"}[i%2] }
+
 func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip, error) {
-	nc, err := startWrk(b.reaper, b.wrk, b.work, s.url, wrkLoad{conns: b.o.loadConns, newConn: true, delay: b.o.loadDelay})
+	nc, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: true, Delay: b.o.loadDelay})
 	if err != nil {
 		return nil, err
 	}
-	ka, err := startWrk(b.reaper, b.wrk, b.work, s.url, wrkLoad{conns: b.o.loadConns, delay: b.o.loadDelay})
+	ka, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, Delay: b.o.loadDelay})
 	if err != nil {
-		nc.stop()
+		nc.Stop()
 		return nil, err
 	}
 	var r *cliRun
@@ -210,8 +196,8 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 	if werr == nil {
 		werr = sleepCtx(ctx, b.o.post)
 	}
-	ncRes, err1 := nc.stop()
-	kaRes, err2 := ka.stop()
+	ncRes, err1 := nc.Stop()
+	kaRes, err2 := ka.Stop()
 	if werr != nil {
 		return nil, werr
 	}
@@ -222,7 +208,7 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 		return nil, fmt.Errorf("bgd switch %s exited %d: %s", to, r.Code, strings.TrimSpace(r.Stderr))
 	}
 	f := &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}
-	f.AnsweredBy, err = answeredBy(s.url)
+	f.AnsweredBy, err = ts.AnsweredBy(s.url)
 	if err != nil {
 		return nil, fmt.Errorf("after the flip: %w", err)
 	}
@@ -232,53 +218,55 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 	return f, nil
 }
 
+// timedRuns runs bgd n times with the arguments of run i, each a whole
+// process that must exit 0; keep (when not nil) adds to what is kept of it.
+func (b *bench) timedRuns(ctx context.Context, dir string, n int, args func(i int) []string, keep func(*cliRun, *Timed)) ([]Timed, error) {
+	var out []Timed
+	for i := range n {
+		r, err := b.cli.must(ctx, dir, args(i)...)
+		if err != nil {
+			return out, err
+		}
+		t := timed(r)
+		if keep != nil {
+			keep(r, &t)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
 // idleFlips: figure 2, `bgd switch` as a whole process with no load and
 // the target already healthy.
-func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) error {
-	cur := "blue"
-	for range b.o.flips {
-		to := other(cur)
-		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "switch", to)
-		if err != nil {
-			return err
-		}
-		dr.IdleFlips = append(dr.IdleFlips, timed(r))
-		cur = to
-	}
-	return nil
+func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) (err error) {
+	dr.IdleFlips, err = b.timedRuns(ctx, s.dir, b.o.flips, func(i int) []string {
+		return []string{"--json", "--config", s.cfg, "switch", flipTo(i)}
+	}, nil)
+	return err
 }
 
 // statusRuns: figure 7's second half, one `bgd status` process's peak RSS.
-func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) error {
-	for range b.o.statusRuns {
-		r, err := b.cli.must(ctx, s.dir, "--json", "--config", s.cfg, "status")
-		if err != nil {
-			return err
-		}
-		dr.Status = append(dr.Status, timed(r))
-	}
-	return nil
+func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) (err error) {
+	dr.Status, err = b.timedRuns(ctx, s.dir, b.o.statusRuns, func(int) []string {
+		return []string{"--json", "--config", s.cfg, "status"}
+	}, nil)
+	return err
 }
 
 // deploys: figure 3, `bgd deploy` wall time minus the app's --ready-after.
-func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) error {
-	for i := range b.o.deploys {
-		r, err := b.cli.must(ctx, s.dir, "--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1))
-		if err != nil {
-			return err
-		}
-		t := timed(r)
-		t.Log = logLines(r.Stderr)
-		t.OverheadMs = ms(r.Wall - b.o.readyAfter)
-		dr.Deploys = append(dr.Deploys, t)
-	}
-	return nil
+func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) (err error) {
+	dr.Deploys, err = b.timedRuns(ctx, s.dir, b.o.deploys, func(i int) []string {
+		return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1)}
+	}, func(r *cliRun, t *Timed) {
+		t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
+	})
+	return err
 }
 
 // crashes: figure 4, from the moment the starting slot's process exits to
 // the moment `bgd deploy` has failed (its process ended, exit 1).
 func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error {
-	before, _ := answeredBy(s.url)
+	before, _ := ts.AnsweredBy(s.url)
 	for i := range b.o.crashes {
 		release := fmt.Sprintf("c%02d", i+1)
 		r, err := b.cli.run(ctx, s.dir, "--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release)
@@ -301,32 +289,38 @@ func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error
 		t.DetectMs = ms(r.End.Sub(time.Unix(0, exitNS)))
 		dr.Crashes = append(dr.Crashes, t)
 	}
-	if after, err := answeredBy(s.url); err != nil || after != before {
+	if after, err := ts.AnsweredBy(s.url); err != nil || after != before {
 		return fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, err)
 	}
 	return nil
 }
 
-// answeredBy sends one GET on a new connection and returns the X-Slot
-// header the demo app sets (the colour that answered).
-func answeredBy(url string) (string, error) {
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
+// waitAnswer waits up to 10 s, asking every so often on a new
+// connection, until the colour answers at url. HAProxy's own checks, for
+// one, see a backend UP only a few checks after its app started.
+func waitAnswer(url, color string, every time.Duration) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		by, err := ts.AnsweredBy(url)
+		if err == nil && by == color {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s answers from %q (%v), want %s", url, by, err, color)
+		}
+		time.Sleep(every)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
-	}
-	return resp.Header.Get("X-Slot"), nil
 }
 
-func other(c string) string {
-	if c == "blue" {
-		return "green"
+// startWrk runs wrk with its script in the work directory, until stopped
+// (or stopAll).
+func (b *bench) startWrk(url string, l ts.WrkLoad) (*ts.Wrk, error) {
+	w, err := ts.StartWrk(b.wrk, b.work, url, l)
+	if err != nil {
+		return nil, err
 	}
-	return "blue"
+	b.reaper.track(w.Proc)
+	return w, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

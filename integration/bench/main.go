@@ -21,9 +21,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // options are the command-line flags; -short changes the defaults.
@@ -68,57 +72,58 @@ func parseFlags(args []string) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	def := func(v *int, full, short int) {
-		if *v <= 0 {
-			*v = full
-			if o.short {
-				*v = short
-			}
-		}
-	}
-	defD := func(v *time.Duration, full, short time.Duration) {
-		if *v <= 0 {
-			*v = full
-			if o.short {
-				*v = short
-			}
-		}
-	}
-	def(&o.flips, 20, 3)
-	def(&o.deploys, 20, 3)
-	def(&o.crashes, 20, 3)
-	def(&o.dpRounds, 3, 1)
-	def(&o.sweeps, 20, 3)
-	def(&o.statusRuns, 10, 3)
-	defD(&o.readyAfter, time.Second, 300*time.Millisecond)
-	defD(&o.dpDuration, 4*time.Second, time.Second)
+	def(&o.flips, 20, 3, o.short)
+	def(&o.deploys, 20, 3, o.short)
+	def(&o.crashes, 20, 3, o.short)
+	def(&o.dpRounds, 3, 1, o.short)
+	def(&o.sweeps, 20, 3, o.short)
+	def(&o.statusRuns, 10, 3, o.short)
+	def(&o.readyAfter, time.Second, 300*time.Millisecond, o.short)
+	def(&o.dpDuration, 4*time.Second, time.Second, o.short)
 	// The flip window: load runs pre before `bgd switch` and post after it
 	// returns, long enough for nginx's old workers to finish (~100 ms).
-	defD(&o.pre, 300*time.Millisecond, 200*time.Millisecond)
-	defD(&o.post, 500*time.Millisecond, 300*time.Millisecond)
-	for _, d := range strings.Split(*drivers, ",") {
-		switch d = strings.TrimSpace(d); d {
-		case "builtin", "nginx", "haproxy":
-			o.drivers = append(o.drivers, d)
-		case "":
-		default:
-			return o, fmt.Errorf("-drivers: unknown driver %q (use builtin, nginx, haproxy)", d)
-		}
+	def(&o.pre, 300*time.Millisecond, 200*time.Millisecond, o.short)
+	def(&o.post, 500*time.Millisecond, 300*time.Millisecond, o.short)
+	var err error
+	if o.drivers, err = parseList("-drivers", "driver", *drivers, driverOrder); err != nil {
+		return o, err
+	}
+	phaseList, err := parseList("-phases", "phase", *phases, []string{"drivers", "dataplane", "sweep"})
+	if err != nil {
+		return o, err
 	}
 	o.phases = map[string]bool{}
-	for _, p := range strings.Split(*phases, ",") {
-		switch p = strings.TrimSpace(p); p {
-		case "drivers", "dataplane", "sweep":
-			o.phases[p] = true
-		case "":
-		default:
-			return o, fmt.Errorf("-phases: unknown phase %q (use drivers, dataplane, sweep)", p)
-		}
+	for _, p := range phaseList {
+		o.phases[p] = true
 	}
 	if o.services < 1 || o.services > 5000 {
 		return o, fmt.Errorf("-services %d: use 1 to 5000", o.services)
 	}
 	return o, nil
+}
+
+// def sets *v, unless given, to its default, or in -short mode its short one.
+func def[T int | time.Duration](v *T, full, short T, isShort bool) {
+	if *v <= 0 {
+		*v = full
+		if isShort {
+			*v = short
+		}
+	}
+}
+
+// parseList splits a comma-separated flag value, every item one of known.
+func parseList(flagName, what, value string, known []string) ([]string, error) {
+	var out []string
+	for _, v := range strings.Split(value, ",") {
+		switch v = strings.TrimSpace(v); {
+		case slices.Contains(known, v):
+			out = append(out, v)
+		case v != "":
+			return nil, fmt.Errorf("%s: unknown %s %q (use %s)", flagName, what, v, strings.Join(known, ", "))
+		}
+	}
+	return out, nil
 }
 
 func main() {
@@ -193,12 +198,10 @@ type bench struct {
 	exe    string // this harness (re-executed as the crashing app)
 	cli    *bgdCLI
 	reaper *reaper
-	ports  portPool
 	wrk    string
 
 	nginxBin, haproxyBin string
-	nginx                *nginxInst   // nil when it could not start
-	haproxy              *haproxyInst // nil when it could not start
+	nginx                *ts.Nginx // nil when it could not start
 	haApp, haDP          *haFrontend
 	lbErr                map[string]string // driver -> why its balancer is missing
 
@@ -213,7 +216,7 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 	if st, err := os.Stat(bgd); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("-bgd %s: not a binary (run make build): %v", o.bgd, err)
 	}
-	wrk := findBinary("wrk")
+	wrk := ts.FindBinary("wrk")
 	if wrk == "" {
 		return nil, errors.New("wrk is not installed: apt-get install wrk (see .ci/run)")
 	}
@@ -228,7 +231,7 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 	b := &bench{o: o, log: log, work: work, exe: exe, wrk: wrk,
 		cli:      &bgdCLI{bin: bgd, env: cleanEnv()},
 		reaper:   &reaper{owners: []string{bgd, exe}, stateGlobs: []string{filepath.Join(work, "*", "state", "*.json"), filepath.Join(work, "*", "*", "state", "*.json")}},
-		nginxBin: findBinary("nginx"), haproxyBin: findBinary("haproxy"),
+		nginxBin: ts.FindBinary("nginx"), haproxyBin: ts.FindBinary("haproxy"),
 		lbErr: map[string]string{},
 	}
 	b.res = &Results{Drivers: map[string]*DriverResult{}}
@@ -276,6 +279,43 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 }
 
+// nginxLB is the lb: section of a service that the bench's nginx fronts on
+// port.
+func (b *bench) nginxLB(service string, port int) map[string]any {
+	return map[string]any{"driver": "nginx", "nginx": map[string]any{
+		"file":       filepath.Join(b.nginx.Prefix, "conf.d", "bgd-"+service+".conf"),
+		"listen":     "127.0.0.1:" + strconv.Itoa(port),
+		"test":       b.nginx.Command("-t", "-q"),
+		"reload":     b.nginx.Command("-s", "reload"),
+		"verify_url": fmt.Sprintf("http://127.0.0.1:%d/", port),
+	}}
+}
+
+// haFrontend is one service behind HAProxy, configured as a user would:
+// HAProxy loads a small base configuration plus, for each service, the
+// snippet `bgd render` prints (its admin socket, a frontend whose backend
+// one map entry picks, one backend per colour with HAProxy's own checks),
+// with the snippet's "bind :80" pointed at a loopback port.
+type haFrontend struct {
+	service   string
+	port      int    // the frontend
+	blue, grn int    // the slots' ports
+	dir       string // where its socket, map file and snippet live
+}
+
+func (f *haFrontend) path(ext string) string { return filepath.Join(f.dir, f.service+ext) }
+
+// lb is the lb: section of the service.
+func (f *haFrontend) lb() map[string]any {
+	return map[string]any{"driver": "haproxy", "haproxy": map[string]any{
+		"socket":   f.path(".sock"),
+		"map_file": f.path(".map"),
+		"backends": map[string]string{"blue": f.service + "_blue", "green": f.service + "_green"},
+	}}
+}
+
+func (f *haFrontend) url() string { return fmt.Sprintf("http://127.0.0.1:%d/", f.port) }
+
 // startHAProxy renders the snippets of the "app" and "dp" services with
 // `bgd render` and starts HAProxy on them.
 func (b *bench) startHAProxy() error {
@@ -283,94 +323,95 @@ func (b *bench) startHAProxy() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	var o ts.HAProxyOptions
 	var fronts []*haFrontend
 	for _, svc := range []string{"app", "dp"} {
 		f := &haFrontend{service: svc, dir: dir}
-		for _, p := range []*int{&f.port, &f.blue, &f.grn} {
-			port, err := b.ports.get()
-			if err != nil {
-				return err
-			}
-			*p = port
+		if err := freePorts(&f.port, &f.blue, &f.grn); err != nil {
+			return err
 		}
+		// HAProxy will not start without the map file (bgd render says so).
+		if err := os.WriteFile(f.path(".map"), []byte(svc+" "+svc+"_blue\n"), 0o644); err != nil {
+			return err
+		}
+		cfg := filepath.Join(dir, "render-"+svc+".yml")
+		if err := writeConfig(cfg, map[string]any{"state_dir": filepath.Join(dir, "render-state"),
+			"services": map[string]any{svc: serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lb())}}); err != nil {
+			return err
+		}
+		snippet, why, err := b.render(context.Background(), dir, cfg)
+		if err != nil || why != "" {
+			return errors.Join(err, errorIf(why))
+		}
+		if !strings.Contains(snippet, "bind :80\n") {
+			return fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", svc, snippet)
+		}
+		snippet = strings.Replace(snippet, "bind :80\n", fmt.Sprintf("bind 127.0.0.1:%d\n", f.port), 1)
+		if err := os.WriteFile(f.path(".cfg"), []byte(snippet), 0o644); err != nil {
+			return err
+		}
+		o.Files, o.Sockets = append(o.Files, f.path(".cfg")), append(o.Sockets, f.path(".sock"))
 		fronts = append(fronts, f)
 	}
-	render := func(f *haFrontend) ([]byte, error) {
-		cfg := filepath.Join(dir, "render-"+f.service+".yml")
-		if err := writeConfig(cfg, map[string]any{"state_dir": filepath.Join(dir, "render-state"),
-			"services": map[string]any{f.service: serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lbConfig())}}); err != nil {
-			return nil, err
-		}
-		r, err := b.cli.run(context.Background(), dir, "--config", cfg, "render")
-		if err != nil {
-			return nil, err
-		}
-		if notAvailable(r) {
-			return nil, errors.New("driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: ")))
-		}
-		if r.Code != 0 {
-			return nil, fmt.Errorf("bgd render for %s exited %d: %s", f.service, r.Code, strings.TrimSpace(r.Stderr))
-		}
-		return []byte(r.Stdout), nil
-	}
-	h, err := startHAProxy(b.reaper, b.haproxyBin, dir, fronts, render)
+	o.MaxConn, o.ConnectTimeout = 4000, 5*time.Second
+	h, err := ts.StartHAProxy(b.haproxyBin, dir, o)
 	if err != nil {
 		return err
 	}
-	b.haproxy, b.haApp, b.haDP = h, fronts[0], fronts[1]
+	b.reaper.track(h.Proc())
+	b.haApp, b.haDP = fronts[0], fronts[1]
 	return nil
+}
+
+func errorIf(msg string) error {
+	if msg == "" {
+		return nil
+	}
+	return errors.New(msg)
 }
 
 // startBalancers starts the one nginx and the one HAProxy the run uses,
 // each serving two services: "app" (flips, deploys) and "dp" (data plane).
 func (b *bench) startBalancers() error {
 	var errs []error
-	want := map[string]bool{}
-	for _, d := range b.o.drivers {
-		want[d] = true
-	}
-	if want["nginx"] {
-		if b.nginxBin == "" {
-			b.lbErr["nginx"] = "nginx is not installed"
-		} else if n, err := startNginx(b.reaper, b.nginxBin, filepath.Join(b.work, "nginx")); err != nil {
-			b.lbErr["nginx"] = err.Error()
-			errs = append(errs, err)
-		} else {
-			b.nginx = n
+	for _, d := range []string{"nginx", "haproxy"} {
+		if !b.wants(d) {
+			continue
 		}
-	}
-	if want["haproxy"] {
-		if b.haproxyBin == "" {
-			b.lbErr["haproxy"] = "haproxy is not installed"
-		} else {
-			if err := b.startHAProxy(); err != nil {
-				b.lbErr["haproxy"] = err.Error()
-				if !strings.HasPrefix(err.Error(), "driver not available") {
-					errs = append(errs, err)
-				}
-			}
+		bin, start := b.nginxBin, b.startNginx
+		if d == "haproxy" {
+			bin, start = b.haproxyBin, b.startHAProxy
 		}
-	}
-	if os.Getenv("CI") != "" {
-		for _, d := range []string{"nginx", "haproxy"} {
-			if want[d] && (d == "nginx" && b.nginxBin == "" || d == "haproxy" && b.haproxyBin == "") {
+		if bin == "" {
+			b.lbErr[d] = d + " is not installed"
+			if ts.InCI() {
 				errs = append(errs, fmt.Errorf("%s is not installed, and CI must not skip: install it (see .ci/run)", d))
+			}
+		} else if err := start(); err != nil {
+			b.lbErr[d] = err.Error()
+			if !strings.HasPrefix(err.Error(), "driver not available") {
+				errs = append(errs, err)
 			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
+func (b *bench) startNginx() error {
+	n, err := ts.StartNginx(b.nginxBin, filepath.Join(b.work, "nginx"), ts.NginxOptions{WorkerConnections: 4096})
+	if err != nil {
+		return err
+	}
+	b.nginx = n
+	b.reaper.track(n.Proc())
+	return nil
+}
+
 func machine(b *bench) Meta {
-	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: wrkVersion(b.wrk),
+	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: ts.WrkVersion(b.wrk),
 		LoadAvg: []string{loadAvg()}}
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
+		m.CPUModel = cpuModel(string(data))
 	}
 	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(data))
@@ -379,20 +420,35 @@ func machine(b *bench) Meta {
 		m.BgdVersion = strings.TrimSpace(r.Stdout)
 	}
 	if b.nginxBin != "" {
-		m.Nginx = firstLine(b.nginxBin, "-v")
+		m.Nginx = ts.FirstLine(b.nginxBin, "-v")
 	}
 	if b.haproxyBin != "" {
-		m.HAProxy = firstLine(b.haproxyBin, "-v")
+		m.HAProxy = ts.FirstLine(b.haproxyBin, "-v")
 	}
 	return m
+}
+
+// cpuModel is the first "model name" of /proc/cpuinfo.
+func cpuModel(cpuinfo string) string {
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // loadAvg is the first three fields of /proc/loadavg.
 func loadAvg() string {
 	data, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
+	return firstFields(string(data), 3)
+}
+
+// firstFields is the first n fields of s, or "" when it has fewer.
+func firstFields(s string, n int) string {
+	f := strings.Fields(s)
+	if len(f) < n {
 		return ""
 	}
-	return strings.Join(f[:3], " ")
+	return strings.Join(f[:n], " ")
 }

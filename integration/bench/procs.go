@@ -3,9 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/internal/freeport"
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // reaper owns every process the harness starts, and knows where to find
@@ -30,81 +29,24 @@ type reaper struct {
 	stateGlobs []string
 
 	mu    sync.Mutex
-	procs []*proc
+	procs []*ts.Proc
 }
 
-// proc is one process the harness started, in its own process group.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// start runs cmd in its own process group (so a terminal's ^C reaches the
-// harness, which then stops everything in order) and registers it.
-func (r *reaper) start(name string, cmd *exec.Cmd) (*proc, error) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
+// track registers a process the harness started (in its own group, see
+// testsupport.Start) for stopAll.
+func (r *reaper) track(p *ts.Proc) *ts.Proc {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.procs = append(r.procs, p)
-	r.mu.Unlock()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends sig to the process group, then SIGKILL after grace.
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
-	if p.exited() {
-		syscall.Kill(-p.pid(), syscall.SIGKILL) // children that outlived it
-		return
-	}
-	syscall.Kill(-p.pid(), sig)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
-		<-p.done
-	}
-	syscall.Kill(-p.pid(), syscall.SIGKILL)
-}
-
-// statePIDs are the fields of a bgd state file that name processes.
-type statePIDs struct {
-	BluePID  int `json:"blue_pid"`
-	GreenPID int `json:"green_pid"`
-	ProxyPID int `json:"proxy_pid"`
+	return p
 }
 
 // bgdPIDs returns the live processes a state file names that bgd started
 // for the harness.
 func (r *reaper) bgdPIDs(stateFile string) []int {
-	data, err := os.ReadFile(stateFile)
-	if err != nil {
-		return nil
-	}
-	var s statePIDs
-	if json.Unmarshal(data, &s) != nil {
-		return nil
-	}
 	var out []int
-	for _, pid := range []int{s.BluePID, s.GreenPID, s.ProxyPID} {
-		if pid > 0 && alive(pid) && r.ours(pid) {
+	for _, field := range []string{"blue_pid", "green_pid", "proxy_pid"} {
+		if pid := statePID(stateFile, field); pid > 0 && alive(pid) && r.ours(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -116,9 +58,8 @@ func (r *reaper) ours(pid int) bool {
 	if err != nil {
 		return false
 	}
-	cmdline := string(data)
 	for _, o := range r.owners {
-		if o != "" && strings.Contains(cmdline, o) {
+		if o != "" && strings.Contains(string(data), o) {
 			return true
 		}
 	}
@@ -132,9 +73,12 @@ func (r *reaper) killState(stateFile string, grace time.Duration) {
 }
 
 func killGroups(pids []int, grace time.Duration) {
+	signal := func(pid int, sig syscall.Signal) {
+		syscall.Kill(-pid, sig)
+		syscall.Kill(pid, sig)
+	}
 	for _, pid := range pids {
-		syscall.Kill(-pid, syscall.SIGTERM)
-		syscall.Kill(pid, syscall.SIGTERM)
+		signal(pid, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(grace)
 	for _, pid := range pids {
@@ -142,8 +86,7 @@ func killGroups(pids []int, grace time.Duration) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if alive(pid) {
-			syscall.Kill(-pid, syscall.SIGKILL)
-			syscall.Kill(pid, syscall.SIGKILL)
+			signal(pid, syscall.SIGKILL)
 		}
 	}
 }
@@ -160,19 +103,15 @@ func (r *reaper) stopAll() {
 	}
 	killGroups(pids, 5*time.Second)
 	r.mu.Lock()
-	procs := append([]*proc{}, r.procs...)
+	procs := append([]*ts.Proc{}, r.procs...)
 	r.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sig := syscall.SIGTERM
-			if strings.HasPrefix(p.name, "nginx") {
-				sig = syscall.SIGQUIT // graceful; TERM is nginx's fast shutdown
-			}
-			p.stop(sig, 5*time.Second)
-		}()
+		sig := syscall.SIGTERM
+		if p.Name == "nginx" {
+			sig = syscall.SIGQUIT // graceful; TERM is nginx's fast shutdown
+		}
+		wg.Go(func() { p.Stop(sig, 5*time.Second) })
 	}
 	wg.Wait()
 }
@@ -181,14 +120,17 @@ func (r *reaper) stopAll() {
 // children are reparented; whoever adopts them may reap them late).
 func alive(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	return err == nil && procRunning(string(data))
+}
+
+// procRunning reads the state field of a /proc/<pid>/stat line: false for
+// a zombie (Z) or a dead (X) process.
+func procRunning(stat string) bool {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
 		return false
 	}
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 || i+2 >= len(data) {
-		return false
-	}
-	st := data[i+2]
+	st := stat[i+2]
 	return st != 'Z' && st != 'X'
 }
 
@@ -198,40 +140,34 @@ func procStatusKB(pid int, field string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	return statusKB(string(data), field)
+}
+
+// statusKB reads a "VmHWM:    20480 kB" line of a /proc/<pid>/status text.
+func statusKB(status, field string) (int64, error) {
+	for _, line := range strings.Split(status, "\n") {
 		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	return 0, fmt.Errorf("no %s in the process status", field)
 }
 
-// portPool hands out free loopback ports in 20000-31999 (see
-// internal/freeport: below the ephemeral range, so a load client's TIME_WAIT
-// can never block a slot's bind), never the same one twice.
-type portPool struct{}
+// freePort hands out a free loopback port in 20000-31999 (see
+// internal/freeport: below the ephemeral range, so a load client's
+// TIME_WAIT can never block a slot's bind), never the same one twice.
+func freePort() (int, error) { return freeport.Pick(20000, 32000) }
 
-func (portPool) get() (int, error) { return freeport.Pick(20000, 32000) }
-
-// waitListening waits until something accepts TCP connections on port, or
-// p (when not nil) exits.
-func waitListening(port int, within time.Duration, p *proc) error {
-	deadline := time.Now().Add(within)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
+// freePorts fills each of ps with a free port.
+func freePorts(ps ...*int) error {
+	for _, p := range ps {
+		port, err := freePort()
+		if err != nil {
+			return err
 		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited before listening on %d", p.name, port)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on port %d after %s: %w", port, within, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+		*p = port
 	}
+	return nil
 }
 
 // statePID reads one pid field of a bgd state file; 0 when absent.
@@ -240,6 +176,11 @@ func statePID(stateFile, field string) int {
 	if err != nil {
 		return 0
 	}
+	return pidField(data, field)
+}
+
+// pidField reads one numeric field of a state file's JSON; 0 when absent.
+func pidField(data []byte, field string) int {
 	var m map[string]any
 	if json.Unmarshal(data, &m) != nil {
 		return 0

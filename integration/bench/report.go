@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // Results is everything one run measured: the raw samples, written as JSON.
@@ -63,12 +64,12 @@ type DriverResult struct {
 
 // Flip is one `bgd switch` under load, with the load of its window.
 type Flip struct {
-	To          string    `json:"to"`
-	SwitchMs    float64   `json:"switch_ms"`
-	InProcessMs float64   `json:"in_process_ms"`
-	NewConn     wrkResult `json:"new_connection"`
-	KeepAlive   wrkResult `json:"keep_alive"`
-	AnsweredBy  string    `json:"answered_by_after"`
+	To          string       `json:"to"`
+	SwitchMs    float64      `json:"switch_ms"`
+	InProcessMs float64      `json:"in_process_ms"`
+	NewConn     ts.WrkResult `json:"new_connection"`
+	KeepAlive   ts.WrkResult `json:"keep_alive"`
+	AnsweredBy  string       `json:"answered_by_after"`
 }
 
 // Timed is one bgd process: its wall time and what else was measured.
@@ -86,10 +87,10 @@ type Timed struct {
 
 // DataPlane holds figure 5 and the proxy's memory under that load.
 type DataPlane struct {
-	Runs        map[string][]wrkResult `json:"runs"` // target -> one per round
-	Unavailable map[string]string      `json:"unavailable,omitempty"`
-	ProxyHWMKB  int64                  `json:"proxy_vmhwm_kb"`
-	ProxyRSSKB  int64                  `json:"proxy_vmrss_kb"`
+	Runs        map[string][]ts.WrkResult `json:"runs"` // target -> one per round
+	Unavailable map[string]string         `json:"unavailable,omitempty"`
+	ProxyHWMKB  int64                     `json:"proxy_vmhwm_kb"`
+	ProxyRSSKB  int64                     `json:"proxy_vmrss_kb"`
 }
 
 // SweepResult holds figure 6.
@@ -171,6 +172,51 @@ func num(x float64) string {
 
 var driverOrder = []string{"builtin", "nginx", "haproxy"}
 
+// The figures the tables take from each sample.
+func wallMs(t Timed) float64     { return t.WallMs }
+func overheadMs(t Timed) float64 { return t.OverheadMs }
+func detectMs(t Timed) float64   { return t.DetectMs }
+func cpuMs(t Timed) float64      { return t.CPUMs }
+func switchMs(f Flip) float64    { return f.SwitchMs }
+func ncFailed(f Flip) float64    { return float64(f.NewConn.Failures) }
+func kaFailed(f Flip) float64    { return float64(f.KeepAlive.Failures) }
+func rps(w ts.WrkResult) float64 { return w.RPS }
+func p99(w ts.WrkResult) float64 { return w.P99Ms }
+
+// table renders a Markdown table: the header, its rule, a line per row.
+func table(b *strings.Builder, header []string, rows ...[]string) {
+	rule := make([]string, len(header))
+	for i := range rule {
+		rule[i] = "---"
+	}
+	for _, cells := range append([][]string{header, nil}, rows...) {
+		if cells == nil {
+			b.WriteString("|" + strings.Join(rule, "|") + "|\n")
+			continue
+		}
+		b.WriteString("|")
+		for _, c := range cells {
+			if c != "" {
+				b.WriteString(" " + c)
+			}
+			b.WriteString(" |")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+// unavailableRow is a table row of a target or driver not measured: its
+// name and why, then empty cells.
+func unavailableRow(name, why string, cells int) []string {
+	return append([]string{name, shortReason(why)}, make([]string, cells-2)...)
+}
+
+// median of the data-plane runs of a target.
+func (dp *DataPlane) median(target string, f func(ts.WrkResult) float64) float64 {
+	return median(pick(dp.Runs[target], f))
+}
+
 // markdown renders the tables and computes r.Targets.
 func (r *Results) markdown() string {
 	var b strings.Builder
@@ -185,67 +231,63 @@ func (r *Results) markdown() string {
 		strings.Join(m.LoadAvg, " → "))
 
 	b.WriteString("### Flips, deploys, crashes (figures 1-4), median / max per flip or run\n\n")
-	b.WriteString("| driver | failed, new-conn clients | failed, keep-alive clients | load req/s (new-conn + keep-alive) | flip, idle | flip, under load | deploy overhead | crash detection |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	var rows [][]string
 	for _, d := range driverOrder {
 		dr := r.Drivers[d]
 		if dr == nil {
 			continue
 		}
 		if dr.Unavailable != "" {
-			fmt.Fprintf(&b, "| %s | %s | | | | | | |\n", d, shortReason(dr.Unavailable))
+			rows = append(rows, unavailableRow(d, dr.Unavailable, 8))
 			continue
 		}
-		nc := pick(dr.Flips, func(f Flip) float64 { return float64(f.NewConn.Failures) })
-		ka := pick(dr.Flips, func(f Flip) float64 { return float64(f.KeepAlive.Failures) })
+		nc, ka := pick(dr.Flips, ncFailed), pick(dr.Flips, kaFailed)
 		ncReq := pick(dr.Flips, func(f Flip) float64 { return float64(f.NewConn.Requests) })
 		kaReq := pick(dr.Flips, func(f Flip) float64 { return float64(f.KeepAlive.Requests) })
-		rate := fmt.Sprintf("%s + %s", num(median(pick(dr.Flips, func(f Flip) float64 { return f.NewConn.RPS }))),
-			num(median(pick(dr.Flips, func(f Flip) float64 { return f.KeepAlive.RPS }))))
-		fmt.Fprintf(&b, "| %s | %s (%s of %s in %d flips) | %s (%s of %s) | %s | %s | %s | %s | %s |\n", d,
-			medMax(nc, ""), num(sum(nc)), num(sum(ncReq)), len(dr.Flips),
-			medMax(ka, ""), num(sum(ka)), num(sum(kaReq)),
-			rate,
-			medMax(pick(dr.IdleFlips, func(t Timed) float64 { return t.WallMs }), " ms"),
-			medMax(pick(dr.Flips, func(f Flip) float64 { return f.SwitchMs }), " ms"),
-			medMax(pick(dr.Deploys, func(t Timed) float64 { return t.OverheadMs }), " ms"),
-			medMax(pick(dr.Crashes, func(t Timed) float64 { return t.DetectMs }), " ms"))
+		rows = append(rows, []string{d,
+			fmt.Sprintf("%s (%s of %s in %d flips)", medMax(nc, ""), num(sum(nc)), num(sum(ncReq)), len(dr.Flips)),
+			fmt.Sprintf("%s (%s of %s)", medMax(ka, ""), num(sum(ka)), num(sum(kaReq))),
+			fmt.Sprintf("%s + %s", num(median(pick(dr.Flips, func(f Flip) float64 { return f.NewConn.RPS }))),
+				num(median(pick(dr.Flips, func(f Flip) float64 { return f.KeepAlive.RPS })))),
+			medMax(pick(dr.IdleFlips, wallMs), " ms"),
+			medMax(pick(dr.Flips, switchMs), " ms"),
+			medMax(pick(dr.Deploys, overheadMs), " ms"),
+			medMax(pick(dr.Crashes, detectMs), " ms")})
 	}
-	b.WriteString("\n")
+	table(&b, []string{"driver", "failed, new-conn clients", "failed, keep-alive clients", "load req/s (new-conn + keep-alive)",
+		"flip, idle", "flip, under load", "deploy overhead", "crash detection"}, rows...)
 
 	if dp := r.DataPlane; dp != nil && len(dp.Runs) > 0 {
 		fmt.Fprintf(&b, "### Data plane (figure 5): one demo-app backend, wrk 1 thread, %v keep-alive connections, median of %v rounds\n\n",
 			m.Settings["dp_conns"], m.Settings["dp_rounds"])
-		b.WriteString("| target | req/s | p50 | p99 | failed | req/s vs nginx | p99 vs nginx | req/s vs direct |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|\n")
-		rps := func(t string) float64 { return median(pick(dp.Runs[t], func(w wrkResult) float64 { return w.RPS })) }
-		p99 := func(t string) float64 { return median(pick(dp.Runs[t], func(w wrkResult) float64 { return w.P99Ms })) }
 		ratio := func(a, b float64) string {
 			if b == 0 || a == 0 {
 				return "–"
 			}
 			return fmt.Sprintf("%.2f×", a/b)
 		}
+		rows = nil
 		for _, t := range []string{"direct", "builtin", "nginx", "haproxy"} {
 			runs, ok := dp.Runs[t]
 			if !ok {
 				if why := dp.Unavailable[t]; why != "" {
-					fmt.Fprintf(&b, "| %s | %s | | | | | | |\n", t, shortReason(why))
+					rows = append(rows, unavailableRow(t, why, 8))
 				}
 				continue
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s ms | %s ms | %s | %s | %s | %s |\n", t, num(rps(t)),
-				num(median(pick(runs, func(w wrkResult) float64 { return w.P50Ms }))), num(p99(t)),
-				num(sum(pick(runs, func(w wrkResult) float64 { return float64(w.Failures) }))),
-				ratio(rps(t), rps("nginx")), ratio(p99(t), p99("nginx")), ratio(rps(t), rps("direct")))
+			rows = append(rows, []string{t, num(dp.median(t, rps)),
+				num(median(pick(runs, func(w ts.WrkResult) float64 { return w.P50Ms }))) + " ms", num(dp.median(t, p99)) + " ms",
+				num(sum(pick(runs, func(w ts.WrkResult) float64 { return float64(w.Failures) }))),
+				ratio(dp.median(t, rps), dp.median("nginx", rps)), ratio(dp.median(t, p99), dp.median("nginx", p99)),
+				ratio(dp.median(t, rps), dp.median("direct", rps))})
 		}
-		b.WriteString("\n")
+		table(&b, []string{"target", "req/s", "p50", "p99", "failed", "req/s vs nginx", "p99 vs nginx", "req/s vs direct"}, rows...)
 	}
 
 	if sw := r.Sweep; sw != nil && len(sw.All) > 0 {
 		b.WriteString("### Health sweep (figure 6): `bgd health-check`, whole process, median / max\n\n")
-		b.WriteString("| sweep | slots | time | CPU (user+sys) | peak RSS | vs 1 service |\n|---|---|---|---|---|---|\n")
-		one := median(pick(sw.One, func(t Timed) float64 { return t.WallMs }))
+		one := median(pick(sw.One, wallMs))
+		rows = nil
 		for _, row := range []struct {
 			name  string
 			slots int
@@ -255,40 +297,43 @@ func (r *Results) markdown() string {
 			{"1 service (a one-service config)", 2, sw.One},
 			{fmt.Sprintf("--service svc000 of the %d", sw.Services), 2, sw.OneOfMany},
 		} {
-			w := pick(row.runs, func(t Timed) float64 { return t.WallMs })
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s MB | %.2f× |\n", row.name, row.slots, medMax(w, " ms"),
-				medMax(pick(row.runs, func(t Timed) float64 { return t.CPUMs }), " ms"),
-				num(median(pick(row.runs, func(t Timed) float64 { return float64(t.RSSKB) / 1024 }))), median(w)/one)
+			w := pick(row.runs, wallMs)
+			rows = append(rows, []string{row.name, fmt.Sprint(row.slots), medMax(w, " ms"), medMax(pick(row.runs, cpuMs), " ms"),
+				num(median(pick(row.runs, func(t Timed) float64 { return float64(t.RSSKB) / 1024 }))) + " MB",
+				fmt.Sprintf("%.2f×", median(w)/one)})
 		}
 		if len(sw.ProbeFloorMs) > 0 {
-			fmt.Fprintf(&b, "| floor: the %d HTTP probes alone, from the harness (no process, no state) | %d | %s | | | %.2f× |\n",
-				sw.Slots, sw.Slots, medMax(sw.ProbeFloorMs, " ms"), median(sw.ProbeFloorMs)/one)
+			rows = append(rows, []string{fmt.Sprintf("floor: the %d HTTP probes alone, from the harness (no process, no state)", sw.Slots),
+				fmt.Sprint(sw.Slots), medMax(sw.ProbeFloorMs, " ms"), "", "", fmt.Sprintf("%.2f×", median(sw.ProbeFloorMs)/one)})
 		}
-		b.WriteString("\n")
+		table(&b, []string{"sweep", "slots", "time", "CPU (user+sys)", "peak RSS", "vs 1 service"}, rows...)
 	}
 
-	b.WriteString("### Memory (figure 7)\n\n| process | peak RSS (VmHWM / ru_maxrss) |\n|---|---|\n")
+	b.WriteString("### Memory (figure 7)\n\n")
+	rows = nil
 	if dp := r.DataPlane; dp != nil && dp.ProxyHWMKB > 0 {
-		fmt.Fprintf(&b, "| `bgd proxy` after the figure-5 load | %.1f MB (RSS at the end %.1f MB) |\n", mb(dp.ProxyHWMKB), mb(dp.ProxyRSSKB))
+		rows = append(rows, []string{"`bgd proxy` after the figure-5 load", fmt.Sprintf("%.1f MB (RSS at the end %.1f MB)", mb(dp.ProxyHWMKB), mb(dp.ProxyRSSKB))})
 	}
 	for _, d := range driverOrder {
 		if dr := r.Drivers[d]; dr != nil && dr.ProxyHWMKB > 0 {
-			fmt.Fprintf(&b, "| `bgd proxy` spawned by `bgd start`, after the %s flips under load | %.1f MB |\n", d, mb(dr.ProxyHWMKB))
+			rows = append(rows, []string{fmt.Sprintf("`bgd proxy` spawned by `bgd start`, after the %s flips under load", d), fmt.Sprintf("%.1f MB", mb(dr.ProxyHWMKB))})
 		}
 	}
 	for _, d := range driverOrder {
 		if dr := r.Drivers[d]; dr != nil && len(dr.Status) > 0 {
 			rss := pick(dr.Status, func(t Timed) float64 { return mb(t.RSSKB) })
-			fmt.Fprintf(&b, "| one `bgd status` process (%s), median / max of %d | %s MB |\n", d, len(rss), medMax(rss, ""))
+			rows = append(rows, []string{fmt.Sprintf("one `bgd status` process (%s), median / max of %d", d, len(rss)), medMax(rss, "") + " MB"})
 		}
 	}
-	b.WriteString("\n")
+	table(&b, []string{"process", "peak RSS (VmHWM / ru_maxrss)"}, rows...)
 
 	r.Targets = r.targets()
-	b.WriteString("### Targets (issue 5), judged on medians\n\n| target | goal | measured | verdict |\n|---|---|---|---|\n")
+	b.WriteString("### Targets (issue 5), judged on medians\n\n")
+	rows = nil
 	for _, t := range r.Targets {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Goal, t.Measured, t.Verdict)
+		rows = append(rows, []string{t.Name, t.Goal, t.Measured, t.Verdict})
 	}
+	table(&b, []string{"target", "goal", "measured", "verdict"}, rows...)
 	var notes []string
 	for _, d := range driverOrder {
 		if dr := r.Drivers[d]; dr != nil {
@@ -297,23 +342,25 @@ func (r *Results) markdown() string {
 			}
 		}
 	}
-	if len(notes) > 0 {
-		b.WriteString("\n### Driver notes\n\n")
-		for _, n := range notes {
-			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(n, "\n", " "))
-		}
+	list(&b, "Driver notes", notes)
+	list(&b, "Errors", r.Errors)
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// list renders a section of one-line items, when there are any.
+func list(b *strings.Builder, title string, items []string) {
+	if len(items) == 0 {
+		return
 	}
-	if len(r.Errors) > 0 {
-		b.WriteString("\n### Errors\n\n")
-		for _, e := range r.Errors {
-			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(e, "\n", " "))
-		}
+	fmt.Fprintf(b, "### %s\n\n", title)
+	for _, it := range items {
+		fmt.Fprintf(b, "- %s\n", strings.ReplaceAll(it, "\n", " "))
 	}
-	return b.String()
+	b.WriteString("\n")
 }
 
 func (r *Results) targets() []Target {
-	var ts []Target
+	var out []Target
 	add := func(name, goal string, measured string, ok bool, measuredAtAll bool) {
 		v := "missed"
 		switch {
@@ -322,7 +369,7 @@ func (r *Results) targets() []Target {
 		case ok:
 			v = "met"
 		}
-		ts = append(ts, Target{Name: name, Goal: goal, Measured: measured, Verdict: v})
+		out = append(out, Target{Name: name, Goal: goal, Measured: measured, Verdict: v})
 	}
 	flipGoal := map[string]float64{"builtin": 20, "nginx": 250, "haproxy": 20}
 	for _, d := range driverOrder {
@@ -330,8 +377,7 @@ func (r *Results) targets() []Target {
 		ok := dr != nil && dr.Unavailable == "" && len(dr.Flips) > 0
 		var nc, ka []float64
 		if ok {
-			nc = pick(dr.Flips, func(f Flip) float64 { return float64(f.NewConn.Failures) })
-			ka = pick(dr.Flips, func(f Flip) float64 { return float64(f.KeepAlive.Failures) })
+			nc, ka = pick(dr.Flips, ncFailed), pick(dr.Flips, kaFailed)
 		}
 		add(d+": failed requests, new-connection clients", "0", fmt.Sprintf("%s in %d flips", num(sum(nc)), len(nc)), sum(nc) == 0, ok)
 		if d == "nginx" {
@@ -340,45 +386,34 @@ func (r *Results) targets() []Target {
 			if !ok {
 				t.Verdict, t.Measured = "not measured", "–"
 			}
-			ts = append(ts, t)
+			out = append(out, t)
 		} else {
 			add(d+": failed requests, keep-alive clients", "0", fmt.Sprintf("%s in %d flips", num(sum(ka)), len(ka)), sum(ka) == 0, ok)
 		}
 	}
-	for _, d := range driverOrder {
-		dr := r.Drivers[d]
-		ok := dr != nil && len(dr.IdleFlips) > 0
-		var w []float64
-		if ok {
-			w = pick(dr.IdleFlips, func(t Timed) float64 { return t.WallMs })
+	// timedTarget judges the median of one figure of each driver.
+	timedTarget := func(what string, runs func(*DriverResult) []Timed, f func(Timed) float64, goal func(string) float64, goalText func(string) string) {
+		for _, d := range driverOrder {
+			dr := r.Drivers[d]
+			ok := dr != nil && len(runs(dr)) > 0
+			var w []float64
+			if ok {
+				w = pick(runs(dr), f)
+			}
+			add(d+": "+what, goalText(d), medMax(w, " ms"), median(w) <= goal(d), ok)
 		}
-		add(d+": flip (`bgd switch`, whole process)", fmt.Sprintf("≤ %.0f ms", flipGoal[d]), medMax(w, " ms"), median(w) <= flipGoal[d], ok)
 	}
-	for _, d := range driverOrder {
-		dr := r.Drivers[d]
-		ok := dr != nil && len(dr.Deploys) > 0
-		var w []float64
-		if ok {
-			w = pick(dr.Deploys, func(t Timed) float64 { return t.OverheadMs })
-		}
-		add(d+": deploy overhead", "≤ 50 ms", medMax(w, " ms"), median(w) <= 50, ok)
-	}
-	for _, d := range driverOrder {
-		dr := r.Drivers[d]
-		ok := dr != nil && len(dr.Crashes) > 0
-		var w []float64
-		if ok {
-			w = pick(dr.Crashes, func(t Timed) float64 { return t.DetectMs })
-		}
-		add(d+": crash detection", "≤ 200 ms", medMax(w, " ms"), median(w) <= 200, ok)
-	}
+	timedTarget("flip (`bgd switch`, whole process)", func(dr *DriverResult) []Timed { return dr.IdleFlips }, wallMs,
+		func(d string) float64 { return flipGoal[d] }, func(d string) string { return fmt.Sprintf("≤ %.0f ms", flipGoal[d]) })
+	timedTarget("deploy overhead", func(dr *DriverResult) []Timed { return dr.Deploys }, overheadMs,
+		func(string) float64 { return 50 }, func(string) string { return "≤ 50 ms" })
+	timedTarget("crash detection", func(dr *DriverResult) []Timed { return dr.Crashes }, detectMs,
+		func(string) float64 { return 200 }, func(string) string { return "≤ 200 ms" })
 	dp := r.DataPlane
 	dpOK := dp != nil && len(dp.Runs["builtin"]) > 0 && len(dp.Runs["nginx"]) > 0
 	var rpsRatio, p99Ratio float64
 	if dpOK {
-		rps := func(t string) float64 { return median(pick(dp.Runs[t], func(w wrkResult) float64 { return w.RPS })) }
-		p99 := func(t string) float64 { return median(pick(dp.Runs[t], func(w wrkResult) float64 { return w.P99Ms })) }
-		rpsRatio, p99Ratio = rps("builtin")/rps("nginx"), p99("builtin")/p99("nginx")
+		rpsRatio, p99Ratio = dp.median("builtin", rps)/dp.median("nginx", rps), dp.median("builtin", p99)/dp.median("nginx", p99)
 	}
 	add("builtin throughput vs nginx", "≥ 0.50×", fmt.Sprintf("%.2f×", rpsRatio), rpsRatio >= 0.5, dpOK)
 	add("builtin p99 vs nginx", "≤ 2.00×", fmt.Sprintf("%.2f×", p99Ratio), p99Ratio <= 2, dpOK)
@@ -386,7 +421,7 @@ func (r *Results) targets() []Target {
 	swOK := sw != nil && len(sw.All) > 0 && len(sw.One) > 0
 	var swRatio float64
 	if swOK {
-		swRatio = median(pick(sw.All, func(t Timed) float64 { return t.WallMs })) / median(pick(sw.One, func(t Timed) float64 { return t.WallMs }))
+		swRatio = median(pick(sw.All, wallMs)) / median(pick(sw.One, wallMs))
 	}
 	slots := 0
 	if sw != nil {
@@ -394,7 +429,7 @@ func (r *Results) targets() []Target {
 	}
 	measured := fmt.Sprintf("%.2f×", swRatio)
 	if swOK && len(sw.ProbeFloorMs) > 0 {
-		measured += fmt.Sprintf(" (its HTTP probes alone: %.2f×)", median(sw.ProbeFloorMs)/median(pick(sw.One, func(t Timed) float64 { return t.WallMs })))
+		measured += fmt.Sprintf(" (its HTTP probes alone: %.2f×)", median(sw.ProbeFloorMs)/median(pick(sw.One, wallMs)))
 	}
 	add(fmt.Sprintf("health sweep, %d slots vs 2", slots), "≤ 3.00×", measured, swRatio <= 3, swOK)
 	hwm := int64(0)
@@ -402,7 +437,7 @@ func (r *Results) targets() []Target {
 		hwm = dp.ProxyHWMKB
 	}
 	add("`bgd proxy` peak RSS under load", "≤ 40 MB", fmt.Sprintf("%.1f MB", mb(hwm)), mb(hwm) <= 40, hwm > 0)
-	return ts
+	return out
 }
 
 func mb(kb int64) float64 { return float64(kb) / 1024 }
@@ -444,12 +479,4 @@ func (r *Results) write(dir, md string) error {
 	}
 	fmt.Fprintf(os.Stderr, "bench: raw results in %s\n", filepath.Join(dir, "bench-"+stamp+".json"))
 	return nil
-}
-
-// firstLine runs a program and returns the first line of its output
-// (nginx -v writes to stderr).
-func firstLine(bin string, args ...string) string {
-	out, _ := exec.Command(bin, args...).CombinedOutput()
-	line, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(line)
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 // healthSweep: figure 6. `bgd health-check` with no --service sweeps every
@@ -25,19 +27,19 @@ func (b *bench) healthSweep(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	listen, err := b.ports.get() // never listened on: health-check does not ask HAProxy
+	listen, err := freePort() // never listened on: health-check does not ask HAProxy
 	if err != nil {
 		return err
 	}
 	all := map[string]any{}
 	var first map[string]any
-	var apps []*proc
+	var apps []*ts.Proc
 	var ports []int
 	for i := range n {
 		name := fmt.Sprintf("svc%03d", i)
 		var slot [2]int
 		for j, c := range []string{"blue", "green"} {
-			p, err := b.ports.get()
+			p, err := freePort()
 			if err != nil {
 				return err
 			}
@@ -59,7 +61,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		}
 	}
 	for i, p := range ports {
-		if err := waitListening(p, 20*time.Second, apps[i]); err != nil {
+		if err := ts.WaitListening(p, 20*time.Second, apps[i]); err != nil {
 			return err
 		}
 	}
