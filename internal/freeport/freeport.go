@@ -10,7 +10,8 @@
 //
 //	integration            20000-27999
 //	cmd/bgd (CLI scripts)  28000-29999
-//	orchestrator example   30000-31999
+//	orchestrator           30000-31999
+//	internal/testsupport   32000-32767
 //	integration/bench      20000-31999 (never beside the tests)
 package freeport
 
