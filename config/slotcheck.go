@@ -51,7 +51,7 @@ func hasTemplate(s string) bool { return strings.Contains(s, "{{") }
 // validateSlot checks command, workdir and env: not empty, no NUL byte,
 // templates that parse and execute with sample values, and a command that
 // exists.
-func (s *Service) validateSlot(name string, add func(string, ...any), ck *checker) {
+func (s *Service) validateSlot(name string, add adder, ck *checker) {
 	if len(s.Command) == 0 || strings.TrimSpace(s.Command[0]) == "" {
 		add("service %q: command is empty: give the slot's argv, e.g. [\"./bin/server\", \"--port\", \"{{.Port}}\"]", name)
 	}

@@ -41,7 +41,7 @@ var reservedEnv = map[string]bool{"PORT": true, "BG_COLOR": true, "BG_RELEASE": 
 // MaxProblems). Every check is linear in the number of services.
 func (c *Config) Validate() error {
 	var errs []string
-	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var add adder = func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if len(c.Services) == 0 {
 		add("no services: add one under services:")
 	}
@@ -52,78 +52,18 @@ func (c *Config) Validate() error {
 	ck := newChecker()
 	for _, name := range c.ServiceNames() {
 		s := c.Services[name]
-		if !ValidName(name) {
-			add("service name %q: %s", name, nameRule)
-		} else if len(name) > MaxName {
-			add("service name %.20q... is %d characters long: at most %d", name, len(name), MaxName)
-		}
+		validateName(name, add)
 		s.validateSlot(name, add, ck)
-		for _, col := range Colors {
-			p := s.Port(col)
-			if p < 1 || p > 65535 {
-				add("service %q: %s port %d is out of range 1-65535", name, col, p)
-				continue
-			}
-			// A slot's app gets PORT and may bind it on any address: its
-			// port is reserved on every address.
-			if other := addrs.add(use{port: p, wild: true, who: fmt.Sprintf("service %q %s", name, col)}); other != nil {
-				add("service %q: %s port %d is already used by %s", name, col, p, other.who)
-			}
-		}
+		s.validatePorts(name, addrs, add)
 		s.validateDurations(name, add)
-		if !strings.HasPrefix(s.Health.Path, "/") || strings.ContainsAny(s.Health.Path, " \t\r\n\"';{}\x00") {
-			add("service %q: health.path %q must start with / and contain no spaces, quotes, ';' or braces", name, s.Health.Path)
-		}
-		if st := s.Health.ExpectStatus; st != 0 && (st < 100 || st > 599) {
-			add("service %q: health.expect_status %d is not an HTTP status", name, st)
-		}
+		s.validateHealth(name, add)
 		switch s.LB.Driver {
 		case "builtin":
-			key := "lb.builtin.listen"
-			host, port, err := net.SplitHostPort(s.LB.Builtin.Listen)
-			pn, perr := strconv.Atoi(port)
-			if err != nil || perr != nil || pn < 1 || pn > 65535 || !digits(port) {
-				add("service %q: %s %q is not host:port (port 1-65535)", name, key, s.LB.Builtin.Listen)
-				break
-			}
-			s.addListen(name, key, host, pn, "", addrs, add)
+			s.validateBuiltin(name, addrs, add)
 		case "nginx":
-			n := s.LB.Nginx
-			if msg := checkListen(n.Listen); msg != "" {
-				add("service %q: lb.nginx.listen %q: %s", name, n.Listen, msg)
-			} else {
-				// One nginx serves every nginx service: they may share an
-				// address when each template tells them apart (server_name);
-				// the default template does not.
-				share := ""
-				if n.Template != "" {
-					share = "nginx"
-				}
-				host, pn := splitListen(n.Listen)
-				s.addListen(name, "lb.nginx.listen", host, pn, share, addrs, add)
-			}
-			for _, p := range n.problems(ck) {
-				add("service %q: %s", name, p)
-			}
+			s.validateNginx(name, addrs, ck, add)
 		case "haproxy":
-			h := s.LB.HAProxy
-			if msg := checkListen(h.Listen); msg != "" {
-				add("service %q: lb.haproxy.listen %q: %s", name, h.Listen, msg)
-			} else {
-				share := ""
-				if h.Template != "" {
-					share = "haproxy"
-				}
-				host, pn := splitListen(h.Listen)
-				s.addListen(name, "lb.haproxy.listen", host, pn, share, addrs, add)
-			}
-			for _, p := range h.problems() {
-				add("service %q: %s", name, p)
-			}
-			if host, pn, ok := h.tcpSocket(); ok {
-				// Every HAProxy service may name the same admin socket.
-				s.addListen(name, "lb.haproxy.socket", host, pn, "haproxy-admin", addrs, add)
-			}
+			s.validateHAProxy(name, addrs, add)
 		default:
 			add("service %q: lb.driver %q is unknown (use builtin, nginx or haproxy)", name, s.LB.Driver)
 		}
@@ -137,9 +77,96 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// adder records one validation problem.
+type adder = func(format string, args ...any)
+
+func validateName(name string, add adder) {
+	if !ValidName(name) {
+		add("service name %q: %s", name, nameRule)
+	} else if len(name) > MaxName {
+		add("service name %.20q... is %d characters long: at most %d", name, len(name), MaxName)
+	}
+}
+
+// validatePorts checks each slot's port and reserves it on every address:
+// a slot's app gets PORT and may bind it on any address.
+func (s *Service) validatePorts(name string, addrs *addrIndex, add adder) {
+	for _, col := range Colors {
+		p := s.Port(col)
+		if p < 1 || p > 65535 {
+			add("service %q: %s port %d is out of range 1-65535", name, col, p)
+			continue
+		}
+		if other := addrs.add(use{port: p, wild: true, who: fmt.Sprintf("service %q %s", name, col)}); other != nil {
+			add("service %q: %s port %d is already used by %s", name, col, p, other.who)
+		}
+	}
+}
+
+func (s *Service) validateHealth(name string, add adder) {
+	if !strings.HasPrefix(s.Health.Path, "/") || strings.ContainsAny(s.Health.Path, " \t\r\n\"';{}\x00") {
+		add("service %q: health.path %q must start with / and contain no spaces, quotes, ';' or braces", name, s.Health.Path)
+	}
+	if st := s.Health.ExpectStatus; st != 0 && (st < 100 || st > 599) {
+		add("service %q: health.expect_status %d is not an HTTP status", name, st)
+	}
+}
+
+func (s *Service) validateBuiltin(name string, addrs *addrIndex, add adder) {
+	key := "lb.builtin.listen"
+	host, port, err := net.SplitHostPort(s.LB.Builtin.Listen)
+	pn, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || pn < 1 || pn > 65535 || !digits(port) {
+		add("service %q: %s %q is not host:port (port 1-65535)", name, key, s.LB.Builtin.Listen)
+		return
+	}
+	s.addListen(name, key, host, pn, "", addrs, add)
+}
+
+func (s *Service) validateNginx(name string, addrs *addrIndex, ck *checker, add adder) {
+	n := s.LB.Nginx
+	if msg := checkListen(n.Listen); msg != "" {
+		add("service %q: lb.nginx.listen %q: %s", name, n.Listen, msg)
+	} else {
+		// One nginx serves every nginx service: they may share an address
+		// when each template tells them apart (server_name); the default
+		// template does not.
+		share := ""
+		if n.Template != "" {
+			share = "nginx"
+		}
+		host, pn := splitListen(n.Listen)
+		s.addListen(name, "lb.nginx.listen", host, pn, share, addrs, add)
+	}
+	for _, p := range n.problems(ck) {
+		add("service %q: %s", name, p)
+	}
+}
+
+func (s *Service) validateHAProxy(name string, addrs *addrIndex, add adder) {
+	h := s.LB.HAProxy
+	if msg := checkListen(h.Listen); msg != "" {
+		add("service %q: lb.haproxy.listen %q: %s", name, h.Listen, msg)
+	} else {
+		share := ""
+		if h.Template != "" {
+			share = "haproxy"
+		}
+		host, pn := splitListen(h.Listen)
+		s.addListen(name, "lb.haproxy.listen", host, pn, share, addrs, add)
+	}
+	for _, p := range h.problems() {
+		add("service %q: %s", name, p)
+	}
+	if host, pn, ok := h.tcpSocket(); ok {
+		// Every HAProxy service may name the same admin socket.
+		s.addListen(name, "lb.haproxy.socket", host, pn, "haproxy-admin", addrs, add)
+	}
+}
+
 // addListen records that the service's load balancer binds host:port and
 // reports what it collides with.
-func (s *Service) addListen(name, key, host string, port int, share string, addrs *addrIndex, add func(string, ...any)) {
+func (s *Service) addListen(name, key, host string, port int, share string, addrs *addrIndex, add adder) {
 	u := newUse(host, port, share, fmt.Sprintf("service %q (%s %s)", name, key, net.JoinHostPort(host, strconv.Itoa(port))))
 	if other := addrs.add(u); other != nil {
 		add("service %q: %s port %d on %s is already used by %s: choose another port", name, key, port, displayHost(host), other.who)
@@ -170,7 +197,7 @@ var durationRules = []struct {
 // validateDurations refuses health durations below 1ms (an explicit 0 among
 // them; a left-out key has its default by now). stop_grace 0 is allowed:
 // SIGKILL right after SIGTERM.
-func (s *Service) validateDurations(name string, add func(string, ...any)) {
+func (s *Service) validateDurations(name string, add adder) {
 	for _, r := range durationRules {
 		if d := r.get(s); d < Duration(time.Millisecond) {
 			where := ""
