@@ -52,25 +52,48 @@ func hasTemplate(s string) bool { return strings.Contains(s, "{{") }
 // templates that parse and execute with sample values, and a command that
 // exists.
 func (s *Service) validateSlot(name string, add adder, ck *checker) {
+	argsOK := s.validateArgs(name, add, ck)
+	workdirOK := s.validateWorkdir(name, add, ck)
+	// A command[0] with a template (e.g. releases/{{.Release}}/bin/app) is
+	// only known at deploy time, and so is a relative one under a workdir
+	// template: both are checked when the slot starts, not here.
+	if argsOK && !hasTemplate(s.Command[0]) &&
+		(workdirOK || filepath.IsAbs(s.Command[0]) || !strings.Contains(s.Command[0], "/")) {
+		if msg := ck.command(s.Command[0], s.Workdir); msg != "" {
+			add("service %q: %s", name, msg)
+		}
+	}
+	s.validateEnv(name, add, ck)
+}
+
+// validateArgs checks the command's elements; it reports whether command[0]
+// is there and can be looked up.
+func (s *Service) validateArgs(name string, add adder, ck *checker) bool {
+	ok := true
 	if len(s.Command) == 0 || strings.TrimSpace(s.Command[0]) == "" {
 		add("service %q: command is empty: give the slot's argv, e.g. [\"./bin/server\", \"--port\", \"{{.Port}}\"]", name)
+		ok = false
 	}
-	nul := false
 	for i, arg := range s.Command {
 		if hasNUL(arg) {
 			add("service %q: command[%d] %q contains a NUL byte, which no argv can hold", name, i, arg)
-			nul = true
+			ok = false
 			continue
 		}
 		if msg := ck.template(s, arg); msg != "" {
 			add("service %q: command[%d] %q %s", name, i, arg, msg)
 		}
 	}
-	workdirOK := true
+	return ok
+}
+
+// validateWorkdir checks the workdir; it reports whether it is a known,
+// existing directory that a relative command can be looked up in.
+func (s *Service) validateWorkdir(name string, add adder, ck *checker) bool {
 	switch {
 	case hasNUL(s.Workdir):
 		add("service %q: workdir %q contains a NUL byte", name, s.Workdir)
-		workdirOK = false
+		return false
 	case hasTemplate(s.Workdir):
 		if msg := ck.template(s, s.Workdir); msg != "" {
 			add("service %q: workdir %q %s", name, s.Workdir, msg)
@@ -78,22 +101,17 @@ func (s *Service) validateSlot(name string, add adder, ck *checker) {
 		// Its value depends on the colour and the release (e.g.
 		// releases/{{.Release}}, unpacked at deploy time): it can only be
 		// checked when a slot starts.
-		workdirOK = false
+		return false
 	case s.Workdir != "":
 		if fi, err := os.Stat(s.Workdir); err != nil || !fi.IsDir() {
 			add("service %q: workdir %q is not a directory (%s): create it or fix the path", name, s.Workdir, statProblem(err))
-			workdirOK = false
+			return false
 		}
 	}
-	// A command[0] with a template (e.g. releases/{{.Release}}/bin/app) is
-	// only known at deploy time, and so is a relative one under a workdir
-	// template: both are checked when the slot starts, not here.
-	if len(s.Command) > 0 && strings.TrimSpace(s.Command[0]) != "" && !nul && !hasTemplate(s.Command[0]) &&
-		(workdirOK || filepath.IsAbs(s.Command[0]) || !strings.Contains(s.Command[0], "/")) {
-		if msg := ck.command(s.Command[0], s.Workdir); msg != "" {
-			add("service %q: %s", name, msg)
-		}
-	}
+	return true
+}
+
+func (s *Service) validateEnv(name string, add adder, ck *checker) {
 	keys := make([]string, 0, len(s.Env))
 	for k := range s.Env {
 		keys = append(keys, k)
