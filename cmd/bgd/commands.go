@@ -1,18 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/slots"
-	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
 
@@ -258,43 +255,14 @@ func (e *env) healthCheck(c *cli.Context) error {
 		orchs = append(orchs, o)
 	}
 	out := newPrinter(e, c)
-	for {
-		sweeps, err := sweepAll(c, orchs)
-		if perr := out.sweeps(sweeps, err); perr != nil {
-			return perr
-		}
-		if !c.Bool("watch") {
-			return err
-		}
-		if err != nil && !errors.Is(err, orchestrator.ErrNotHealthy) {
-			return err
-		}
-		select {
-		case <-c.Context.Done():
-			return err
-		case <-time.After(orchs[0].Service().Health.Interval.D()):
-		}
+	if c.Bool("watch") {
+		return orchestrator.WatchHealth(c.Context, orchs, out.sweeps)
 	}
-}
-
-// sweepAll sweeps services concurrently (bounded) and joins their errors.
-func sweepAll(c *cli.Context, orchs []*orchestrator.Orchestrator) ([]*orchestrator.Sweep, error) {
-	sweeps := make([]*orchestrator.Sweep, len(orchs))
-	errs := make([]error, len(orchs))
-	sem := make(chan struct{}, 32)
-	done := make(chan int)
-	for i, o := range orchs {
-		go func() {
-			sem <- struct{}{}
-			sweeps[i], errs[i] = o.HealthSweep(c.Context)
-			<-sem
-			done <- i
-		}()
+	sweeps, err := orchestrator.HealthSweepAll(c.Context, orchs)
+	if perr := out.sweeps(sweeps, err); perr != nil {
+		return perr
 	}
-	for range orchs {
-		<-done
-	}
-	return sweeps, errors.Join(errs...)
+	return err
 }
 
 func (e *env) proxy(c *cli.Context) error {
@@ -332,11 +300,11 @@ func (e *env) history(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := (&state.Store{Path: o.StatePath()}).Load()
+	h, err := o.History()
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).history(o.Service().Name, st.History)
+	return newPrinter(e, c).history(o.Service().Name, h)
 }
 
 func (e *env) logs(c *cli.Context) error {

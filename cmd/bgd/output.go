@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/orchestrator"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
@@ -153,7 +152,7 @@ func (p *printer) status(s *orchestrator.Status) error {
 		}
 	}
 	if op := s.InProgress; op != nil {
-		if slots.Alive(op.PID) {
+		if s.InProgressRunning {
 			fmt.Fprintf(&b, "\n%sIn progress: %s (pid %d) since %s\n", p.icon("⏳"), op.Command, op.PID, op.Started.Format(time.RFC3339))
 		} else {
 			fmt.Fprintf(&b, "\n%sInterrupted: %s (pid %d, no longer running) started at %s and never finished: run `bgd reconcile`\n",
