@@ -30,30 +30,73 @@ const (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// exitCode maps an error to the exit code contract.
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, state.ErrLocked):
-		return exitLocked
-	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage),
-		errors.Is(err, state.ErrUnusable): // a state path that is a directory, a FIFO...
-		return exitUsage
-	default:
-		return exitFailed
-	}
+// exitError is an error with the exit code bgd ends with. usagef makes
+// those of bad usage the CLI finds itself; run turns whatever error a
+// command returns into one (asExit), once, and exits with its code.
+type exitError struct {
+	code int
+	err  error
 }
 
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Is makes a usage error match errUsage.
+func (e *exitError) Is(target error) bool { return target == errUsage && e.code == exitUsage }
+
+// errUsage matches the usage errors of the CLI itself (usagef).
 var errUsage = errors.New("bad usage")
 
-// usageError reads as its message and matches errUsage.
-type usageError struct{ msg string }
+// usagef formats a usage error (exit 2) that reads as its message.
+func usagef(format string, args ...any) error {
+	return &exitError{exitUsage, errors.New(fmt.Sprintf(format, args...))}
+}
 
-func (u usageError) Error() string        { return u.msg }
-func (u usageError) Is(target error) bool { return target == errUsage }
+// sentinelCodes are the exit codes of the errors of the packages bgd calls,
+// in order of precedence: an error that matches several (a join of several
+// services' errors) gets the first one's code.
+var sentinelCodes = []struct {
+	err  error
+	code int
+}{
+	{state.ErrLocked, exitLocked},
+	{config.ErrInvalid, exitUsage},
+	{orchestrator.ErrUsage, exitUsage},
+	{state.ErrUnusable, exitUsage}, // a state path that is a directory, a FIFO...
+}
 
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+// exitCode maps an error to the exit code contract: an *exitError's own
+// code, else that of the first sentinel it matches, else exitFailed (an
+// operation that failed, orchestrator.ErrFailed or ErrNotHealthy among
+// them).
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	for _, s := range sentinelCodes {
+		if errors.Is(err, s.err) {
+			return s.code
+		}
+	}
+	return exitFailed
+}
+
+// asExit is the *exitError a run that returned err exits with. An error
+// before any command ran (a flag, an unknown command) is a usage error, and
+// so are urfave's own errors (cli.ExitCoder: missing flags, bad values)
+// that exitCode does not know.
+func asExit(err error, actionRan bool) *exitError {
+	code := exitCode(err)
+	var ce cli.ExitCoder
+	if !actionRan || (code == exitFailed && errors.As(err, &ce)) {
+		code = exitUsage
+	}
+	return &exitError{code, err}
+}
 
 // env is what a run sees of the process it runs in; tests replace it.
 type env struct {
@@ -116,19 +159,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	code := exitCode(err)
-	if !actionRan {
-		code = exitUsage
-	}
-	var ce cli.ExitCoder
-	if errors.As(err, &ce) && !errors.Is(err, errUsage) && code == exitFailed {
-		code = exitUsage // urfave's own errors (missing flags, bad values)
-	}
+	xe := asExit(err, actionRan)
 	if jsonWanted(args) && (e.out == nil || !e.out.errorShown) {
-		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": err.Error(), "exit_code": code})
+		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": xe.Error(), "exit_code": xe.code})
 	}
-	fmt.Fprintf(stderr, "bgd: %v\n", err)
-	return code
+	fmt.Fprintf(stderr, "bgd: %v\n", xe)
+	return xe.code
 }
 
 func globalFlags() []cli.Flag {
