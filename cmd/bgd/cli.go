@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
@@ -102,14 +103,42 @@ func asExit(err error, actionRan bool) *exitError {
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	opts           options  // the global flags, bound by opts.flags()
 	out            *printer // made by newPrinter on first use
 }
+
+// options are the global flags of a run.
+type options struct {
+	config      string
+	service     string
+	json        bool
+	stateFile   string
+	lockTimeout time.Duration
+	verbose     bool
+}
+
+// flags are the global flags, bound to o.
+func (o *options) flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Destination: &o.config, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
+		&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Destination: &o.service, Usage: "service to act on (default: the only one)"},
+		&cli.BoolFlag{Name: "json", Destination: &o.json, Usage: "machine output on stdout; logs stay on stderr"},
+		&cli.StringFlag{Name: "state-file", Destination: &o.stateFile, Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
+		&cli.DurationFlag{Name: "lock-timeout", Destination: &o.lockTimeout, Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Destination: &o.verbose, Usage: "log each step on stderr"},
+	}
+}
+
+// globalFlags are the global flags, bound to nothing that is read (for
+// their names and types).
+func globalFlags() []cli.Flag { return (&options{}).flags() }
 
 func init() {
 	// urfave's default version flag is `--version, -v`, but -v is --verbose.
 	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	cli.VersionPrinter = func(c *cli.Context) {
-		newPrinter(&env{stdout: c.App.Writer, stderr: c.App.ErrWriter, getenv: os.Getenv}, c).version()
+		e := &env{stdout: c.App.Writer, stderr: c.App.ErrWriter, getenv: os.Getenv, opts: options{json: c.Bool("json")}}
+		newPrinter(e).version()
 	}
 }
 
@@ -136,7 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Writer:                stdout,
 		ErrWriter:             stderr,
 		EnableBashCompletion:  false,
-		Flags:                 globalFlags(),
+		Flags:                 e.opts.flags(),
 		Commands:              cmds,
 		CommandNotFound: func(c *cli.Context, name string) {
 			unknown = usagef("unknown command %q: see `bgd --help`", name)
@@ -165,17 +194,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "bgd: %v\n", xe)
 	return xe.code
-}
-
-func globalFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
-		&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
-		&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
-		&cli.StringFlag{Name: "state-file", Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
-		&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
-	}
 }
 
 // flagsFirst reorders the arguments into the order urfave/cli/v2 parses
@@ -314,17 +332,17 @@ func selfPath() string {
 }
 
 // loadConfig reads the configuration the global flags point at.
-func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
-	cfg, err := config.Load(config.Source{Path: c.String("config"), Getenv: e.getenv, Self: selfPath()})
+func (e *env) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(config.Source{Path: e.opts.config, Getenv: e.getenv, Self: selfPath()})
 	if err != nil {
 		return nil, err
 	}
-	if sf := c.String("state-file"); sf != "" {
+	if sf := e.opts.stateFile; sf != "" {
 		cfg.StateFile = sf
 	}
 	if cfg.StateFile != "" && len(cfg.Services) > 1 {
 		from := "--state-file"
-		if c.String("state-file") == "" {
+		if e.opts.stateFile == "" {
 			from = "BG_STATE_FILE"
 		}
 		return nil, usagef("%s applies to a single service; %d services are configured (%s): each keeps <state_dir>/<service>.json",
@@ -335,9 +353,9 @@ func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
 
 // logger is for the foreground proxy: warnings and errors, every step with
 // --verbose.
-func (e *env) logger(c *cli.Context) *slog.Logger {
+func (e *env) logger() *slog.Logger {
 	level := slog.LevelWarn
-	if c.Bool("verbose") {
+	if e.opts.verbose {
 		level = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
@@ -347,9 +365,9 @@ func (e *env) logger(c *cli.Context) *slog.Logger {
 // warnings only. Every error such a command hits is returned, and run prints
 // it once ("bgd: ..."); the orchestrator's error records (a failed deploy, a
 // rejected nginx reload) would print it a second time.
-func (e *env) commandLogger(c *cli.Context) *slog.Logger {
-	l := e.logger(c)
-	if c.Bool("verbose") {
+func (e *env) commandLogger() *slog.Logger {
+	l := e.logger()
+	if e.opts.verbose {
 		return l
 	}
 	return slog.New(belowError{l.Handler()})
@@ -367,17 +385,17 @@ func (h belowError) WithGroup(n string) slog.Handler      { return belowError{h.
 // orchestrator builds the orchestrator of the selected service.
 func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (*orchestrator.Orchestrator, error) {
 	if service == "" {
-		service = c.String("service")
+		service = e.opts.service
 	}
 	svc, err := cfg.Service(service)
 	if err != nil {
 		return nil, err
 	}
-	out := newPrinter(e, c)
+	out := newPrinter(e)
 	return orchestrator.New(cfg, svc.Name, orchestrator.Options{
-		LockTimeout: c.Duration("lock-timeout"),
+		LockTimeout: e.opts.lockTimeout,
 		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
-		Logger:      e.commandLogger(c),
+		Logger:      e.commandLogger(),
 		Progress:    out.progress,
 		SpawnProxy:  func() (int, error) { return spawnProxy(cfg, svc) },
 	})

@@ -10,7 +10,6 @@ import (
 
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/state"
-	"github.com/urfave/cli/v2"
 )
 
 // printer writes a command's outcome: JSON with --json, else the seed's
@@ -27,11 +26,11 @@ type printer struct {
 }
 
 // newPrinter returns the run's printer, made on first use.
-func newPrinter(e *env, c *cli.Context) *printer {
+func newPrinter(e *env) *printer {
 	if e.out != nil {
 		return e.out
 	}
-	p := &printer{w: e.stdout, errw: e.stderr, json: c.Bool("json")}
+	p := &printer{w: e.stdout, errw: e.stderr, json: e.opts.json}
 	noColor := e.getenv("NO_COLOR") != ""
 	p.fancy = isTerminal(e.stdout) && !noColor && !p.json
 	if isTerminal(e.stderr) && !noColor && !p.json {
