@@ -15,7 +15,6 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
@@ -397,34 +396,6 @@ func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (
 		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
 		Logger:      e.commandLogger(),
 		Progress:    out.progress,
-		SpawnProxy:  func() (int, error) { return spawnProxy(cfg, svc) },
+		SpawnProxy:  func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
 	})
-}
-
-// spawnProxy starts `bgd proxy` for the service, detached, logging to
-// <state dir>/logs/<service>-proxy.log.
-func spawnProxy(cfg *config.Config, svc *config.Service) (int, error) {
-	statePath, err := filepath.Abs(cfg.StatePath(svc.Name))
-	if err != nil {
-		return 0, err
-	}
-	argv := []string{selfPath()}
-	if cfg.Path != "" {
-		p, _ := filepath.Abs(cfg.Path)
-		argv = append(argv, "--config", p)
-	}
-	argv = append(argv, "--service", svc.Name)
-	if len(cfg.Services) == 1 {
-		// Several services each keep <state_dir>/<service>.json, which the
-		// proxy finds itself (same config, working directory and env);
-		// --state-file would be refused.
-		argv = append(argv, "--state-file", statePath)
-	}
-	argv = append(argv, "proxy")
-	p, err := slots.StartProcess(slots.Spec{Argv: argv, LogPath: filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"),
-		Marker: slots.ProxyMarker(statePath, svc.Name)})
-	if err != nil {
-		return 0, err
-	}
-	return p.PID, nil
 }

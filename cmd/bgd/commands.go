@@ -1,15 +1,10 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/bgd-dev/bgd/config"
-	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/orchestrator"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/urfave/cli/v2"
 )
 
@@ -282,17 +277,7 @@ func (e *env) proxy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	svc, err := cfg.Service(e.opts.service)
-	if err != nil {
-		return err
-	}
-	path := cfg.StatePath(svc.Name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("proxy: state directory: %w", err)
-	}
-	p := &builtin.Proxy{Service: svc.Name, Listen: svc.LB.Builtin.Listen, StatePath: path,
-		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, Logger: e.logger()}
-	return p.Run(c.Context)
+	return orchestrator.RunProxy(c.Context, cfg, e.opts.service, e.logger())
 }
 
 func (e *env) reconcile(c *cli.Context) error {
@@ -320,20 +305,14 @@ func (e *env) history(c *cli.Context) error {
 }
 
 func (e *env) logs(c *cli.Context, lines int) error {
-	color := c.Args().First()
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	svc, err := cfg.Service(e.opts.service)
+	path, tail, err := orchestrator.SlotLog(cfg, e.opts.service, c.Args().First(), lines)
 	if err != nil {
 		return err
 	}
-	path := cfg.LogPath(svc.Name, color)
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("no log for %s: %w (has it ever been started?)", color, err)
-	}
-	tail := slots.LogTail(path, lines)
 	return newPrinter(e).emit(map[string]any{"ok": true, "file": path, "lines": tail}, tail+"\n")
 }
 
