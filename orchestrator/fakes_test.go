@@ -144,6 +144,7 @@ func (h *fakeHost) env() osEnv {
 			h.end(id.PID)
 			return nil
 		},
+		alive: h.alive,
 		check: h.check,
 		identify: func(pid int, marker []string) (slots.Identity, error) {
 			if !h.alive(pid) {

@@ -19,6 +19,9 @@ type osEnv struct {
 	startProcess func(slots.Spec) (*slots.Process, error)
 	// stop ends a process bgd started, never another (slots.Stop).
 	stop func(ctx context.Context, id slots.Identity, grace time.Duration) error
+	// alive reports whether pid is a running process (not a zombie),
+	// whoever it belongs to (slots.Alive).
+	alive func(pid int) bool
 	// check is nil when id's process runs and is bgd's (Identity.Check);
 	// else an error matching slots.ErrGone or slots.ErrNotOurs.
 	check func(id slots.Identity) error
@@ -53,6 +56,7 @@ func realOS(checker *slots.Checker) osEnv {
 	return osEnv{
 		startProcess: slots.StartProcess,
 		stop:         slots.Stop,
+		alive:        slots.Alive,
 		check:        slots.Identity.Check,
 		identify:     slots.Identify,
 		findMarked:   slots.FindMarked,

@@ -48,7 +48,11 @@ type Status struct {
 	LBError  string `json:"lb_error,omitempty"`
 	// InProgress is an operation running now, or one that was interrupted.
 	InProgress *state.Operation `json:"in_progress,omitempty"`
-	StateFile  string           `json:"state_file"`
+	// InProgressRunning: InProgress's process (its pid) still runs, so the
+	// operation is under way; false with InProgress set, it was interrupted
+	// (`bgd reconcile` records it). Not in the JSON, whose shape predates it.
+	InProgressRunning bool   `json:"-"`
+	StateFile         string `json:"state_file"`
 }
 
 // ProxyStatus is the builtin proxy of a service, checked against reality.
@@ -133,6 +137,9 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
 		InProgress: st.InProgress, StateFile: o.statePath}
+	if st.InProgress != nil {
+		s.InProgressRunning = o.sys.alive(st.InProgress.PID)
+	}
 	probes := o.probeBoth(ctx, st)
 	for _, c := range config.Colors {
 		ss := s.Slot(c)

@@ -11,10 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
@@ -30,43 +30,114 @@ const (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// exitCode maps an error to the exit code contract.
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, state.ErrLocked):
-		return exitLocked
-	case errors.Is(err, config.ErrInvalid), errors.Is(err, orchestrator.ErrUsage), errors.Is(err, errUsage),
-		errors.Is(err, state.ErrUnusable): // a state path that is a directory, a FIFO...
-		return exitUsage
-	default:
-		return exitFailed
-	}
+// exitError is an error with the exit code bgd ends with. usagef makes
+// those of bad usage the CLI finds itself; run turns whatever error a
+// command returns into one (asExit), once, and exits with its code.
+type exitError struct {
+	code int
+	err  error
 }
 
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Is makes a usage error match errUsage.
+func (e *exitError) Is(target error) bool { return target == errUsage && e.code == exitUsage }
+
+// errUsage matches the usage errors of the CLI itself (usagef).
 var errUsage = errors.New("bad usage")
 
-// usageError reads as its message and matches errUsage.
-type usageError struct{ msg string }
+// usagef formats a usage error (exit 2) that reads as its message.
+func usagef(format string, args ...any) error {
+	return &exitError{exitUsage, errors.New(fmt.Sprintf(format, args...))}
+}
 
-func (u usageError) Error() string        { return u.msg }
-func (u usageError) Is(target error) bool { return target == errUsage }
+// sentinelCodes are the exit codes of the errors of the packages bgd calls,
+// in order of precedence: an error that matches several (a join of several
+// services' errors) gets the first one's code.
+var sentinelCodes = []struct {
+	err  error
+	code int
+}{
+	{state.ErrLocked, exitLocked},
+	{config.ErrInvalid, exitUsage},
+	{orchestrator.ErrUsage, exitUsage},
+	{state.ErrUnusable, exitUsage}, // a state path that is a directory, a FIFO...
+}
 
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+// exitCode maps an error to the exit code contract: an *exitError's own
+// code, else that of the first sentinel it matches, else exitFailed (an
+// operation that failed, orchestrator.ErrFailed or ErrNotHealthy among
+// them).
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	for _, s := range sentinelCodes {
+		if errors.Is(err, s.err) {
+			return s.code
+		}
+	}
+	return exitFailed
+}
+
+// asExit is the *exitError a run that returned err exits with. An error
+// before any command ran (a flag, an unknown command) is a usage error, and
+// so are urfave's own errors (cli.ExitCoder: missing flags, bad values)
+// that exitCode does not know.
+func asExit(err error, actionRan bool) *exitError {
+	code := exitCode(err)
+	var ce cli.ExitCoder
+	if !actionRan || (code == exitFailed && errors.As(err, &ce)) {
+		code = exitUsage
+	}
+	return &exitError{code, err}
+}
 
 // env is what a run sees of the process it runs in; tests replace it.
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	opts           options  // the global flags, bound by opts.flags()
 	out            *printer // made by newPrinter on first use
 }
+
+// options are the global flags of a run.
+type options struct {
+	config      string
+	service     string
+	json        bool
+	stateFile   string
+	lockTimeout time.Duration
+	verbose     bool
+}
+
+// flags are the global flags, bound to o.
+func (o *options) flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Destination: &o.config, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
+		&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Destination: &o.service, Usage: "service to act on (default: the only one)"},
+		&cli.BoolFlag{Name: "json", Destination: &o.json, Usage: "machine output on stdout; logs stay on stderr"},
+		&cli.StringFlag{Name: "state-file", Destination: &o.stateFile, Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
+		&cli.DurationFlag{Name: "lock-timeout", Destination: &o.lockTimeout, Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Destination: &o.verbose, Usage: "log each step on stderr"},
+	}
+}
+
+// globalFlags are the global flags, bound to nothing that is read (for
+// their names and types).
+func globalFlags() []cli.Flag { return (&options{}).flags() }
 
 func init() {
 	// urfave's default version flag is `--version, -v`, but -v is --verbose.
 	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	cli.VersionPrinter = func(c *cli.Context) {
-		newPrinter(&env{stdout: c.App.Writer, stderr: c.App.ErrWriter, getenv: os.Getenv}, c).version()
+		e := &env{stdout: c.App.Writer, stderr: c.App.ErrWriter, getenv: os.Getenv, opts: options{json: c.Bool("json")}}
+		newPrinter(e).version()
 	}
 }
 
@@ -93,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Writer:                stdout,
 		ErrWriter:             stderr,
 		EnableBashCompletion:  false,
-		Flags:                 globalFlags(),
+		Flags:                 e.opts.flags(),
 		Commands:              cmds,
 		CommandNotFound: func(c *cli.Context, name string) {
 			unknown = usagef("unknown command %q: see `bgd --help`", name)
@@ -116,30 +187,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	code := exitCode(err)
-	if !actionRan {
-		code = exitUsage
-	}
-	var ce cli.ExitCoder
-	if errors.As(err, &ce) && !errors.Is(err, errUsage) && code == exitFailed {
-		code = exitUsage // urfave's own errors (missing flags, bad values)
-	}
+	xe := asExit(err, actionRan)
 	if jsonWanted(args) && (e.out == nil || !e.out.errorShown) {
-		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": err.Error(), "exit_code": code})
+		json.NewEncoder(stdout).Encode(map[string]any{"ok": false, "error": xe.Error(), "exit_code": xe.code})
 	}
-	fmt.Fprintf(stderr, "bgd: %v\n", err)
-	return code
-}
-
-func globalFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (default: $BG_CONFIG, else ./bluegreen.yml, else the embedded demo)"},
-		&cli.StringFlag{Name: "service", Aliases: []string{"s"}, Usage: "service to act on (default: the only one)"},
-		&cli.BoolFlag{Name: "json", Usage: "machine output on stdout; logs stay on stderr"},
-		&cli.StringFlag{Name: "state-file", Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
-		&cli.DurationFlag{Name: "lock-timeout", Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each step on stderr"},
-	}
+	fmt.Fprintf(stderr, "bgd: %v\n", xe)
+	return xe.code
 }
 
 // flagsFirst reorders the arguments into the order urfave/cli/v2 parses
@@ -278,17 +331,17 @@ func selfPath() string {
 }
 
 // loadConfig reads the configuration the global flags point at.
-func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
-	cfg, err := config.Load(config.Source{Path: c.String("config"), Getenv: e.getenv, Self: selfPath()})
+func (e *env) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(config.Source{Path: e.opts.config, Getenv: e.getenv, Self: selfPath()})
 	if err != nil {
 		return nil, err
 	}
-	if sf := c.String("state-file"); sf != "" {
+	if sf := e.opts.stateFile; sf != "" {
 		cfg.StateFile = sf
 	}
 	if cfg.StateFile != "" && len(cfg.Services) > 1 {
 		from := "--state-file"
-		if c.String("state-file") == "" {
+		if e.opts.stateFile == "" {
 			from = "BG_STATE_FILE"
 		}
 		return nil, usagef("%s applies to a single service; %d services are configured (%s): each keeps <state_dir>/<service>.json",
@@ -299,9 +352,9 @@ func (e *env) loadConfig(c *cli.Context) (*config.Config, error) {
 
 // logger is for the foreground proxy: warnings and errors, every step with
 // --verbose.
-func (e *env) logger(c *cli.Context) *slog.Logger {
+func (e *env) logger() *slog.Logger {
 	level := slog.LevelWarn
-	if c.Bool("verbose") {
+	if e.opts.verbose {
 		level = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
@@ -311,9 +364,9 @@ func (e *env) logger(c *cli.Context) *slog.Logger {
 // warnings only. Every error such a command hits is returned, and run prints
 // it once ("bgd: ..."); the orchestrator's error records (a failed deploy, a
 // rejected nginx reload) would print it a second time.
-func (e *env) commandLogger(c *cli.Context) *slog.Logger {
-	l := e.logger(c)
-	if c.Bool("verbose") {
+func (e *env) commandLogger() *slog.Logger {
+	l := e.logger()
+	if e.opts.verbose {
 		return l
 	}
 	return slog.New(belowError{l.Handler()})
@@ -331,46 +384,18 @@ func (h belowError) WithGroup(n string) slog.Handler      { return belowError{h.
 // orchestrator builds the orchestrator of the selected service.
 func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (*orchestrator.Orchestrator, error) {
 	if service == "" {
-		service = c.String("service")
+		service = e.opts.service
 	}
 	svc, err := cfg.Service(service)
 	if err != nil {
 		return nil, err
 	}
-	out := newPrinter(e, c)
+	out := newPrinter(e)
 	return orchestrator.New(cfg, svc.Name, orchestrator.Options{
-		LockTimeout: c.Duration("lock-timeout"),
+		LockTimeout: e.opts.lockTimeout,
 		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
-		Logger:      e.commandLogger(c),
+		Logger:      e.commandLogger(),
 		Progress:    out.progress,
-		SpawnProxy:  func() (int, error) { return spawnProxy(cfg, svc) },
+		SpawnProxy:  func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
 	})
-}
-
-// spawnProxy starts `bgd proxy` for the service, detached, logging to
-// <state dir>/logs/<service>-proxy.log.
-func spawnProxy(cfg *config.Config, svc *config.Service) (int, error) {
-	statePath, err := filepath.Abs(cfg.StatePath(svc.Name))
-	if err != nil {
-		return 0, err
-	}
-	argv := []string{selfPath()}
-	if cfg.Path != "" {
-		p, _ := filepath.Abs(cfg.Path)
-		argv = append(argv, "--config", p)
-	}
-	argv = append(argv, "--service", svc.Name)
-	if len(cfg.Services) == 1 {
-		// Several services each keep <state_dir>/<service>.json, which the
-		// proxy finds itself (same config, working directory and env);
-		// --state-file would be refused.
-		argv = append(argv, "--state-file", statePath)
-	}
-	argv = append(argv, "proxy")
-	p, err := slots.StartProcess(slots.Spec{Argv: argv, LogPath: filepath.Join(filepath.Dir(statePath), "logs", svc.Name+"-proxy.log"),
-		Marker: slots.ProxyMarker(statePath, svc.Name)})
-	if err != nil {
-		return 0, err
-	}
-	return p.PID, nil
 }

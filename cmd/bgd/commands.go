@@ -1,22 +1,22 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/bgd-dev/bgd/config"
-	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/orchestrator"
-	"github.com/bgd-dev/bgd/slots"
-	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
 )
 
 func commands(e *env) []*cli.Command {
+	// The commands' flags, bound with Destination.
+	var (
+		startRelease       string
+		stopForce          bool
+		deploy             orchestrator.DeployOptions
+		switchForce, watch bool
+		lines              int
+	)
 	return []*cli.Command{
 		{
 			Name:        "status",
@@ -31,11 +31,11 @@ func commands(e *env) []*cli.Command {
 			ArgsUsage:   "<blue|green>",
 			Description: "Example: bgd start blue --release v1",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release to start, passed to the command as {{.Release}} (default: the one the slot last ran)"},
+				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Destination: &startRelease, Usage: "release to start, passed to the command as {{.Release}} (default: the one the slot last ran)"},
 			},
-			Before: checks(oneColor, releaseFlag),
+			Before: checks(oneColor, releaseFlag(&startRelease)),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Start(c.Context, c.Args().First(), c.String("release"))
+				return o.Start(c.Context, c.Args().First(), startRelease)
 			}),
 		},
 		{
@@ -43,10 +43,10 @@ func commands(e *env) []*cli.Command {
 			Usage:       "stop a slot (refuses the active one unless --force)",
 			ArgsUsage:   "<blue|green>",
 			Description: "Example: bgd stop green",
-			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "stop even the active slot"}},
+			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Destination: &stopForce, Usage: "stop even the active slot"}},
 			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Stop(c.Context, c.Args().First(), c.Bool("force"))
+				return o.Stop(c.Context, c.Args().First(), stopForce)
 			}),
 		},
 		{
@@ -54,14 +54,13 @@ func commands(e *env) []*cli.Command {
 			Usage:       "start the idle slot with a release, health-check it, flip traffic to it, keep the old one for rollback",
 			Description: "Example: bgd deploy --release v2",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
-				&cli.BoolFlag{Name: "no-switch", Usage: "start and health-check only; leave traffic where it is"},
-				&cli.BoolFlag{Name: "force", Usage: "redeploy even when the release is already active and healthy"},
+				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Destination: &deploy.Release, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
+				&cli.BoolFlag{Name: "no-switch", Destination: &deploy.NoSwitch, Usage: "start and health-check only; leave traffic where it is"},
+				&cli.BoolFlag{Name: "force", Destination: &deploy.Force, Usage: "redeploy even when the release is already active and healthy"},
 			},
-			Before: checks(noArgs, releaseFlag),
+			Before: checks(noArgs, releaseFlag(&deploy.Release)),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Deploy(c.Context, orchestrator.DeployOptions{
-					Release: c.String("release"), NoSwitch: c.Bool("no-switch"), Force: c.Bool("force")})
+				return o.Deploy(c.Context, deploy)
 			}),
 		},
 		{
@@ -69,10 +68,10 @@ func commands(e *env) []*cli.Command {
 			Usage:       "flip traffic to a colour (refuses an unhealthy one unless --force)",
 			ArgsUsage:   "<blue|green>",
 			Description: "Example: bgd switch green",
-			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "switch even to an unhealthy slot"}},
+			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Destination: &switchForce, Usage: "switch even to an unhealthy slot"}},
 			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Switch(c.Context, c.Args().First(), c.Bool("force"))
+				return o.Switch(c.Context, c.Args().First(), switchForce)
 			}),
 		},
 		{
@@ -89,10 +88,10 @@ func commands(e *env) []*cli.Command {
 			Usage:       "probe both slots of every selected service and record the results; exit 1 when an active slot is unhealthy",
 			Description: "Examples:\n   bgd health-check --json           every service, one JSON object\n   bgd -s web health-check --watch   one service, until interrupted",
 			Flags: []cli.Flag{
-				&cli.BoolFlag{Name: "watch", Usage: "repeat every health.interval until interrupted"},
+				&cli.BoolFlag{Name: "watch", Destination: &watch, Usage: "repeat every health.interval until interrupted"},
 			},
 			Before: noArgs,
-			Action: e.healthCheck,
+			Action: func(c *cli.Context) error { return e.healthCheck(c, watch) },
 		},
 		{
 			Name:        "proxy",
@@ -120,9 +119,9 @@ func commands(e *env) []*cli.Command {
 			Usage:       "show the end of a slot's log",
 			ArgsUsage:   "<blue|green>",
 			Description: "Example: bgd logs green -n 200",
-			Flags:       []cli.Flag{&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 50, Usage: "how many lines (at least 1)"}},
-			Before:      checks(oneColor, linesFlag),
-			Action:      e.logs,
+			Flags:       []cli.Flag{&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Value: 50, Destination: &lines, Usage: "how many lines (at least 1)"}},
+			Before:      checks(oneColor, linesFlag(&lines)),
+			Action:      func(c *cli.Context) error { return e.logs(c, lines) },
 		},
 		{
 			Name:        "render",
@@ -137,7 +136,7 @@ func commands(e *env) []*cli.Command {
 			Description: "Example: bgd version --json",
 			Before:      noArgs,
 			Action: func(c *cli.Context) error {
-				return newPrinter(e, c).version()
+				return newPrinter(e).version()
 			},
 		},
 		demoAppCommand(),
@@ -167,24 +166,29 @@ func oneColor(c *cli.Context) error {
 }
 
 // releaseFlag checks a --release given on the command line (even an empty
-// one: "" is refused, not read as the default) with config.CheckRelease.
-func releaseFlag(c *cli.Context) error {
-	if !c.IsSet("release") {
+// one: "" is refused, not read as the default) with config.CheckRelease;
+// the flag is bound to release.
+func releaseFlag(release *string) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		if !c.IsSet("release") {
+			return nil
+		}
+		if err := config.CheckRelease(*release); err != nil {
+			// Not "invalid configuration": the bad value is on the command line.
+			return usagef("bad --release: %s", strings.TrimPrefix(err.Error(), config.ErrInvalid.Error()+": "))
+		}
 		return nil
 	}
-	if err := config.CheckRelease(c.String("release")); err != nil {
-		// Not "invalid configuration": the bad value is on the command line.
-		return usagef("bad --release: %s", strings.TrimPrefix(err.Error(), config.ErrInvalid.Error()+": "))
-	}
-	return nil
 }
 
-// linesFlag checks logs --lines.
-func linesFlag(c *cli.Context) error {
-	if n := c.Int("lines"); n < 1 {
-		return usagef("--lines must be at least 1 (got %d)", n)
+// linesFlag checks logs --lines, bound to lines.
+func linesFlag(lines *int) cli.BeforeFunc {
+	return func(*cli.Context) error {
+		if *lines < 1 {
+			return usagef("--lines must be at least 1 (got %d)", *lines)
+		}
+		return nil
 	}
-	return nil
 }
 
 // checks runs argument checks in order.
@@ -207,7 +211,7 @@ func (e *env) mutate(fn func(*cli.Context, *orchestrator.Orchestrator) (*orchest
 			return err
 		}
 		res, err := fn(c, o)
-		out := newPrinter(e, c)
+		out := newPrinter(e)
 		out.endProgress()
 		if err != nil {
 			return err
@@ -219,7 +223,7 @@ func (e *env) mutate(fn func(*cli.Context, *orchestrator.Orchestrator) (*orchest
 // selected loads the config and returns the orchestrator of the service
 // chosen with --service (or the only one).
 func (e *env) selected(c *cli.Context) (*orchestrator.Orchestrator, error) {
-	cfg, err := e.loadConfig(c)
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -235,17 +239,17 @@ func (e *env) status(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).status(st)
+	return newPrinter(e).status(st)
 }
 
 // healthCheck sweeps the selected service, or every service when none is
 // selected and several are configured (the systemd timer's case).
-func (e *env) healthCheck(c *cli.Context) error {
-	cfg, err := e.loadConfig(c)
+func (e *env) healthCheck(c *cli.Context, watch bool) error {
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	names := []string{c.String("service")}
+	names := []string{e.opts.service}
 	if names[0] == "" {
 		names = cfg.ServiceNames()
 	}
@@ -257,62 +261,23 @@ func (e *env) healthCheck(c *cli.Context) error {
 		}
 		orchs = append(orchs, o)
 	}
-	out := newPrinter(e, c)
-	for {
-		sweeps, err := sweepAll(c, orchs)
-		if perr := out.sweeps(sweeps, err); perr != nil {
-			return perr
-		}
-		if !c.Bool("watch") {
-			return err
-		}
-		if err != nil && !errors.Is(err, orchestrator.ErrNotHealthy) {
-			return err
-		}
-		select {
-		case <-c.Context.Done():
-			return err
-		case <-time.After(orchs[0].Service().Health.Interval.D()):
-		}
+	out := newPrinter(e)
+	if watch {
+		return orchestrator.WatchHealth(c.Context, orchs, out.sweeps)
 	}
-}
-
-// sweepAll sweeps services concurrently (bounded) and joins their errors.
-func sweepAll(c *cli.Context, orchs []*orchestrator.Orchestrator) ([]*orchestrator.Sweep, error) {
-	sweeps := make([]*orchestrator.Sweep, len(orchs))
-	errs := make([]error, len(orchs))
-	sem := make(chan struct{}, 32)
-	done := make(chan int)
-	for i, o := range orchs {
-		go func() {
-			sem <- struct{}{}
-			sweeps[i], errs[i] = o.HealthSweep(c.Context)
-			<-sem
-			done <- i
-		}()
+	sweeps, err := orchestrator.HealthSweepAll(c.Context, orchs)
+	if perr := out.sweeps(sweeps, err); perr != nil {
+		return perr
 	}
-	for range orchs {
-		<-done
-	}
-	return sweeps, errors.Join(errs...)
+	return err
 }
 
 func (e *env) proxy(c *cli.Context) error {
-	cfg, err := e.loadConfig(c)
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	svc, err := cfg.Service(c.String("service"))
-	if err != nil {
-		return err
-	}
-	path := cfg.StatePath(svc.Name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("proxy: state directory: %w", err)
-	}
-	p := &builtin.Proxy{Service: svc.Name, Listen: svc.LB.Builtin.Listen, StatePath: path,
-		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, Logger: e.logger(c)}
-	return p.Run(c.Context)
+	return orchestrator.RunProxy(c.Context, cfg, e.opts.service, e.logger())
 }
 
 func (e *env) reconcile(c *cli.Context) error {
@@ -324,7 +289,7 @@ func (e *env) reconcile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).reconciliation(rec)
+	return newPrinter(e).reconciliation(rec)
 }
 
 func (e *env) history(c *cli.Context) error {
@@ -332,29 +297,23 @@ func (e *env) history(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := (&state.Store{Path: o.StatePath()}).Load()
+	h, err := o.History()
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).history(o.Service().Name, st.History)
+	return newPrinter(e).history(o.Service().Name, h)
 }
 
-func (e *env) logs(c *cli.Context) error {
-	color := c.Args().First()
-	cfg, err := e.loadConfig(c)
+func (e *env) logs(c *cli.Context, lines int) error {
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	svc, err := cfg.Service(c.String("service"))
+	path, tail, err := orchestrator.SlotLog(cfg, e.opts.service, c.Args().First(), lines)
 	if err != nil {
 		return err
 	}
-	path := cfg.LogPath(svc.Name, color)
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("no log for %s: %w (has it ever been started?)", color, err)
-	}
-	tail := slots.LogTail(path, c.Int("lines"))
-	return newPrinter(e, c).emit(map[string]any{"ok": true, "file": path, "lines": tail}, tail+"\n")
+	return newPrinter(e).emit(map[string]any{"ok": true, "file": path, "lines": tail}, tail+"\n")
 }
 
 func (e *env) render(c *cli.Context) error {
@@ -366,5 +325,5 @@ func (e *env) render(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return newPrinter(e, c).emit(map[string]any{"ok": true, "driver": o.Service().LB.Driver, "config": string(data)}, string(data))
+	return newPrinter(e).emit(map[string]any{"ok": true, "driver": o.Service().LB.Driver, "config": string(data)}, string(data))
 }

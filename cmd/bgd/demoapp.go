@@ -8,6 +8,7 @@ import (
 // demoAppCommand is made anew for every run, like the other commands
 // (urfave/cli changes a command as it runs it).
 func demoAppCommand() *cli.Command {
+	var o demoapp.Options
 	return &cli.Command{
 		Name:   "demo-app",
 		Usage:  "serve the demo app (the embedded default's slot)",
@@ -19,18 +20,13 @@ func demoAppCommand() *cli.Command {
 			return nil
 		}),
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "port"},
-			&cli.StringFlag{Name: "color"},
-			&cli.StringFlag{Name: "release"},
-			&cli.DurationFlag{Name: "ready-after", Usage: "answer 503 on /health until this long after start"},
-			&cli.DurationFlag{Name: "fail-after", Usage: "answer 503 on /health from this long after start"},
-			&cli.DurationFlag{Name: "delay", Usage: "hold every / request this long"},
+			&cli.IntFlag{Name: "port", Destination: &o.Port},
+			&cli.StringFlag{Name: "color", Destination: &o.Color},
+			&cli.StringFlag{Name: "release", Destination: &o.Release},
+			&cli.DurationFlag{Name: "ready-after", Destination: &o.ReadyAfter, Usage: "answer 503 on /health until this long after start"},
+			&cli.DurationFlag{Name: "fail-after", Destination: &o.FailAfter, Usage: "answer 503 on /health from this long after start"},
+			&cli.DurationFlag{Name: "delay", Destination: &o.Delay, Usage: "hold every / request this long"},
 		},
-		Action: func(c *cli.Context) error {
-			return demoapp.Run(c.Context, demoapp.Options{
-				Port: c.Int("port"), Color: c.String("color"), Release: c.String("release"),
-				ReadyAfter: c.Duration("ready-after"), FailAfter: c.Duration("fail-after"), Delay: c.Duration("delay"),
-			})
-		},
+		Action: func(c *cli.Context) error { return demoapp.Run(c.Context, o) },
 	}
 }

@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/orchestrator"
-	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
-	"github.com/urfave/cli/v2"
 )
 
 // printer writes a command's outcome: JSON with --json, else the seed's
@@ -28,11 +26,11 @@ type printer struct {
 }
 
 // newPrinter returns the run's printer, made on first use.
-func newPrinter(e *env, c *cli.Context) *printer {
+func newPrinter(e *env) *printer {
 	if e.out != nil {
 		return e.out
 	}
-	p := &printer{w: e.stdout, errw: e.stderr, json: c.Bool("json")}
+	p := &printer{w: e.stdout, errw: e.stderr, json: e.opts.json}
 	noColor := e.getenv("NO_COLOR") != ""
 	p.fancy = isTerminal(e.stdout) && !noColor && !p.json
 	if isTerminal(e.stderr) && !noColor && !p.json {
@@ -153,7 +151,7 @@ func (p *printer) status(s *orchestrator.Status) error {
 		}
 	}
 	if op := s.InProgress; op != nil {
-		if slots.Alive(op.PID) {
+		if s.InProgressRunning {
 			fmt.Fprintf(&b, "\n%sIn progress: %s (pid %d) since %s\n", p.icon("⏳"), op.Command, op.PID, op.Started.Format(time.RFC3339))
 		} else {
 			fmt.Fprintf(&b, "\n%sInterrupted: %s (pid %d, no longer running) started at %s and never finished: run `bgd reconcile`\n",
