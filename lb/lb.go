@@ -57,7 +57,9 @@ type Upstream struct {
 // Addr is host:port.
 func (u Upstream) Addr() string { return fmt.Sprintf("%s:%d", u.Host, u.Port) }
 
-// Remote reports whether the slot listens elsewhere than on LocalHost.
+// Remote reports whether the slot's Host is anything but LocalHost, even
+// "localhost" or "[::1]": a driver that dials 127.0.0.1 reaches neither
+// for sure.
 func (u Upstream) Remote() bool { return u.Host != LocalHost }
 
 // Route is what a flip asks for: send the service's traffic to Active. Its
