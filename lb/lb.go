@@ -2,6 +2,13 @@
 // lb/builtin (bgd's own proxy), lb/nginx and lb/haproxy; all three give a
 // flip the same meaning: once Flip returns nil, every new request of the
 // service goes to the target slot, and the load balancer itself has said so.
+//
+// A Route grows by fields whose zero values mean today's flip (weights,
+// pause, maintenance, slot hosts). Each driver declares its Capabilities,
+// and Capabilities.Check is the one place a route is validated
+// (Route.Validate) and matched against them: drivers call it at the top of
+// Flip and Render, so a route asking for more than the driver can do is
+// refused with ErrUnsupported before anything changes, never half-honoured.
 package lb
 
 import (
@@ -162,10 +169,10 @@ type Feature string
 
 // The features a driver may lack (Capabilities).
 const (
-	FeatureWeights     Feature = "weighted split"
+	FeatureWeights     Feature = "weighted splits"
 	FeaturePause       Feature = "pause"
 	FeatureMaintenance Feature = "maintenance"
-	FeatureRemoteHosts Feature = "remote slot host"
+	FeatureRemoteHosts Feature = "remote slot hosts"
 )
 
 // Capabilities is what a driver can do beyond today's flip. The zero value
@@ -202,7 +209,7 @@ func (c Capabilities) Check(r Route) error {
 			r.Active.Color, r.Active.Weight, r.Standby.Color, r.Standby.Weight)
 	}
 	if r.Pause > 0 && !c.Pause {
-		return no(FeaturePause, "%s asked for: it cannot hold requests during a flip", r.Pause)
+		return no(FeaturePause, "a pause of %s was asked: it cannot hold requests during a flip", r.Pause)
 	}
 	if r.Maintenance && !c.Maintenance {
 		return no(FeatureMaintenance, "it cannot answer 503 instead of routing")
