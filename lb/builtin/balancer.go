@@ -32,7 +32,16 @@ type Balancer struct {
 	Client *http.Client
 }
 
-var _ lb.Balancer = (*Balancer)(nil)
+var (
+	_ lb.Balancer = (*Balancer)(nil)
+	_ lb.Capable  = (*Balancer)(nil)
+)
+
+// Capabilities: today's routes only. The proxy sends every request to the
+// active slot of the state file (no weights, no pause, no maintenance
+// page) and dials it on 127.0.0.1 with the state file's port: a route's
+// Host is never read, so any other host is refused rather than ignored.
+func (b *Balancer) Capabilities() lb.Capabilities { return lb.Capabilities{Driver: "builtin"} }
 
 var adminClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
 
@@ -109,6 +118,9 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 // Flip waits until the proxy serves r.Generation with r.Active's colour. The
 // state file already says so; the proxy picks it up through fsnotify.
 func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+	if err := b.Capabilities().Check(r); err != nil {
+		return err
+	}
 	timeout := b.ConfirmTimeout
 	if timeout <= 0 {
 		timeout = 3 * time.Second
@@ -143,6 +155,9 @@ func (b *Balancer) Active(ctx context.Context) (string, error) {
 
 // Render describes what the proxy serves after a flip to r.
 func (b *Balancer) Render(r lb.Route) ([]byte, error) {
+	if err := b.Capabilities().Check(r); err != nil {
+		return nil, err
+	}
 	return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n",
 		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation)), nil
 }

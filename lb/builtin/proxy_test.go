@@ -89,7 +89,16 @@ func flip(t *testing.T, store *state.Store, b *Balancer, color string) {
 	if err := store.Save(st); err != nil {
 		t.Fatal(err)
 	}
-	r := lb.Route{Service: "app", Active: lb.Upstream{Color: color}, Generation: st.Generation}
+	other := "blue"
+	if color == "blue" {
+		other = "green"
+	}
+	r := lb.Route{
+		Service:    "app",
+		Active:     lb.Upstream{Color: color, Host: lb.LocalHost, Port: *st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: lb.LocalHost, Port: *st.Slot(other).Port},
+		Generation: st.Generation,
+	}
 	if err := b.Flip(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +248,10 @@ func TestBalancerFlipFailsWhenProxyNeverServesTheGeneration(t *testing.T) {
 	_, _, b := startProxy(t, blue, green)
 	b.ConfirmTimeout = 50 * time.Millisecond
 	// The state file was not changed, so the proxy stays on generation 0.
-	err := b.Flip(context.Background(), lb.Route{Active: lb.Upstream{Color: "green"}, Generation: 7})
+	r := lb.SampleRoute("app")
+	r.Active, r.Standby = r.Standby, r.Active
+	r.Generation = 7
+	err := b.Flip(context.Background(), r)
 	if err == nil || !strings.Contains(err.Error(), "still serves blue") {
 		t.Fatalf("Flip = %v, want not confirmed", err)
 	}

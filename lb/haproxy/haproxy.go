@@ -39,7 +39,19 @@ var (
 	ErrMapFile = errors.New("haproxy: map file not persisted")
 )
 
-var _ lb.Balancer = (*Balancer)(nil)
+var (
+	_ lb.Balancer = (*Balancer)(nil)
+	_ lb.Capable  = (*Balancer)(nil)
+)
+
+// Capabilities: today's routes, with slots on any host. A flip switches
+// the map entry between the two colours' backends, whose servers are the
+// addresses the snippet (Render) wrote, a remote Host included; one map
+// entry cannot split traffic, and nothing pauses or answers a maintenance
+// page, so routes asking for those are refused.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "haproxy", RemoteHosts: true}
+}
 
 // Options tune a Balancer. The zero value gives every default.
 type Options struct {
@@ -152,6 +164,9 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	target, ok := b.backends[color]
 	if !ok {
 		return fmt.Errorf("haproxy: cannot route %s to %q: not blue or green", b.service, color)
+	}
+	if err := b.Capabilities().Check(r); err != nil {
+		return err
 	}
 	log := b.opts.Logger.With("service", b.service, "slot", color, "backend", target)
 
@@ -390,14 +405,14 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		if u.Color != c || u.Port == 0 {
 			return nil, fmt.Errorf("haproxy: render %s: the route has no port for the %s slot", b.service, c)
 		}
-		if u.Host == "" {
-			u.Host = "127.0.0.1"
-		}
 		be := Backend{Color: c, Name: b.backends[c], Addr: u.Addr(), Active: r.Active.Color == c}
 		d.Backends = append(d.Backends, be)
 		if be.Active {
 			d.Active = be
 		}
+	}
+	if err := b.Capabilities().Check(r); err != nil {
+		return nil, err
 	}
 	var buf bytes.Buffer
 	if err := b.tmpl.Execute(&buf, d); err != nil {

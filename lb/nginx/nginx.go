@@ -32,7 +32,18 @@ const (
 // previous file was restored and nothing was reloaded.
 var ErrRejected = errors.New("nginx rejected the configuration")
 
-var _ lb.Balancer = (*Balancer)(nil)
+var (
+	_ lb.Balancer = (*Balancer)(nil)
+	_ lb.Capable  = (*Balancer)(nil)
+)
+
+// Capabilities: today's routes, with slots on any host. The template
+// writes each slot's Host into the upstream (nginx resolves a name when it
+// loads the file); it has no variable for a weight, a pause or a
+// maintenance page, so routes asking for those are refused.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "nginx", RemoteHosts: true}
+}
 
 // Options tune a Balancer. The zero value gives every default.
 type Options struct {
@@ -204,7 +215,7 @@ func (b *Balancer) checkRoute(r lb.Route) error {
 				config.ErrInvalid, b.service, u.role, u.u.Color, u.u.Host, u.u.Port)
 		}
 	}
-	return nil
+	return b.Capabilities().Check(r)
 }
 
 // Flip writes the file for r, has nginx test and load it, and confirms from

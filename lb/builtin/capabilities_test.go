@@ -1,0 +1,100 @@
+package builtin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bgd-dev/bgd/lb"
+)
+
+func sample(f func(*lb.Route)) lb.Route {
+	r := lb.SampleRoute("app")
+	f(&r)
+	return r
+}
+
+// TestBuiltinRefusesWhatTheProxyCannotDo: the proxy sends every request to
+// the state file's active slot on 127.0.0.1, so a weight, a pause,
+// maintenance or any other host is refused by Flip (before it asks the
+// proxy anything) and by Render.
+func TestBuiltinRefusesWhatTheProxyCannotDo(t *testing.T) {
+	var asked atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	b := &Balancer{Listen: srv.Listener.Addr().String()}
+	cases := []struct {
+		feature lb.Feature
+		route   lb.Route
+	}{
+		{lb.FeatureWeights, sample(func(r *lb.Route) { r.Active.Weight, r.Standby.Weight = 90, 10 })},
+		{lb.FeaturePause, sample(func(r *lb.Route) { r.Pause = time.Second })},
+		{lb.FeatureMaintenance, sample(func(r *lb.Route) { r.Maintenance = true })},
+		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Active.Host = "10.0.0.7" })},
+		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Active.Host = "localhost" })},
+		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Standby.Host = "10.0.0.8" })},
+	}
+	for _, c := range cases {
+		t.Run(string(c.feature), func(t *testing.T) {
+			for op, call := range map[string]func() error{
+				"Flip":   func() error { return b.Flip(context.Background(), c.route) },
+				"Render": func() error { _, err := b.Render(c.route); return err },
+			} {
+				err := call()
+				var ue *lb.UnsupportedError
+				if !errors.Is(err, lb.ErrUnsupported) || !errors.As(err, &ue) || ue.Driver != "builtin" || ue.Feature != c.feature {
+					t.Errorf("%s = %v, want the builtin driver refusing %q", op, err, c.feature)
+				} else if !strings.Contains(err.Error(), "builtin driver does not support "+string(c.feature)) {
+					t.Errorf("%s: message %q names neither driver nor feature", op, err)
+				}
+			}
+		})
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the proxy was asked %d times for routes refused up front", n)
+	}
+	if err := b.Flip(context.Background(), sample(func(r *lb.Route) { r.Active.Host = "" })); !errors.Is(err, lb.ErrInvalidRoute) {
+		t.Errorf("Flip of a route without a host = %v, want lb.ErrInvalidRoute", err)
+	}
+}
+
+// TestBuiltinTakesTodaysRoutes: a flip to green, weights left 0 or written
+// as 100/0, is confirmed by a running proxy, and renders as before.
+func TestBuiltinTakesTodaysRoutes(t *testing.T) {
+	blue, green := backend(t, "blue", nil), backend(t, "green", nil)
+	_, store, b := startProxy(t, blue, green)
+	st, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.ActiveVersion, st.Generation = "green", st.Generation+1
+	if err := store.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	for _, weight := range []int{0, 100} {
+		r := lb.Route{
+			Service:    "app",
+			Active:     lb.Upstream{Color: "green", Host: lb.LocalHost, Port: green, Weight: weight},
+			Standby:    lb.Upstream{Color: "blue", Host: lb.LocalHost, Port: blue},
+			Generation: st.Generation,
+		}
+		if err := b.Flip(context.Background(), r); err != nil {
+			t.Fatalf("Flip (active weight %d) = %v", weight, err)
+		}
+		out, err := b.Render(r)
+		if err != nil || !strings.Contains(string(out), "upstream green 127.0.0.1:") {
+			t.Fatalf("Render (active weight %d) = %q, %v", weight, out, err)
+		}
+	}
+	if code, body := get(t, b.Listen, "/"); code != http.StatusOK || body != "green" {
+		t.Fatalf("after the flip: %d %q, want 200 from green", code, body)
+	}
+}

@@ -1,0 +1,100 @@
+package haproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bgd-dev/bgd/lb"
+)
+
+// TestHAProxyRefusesWhatOneMapEntryCannotDo: a flip is one map entry naming
+// one backend, so a weighted split, a pause or maintenance is refused by
+// Flip before any runtime API command, and by Render.
+func TestHAProxyRefusesWhatOneMapEntryCannotDo(t *testing.T) {
+	cases := []struct {
+		feature lb.Feature
+		mutate  func(*lb.Route)
+	}{
+		{lb.FeatureWeights, func(r *lb.Route) { r.Active.Weight, r.Standby.Weight = 90, 10 }},
+		{lb.FeaturePause, func(r *lb.Route) { r.Pause = time.Second }},
+		{lb.FeatureMaintenance, func(r *lb.Route) { r.Maintenance = true }},
+	}
+	for _, c := range cases {
+		t.Run(string(c.feature), func(t *testing.T) {
+			b, f, mapFile := setup(t, Options{})
+			before := fileText(t, mapFile)
+			r := route("green")
+			c.mutate(&r)
+			for op, call := range map[string]func() error{
+				"Flip":   func() error { return b.Flip(context.Background(), r) },
+				"Render": func() error { _, err := b.Render(r); return err },
+			} {
+				err := call()
+				var ue *lb.UnsupportedError
+				if !errors.Is(err, lb.ErrUnsupported) || !errors.As(err, &ue) || ue.Driver != "haproxy" || ue.Feature != c.feature {
+					t.Errorf("%s = %v, want the haproxy driver refusing %q", op, err, c.feature)
+				} else if !strings.Contains(err.Error(), "haproxy driver does not support "+string(c.feature)) {
+					t.Errorf("%s: message %q names neither driver nor feature", op, err)
+				}
+			}
+			if cmds := f.commands(); len(cmds) != 0 {
+				t.Errorf("runtime API commands sent for a refused route: %q", cmds)
+			}
+			if v, _ := f.value(mapFile, "app"); v != "app_blue" {
+				t.Errorf("runtime entry %q, want app_blue kept", v)
+			}
+			if got := fileText(t, mapFile); got != before {
+				t.Errorf("map file changed:\n%s", got)
+			}
+		})
+	}
+	b, _, _ := setup(t, Options{})
+	r := route("blue")
+	r.Standby.Host = ""
+	if _, err := b.Render(r); !errors.Is(err, lb.ErrInvalidRoute) {
+		t.Errorf("Render of a standby without a host = %v, want lb.ErrInvalidRoute", err)
+	}
+}
+
+// TestHAProxyTakesTodaysRoutesAndRemoteHosts: weights written as 100/0
+// render exactly as today's route and flip; slots on other hosts are
+// written as the backends' servers.
+func TestHAProxyTakesTodaysRoutesAndRemoteHosts(t *testing.T) {
+	b, f, mapFile := setup(t, Options{})
+	base, err := b.Render(route("green"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := route("green")
+	r.Active.Weight = 100
+	if out, err := b.Render(r); err != nil || !bytes.Equal(out, base) {
+		t.Errorf("explicit 100/0: Render = %v, want today's snippet byte for byte:\n%s", err, out)
+	}
+	if err := b.Flip(context.Background(), r); err != nil {
+		t.Fatalf("Flip with explicit 100/0: %v", err)
+	}
+	if v, _ := f.value(mapFile, "app"); v != "app_green" {
+		t.Errorf("runtime entry %q, want app_green", v)
+	}
+	remote := route("blue")
+	remote.Active.Host, remote.Standby.Host = "10.0.0.7", "[fd00::8]"
+	out, err := b.Render(remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"server blue 10.0.0.7:5005 check", "server green [fd00::8]:5006 check"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("remote render lacks %q:\n%s", want, out)
+		}
+	}
+	if err := b.Flip(context.Background(), remote); err != nil {
+		t.Fatalf("Flip to a remote slot: %v", err)
+	}
+	if v, _ := f.value(mapFile, "app"); v != "app_blue" {
+		t.Errorf("runtime entry %q, want app_blue", v)
+	}
+}
