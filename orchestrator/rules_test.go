@@ -899,6 +899,25 @@ func TestFlipWithAFailingBalancer(t *testing.T) {
 	}
 }
 
+// TestFlipRefusesARouteBeforeSavingIt: a route the driver cannot apply (here
+// one with no port for the target) is refused before the state is written,
+// so a driver that follows the state file never sees it.
+func TestFlipRefusesARouteBeforeSavingIt(t *testing.T) {
+	r := newRig(t, &proxyLB{testLB: testLB{active: "blue"}})
+	r.slot("blue", "v1")
+	r.slot("green", "v1")
+	r.store.st.GreenPort = 0
+	r.store.st.Generation = 4
+	p := r.op()
+	err := p.flip(ctx, "green")
+	if !errors.Is(err, lb.ErrInvalidRoute) || !errors.Is(err, ErrFailed) {
+		t.Fatalf("flip = %v, want ErrFailed wrapping lb.ErrInvalidRoute", err)
+	}
+	if r.store.saves != 0 || p.st.ActiveVersion != "blue" || p.st.Generation != 4 {
+		t.Errorf("%d saves, active %s, generation %d: want nothing changed", r.store.saves, p.st.ActiveVersion, p.st.Generation)
+	}
+}
+
 // TestSwitchAndRollback: the workflows around checkTarget and flip.
 func TestSwitchAndRollback(t *testing.T) {
 	b := &testLB{active: "blue"}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -341,6 +342,11 @@ func (p *op) flip(ctx context.Context, color string) error {
 	}
 	route := o.route(st, color)
 	prevColor, prevSwitch := st.ActiveVersion, st.LastSwitch
+	// Refuse a route the driver cannot apply before anything changes: a
+	// driver that follows the state would otherwise see it saved first.
+	if err := lb.Supports(o.lb, route); err != nil {
+		return failf("switch to %s: %w; traffic stays on %s", color, err, prevColor)
+	}
 	apply := func() {
 		st.ActiveVersion, st.Generation, st.LastSwitch = color, route.Generation, state.TimePtr(state.Now())
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
@@ -63,6 +64,8 @@ var sentinelCodes = []struct {
 	{config.ErrInvalid, exitUsage},
 	{orchestrator.ErrUsage, exitUsage},
 	{state.ErrUnusable, exitUsage}, // a state path that is a directory, a FIFO...
+	{lb.ErrUnsupported, exitUsage}, // a route the driver cannot apply (a weight, maintenance...)
+	{lb.ErrInvalidRoute, exitUsage},
 }
 
 // exitCode maps an error to the exit code contract: an *exitError's own

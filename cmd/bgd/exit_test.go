@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/urfave/cli/v2"
@@ -30,6 +31,8 @@ func TestExitCodes(t *testing.T) {
 		{"invalid config", fmt.Errorf("x: %w", config.ErrInvalid), exitUsage, exitUsage},
 		{"orchestrator usage", fmt.Errorf("x: %w", orchestrator.ErrUsage), exitUsage, exitUsage},
 		{"unusable state path", fmt.Errorf("state: %w", state.ErrUnusable), exitUsage, exitUsage},
+		{"route the driver cannot apply", fmt.Errorf("switch: %w", &lb.UnsupportedError{Driver: "builtin", Feature: lb.FeatureWeights}), exitUsage, exitUsage},
+		{"invalid route", fmt.Errorf("switch: %w", lb.ErrInvalidRoute), exitUsage, exitUsage},
 		{"cli usage", usagef("bad %s", "flag"), exitUsage, exitUsage},
 		{"cli usage, wrapped", fmt.Errorf("x: %w", usagef("bad")), exitUsage, exitUsage},
 		{"urfave's own", cli.Exit("flag provided but not defined", 9), exitUsage, exitUsage},
