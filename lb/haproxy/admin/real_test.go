@@ -8,37 +8,21 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// haproxyBinary returns HAProxy's path; without it the test skips loudly on
-// a developer machine and fails in CI (CI set).
-func haproxyBinary(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("haproxy is not installed, and CI must not skip: install it (see .ci/run)")
-	}
-	t.Skip("SKIP (loud): haproxy is not installed; the real-HAProxy tests of the runtime client did not run")
-	return ""
-}
+	"github.com/bgd-dev/bgd/internal/testsupport"
+)
 
 // startHAProxy runs a real HAProxy in master-worker mode with an admin
 // socket, two checked backends on httptest servers and one map, all under a
 // temp dir; it is stopped when the test ends.
 func startHAProxy(t *testing.T) (sock, mapFile string) {
 	t.Helper()
-	bin := haproxyBinary(t)
+	bin := testsupport.RequireBinary(t, "haproxy")
 	dir := shortDir(t)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(up.Close)
@@ -75,44 +59,17 @@ backend app_green
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-W", "-S", filepath.Join(dir, "master.sock"), "-f", cfgPath, "-p", filepath.Join(dir, "haproxy.pid"))
-	logPath := filepath.Join(dir, "haproxy.log")
-	logf, err := os.Create(logPath)
+	h, err := testsupport.StartHAProxy(bin, dir, testsupport.HAProxyOptions{Files: []string{cfgPath}, Sockets: []string{sock}, MasterWorker: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		defer logf.Close()
-		defer func() {
-			if t.Failed() {
-				out, _ := os.ReadFile(logPath)
-				t.Logf("haproxy output:\n%s", out)
-			}
-		}()
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
+		if t.Failed() {
+			t.Logf("haproxy output:\n%s", h.Output())
 		}
+		h.Stop()
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := New(sock).ShowBackends(context.Background()); err == nil {
-			return sock, mapFile
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("haproxy's admin socket never answered")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return sock, mapFile
 }
 
 // TestRealHAProxy runs every typed helper against HAProxy itself.
