@@ -228,93 +228,136 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	if err != nil {
 		return err
 	}
-	path := b.cfg.File
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		path = p // replace the file a symlink points at, not the link
-	}
-	prev, err := os.ReadFile(path)
-	existed := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("nginx: read the current %s: %w", path, err)
-	}
-	perm := fs.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		perm = fi.Mode().Perm()
+	f, err := readServiceFile(b.cfg.File)
+	if err != nil {
+		return err
 	}
 	want := fmt.Sprint(r.Generation)
-	if existed && bytes.Equal(prev, data) {
+	if f.existed && bytes.Equal(f.prev, data) {
 		// A repeated flip: nothing to write if nginx already serves it.
 		if ans := b.probe(ctx); ans.generation == want {
 			log.Info("nginx already serves this generation")
 			return nil
 		}
 	}
-	// Restoring must happen even when ctx is cancelled mid-flip.
-	rctx := context.WithoutCancel(ctx)
-	restore := func() error {
-		if existed {
-			return fsx.WriteFileAtomic(path, prev, perm)
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	restored := func() string {
-		if err := restore(); err != nil {
-			return fmt.Sprintf("restoring the previous %s FAILED (%v): fix it by hand before nginx reloads", path, err)
-		}
-		if existed {
-			return fmt.Sprintf("the previous %s was restored", path)
-		}
-		return fmt.Sprintf("%s was removed again (it did not exist before)", path)
-	}
-
-	if err := fsx.WriteFileAtomic(path, data, perm); err != nil {
+	if err := fsx.WriteFileAtomic(f.path, data, f.perm); err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
-	if out, err := b.run(ctx, b.cfg.Test); err != nil {
-		msg := restored()
-		if ctx.Err() != nil {
-			return fmt.Errorf("nginx: flip of service %q cancelled while %s ran (%w); %s and nothing was reloaded",
-				b.service, quote(b.cfg.Test), ctx.Err(), msg)
-		}
-		log.Error("nginx rejected the new configuration", "err", err)
-		return fmt.Errorf("%w: %s for service %q: %s: %s; %s and nothing was reloaded",
-			ErrRejected, quote(b.cfg.Test), b.service, cmdFailure(err), output(out), msg)
+	if err := b.testNew(ctx, log, f); err != nil {
+		return err
 	}
-	if out, err := b.run(ctx, b.cfg.Reload); err != nil {
-		msg := restored()
-		if ctx.Err() != nil {
-			// The signal may have gone out before the command was stopped.
-			again := "nginx was reloaded again with it"
-			if out, rerr := b.run(rctx, b.cfg.Reload); rerr != nil {
-				again = fmt.Sprintf("reloading nginx again FAILED: %s: %s", cmdFailure(rerr), output(out))
-			}
-			return fmt.Errorf("nginx: flip of service %q cancelled while %s ran (%w); %s and %s",
-				b.service, quote(b.cfg.Reload), ctx.Err(), msg, again)
-		}
-		log.Error("nginx reload failed", "err", err)
-		return fmt.Errorf("%w: nginx for service %q: %s: %s: %s; %s: is the nginx master running, and is its pid file where the reload command looks?",
-			lb.ErrUnreachable, b.service, quote(b.cfg.Reload), cmdFailure(err), output(out), msg)
+	if err := b.reloadNew(ctx, log, f); err != nil {
+		return err
 	}
-	ans, err := b.waitGeneration(ctx, want, time.Now())
-	if err != nil {
-		msg := restored()
-		again := "nginx was reloaded again with it"
-		if out, rerr := b.run(rctx, b.cfg.Reload); rerr != nil {
-			again = fmt.Sprintf("reloading nginx again FAILED: %s: %s", cmdFailure(rerr), output(out))
-		}
-		log.Error("nginx never served the new generation", "err", err, "last_answer", ans.String())
-		what := "so nginx kept its previous configuration (a reload it cannot apply, e.g. a listen address already in use, is only reported in nginx's error log)"
-		if ctx.Err() != nil {
-			what = "the flip was cancelled before nginx confirmed it"
-		}
-		return fmt.Errorf("%w: nginx for service %q: %s ran, but %s did not answer with %s %s (%w; last answer: %s): %s; %s and %s",
-			lb.ErrNotConfirmed, b.service, quote(b.cfg.Reload), b.cfg.VerifyURL, GenerationHeader, want, err, ans, what, msg, again)
+	if err := b.confirm(ctx, log, f, want); err != nil {
+		return err
 	}
 	log.Info("nginx serves the new generation", "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// serviceFile is the file bgd owns as it was before a flip, to restore it.
+type serviceFile struct {
+	path    string // the file a symlink points at, not the link
+	prev    []byte
+	existed bool
+	perm    fs.FileMode
+}
+
+func readServiceFile(path string) (*serviceFile, error) {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
+	f := &serviceFile{path: path, perm: 0o644}
+	prev, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("nginx: read the current %s: %w", path, err)
+	}
+	f.prev, f.existed = prev, err == nil
+	if fi, err := os.Stat(path); err == nil {
+		f.perm = fi.Mode().Perm()
+	}
+	return f, nil
+}
+
+// restore puts the previous file back (or removes the new one) and says
+// what it did, for the error that follows.
+func (f *serviceFile) restore() string {
+	var err error
+	if f.existed {
+		err = fsx.WriteFileAtomic(f.path, f.prev, f.perm)
+	} else if rerr := os.Remove(f.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		err = rerr
+	}
+	switch {
+	case err != nil:
+		return fmt.Sprintf("restoring the previous %s FAILED (%v): fix it by hand before nginx reloads", f.path, err)
+	case f.existed:
+		return fmt.Sprintf("the previous %s was restored", f.path)
+	}
+	return fmt.Sprintf("%s was removed again (it did not exist before)", f.path)
+}
+
+// reloadAgain reloads nginx with the restored file (even when ctx is
+// cancelled mid-flip) and says how it went.
+func (b *Balancer) reloadAgain(ctx context.Context) string {
+	if out, err := b.run(context.WithoutCancel(ctx), b.cfg.Reload); err != nil {
+		return fmt.Sprintf("reloading nginx again FAILED: %s: %s", cmdFailure(err), output(out))
+	}
+	return "nginx was reloaded again with it"
+}
+
+// testNew runs nginx -t on the new file; on failure the previous file is
+// restored and nothing is reloaded.
+func (b *Balancer) testNew(ctx context.Context, log *slog.Logger, f *serviceFile) error {
+	out, err := b.run(ctx, b.cfg.Test)
+	if err == nil {
+		return nil
+	}
+	msg := f.restore()
+	if ctx.Err() != nil {
+		return fmt.Errorf("nginx: flip of service %q cancelled while %s ran (%w); %s and nothing was reloaded",
+			b.service, quote(b.cfg.Test), ctx.Err(), msg)
+	}
+	log.Error("nginx rejected the new configuration", "err", err)
+	return fmt.Errorf("%w: %s for service %q: %s: %s; %s and nothing was reloaded",
+		ErrRejected, quote(b.cfg.Test), b.service, cmdFailure(err), output(out), msg)
+}
+
+// reloadNew makes nginx load the new file; on failure the previous file is
+// restored (and reloaded again if the reload may have gone out).
+func (b *Balancer) reloadNew(ctx context.Context, log *slog.Logger, f *serviceFile) error {
+	out, err := b.run(ctx, b.cfg.Reload)
+	if err == nil {
+		return nil
+	}
+	msg := f.restore()
+	if ctx.Err() != nil {
+		// The signal may have gone out before the command was stopped.
+		return fmt.Errorf("nginx: flip of service %q cancelled while %s ran (%w); %s and %s",
+			b.service, quote(b.cfg.Reload), ctx.Err(), msg, b.reloadAgain(ctx))
+	}
+	log.Error("nginx reload failed", "err", err)
+	return fmt.Errorf("%w: nginx for service %q: %s: %s: %s; %s: is the nginx master running, and is its pid file where the reload command looks?",
+		lb.ErrUnreachable, b.service, quote(b.cfg.Reload), cmdFailure(err), output(out), msg)
+}
+
+// confirm waits until nginx itself answers with the new generation; else the
+// previous file is restored and nginx reloaded again with it.
+func (b *Balancer) confirm(ctx context.Context, log *slog.Logger, f *serviceFile, want string) error {
+	ans, err := b.waitGeneration(ctx, want, time.Now())
+	if err == nil {
+		return nil
+	}
+	msg := f.restore()
+	again := b.reloadAgain(ctx)
+	log.Error("nginx never served the new generation", "err", err, "last_answer", ans.String())
+	what := "so nginx kept its previous configuration (a reload it cannot apply, e.g. a listen address already in use, is only reported in nginx's error log)"
+	if ctx.Err() != nil {
+		what = "the flip was cancelled before nginx confirmed it"
+	}
+	return fmt.Errorf("%w: nginx for service %q: %s ran, but %s did not answer with %s %s (%w; last answer: %s): %s; %s and %s",
+		lb.ErrNotConfirmed, b.service, quote(b.cfg.Reload), b.cfg.VerifyURL, GenerationHeader, want, err, ans, what, msg, again)
 }
 
 // Active asks nginx which colour it routes to: the slot header of an answer
