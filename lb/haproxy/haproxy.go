@@ -170,13 +170,8 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	}
 	log := b.opts.Logger.With("service", b.service, "slot", color, "backend", target)
 
-	backends, err := b.client.ShowBackends(ctx)
-	if err != nil {
-		return b.wrap(err, "list backends")
-	}
-	if !slices.Contains(backends, target) {
-		return fmt.Errorf("%w: cannot route %s to %s: backend %q is not in HAProxy's running configuration (it has: %s); add it (`bgd render` prints it) and reload HAProxy",
-			ErrNoBackend, b.service, color, target, strings.Join(backends, ", "))
+	if err := b.checkBackend(ctx, color, target); err != nil {
+		return err
 	}
 	prev, err := b.lookup(ctx)
 	if err != nil {
@@ -201,6 +196,31 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	if err := b.waitUp(ctx, target, color); err != nil {
 		return err
 	}
+	if err := b.switchEntry(ctx, prev, target); err != nil {
+		return err
+	}
+	log.Info("haproxy flipped", "previous", prev.Value, "elapsed", time.Since(start))
+	return nil
+}
+
+// checkBackend refuses a target backend HAProxy does not run: a map value
+// naming a missing backend would silently fall to default_backend.
+func (b *Balancer) checkBackend(ctx context.Context, color, target string) error {
+	backends, err := b.client.ShowBackends(ctx)
+	if err != nil {
+		return b.wrap(err, "list backends")
+	}
+	if !slices.Contains(backends, target) {
+		return fmt.Errorf("%w: cannot route %s to %s: backend %q is not in HAProxy's running configuration (it has: %s); add it (`bgd render` prints it) and reload HAProxy",
+			ErrNoBackend, b.service, color, target, strings.Join(backends, ", "))
+	}
+	return nil
+}
+
+// switchEntry sets the service's map entry to target, reads it back from
+// HAProxy and rewrites the map file; on any failure the previous entry is
+// put back, and the error says whether that worked.
+func (b *Balancer) switchEntry(ctx context.Context, prev admin.MapLookup, target string) error {
 	if err := b.setEntry(ctx, prev.Found, target); err != nil {
 		var ce *admin.CommandError
 		if !errors.As(err, &ce) {
@@ -232,7 +252,6 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		}
 		return fmt.Errorf("%w: %v; the runtime change was undone, so HAProxy still routes as before", ErrMapFile, err)
 	}
-	log.Info("haproxy flipped", "previous", prev.Value, "elapsed", time.Since(start))
 	return nil
 }
 
