@@ -145,16 +145,7 @@ func (s *Service) validateNginx(name string, addrs *addrIndex, ck *checker, add 
 
 func (s *Service) validateHAProxy(name string, addrs *addrIndex, add adder) {
 	h := s.LB.HAProxy
-	if msg := checkListen(h.Listen); msg != "" {
-		add("service %q: lb.haproxy.listen %q: %s", name, h.Listen, msg)
-	} else {
-		share := ""
-		if h.Template != "" {
-			share = "haproxy"
-		}
-		host, pn := splitListen(h.Listen)
-		s.addListen(name, "lb.haproxy.listen", host, pn, share, addrs, add)
-	}
+	s.addDriverListen(name, "lb.haproxy.listen", h.Listen, h.Template, "haproxy", addrs, add)
 	for _, p := range h.problems() {
 		add("service %q: %s", name, p)
 	}
@@ -162,6 +153,23 @@ func (s *Service) validateHAProxy(name string, addrs *addrIndex, add adder) {
 		// Every HAProxy service may name the same admin socket.
 		s.addListen(name, "lb.haproxy.socket", host, pn, "haproxy-admin", addrs, add)
 	}
+}
+
+// addDriverListen checks an nginx or HAProxy listen and records its address.
+// One nginx (one HAProxy) serves every service of its driver: they may share
+// an address when each has a template of its own that tells them apart
+// (server_name, ACLs); the default templates do not.
+func (s *Service) addDriverListen(name, key, listen, template, driver string, addrs *addrIndex, add adder) {
+	if msg := checkListen(listen); msg != "" {
+		add("service %q: %s %q: %s", name, key, listen, msg)
+		return
+	}
+	share := ""
+	if template != "" {
+		share = driver
+	}
+	host, pn := splitListen(listen)
+	s.addListen(name, key, host, pn, share, addrs, add)
 }
 
 // addListen records that the service's load balancer binds host:port and
