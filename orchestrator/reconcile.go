@@ -17,9 +17,9 @@ import (
 
 // Reconciliation lists what Reconcile found and fixed.
 type Reconciliation struct {
-	Service string   `json:"service"`
-	Active  string   `json:"active_version"`
-	Fixes   []string `json:"fixes"`
+	Service string       `json:"service"`
+	Active  config.Color `json:"active_version"`
+	Fixes   []string     `json:"fixes"`
 	// KeptCorrupt is where a corrupt state file was moved ("" if none).
 	KeptCorrupt string `json:"kept_corrupt,omitempty"`
 }
@@ -88,7 +88,7 @@ type fixer func(format string, args ...any)
 // reconcileSlot checks color's recorded process against its identity, adopts
 // a process bgd started for the slot but never recorded, and reports a
 // foreign process on the slot's port without touching it.
-func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c string, fix fixer) {
+func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c config.Color, fix fixer) {
 	sl := st.Slot(c)
 	if *sl.Port == 0 {
 		*sl.Port = o.svc.Port(c)
@@ -121,7 +121,7 @@ func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c str
 
 // checkRecorded keeps color's recorded pid only while it is the process bgd
 // started, and records the start time a legacy state lacks.
-func (o *Orchestrator) checkRecorded(st *state.State, c string, fix fixer) {
+func (o *Orchestrator) checkRecorded(st *state.State, c config.Color, fix fixer) {
 	sl := st.Slot(c)
 	id := o.identity(st, c)
 	switch err := o.sys.check(id); {
@@ -143,7 +143,7 @@ func (o *Orchestrator) checkRecorded(st *state.State, c string, fix fixer) {
 // adoptMarked records the process bgd started for color but never recorded
 // (found by its marker). Any further one is reported, left for the next
 // start of color to stop.
-func (o *Orchestrator) adoptMarked(st *state.State, c string, owner slots.PortOwner, held bool, fix fixer) {
+func (o *Orchestrator) adoptMarked(st *state.State, c config.Color, owner slots.PortOwner, held bool, fix fixer) {
 	sl := st.Slot(c)
 	for i, id := range o.sys.findMarked(o.marker(c)) {
 		if i > 0 {
@@ -161,7 +161,7 @@ func (o *Orchestrator) adoptMarked(st *state.State, c string, owner slots.PortOw
 
 // releaseFromEnv records the release color's process runs, as its
 // environment says (BG_RELEASE), when it is a valid release name.
-func (o *Orchestrator) releaseFromEnv(st *state.State, c string, fix fixer) {
+func (o *Orchestrator) releaseFromEnv(st *state.State, c config.Color, fix fixer) {
 	sl := st.Slot(c)
 	if rel := o.sys.getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
 		fix("%s: release is %s (was %q), as the slot's environment says", c, rel, *sl.Release)
@@ -185,7 +185,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 			st.ProxyPID, st.ProxyPIDStart = 0, 0
 		}
 	}
-	var active string
+	var active config.Color
 	var err error
 	if rr, ok := o.lb.(routeReporter); ok {
 		var ri *builtin.RouteInfo
@@ -199,7 +199,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 	switch {
 	case err != nil:
 		fix("the load balancer could not be asked (%v): active_version kept as %s", err, st.ActiveVersion)
-	case config.ValidColor(active) && active != st.ActiveVersion:
+	case active.Valid() && active != st.ActiveVersion:
 		fix("the load balancer routes to %s, the state said %s: state now says %s", active, st.ActiveVersion, active)
 		st.ActiveVersion = active
 	}
