@@ -370,8 +370,9 @@ func (r *rig) slot(color config.Color, release string) int {
 	env := append([]string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color.String(), "BG_RELEASE=" + release}, r.o.marker(color)...)
 	pid := r.host.spawn("demo-app --color "+color.String(), env...)
 	r.host.listen(pid, port)
-	sl := r.store.st.Slot(color)
-	*sl.PID, *sl.StartTime, *sl.Release, *sl.Healthy = pid, r.host.procs[pid].start, release, true
+	r.store.st.UpdateSlot(color, func(sl *state.SlotState) {
+		sl.PID, sl.StartTime, sl.Release, sl.Healthy = pid, r.host.procs[pid].start, release, true
+	})
 	return pid
 }
 

@@ -204,8 +204,8 @@ func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
 	other := color.Other()
 	return lb.Route{
 		Service:    o.svc.Name,
-		Active:     lb.Upstream{Color: color, Host: slotHost, Port: *st.Slot(color).Port},
-		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: *st.Slot(other).Port},
+		Active:     lb.Upstream{Color: color, Host: slotHost, Port: st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: st.Slot(other).Port},
 		HealthPath: o.svc.Health.Path,
 		Generation: st.Generation + 1,
 	}

@@ -49,11 +49,11 @@ func (o *Orchestrator) marker(color config.Color) []string {
 // bgd will signal for that slot.
 func (o *Orchestrator) identity(st *state.State, color config.Color) slots.Identity {
 	sl := st.Slot(color)
-	id := slots.Identity{PID: *sl.PID, StartTime: *sl.StartTime, Env: o.marker(color)}
+	id := slots.Identity{PID: sl.PID, StartTime: sl.StartTime, Env: o.marker(color)}
 	if id.StartTime == 0 {
 		// Recorded by a bgd that kept no start times: the environment it
 		// gave every slot is what recognises it.
-		id.Env = []string{"PORT=" + strconv.Itoa(*sl.Port), "BG_COLOR=" + color.String()}
+		id.Env = []string{"PORT=" + strconv.Itoa(sl.Port), "BG_COLOR=" + color.String()}
 	}
 	return id
 }
@@ -72,7 +72,7 @@ func (o *Orchestrator) running(st *state.State, color config.Color) bool {
 // two processes of one slot must never run.
 func (p *op) stopOrphans(ctx context.Context, color config.Color) error {
 	o := p.o
-	recorded := *p.st.Slot(color).PID
+	recorded := p.st.Slot(color).PID
 	var errs []error
 	for _, id := range o.sys.findMarked(o.marker(color)) {
 		if id.PID == recorded {
@@ -116,7 +116,7 @@ func (p *op) startSlot(ctx context.Context, color config.Color, release string) 
 	if err := p.confirmListener(ctx, color, port, proc); err != nil {
 		return err
 	}
-	*p.st.Slot(color).Healthy = true
+	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 	p.st.LastCheck = state.TimePtr(state.Now())
 	p.phase("healthy", color, "")
 	return nil
@@ -155,8 +155,7 @@ func (p *op) launch(ctx context.Context, color config.Color, release string, por
 		return nil, failf("start %s: %w", color, err)
 	}
 	o.log.Info("slot started", "slot", color, "pid", proc.PID, "port", port, "release", release)
-	slot := p.st.Slot(color)
-	*slot.PID, *slot.StartTime, *slot.Port, *slot.Release, *slot.Healthy = proc.PID, proc.Identity.StartTime, port, release, false
+	p.st.SetSlot(color, state.SlotState{PID: proc.PID, StartTime: proc.Identity.StartTime, Port: port, Release: release})
 	if err := p.save(); err != nil {
 		if serr := p.abandon(ctx, color, proc); serr != nil {
 			return nil, fmt.Errorf("%w; %w", err, serr)
@@ -233,7 +232,7 @@ func (p *op) failedStart(ctx context.Context, color config.Color, port int, proc
 // (bgd must find it again), and the error says so.
 func (p *op) abandon(ctx context.Context, color config.Color, proc *slots.Process) error {
 	if err := p.o.sys.stop(ctx, proc.Identity, p.o.svc.StopGrace.D()); err != nil {
-		*p.st.Slot(color).Healthy = false
+		p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = false })
 		return failf("stopping the new %s process (pid %d) failed, so it stays recorded: %w", color, proc.PID, err)
 	}
 	p.forget(color)
@@ -242,8 +241,7 @@ func (p *op) abandon(ctx context.Context, color config.Color, proc *slots.Proces
 
 // forget records that color runs no process.
 func (p *op) forget(color config.Color) {
-	slot := p.st.Slot(color)
-	*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
+	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.PID, sl.StartTime, sl.Healthy = 0, 0, false })
 }
 
 // stopSlot stops color's process (SIGTERM, then SIGKILL after stop_grace),
@@ -251,8 +249,7 @@ func (p *op) forget(color config.Color) {
 // to another process is never signalled: it is forgotten, and the returned
 // note says so ("" otherwise).
 func (p *op) stopSlot(ctx context.Context, color config.Color) (note string, err error) {
-	slot := p.st.Slot(color)
-	if *slot.PID > 0 {
+	if p.st.Slot(color).PID > 0 {
 		id := p.o.identity(p.st, color)
 		err := p.o.sys.stop(ctx, id, p.o.svc.StopGrace.D())
 		switch {

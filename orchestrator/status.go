@@ -168,8 +168,8 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 // bgd's), and its probe's result.
 func (o *Orchestrator) slotStatus(st *state.State, color config.Color, probe error) SlotStatus {
 	sl := st.Slot(color)
-	ss := SlotStatus{Color: color, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, color),
-		Healthy: probe == nil, Release: *sl.Release, Active: color == st.ActiveVersion}
+	ss := SlotStatus{Color: color, Port: sl.Port, PID: sl.PID, Running: o.running(st, color),
+		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion}
 	if probe != nil {
 		ss.HealthError = probe.Error()
 	}
@@ -182,7 +182,7 @@ func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[confi
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, c := range config.Colors {
-		port := *st.Slot(c).Port
+		port := st.Slot(c).Port
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -275,7 +275,7 @@ func (o *Orchestrator) sweepError(sw *Sweep, st *state.State, probes map[config.
 	var errs []error
 	if sw.FailedOver == "" && probes[sw.Active] != nil {
 		errs = append(errs, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %w", ErrNotHealthy, sw.Active,
-			*st.Slot(sw.Active).Port, probes[sw.Active])))
+			st.Slot(sw.Active).Port, probes[sw.Active])))
 	}
 	if sw.Proxy != nil && !sw.Proxy.Running {
 		errs = append(errs, o.proxyError(sw.Proxy, proxyWhat))
@@ -341,13 +341,13 @@ func keepNewer(st, probed *state.State, probes map[config.Color]error, sw *Sweep
 	fresh = st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
 	for _, c := range config.Colors {
 		now, then := st.Slot(c), probed.Slot(c)
-		if *now.PID == *then.PID && *now.Port == *then.Port && *now.Release == *then.Release && *now.Healthy == *then.Healthy {
-			*now.Healthy = probes[c] == nil
+		if now.PID == then.PID && now.Port == then.Port && now.Release == then.Release && now.Healthy == then.Healthy {
+			st.UpdateSlot(c, func(sl *state.SlotState) { sl.Healthy = probes[c] == nil })
 			continue
 		}
 		fresh = false
 		probes[c] = nil
-		if !*now.Healthy {
+		if !now.Healthy {
 			probes[c] = fmt.Errorf("%w (as recorded by the operation that changed it since the probe)", ErrNotHealthy)
 		}
 		sw.Message = strings.TrimSpace(sw.Message + " " + c.String() + " changed since it was probed: its newer recorded result is kept.")
@@ -387,7 +387,7 @@ func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sw
 		return
 	}
 	st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusSuccess,
-		Release: *st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
+		Release: st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
 	sw.FailedOver = standby
 	p.o.log.Error("failed over", "from", active, "to", standby, "err", probes[active])
 }

@@ -34,7 +34,7 @@ func (p *op) result(action string, color config.Color, changed bool, msg string)
 		Duration: time.Since(p.began), Message: msg}
 	if color != "" {
 		s := st.Slot(color)
-		r.Port, r.PID, r.Release = *s.Port, *s.PID, *s.Release
+		r.Port, r.PID, r.Release = s.Port, s.PID, s.Release
 	}
 	return r
 }
@@ -65,7 +65,6 @@ func (o *Orchestrator) Start(ctx context.Context, color config.Color, release st
 		return nil, err
 	}
 	st := p.st
-	slot := st.Slot(color)
 	changed, err := p.startIfNeeded(ctx, color, release)
 	if err != nil {
 		return nil, p.end(err)
@@ -78,9 +77,10 @@ func (o *Orchestrator) Start(ctx context.Context, color config.Color, release st
 		changed = changed || flipped
 	}
 	p.phase("done", color, "")
-	msg := fmt.Sprintf("%s is running and healthy on port %d", color, *slot.Port)
+	port := st.Slot(color).Port
+	msg := fmt.Sprintf("%s is running and healthy on port %d", color, port)
 	if !changed {
-		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, *slot.Port)
+		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, port)
 	}
 	return p.result("start", color, changed, msg), p.end(nil)
 }
@@ -91,13 +91,13 @@ func (o *Orchestrator) Start(ctx context.Context, color config.Color, release st
 func (p *op) startIfNeeded(ctx context.Context, color config.Color, release string) (bool, error) {
 	slot := p.st.Slot(color)
 	if release == "" {
-		release = *slot.Release
+		release = slot.Release
 	}
 	if release == "" {
 		release = "initial"
 	}
-	if p.o.running(p.st, color) && release == *slot.Release && p.o.sys.probe(ctx, *slot.Port) == nil {
-		*slot.Healthy = true
+	if p.o.running(p.st, color) && release == slot.Release && p.o.sys.probe(ctx, slot.Port) == nil {
+		p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 		return false, nil
 	}
 	if _, err := p.stopSlot(ctx, color); err != nil {
@@ -227,10 +227,10 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 		color = color.Other()
 	}
 	slot := st.Slot(color)
-	if *slot.Release != d.Release || !o.running(st, color) || o.sys.probe(ctx, *slot.Port) != nil {
+	if slot.Release != d.Release || !o.running(st, color) || o.sys.probe(ctx, slot.Port) != nil {
 		return nil, false, nil
 	}
-	*slot.Healthy = true
+	st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if d.NoSwitch {
 		return p.result("deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
@@ -273,7 +273,7 @@ func (o *Orchestrator) Switch(ctx context.Context, color config.Color, force boo
 		st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusFailed, Reason: err.Error()})
 		return nil, p.end(err)
 	}
-	st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusSuccess, Release: *st.Slot(color).Release})
+	st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusSuccess, Release: st.Slot(color).Release})
 	p.phase("done", color, "")
 	return p.result("switch", color, true, fmt.Sprintf("traffic switched from %s to %s", from, color)), p.end(nil)
 }
@@ -296,16 +296,15 @@ func (o *Orchestrator) Rollback(ctx context.Context) (*Result, error) {
 		st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusFailed, Reason: err.Error()})
 		return nil, p.end(err)
 	}
-	st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusRolledBack, Release: *st.Slot(to).Release})
+	st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusRolledBack, Release: st.Slot(to).Release})
 	p.phase("done", to, "")
 	return p.result("rollback", to, true, fmt.Sprintf("rolled back from %s to %s", from, to)), p.end(nil)
 }
 
 // checkTarget probes color now; the stored health may be stale.
 func (p *op) checkTarget(ctx context.Context, color config.Color, verb string, force bool) error {
-	slot := p.st.Slot(color)
-	err := p.o.sys.probe(ctx, *slot.Port)
-	*slot.Healthy = err == nil
+	err := p.o.sys.probe(ctx, p.st.Slot(color).Port)
+	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = err == nil })
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if err == nil || force {
 		if err != nil {

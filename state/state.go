@@ -78,21 +78,44 @@ func New(bluePort, greenPort int) *State {
 	return &State{ActiveVersion: config.Blue, BluePort: bluePort, GreenPort: greenPort, History: []Event{}}
 }
 
-// Slot is a view of one colour's fields.
-type Slot struct {
-	PID       *int
-	StartTime *uint64
-	Port      *int
-	Healthy   *bool
-	Release   *string
+// SlotState is one colour's part of the state. The file keeps it flat, as
+// the original tool did: <colour>_pid, <colour>_pid_starttime,
+// <colour>_port, <colour>_healthy and <colour>_release (State's Blue* and
+// Green* fields, which Slot and SetSlot read and write).
+type SlotState struct {
+	PID int
+	// StartTime is the start time of PID in clock ticks after boot
+	// (/proc/PID/stat's starttime); 0: not recorded.
+	StartTime uint64
+	Port      int
+	Healthy   bool
+	Release   string
 }
 
-// Slot returns pointers to the fields of the given colour.
-func (s *State) Slot(color config.Color) Slot {
+// Slot returns the fields of the given colour (Green's for config.Green,
+// Blue's otherwise).
+func (s *State) Slot(color config.Color) SlotState {
 	if color == config.Green {
-		return Slot{&s.GreenPID, &s.GreenPIDStart, &s.GreenPort, &s.GreenHealthy, &s.GreenRelease}
+		return SlotState{PID: s.GreenPID, StartTime: s.GreenPIDStart, Port: s.GreenPort, Healthy: s.GreenHealthy, Release: s.GreenRelease}
 	}
-	return Slot{&s.BluePID, &s.BluePIDStart, &s.BluePort, &s.BlueHealthy, &s.BlueRelease}
+	return SlotState{PID: s.BluePID, StartTime: s.BluePIDStart, Port: s.BluePort, Healthy: s.BlueHealthy, Release: s.BlueRelease}
+}
+
+// SetSlot writes the fields of the given colour (Green's for config.Green,
+// Blue's otherwise).
+func (s *State) SetSlot(color config.Color, sl SlotState) {
+	if color == config.Green {
+		s.GreenPID, s.GreenPIDStart, s.GreenPort, s.GreenHealthy, s.GreenRelease = sl.PID, sl.StartTime, sl.Port, sl.Healthy, sl.Release
+		return
+	}
+	s.BluePID, s.BluePIDStart, s.BluePort, s.BlueHealthy, s.BlueRelease = sl.PID, sl.StartTime, sl.Port, sl.Healthy, sl.Release
+}
+
+// UpdateSlot changes the fields of the given colour with f.
+func (s *State) UpdateSlot(color config.Color, f func(*SlotState)) {
+	sl := s.Slot(color)
+	f(&sl)
+	s.SetSlot(color, sl)
 }
 
 // Record appends an event, keeping at most MaxHistory.

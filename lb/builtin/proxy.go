@@ -172,7 +172,7 @@ func (p *Proxy) reload() error {
 		return err
 	}
 	slot := st.Slot(st.ActiveVersion)
-	next := upstream{color: st.ActiveVersion, port: *slot.Port, pid: *slot.PID, generation: st.Generation}
+	next := upstream{color: st.ActiveVersion, port: slot.Port, pid: slot.PID, generation: st.Generation}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st

@@ -96,8 +96,8 @@ func flip(t *testing.T, store *state.Store, b *Balancer, color config.Color) {
 	}
 	r := lb.Route{
 		Service:    "app",
-		Active:     lb.Upstream{Color: color, Host: lb.LocalHost, Port: *st.Slot(color).Port},
-		Standby:    lb.Upstream{Color: other, Host: lb.LocalHost, Port: *st.Slot(other).Port},
+		Active:     lb.Upstream{Color: color, Host: lb.LocalHost, Port: st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: lb.LocalHost, Port: st.Slot(other).Port},
 		Generation: st.Generation,
 	}
 	if err := b.Flip(context.Background(), r); err != nil {
