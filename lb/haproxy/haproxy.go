@@ -357,7 +357,7 @@ func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 
 // Backend is one colour's backend, as the snippet template sees it.
 type Backend struct {
-	Color  string // "blue" or "green"
+	Color  string // "blue" or "green"; a plain string (template data), not config.Color
 	Name   string // the HAProxy backend, lb.haproxy.backends.<colour>
 	Addr   string // the slot, "127.0.0.1:5005"
 	Active bool   // the backend r routes to

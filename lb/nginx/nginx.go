@@ -149,6 +149,8 @@ var hostName = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
 
 // Slot is one slot as a template sees it.
 type Slot struct {
+	// Color is "blue" or "green": template data stays a plain string (not
+	// config.Color), so a template may pass it where a string is expected.
 	Color string
 	Host  string
 	Port  int
