@@ -13,7 +13,7 @@ func TestSectionCheck(t *testing.T) {
 	goodN := Nginx{File: "/etc/nginx/conf.d/bgd-app.conf", Listen: "80", Test: []string{"nginx", "-t"},
 		Reload: []string{"nginx", "-s", "reload"}, VerifyURL: "http://127.0.0.1:80/"}
 	goodH := HAProxy{Socket: "/run/haproxy/admin.sock", MapFile: "/etc/haproxy/bgd.map",
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}
+		Backends: map[Color]string{Blue: "app_blue", Green: "app_green"}}
 	noListen := goodH
 	noListen.Listen = ""
 	missingCmd := goodN
@@ -29,7 +29,7 @@ func TestSectionCheck(t *testing.T) {
 	n := func(f func(*Nginx)) Nginx { c := goodN; f(&c); return c }
 	h := func(f func(*HAProxy)) HAProxy {
 		c := goodH
-		c.Backends = map[string]string{"blue": "app_blue", "green": "app_green"}
+		c.Backends = map[Color]string{Blue: "app_blue", Green: "app_green"}
 		f(&c)
 		return c
 	}

@@ -13,8 +13,31 @@ import (
 // ErrInvalid marks every configuration error; the CLI maps it to exit 2.
 var ErrInvalid = errors.New("invalid configuration")
 
+// Color names one of the two slots of a service: Blue or Green. It is a
+// string type, so it marshals (JSON, YAML, text templates) as the name.
+type Color string
+
+// The two colours.
+const (
+	Blue  Color = "blue"
+	Green Color = "green"
+)
+
 // Colors are the two slots of every service, in display order.
-var Colors = []string{"blue", "green"}
+var Colors = []Color{Blue, Green}
+
+// Other returns the colour that is not c (Blue for Green, Green otherwise).
+func (c Color) Other() Color {
+	if c == Green {
+		return Blue
+	}
+	return Green
+}
+
+// Valid reports whether c is Blue or Green.
+func (c Color) Valid() bool { return c == Blue || c == Green }
+
+func (c Color) String() string { return string(c) }
 
 // Config is a whole bluegreen.yml.
 type Config struct {
@@ -147,7 +170,7 @@ type HAProxy struct {
 	// Default /etc/haproxy/bgd.map.
 	MapFile string `yaml:"map_file"`
 	// Backends names the backend of each colour. Default <service>_blue, <service>_green.
-	Backends map[string]string `yaml:"backends"`
+	Backends map[Color]string `yaml:"backends"`
 	// Listen is what the rendered snippet's frontend binds: a port or
 	// address:port. Default "80". Only `bgd render` uses it (bgd never
 	// edits HAProxy's configuration).
@@ -158,8 +181,8 @@ type HAProxy struct {
 }
 
 // Port returns the port of the given colour.
-func (s *Service) Port(color string) int {
-	if color == "green" {
+func (s *Service) Port(color Color) int {
+	if color == Green {
 		return s.Green.Port
 	}
 	return s.Blue.Port
@@ -175,17 +198,6 @@ func (d Duration) String() string { return time.Duration(d).String() }
 
 // MarshalYAML writes the duration back in its readable form.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
-
-// Other returns the colour that is not c.
-func Other(c string) string {
-	if c == "green" {
-		return "blue"
-	}
-	return "green"
-}
-
-// ValidColor reports whether c is blue or green.
-func ValidColor(c string) bool { return c == "blue" || c == "green" }
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)

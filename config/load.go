@@ -227,13 +227,13 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 func (c *Config) applyEnv(getenv func(string) string) error {
 	for _, o := range []struct {
 		env   string
-		color string
-	}{{"BLUE_PORT", "blue"}, {"GREEN_PORT", "green"}} {
+		color Color
+	}{{"BLUE_PORT", Blue}, {"GREEN_PORT", Green}} {
 		v := getenv(o.env)
 		if v == "" {
 			continue
 		}
-		p, err := envPort(o.env, v, o.color+" port")
+		p, err := envPort(o.env, v, o.color.String()+" port")
 		if err != nil {
 			return err
 		}
@@ -241,7 +241,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			return invalidf("%s is set, but %d services are configured: it applies to a single service only; set the ports in the config file", o.env, len(c.Services))
 		}
 		for _, s := range c.Services {
-			if o.color == "blue" {
+			if o.color == Blue {
 				s.Blue.Port = p
 			} else {
 				s.Green.Port = p
@@ -326,11 +326,11 @@ func (c *Config) fillDefaults() {
 			hp.Listen = "80"
 		}
 		if hp.Backends == nil {
-			hp.Backends = map[string]string{}
+			hp.Backends = map[Color]string{}
 		}
 		for _, col := range Colors {
 			if hp.Backends[col] == "" {
-				hp.Backends[col] = name + "_" + col
+				hp.Backends[col] = name + "_" + col.String()
 			}
 		}
 	}
@@ -403,6 +403,6 @@ func (c *Config) StatePath(service string) string {
 }
 
 // LogPath is where the slot's stdout and stderr go.
-func (c *Config) LogPath(service, color string) string {
-	return filepath.Join(filepath.Dir(c.StatePath(service)), "logs", service+"-"+color+".log")
+func (c *Config) LogPath(service string, color Color) string {
+	return filepath.Join(filepath.Dir(c.StatePath(service)), "logs", service+"-"+color.String()+".log")
 }

@@ -153,7 +153,7 @@ func (ck *checker) template(s *Service, text string) string {
 		if ck.timedOut {
 			return ""
 		}
-		err := ck.execute(t, sampleVars{Port: s.Port(col), Color: col, Release: sampleRelease})
+		err := ck.execute(t, sampleVars{Port: s.Port(col), Color: col.String(), Release: sampleRelease})
 		if err == nil {
 			continue
 		}

@@ -338,7 +338,7 @@ func (h HAProxy) problems() []string {
 		add("lb.haproxy.template %q is not a usable path", h.Template)
 	}
 	for key := range h.Backends {
-		if !ValidColor(key) {
+		if !key.Valid() {
 			add("lb.haproxy.backends: unknown colour %q (use blue and green)", key)
 		}
 	}
@@ -347,8 +347,8 @@ func (h HAProxy) problems() []string {
 			add("lb.haproxy.backends.%s %q: %s", col, b, nameRule)
 		}
 	}
-	if h.Backends["blue"] == h.Backends["green"] {
-		add("lb.haproxy.backends: blue and green both name %q", h.Backends["blue"])
+	if h.Backends[Blue] == h.Backends[Green] {
+		add("lb.haproxy.backends: blue and green both name %q", h.Backends[Blue])
 	}
 	if strings.ContainsAny(h.MapFile, " \t\r\n\"';\x00") {
 		add("lb.haproxy.map_file %q must not contain spaces, quotes or ';'", h.MapFile)

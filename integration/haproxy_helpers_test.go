@@ -68,7 +68,7 @@ func newHAProxy(t *testing.T, bluePort, greenPort int, s haSetup) *testHAProxy {
 		port:    freePort(t), bluePort: bluePort, greenPort: greenPort,
 	}
 	h.hcfg = config.HAProxy{Socket: h.sock, MapFile: h.mapFile,
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}
+		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}
 	mapInit := "app app_blue\n"
 	if s.mapInit != nil {
 		mapInit = *s.mapInit
@@ -133,7 +133,7 @@ func (h *testHAProxy) balancer(t *testing.T, upTimeout time.Duration) *haproxy.B
 }
 
 // waitUp waits until HAProxy's checks see the colour's server UP.
-func (h *testHAProxy) waitUp(t *testing.T, colors ...string) {
+func (h *testHAProxy) waitUp(t *testing.T, colors ...config.Color) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for _, c := range colors {
@@ -151,7 +151,7 @@ func (h *testHAProxy) waitUp(t *testing.T, colors ...string) {
 }
 
 // waitDown waits until HAProxy's checks see the colour's server DOWN.
-func (h *testHAProxy) waitDown(t *testing.T, color string) {
+func (h *testHAProxy) waitDown(t *testing.T, color config.Color) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -204,11 +204,11 @@ func (h *testHAProxy) assertRoutesTo(t *testing.T, color string) {
 
 func haRoute(active string, bluePort, greenPort int) lb.Route {
 	ports := map[string]int{"blue": bluePort, "green": greenPort}
-	other := config.Other(active)
+	other := config.Color(active).Other().String()
 	return lb.Route{
 		Service:    "app",
-		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
-		Standby:    lb.Upstream{Color: other, Host: "127.0.0.1", Port: ports[other]},
+		Active:     lb.Upstream{Color: config.Color(active), Host: "127.0.0.1", Port: ports[active]},
+		Standby:    lb.Upstream{Color: config.Color(other), Host: "127.0.0.1", Port: ports[other]},
 		HealthPath: "/health",
 	}
 }
@@ -240,7 +240,7 @@ func init() {
 	}
 	sock, mapFile, _ := strings.Cut(spec, "|")
 	b, err := haproxy.New("app", config.HAProxy{Socket: sock, MapFile: mapFile,
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}, haproxy.Options{UpTimeout: time.Second})
+		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}, haproxy.Options{UpTimeout: time.Second})
 	if err == nil {
 		err = b.Flip(context.Background(), haRoute("green", 1, 2))
 	}

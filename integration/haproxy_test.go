@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/lb/haproxy/admin"
@@ -39,7 +40,7 @@ func TestHAProxyFlip(t *testing.T) {
 			t.Fatalf("flip to %s: %v", color, err)
 		}
 		h.assertRoutesTo(t, color)
-		if got, err := b.Active(ctx); err != nil || got != color {
+		if got, err := b.Active(ctx); err != nil || got != config.Color(color) {
 			t.Fatalf("Active: %q, %v; want %s", got, err, color)
 		}
 		data, _ := os.ReadFile(h.mapFile)
@@ -252,7 +253,7 @@ func TestHAProxyFaults(t *testing.T) {
 	h.waitUp(t, "blue")
 	ctx := context.Background()
 	green := haRoute("green", bluePort, greenPort)
-	driver := func(t *testing.T, mutate func(*haproxy.Options, *testHAProxy) (string, string, map[string]string)) *haproxy.Balancer {
+	driver := func(t *testing.T, mutate func(*haproxy.Options, *testHAProxy) (string, string, map[config.Color]string)) *haproxy.Balancer {
 		t.Helper()
 		cfg := h.hcfg
 		opts := haproxy.Options{UpTimeout: 500 * time.Millisecond, PollInterval: 10 * time.Millisecond}
@@ -277,13 +278,15 @@ func TestHAProxyFaults(t *testing.T) {
 
 	t.Run("socket missing", func(t *testing.T) {
 		missing := h.dir + "/gone.sock"
-		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return missing, "", nil }).Flip(ctx, green)
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[config.Color]string) {
+			return missing, "", nil
+		}).Flip(ctx, green)
 		haFault(t, h, err, lb.ErrUnreachable, missing, "no such file or directory")
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		// A TCP admin socket nobody listens on.
 		addr := "tcp://127.0.0.1:" + strconv.Itoa(freePort(t))
-		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return addr, "", nil }).Flip(ctx, green)
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[config.Color]string) { return addr, "", nil }).Flip(ctx, green)
 		haFault(t, h, err, lb.ErrUnreachable, addr, "connection refused")
 	})
 	t.Run("permission denied", func(t *testing.T) {
@@ -320,8 +323,8 @@ func TestHAProxyFaults(t *testing.T) {
 		haFault(t, h, errors.New(out), nil)
 	})
 	t.Run("backend missing", func(t *testing.T) {
-		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) {
-			return "", "", map[string]string{"blue": "app_blue", "green": "app_green_v2"}
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[config.Color]string) {
+			return "", "", map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green_v2"}
 		}).Flip(ctx, green)
 		haFault(t, h, err, haproxy.ErrNoBackend, `backend "app_green_v2"`, "app_blue, app_green")
 	})
@@ -332,7 +335,7 @@ func TestHAProxyFaults(t *testing.T) {
 	t.Run("map file not loaded", func(t *testing.T) {
 		other := h.dir + "/other.map"
 		os.WriteFile(other, []byte("app app_blue\n"), 0o644)
-		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return "", other, nil }).Flip(ctx, green)
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[config.Color]string) { return "", other, nil }).Flip(ctx, green)
 		haFault(t, h, err, haproxy.ErrMapNotLoaded, other, "it has: "+h.mapFile)
 		if data, _ := os.ReadFile(other); string(data) != "app app_blue\n" {
 			t.Errorf("the unloaded map file was rewritten: %q", data)
@@ -341,7 +344,9 @@ func TestHAProxyFaults(t *testing.T) {
 	t.Run("error text from the master CLI", func(t *testing.T) {
 		// lb.haproxy.socket naming the master socket: HAProxy answers
 		// "Unknown command" to show backend.
-		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[string]string) { return h.master, "", nil }).Flip(ctx, green)
+		err := driver(t, func(*haproxy.Options, *testHAProxy) (string, string, map[config.Color]string) {
+			return h.master, "", nil
+		}).Flip(ctx, green)
 		haFault(t, h, err, admin.ErrUnknownCommand, "Unknown command", "master CLI")
 	})
 }
@@ -425,7 +430,7 @@ services:
 	}
 	expect := func(step, color, release string) {
 		t.Helper()
-		h.waitUp(t, color)
+		h.waitUp(t, config.Color(color))
 		for range 3 {
 			resp, err := http.Post(h.url(), "text/plain", strings.NewReader("x"))
 			if err != nil {

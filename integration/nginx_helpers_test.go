@@ -82,11 +82,11 @@ func (n *testNginx) url() string { return fmt.Sprintf("http://127.0.0.1:%d/", n.
 
 // nginxRoute is a Route to the given colour of a two-slot service.
 func nginxRoute(active string, ports map[string]int, gen uint64) lb.Route {
-	standby := config.Other(active)
+	standby := config.Color(active).Other().String()
 	return lb.Route{
 		Service:    "app",
-		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
-		Standby:    lb.Upstream{Color: standby, Host: "127.0.0.1", Port: ports[standby]},
+		Active:     lb.Upstream{Color: config.Color(active), Host: "127.0.0.1", Port: ports[active]},
+		Standby:    lb.Upstream{Color: config.Color(standby), Host: "127.0.0.1", Port: ports[standby]},
 		HealthPath: "/health",
 		Generation: gen,
 	}

@@ -64,7 +64,7 @@ func TestNginxFlip(t *testing.T) {
 			t.Fatalf("body %q does not name %s", got.Body, col)
 		}
 		active, err := b.Active(ctx)
-		if err != nil || active != col {
+		if err != nil || active != config.Color(col) {
 			t.Fatalf("Active = %q, %v; want %s", active, err, col)
 		}
 		want, err := b.Render(r)
@@ -290,7 +290,7 @@ func TestNginxLoad(t *testing.T) {
 	var took []time.Duration
 	stale := 0
 	for i := 2; i <= flips+1; i++ {
-		col := config.Colors[i%2]
+		col := config.Colors[i%2].String()
 		start := time.Now()
 		if err := b.Flip(ctx, nginxRoute(col, ports, uint64(i))); err != nil {
 			l.stop()
@@ -415,7 +415,7 @@ services:
 	// The time of a whole `bgd switch` through nginx, confirmed by nginx.
 	var took []time.Duration
 	for i := 0; i < 10; i++ {
-		col := config.Colors[i%2]
+		col := config.Colors[i%2].String()
 		start := time.Now()
 		run("switch", col)
 		took = append(took, time.Since(start))
@@ -471,7 +471,7 @@ func TestNginxDocsExample(t *testing.T) {
 		if got := nginxGet(t, fmt.Sprintf("http://127.0.0.1:%d/", sitePort)); got.Slot != col {
 			t.Fatalf("after flip to %s the site answered from %q: %q", col, got.Slot, got.Body)
 		}
-		if active, err := b.Active(context.Background()); err != nil || active != col {
+		if active, err := b.Active(context.Background()); err != nil || active != config.Color(col) {
 			t.Fatalf("Active = %q, %v; want %s", active, err, col)
 		}
 	}

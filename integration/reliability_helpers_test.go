@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
@@ -175,12 +176,12 @@ func (r *rig) servedBy() string {
 }
 
 // waitServedBy polls the proxy until color answers.
-func (r *rig) waitServedBy(color string) {
+func (r *rig) waitServedBy(color config.Color) {
 	r.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		got := r.servedBy()
-		if got == color {
+		if got == color.String() {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/bgd-dev/bgd/config"
 )
 
 // ErrUnreachable: the load balancer could not be asked (no process, no
@@ -45,7 +47,7 @@ const LocalHost = "127.0.0.1"
 
 // Upstream is one slot as the load balancer sees it.
 type Upstream struct {
-	Color string // "blue" or "green"
+	Color config.Color // config.Blue or config.Green
 	// Host is where the slot listens: a host name, an IPv4 address or a
 	// bracketed IPv6 address ("[::1]"). Never empty; bgd's slots listen on
 	// LocalHost. Any other host is a remote slot, which only a driver with
@@ -157,8 +159,8 @@ func (r Route) Validate() error {
 func SampleRoute(service string) Route {
 	return Route{
 		Service:    service,
-		Active:     Upstream{Color: "blue", Host: LocalHost, Port: 5005},
-		Standby:    Upstream{Color: "green", Host: LocalHost, Port: 5006},
+		Active:     Upstream{Color: config.Blue, Host: LocalHost, Port: 5005},
+		Standby:    Upstream{Color: config.Green, Host: LocalHost, Port: 5006},
 		HealthPath: "/health",
 		Generation: 1,
 	}
@@ -265,7 +267,7 @@ type Balancer interface {
 	// changes.
 	Flip(ctx context.Context, r Route) error
 	// Active asks the load balancer which colour it really routes to.
-	Active(ctx context.Context) (string, error)
+	Active(ctx context.Context) (config.Color, error)
 	// Render returns the configuration a Flip to r would apply; it refuses
 	// what Flip refuses.
 	Render(r Route) ([]byte, error)

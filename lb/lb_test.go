@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 )
 
@@ -162,9 +163,9 @@ func TestEachCapabilityLetsItsFeatureThrough(t *testing.T) {
 // capableLB declares Weights.
 type capableLB struct{}
 
-func (capableLB) Flip(context.Context, lb.Route) error   { return nil }
-func (capableLB) Active(context.Context) (string, error) { return "blue", nil }
-func (capableLB) Render(r lb.Route) ([]byte, error)      { return nil, nil }
+func (capableLB) Flip(context.Context, lb.Route) error         { return nil }
+func (capableLB) Active(context.Context) (config.Color, error) { return config.Blue, nil }
+func (capableLB) Render(r lb.Route) ([]byte, error)            { return nil, nil }
 func (capableLB) Capabilities() lb.Capabilities {
 	return lb.Capabilities{Driver: "capable", Weights: true}
 }

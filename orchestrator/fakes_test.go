@@ -286,7 +286,7 @@ func (l memLock) Unlock()         { l.m.locks-- }
 
 // testLB is a driver that does not follow the state file (nginx, HAProxy).
 type testLB struct {
-	active    string
+	active    config.Color
 	activeErr error
 	flipErr   error
 	flips     []lb.Route
@@ -301,8 +301,8 @@ func (b *testLB) Flip(ctx context.Context, r lb.Route) error {
 	return nil
 }
 
-func (b *testLB) Active(ctx context.Context) (string, error) { return b.active, b.activeErr }
-func (b *testLB) Render(r lb.Route) ([]byte, error)          { return []byte(r.Active.Color), nil }
+func (b *testLB) Active(ctx context.Context) (config.Color, error) { return b.active, b.activeErr }
+func (b *testLB) Render(r lb.Route) ([]byte, error)                { return []byte(r.Active.Color), nil }
 
 // proxyLB is a driver like the builtin proxy: it follows the state file,
 // reports its route and can be started.
@@ -365,13 +365,14 @@ func newRig(t *testing.T, bal lb.Balancer, edit ...func(*config.Service)) *rig {
 
 // slot starts a process bgd started for color (marker and the start
 // environment), records it in the state with release, and makes it listen.
-func (r *rig) slot(color, release string) int {
+func (r *rig) slot(color config.Color, release string) int {
 	port := r.o.svc.Port(color)
-	env := append([]string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color, "BG_RELEASE=" + release}, r.o.marker(color)...)
-	pid := r.host.spawn("demo-app --color "+color, env...)
+	env := append([]string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color.String(), "BG_RELEASE=" + release}, r.o.marker(color)...)
+	pid := r.host.spawn("demo-app --color "+color.String(), env...)
 	r.host.listen(pid, port)
-	sl := r.store.st.Slot(color)
-	*sl.PID, *sl.StartTime, *sl.Release, *sl.Healthy = pid, r.host.procs[pid].start, release, true
+	r.store.st.UpdateSlot(color, func(sl *state.SlotState) {
+		sl.PID, sl.StartTime, sl.Release, sl.Healthy = pid, r.host.procs[pid].start, release, true
+	})
 	return pid
 }
 

@@ -75,7 +75,7 @@ func RunProxy(ctx context.Context, cfg *config.Config, service string, logger *s
 
 // SlotLog is the end of the log of service's color slot: its path and its
 // last lines (at least 1). It needs no orchestrator, so no load balancer.
-func SlotLog(cfg *config.Config, service, color string, lines int) (path, tail string, err error) {
+func SlotLog(cfg *config.Config, service string, color config.Color, lines int) (path, tail string, err error) {
 	svc, err := cfg.Service(service)
 	if err != nil {
 		return "", "", err

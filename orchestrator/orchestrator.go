@@ -48,7 +48,7 @@ type Options struct {
 // Phase is one step of a workflow, for progress display.
 type Phase struct {
 	Step    string // "starting", "waiting", "healthy", "switching", "done", "failed"
-	Color   string
+	Color   config.Color
 	Elapsed time.Duration // since the workflow began
 	Detail  string
 }
@@ -117,7 +117,7 @@ func (o *Orchestrator) Balancer() lb.Balancer { return o.lb }
 const slotHost = "127.0.0.1"
 
 // phase tells Options.Progress that the operation reached step.
-func (p *op) phase(step, color, detail string) {
+func (p *op) phase(step string, color config.Color, detail string) {
 	if p.o.opts.Progress != nil {
 		p.o.opts.Progress(Phase{Step: step, Color: color, Elapsed: time.Since(p.began), Detail: detail})
 	}
@@ -138,7 +138,7 @@ type op struct {
 
 // begin takes the lock, loads the state, records a previous operation that
 // never finished, and marks this one in progress.
-func (o *Orchestrator) begin(ctx context.Context, name, from, to string) (*op, error) {
+func (o *Orchestrator) begin(ctx context.Context, name string, from, to config.Color) (*op, error) {
 	began := time.Now()
 	cmd := o.opts.Command
 	if cmd == "" {
@@ -200,12 +200,12 @@ func (p *op) end(err error) error {
 }
 
 // route is the routing that sends traffic to color.
-func (o *Orchestrator) route(st *state.State, color string) lb.Route {
-	other := config.Other(color)
+func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
+	other := color.Other()
 	return lb.Route{
 		Service:    o.svc.Name,
-		Active:     lb.Upstream{Color: color, Host: slotHost, Port: *st.Slot(color).Port},
-		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: *st.Slot(other).Port},
+		Active:     lb.Upstream{Color: color, Host: slotHost, Port: st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: st.Slot(other).Port},
 		HealthPath: o.svc.Health.Path,
 		Generation: st.Generation + 1,
 	}

@@ -20,7 +20,7 @@ import (
 // fakeLB is a balancer that does not follow the state file (like nginx or
 // HAProxy): it routes where Flip told it, or fails when told to.
 type fakeLB struct {
-	active  string
+	active  config.Color
 	flipErr error
 	flips   int
 }
@@ -35,8 +35,8 @@ func (f *fakeLB) Flip(ctx context.Context, r lb.Route) error {
 	f.active = r.Active.Color
 	return nil
 }
-func (f *fakeLB) Active(ctx context.Context) (string, error) { return f.active, nil }
-func (f *fakeLB) Render(r lb.Route) ([]byte, error)          { return []byte(r.Active.Color), nil }
+func (f *fakeLB) Active(ctx context.Context) (config.Color, error) { return f.active, nil }
+func (f *fakeLB) Render(r lb.Route) ([]byte, error)                { return []byte(r.Active.Color), nil }
 
 // newOrch returns an orchestrator of the embedded default (slots are this
 // test binary as demo app) on free ports, with state in a temp dir; edit, if
@@ -60,7 +60,7 @@ func newOrch(t *testing.T, bal lb.Balancer, edit ...func(*config.Service)) (*orc
 	store := &state.Store{Path: o.StatePath()}
 	t.Cleanup(func() {
 		for _, c := range config.Colors {
-			for _, id := range slots.FindMarked(slots.SlotMarker(o.StatePath(), "app", c)) {
+			for _, id := range slots.FindMarked(slots.SlotMarker(o.StatePath(), "app", c.String())) {
 				slots.Stop(context.Background(), id, time.Second)
 			}
 		}

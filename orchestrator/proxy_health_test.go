@@ -75,7 +75,7 @@ func newProxyRig(t *testing.T) *proxyRig {
 	r.store = &state.Store{Path: r.o.StatePath()}
 	t.Cleanup(func() {
 		for _, c := range config.Colors {
-			for _, id := range slots.FindMarked(slots.SlotMarker(r.o.StatePath(), "app", c)) {
+			for _, id := range slots.FindMarked(slots.SlotMarker(r.o.StatePath(), "app", c.String())) {
 				slots.Stop(context.Background(), id, time.Second)
 			}
 		}

@@ -17,9 +17,9 @@ import (
 
 // Reconciliation lists what Reconcile found and fixed.
 type Reconciliation struct {
-	Service string   `json:"service"`
-	Active  string   `json:"active_version"`
-	Fixes   []string `json:"fixes"`
+	Service string       `json:"service"`
+	Active  config.Color `json:"active_version"`
+	Fixes   []string     `json:"fixes"`
 	// KeptCorrupt is where a corrupt state file was moved ("" if none).
 	KeptCorrupt string `json:"kept_corrupt,omitempty"`
 }
@@ -88,62 +88,64 @@ type fixer func(format string, args ...any)
 // reconcileSlot checks color's recorded process against its identity, adopts
 // a process bgd started for the slot but never recorded, and reports a
 // foreign process on the slot's port without touching it.
-func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c string, fix fixer) {
-	sl := st.Slot(c)
-	if *sl.Port == 0 {
-		*sl.Port = o.svc.Port(c)
+func (o *Orchestrator) reconcileSlot(ctx context.Context, st *state.State, c config.Color, fix fixer) {
+	if st.Slot(c).Port == 0 {
+		st.UpdateSlot(c, func(sl *state.SlotState) { sl.Port = o.svc.Port(c) })
 	}
-	if *sl.PID > 0 {
+	if st.Slot(c).PID > 0 {
 		o.checkRecorded(st, c, fix)
 	}
-	owner, held := o.sys.listenerOf(*sl.Port)
-	if *sl.PID == 0 {
+	owner, held := o.sys.listenerOf(st.Slot(c).Port)
+	if st.Slot(c).PID == 0 {
 		o.adoptMarked(st, c, owner, held, fix)
 	}
-	if *sl.PID > 0 {
+	if st.Slot(c).PID > 0 {
 		o.releaseFromEnv(st, c, fix)
 	}
-	if held && (*sl.PID == 0 || owner.PID == 0 || !o.sys.inGroup(owner.PID, *sl.PID)) {
+	sl := st.Slot(c)
+	if held && (sl.PID == 0 || owner.PID == 0 || !o.sys.inGroup(owner.PID, sl.PID)) {
 		who := "a process bgd cannot see"
 		if owner.PID > 0 {
 			who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
 		}
-		fix("%s: port %d is held by %s, which bgd did not start: left alone; starting %s stays refused until it stops", c, *sl.Port, who, c)
+		fix("%s: port %d is held by %s, which bgd did not start: left alone; starting %s stays refused until it stops", c, sl.Port, who, c)
 	}
 	// Only a slot bgd runs can be healthy: an answer from a foreign
 	// process on the port is not one.
-	healthy := *sl.PID > 0 && o.sys.probe(ctx, *sl.Port) == nil
-	if healthy != *sl.Healthy {
-		fix("%s: healthy is %v (was %v)", c, healthy, *sl.Healthy)
-		*sl.Healthy = healthy
+	healthy := sl.PID > 0 && o.sys.probe(ctx, sl.Port) == nil
+	if healthy != sl.Healthy {
+		fix("%s: healthy is %v (was %v)", c, healthy, sl.Healthy)
+		sl.Healthy = healthy
+		st.SetSlot(c, sl)
 	}
 }
 
 // checkRecorded keeps color's recorded pid only while it is the process bgd
 // started, and records the start time a legacy state lacks.
-func (o *Orchestrator) checkRecorded(st *state.State, c string, fix fixer) {
+func (o *Orchestrator) checkRecorded(st *state.State, c config.Color, fix fixer) {
 	sl := st.Slot(c)
 	id := o.identity(st, c)
 	switch err := o.sys.check(id); {
-	case err == nil && *sl.StartTime == 0:
+	case err == nil && sl.StartTime == 0:
 		if start, err := o.sys.startTime(id.PID); err == nil {
-			*sl.StartTime = start
+			sl.StartTime = start
 			fix("%s: pid %d: its start time is now recorded, so a reused pid is never taken for it", c, id.PID)
 		}
 	case err == nil:
 	case errors.Is(err, slots.ErrGone):
 		fix("%s: pid %d is gone: recorded as stopped", c, id.PID)
-		*sl.PID, *sl.StartTime = 0, 0
+		sl.PID, sl.StartTime = 0, 0
 	default:
 		fix("%s: %v: recorded as stopped and left alone", c, err)
-		*sl.PID, *sl.StartTime = 0, 0
+		sl.PID, sl.StartTime = 0, 0
 	}
+	st.SetSlot(c, sl)
 }
 
 // adoptMarked records the process bgd started for color but never recorded
 // (found by its marker). Any further one is reported, left for the next
 // start of color to stop.
-func (o *Orchestrator) adoptMarked(st *state.State, c string, owner slots.PortOwner, held bool, fix fixer) {
+func (o *Orchestrator) adoptMarked(st *state.State, c config.Color, owner slots.PortOwner, held bool, fix fixer) {
 	sl := st.Slot(c)
 	for i, id := range o.sys.findMarked(o.marker(c)) {
 		if i > 0 {
@@ -151,21 +153,23 @@ func (o *Orchestrator) adoptMarked(st *state.State, c string, owner slots.PortOw
 			continue
 		}
 		if held && owner.PID > 0 && o.sys.inGroup(owner.PID, id.PID) {
-			fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, *sl.Port, id.PID, o.sys.commandLine(id.PID))
+			fix("%s: port %d is served by pid %d (%s), which bgd started for this slot: adopted", c, sl.Port, id.PID, o.sys.commandLine(id.PID))
 		} else {
-			fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, o.sys.commandLine(id.PID), *sl.Port)
+			fix("%s: pid %d (%s) was started by bgd for port %d but never recorded: adopted", c, id.PID, o.sys.commandLine(id.PID), sl.Port)
 		}
-		*sl.PID, *sl.StartTime = id.PID, id.StartTime
+		sl.PID, sl.StartTime = id.PID, id.StartTime
+		st.SetSlot(c, sl)
 	}
 }
 
 // releaseFromEnv records the release color's process runs, as its
 // environment says (BG_RELEASE), when it is a valid release name.
-func (o *Orchestrator) releaseFromEnv(st *state.State, c string, fix fixer) {
+func (o *Orchestrator) releaseFromEnv(st *state.State, c config.Color, fix fixer) {
 	sl := st.Slot(c)
-	if rel := o.sys.getenv(*sl.PID, "BG_RELEASE"); rel != *sl.Release && config.CheckRelease(rel) == nil {
-		fix("%s: release is %s (was %q), as the slot's environment says", c, rel, *sl.Release)
-		*sl.Release = rel
+	if rel := o.sys.getenv(sl.PID, "BG_RELEASE"); rel != sl.Release && config.CheckRelease(rel) == nil {
+		fix("%s: release is %s (was %q), as the slot's environment says", c, rel, sl.Release)
+		sl.Release = rel
+		st.SetSlot(c, sl)
 	}
 }
 
@@ -185,7 +189,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 			st.ProxyPID, st.ProxyPIDStart = 0, 0
 		}
 	}
-	var active string
+	var active config.Color
 	var err error
 	if rr, ok := o.lb.(routeReporter); ok {
 		var ri *builtin.RouteInfo
@@ -199,7 +203,7 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 	switch {
 	case err != nil:
 		fix("the load balancer could not be asked (%v): active_version kept as %s", err, st.ActiveVersion)
-	case config.ValidColor(active) && active != st.ActiveVersion:
+	case active.Valid() && active != st.ActiveVersion:
 		fix("the load balancer routes to %s, the state said %s: state now says %s", active, st.ActiveVersion, active)
 		st.ActiveVersion = active
 	}

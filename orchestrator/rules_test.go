@@ -31,7 +31,7 @@ func TestSweepKeepsNewerResults(t *testing.T) {
 		between     func(r *rig, st *state.State)
 		wantBlue    bool // blue_healthy recorded
 		wantGreen   bool
-		wantActive  string
+		wantActive  config.Color
 		wantMessage string // substring ("" none)
 		wantErr     bool
 	}{
@@ -408,7 +408,7 @@ func TestReconcileProxy(t *testing.T) {
 		wantFix   string
 		wantPID   int // -1: the pid set up
 		wantGen   uint64
-		wantActiv string
+		wantActiv config.Color
 	}{
 		{name: "a newer generation and colour", set: func(r *rig, b *proxyLB) {
 			b.route = &builtin.RouteInfo{Active: "green", Generation: 7}
@@ -555,10 +555,10 @@ func TestDeployDecisions(t *testing.T) {
 		set         func(r *rig, b *testLB)
 		d           DeployOptions
 		wantChanged bool
-		wantSlot    string
+		wantSlot    config.Color
 		wantStarts  int
 		wantMsg     string
-		wantActive  string
+		wantActive  config.Color
 	}{
 		{name: "the release runs healthy and routed: no-op", set: func(r *rig, b *testLB) {
 			r.slot("blue", "v2")
@@ -792,7 +792,7 @@ func TestEnsureRouted(t *testing.T) {
 	cases := []struct {
 		name        string
 		follows     bool
-		lbActive    string
+		lbActive    config.Color
 		activeErr   error
 		flipErr     error
 		wantFlipped bool

@@ -24,7 +24,7 @@ func portBusy(format string, args ...any) error {
 }
 
 // checkPort refuses a port held by anything but the slot's own process group.
-func (o *Orchestrator) checkPort(color string, port, ownPID int) error {
+func (o *Orchestrator) checkPort(color config.Color, port, ownPID int) error {
 	owner, held := o.sys.listenerOf(port)
 	if !held {
 		return nil
@@ -37,30 +37,30 @@ func (o *Orchestrator) checkPort(color string, port, ownPID int) error {
 		who = fmt.Sprintf("pid %d (%s)", owner.PID, owner.Command)
 	}
 	return portBusy("%s port %d is held by %s: stop that process or choose another port (%s_PORT)",
-		color, port, who, strings.ToUpper(color))
+		color, port, who, strings.ToUpper(color.String()))
 }
 
 // marker is the environment by which bgd recognises color's slot process.
-func (o *Orchestrator) marker(color string) []string {
-	return slots.SlotMarker(o.stateAbs, o.svc.Name, color)
+func (o *Orchestrator) marker(color config.Color) []string {
+	return slots.SlotMarker(o.stateAbs, o.svc.Name, color.String())
 }
 
 // identity is what the state records of color's process: the only process
 // bgd will signal for that slot.
-func (o *Orchestrator) identity(st *state.State, color string) slots.Identity {
+func (o *Orchestrator) identity(st *state.State, color config.Color) slots.Identity {
 	sl := st.Slot(color)
-	id := slots.Identity{PID: *sl.PID, StartTime: *sl.StartTime, Env: o.marker(color)}
+	id := slots.Identity{PID: sl.PID, StartTime: sl.StartTime, Env: o.marker(color)}
 	if id.StartTime == 0 {
 		// Recorded by a bgd that kept no start times: the environment it
 		// gave every slot is what recognises it.
-		id.Env = []string{"PORT=" + strconv.Itoa(*sl.Port), "BG_COLOR=" + color}
+		id.Env = []string{"PORT=" + strconv.Itoa(sl.Port), "BG_COLOR=" + color.String()}
 	}
 	return id
 }
 
 // running reports whether color's recorded process runs and is the one bgd
 // started (a reused or foreign pid is not running).
-func (o *Orchestrator) running(st *state.State, color string) bool {
+func (o *Orchestrator) running(st *state.State, color config.Color) bool {
 	return o.sys.check(o.identity(st, color)) == nil
 }
 
@@ -70,9 +70,9 @@ func (o *Orchestrator) running(st *state.State, color string) bool {
 // replaces them anyway. Without this, such an orphan holding the port would
 // refuse every later deploy. One that could not be stopped fails the start:
 // two processes of one slot must never run.
-func (p *op) stopOrphans(ctx context.Context, color string) error {
+func (p *op) stopOrphans(ctx context.Context, color config.Color) error {
 	o := p.o
-	recorded := *p.st.Slot(color).PID
+	recorded := p.st.Slot(color).PID
 	var errs []error
 	for _, id := range o.sys.findMarked(o.marker(color)) {
 		if id.PID == recorded {
@@ -92,7 +92,7 @@ func (p *op) stopOrphans(ctx context.Context, color string) error {
 // is saved as soon as the process exists, so a crash leaves it findable. On
 // failure the slot is stopped again and the error quotes its log; a slot
 // that could not be stopped stays recorded, and the error says so.
-func (p *op) startSlot(ctx context.Context, color, release string) error {
+func (p *op) startSlot(ctx context.Context, color config.Color, release string) error {
 	o := p.o
 	port := o.svc.Port(color)
 	if err := p.stopOrphans(ctx, color); err != nil {
@@ -116,7 +116,7 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 	if err := p.confirmListener(ctx, color, port, proc); err != nil {
 		return err
 	}
-	*p.st.Slot(color).Healthy = true
+	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 	p.st.LastCheck = state.TimePtr(state.Now())
 	p.phase("healthy", color, "")
 	return nil
@@ -125,8 +125,8 @@ func (p *op) startSlot(ctx context.Context, color, release string) error {
 // slotSpec is how color's process is started with release on port: the
 // command and working directory of the config expanded, and the
 // environment (PORT, BG_COLOR, BG_RELEASE, then the config's env, sorted).
-func (o *Orchestrator) slotSpec(color, release string, port int) (slots.Spec, error) {
-	vars := slots.Vars{Port: port, Color: color, Release: release}
+func (o *Orchestrator) slotSpec(color config.Color, release string, port int) (slots.Spec, error) {
+	vars := slots.Vars{Port: port, Color: color.String(), Release: release}
 	argv, dir, err := slots.Expand(o.svc.Command, o.svc.Workdir, vars)
 	if err != nil {
 		return slots.Spec{}, fmt.Errorf("%w: service %q: %w", config.ErrInvalid, o.svc.Name, err)
@@ -134,7 +134,7 @@ func (o *Orchestrator) slotSpec(color, release string, port int) (slots.Spec, er
 	if dir != "" && !o.sys.isDir(dir) {
 		return slots.Spec{}, failf("release %s: its directory %s (workdir %q) does not exist: install the release there first", release, dir, o.svc.Workdir)
 	}
-	env := []string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color, "BG_RELEASE=" + release}
+	env := []string{"PORT=" + strconv.Itoa(port), "BG_COLOR=" + color.String(), "BG_RELEASE=" + release}
 	for _, k := range slices.Sorted(maps.Keys(o.svc.Env)) {
 		v, _, err := slots.Expand([]string{o.svc.Env[k]}, "", vars)
 		if err != nil {
@@ -148,15 +148,14 @@ func (o *Orchestrator) slotSpec(color, release string, port int) (slots.Spec, er
 // launch starts the process and records it (pid, start time, release, not
 // yet healthy) in the state file at once. When that save fails the process
 // is stopped again, as nothing would know it.
-func (p *op) launch(ctx context.Context, color, release string, port int, spec slots.Spec) (*slots.Process, error) {
+func (p *op) launch(ctx context.Context, color config.Color, release string, port int, spec slots.Spec) (*slots.Process, error) {
 	o := p.o
 	proc, err := o.sys.startProcess(spec)
 	if err != nil {
 		return nil, failf("start %s: %w", color, err)
 	}
 	o.log.Info("slot started", "slot", color, "pid", proc.PID, "port", port, "release", release)
-	slot := p.st.Slot(color)
-	*slot.PID, *slot.StartTime, *slot.Port, *slot.Release, *slot.Healthy = proc.PID, proc.Identity.StartTime, port, release, false
+	p.st.SetSlot(color, state.SlotState{PID: proc.PID, StartTime: proc.Identity.StartTime, Port: port, Release: release})
 	if err := p.save(); err != nil {
 		if serr := p.abandon(ctx, color, proc); serr != nil {
 			return nil, fmt.Errorf("%w; %w", err, serr)
@@ -168,7 +167,7 @@ func (p *op) launch(ctx context.Context, color, release string, port int, spec s
 
 // awaitHealthy waits until the slot on port answers its health check, its
 // process exits or the health timeout passes.
-func (p *op) awaitHealthy(ctx context.Context, color string, port int, proc *slots.Process) error {
+func (p *op) awaitHealthy(ctx context.Context, color config.Color, port int, proc *slots.Process) error {
 	o := p.o
 	p.phase("waiting", color, "")
 	o.log.Info("waiting for health", "slot", color, "port", port, "timeout", o.svc.Health.Timeout.D())
@@ -191,7 +190,7 @@ func (p *op) awaitHealthy(ctx context.Context, color string, port int, proc *slo
 // proves nothing if another process holds the port (our slot then failed
 // to bind, or has not yet). If not, the slot is stopped and ErrPortBusy
 // returned.
-func (p *op) confirmListener(ctx context.Context, color string, port int, proc *slots.Process) error {
+func (p *op) confirmListener(ctx context.Context, color config.Color, port int, proc *slots.Process) error {
 	owner, ours := p.o.sys.listensOn(proc.PID, port)
 	if ours {
 		return nil
@@ -209,7 +208,7 @@ func (p *op) confirmListener(ctx context.Context, color string, port int, proc *
 
 // failedStart stops a slot that never became healthy (unless it exited)
 // and returns why, with the last lines of its log.
-func (p *op) failedStart(ctx context.Context, color string, port int, proc *slots.Process, logPath string, err error) error {
+func (p *op) failedStart(ctx context.Context, color config.Color, port int, proc *slots.Process, logPath string, err error) error {
 	reason := err.Error()
 	var serr error
 	if errors.Is(err, slots.ErrExited) {
@@ -231,9 +230,9 @@ func (p *op) failedStart(ctx context.Context, color string, port int, proc *slot
 // abandon stops the process just started for color. Once it is stopped the
 // slot records no process; one that could not be stopped stays recorded
 // (bgd must find it again), and the error says so.
-func (p *op) abandon(ctx context.Context, color string, proc *slots.Process) error {
+func (p *op) abandon(ctx context.Context, color config.Color, proc *slots.Process) error {
 	if err := p.o.sys.stop(ctx, proc.Identity, p.o.svc.StopGrace.D()); err != nil {
-		*p.st.Slot(color).Healthy = false
+		p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = false })
 		return failf("stopping the new %s process (pid %d) failed, so it stays recorded: %w", color, proc.PID, err)
 	}
 	p.forget(color)
@@ -241,18 +240,16 @@ func (p *op) abandon(ctx context.Context, color string, proc *slots.Process) err
 }
 
 // forget records that color runs no process.
-func (p *op) forget(color string) {
-	slot := p.st.Slot(color)
-	*slot.PID, *slot.StartTime, *slot.Healthy = 0, 0, false
+func (p *op) forget(color config.Color) {
+	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.PID, sl.StartTime, sl.Healthy = 0, 0, false })
 }
 
 // stopSlot stops color's process (SIGTERM, then SIGKILL after stop_grace),
 // if it is still the process bgd started. A recorded pid that now belongs
 // to another process is never signalled: it is forgotten, and the returned
 // note says so ("" otherwise).
-func (p *op) stopSlot(ctx context.Context, color string) (note string, err error) {
-	slot := p.st.Slot(color)
-	if *slot.PID > 0 {
+func (p *op) stopSlot(ctx context.Context, color config.Color) (note string, err error) {
+	if p.st.Slot(color).PID > 0 {
 		id := p.o.identity(p.st, color)
 		err := p.o.sys.stop(ctx, id, p.o.svc.StopGrace.D())
 		switch {

@@ -16,13 +16,13 @@ import (
 
 // SlotStatus is one colour as it really is now.
 type SlotStatus struct {
-	Color   string `json:"color"`
-	Port    int    `json:"port"`
-	PID     int    `json:"pid"`
-	Running bool   `json:"running"`
-	Healthy bool   `json:"healthy"`
-	Release string `json:"release,omitempty"`
-	Active  bool   `json:"active"`
+	Color   config.Color `json:"color"`
+	Port    int          `json:"port"`
+	PID     int          `json:"pid"`
+	Running bool         `json:"running"`
+	Healthy bool         `json:"healthy"`
+	Release string       `json:"release,omitempty"`
+	Active  bool         `json:"active"`
 	// HealthError is why the probe failed ("" when healthy).
 	HealthError string `json:"health_error,omitempty"`
 }
@@ -31,7 +31,7 @@ type SlotStatus struct {
 type Status struct {
 	Service       string        `json:"service"`
 	Driver        string        `json:"driver"`
-	ActiveVersion string        `json:"active_version"`
+	ActiveVersion config.Color  `json:"active_version"`
 	ActivePort    int           `json:"active_port"`
 	Blue          SlotStatus    `json:"blue"`
 	Green         SlotStatus    `json:"green"`
@@ -44,8 +44,8 @@ type Status struct {
 	Proxy *ProxyStatus `json:"proxy,omitempty"`
 	// LBActive is the colour the load balancer really routes to; "" with
 	// LBError set when it could not be asked.
-	LBActive string `json:"lb_active"`
-	LBError  string `json:"lb_error,omitempty"`
+	LBActive config.Color `json:"lb_active"`
+	LBError  string       `json:"lb_error,omitempty"`
 	// InProgress is an operation running now, or one that was interrupted.
 	InProgress *state.Operation `json:"in_progress,omitempty"`
 	// InProgressRunning: InProgress's process (its pid) still runs, so the
@@ -119,8 +119,8 @@ func (o *Orchestrator) proxyError(ps *ProxyStatus, what string) error {
 }
 
 // Slot returns the status of color.
-func (s *Status) Slot(color string) *SlotStatus {
-	if color == "green" {
+func (s *Status) Slot(color config.Color) *SlotStatus {
+	if color == config.Green {
 		return &s.Green
 	}
 	return &s.Blue
@@ -166,10 +166,10 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 
 // slotStatus is color as st records it, whether its process runs (and is
 // bgd's), and its probe's result.
-func (o *Orchestrator) slotStatus(st *state.State, color string, probe error) SlotStatus {
+func (o *Orchestrator) slotStatus(st *state.State, color config.Color, probe error) SlotStatus {
 	sl := st.Slot(color)
-	ss := SlotStatus{Color: color, Port: *sl.Port, PID: *sl.PID, Running: o.running(st, color),
-		Healthy: probe == nil, Release: *sl.Release, Active: color == st.ActiveVersion}
+	ss := SlotStatus{Color: color, Port: sl.Port, PID: sl.PID, Running: o.running(st, color),
+		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion}
 	if probe != nil {
 		ss.HealthError = probe.Error()
 	}
@@ -177,12 +177,12 @@ func (o *Orchestrator) slotStatus(st *state.State, color string, probe error) Sl
 }
 
 // probeBoth probes both slots at once.
-func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[string]error {
-	out := map[string]error{}
+func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[config.Color]error {
+	out := map[config.Color]error{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, c := range config.Colors {
-		port := *st.Slot(c).Port
+		port := st.Slot(c).Port
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -198,15 +198,15 @@ func (o *Orchestrator) probeBoth(ctx context.Context, st *state.State) map[strin
 
 // Sweep is the result of one HealthSweep.
 type Sweep struct {
-	Service string     `json:"service"`
-	Active  string     `json:"active_version"`
-	Blue    SlotStatus `json:"blue"`
-	Green   SlotStatus `json:"green"`
+	Service string       `json:"service"`
+	Active  config.Color `json:"active_version"`
+	Blue    SlotStatus   `json:"blue"`
+	Green   SlotStatus   `json:"green"`
 	// Recorded is false when another operation held the lock: the results
 	// were not written, so they cannot overwrite a deploy's newer ones.
 	Recorded bool `json:"recorded"`
 	// FailedOver names the colour traffic was moved to ("" if none).
-	FailedOver string `json:"failed_over,omitempty"`
+	FailedOver config.Color `json:"failed_over,omitempty"`
 	// Proxy is the builtin proxy (nil with another driver); a sweep that
 	// finds it down restarts it when bgd started it.
 	Proxy   *ProxyStatus `json:"proxy,omitempty"`
@@ -263,19 +263,19 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 }
 
 // fillSweep sets the sweep's slots from st and the probes.
-func (o *Orchestrator) fillSweep(sw *Sweep, st *state.State, probes map[string]error) {
+func (o *Orchestrator) fillSweep(sw *Sweep, st *state.State, probes map[config.Color]error) {
 	sw.Active = st.ActiveVersion
-	sw.Blue = o.slotStatus(st, "blue", probes["blue"])
-	sw.Green = o.slotStatus(st, "green", probes["green"])
+	sw.Blue = o.slotStatus(st, config.Blue, probes[config.Blue])
+	sw.Green = o.slotStatus(st, config.Green, probes[config.Green])
 }
 
 // sweepError is the outage a sweep found: an unhealthy active slot (unless
 // it failed over), a builtin proxy that does not run; nil if none.
-func (o *Orchestrator) sweepError(sw *Sweep, st *state.State, probes map[string]error, proxyWhat string) error {
+func (o *Orchestrator) sweepError(sw *Sweep, st *state.State, probes map[config.Color]error, proxyWhat string) error {
 	var errs []error
 	if sw.FailedOver == "" && probes[sw.Active] != nil {
 		errs = append(errs, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %w", ErrNotHealthy, sw.Active,
-			*st.Slot(sw.Active).Port, probes[sw.Active])))
+			st.Slot(sw.Active).Port, probes[sw.Active])))
 	}
 	if sw.Proxy != nil && !sw.Proxy.Running {
 		errs = append(errs, o.proxyError(sw.Proxy, proxyWhat))
@@ -310,7 +310,7 @@ func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string
 // changed since the probe (a deploy in between owns newer results: for
 // those, the recorded result replaces the stale probe), and fails over when
 // configured and both probes are fresh.
-func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[string]error, sw *Sweep) error {
+func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[config.Color]error, sw *Sweep) error {
 	st, err := o.store.Load()
 	if err != nil {
 		return err
@@ -337,20 +337,20 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 // recorded result is newer: it replaces the probe, and the message says
 // so. It reports whether the probes are all fresh (nothing changed, nor
 // the routing).
-func keepNewer(st, probed *state.State, probes map[string]error, sw *Sweep) (fresh bool) {
+func keepNewer(st, probed *state.State, probes map[config.Color]error, sw *Sweep) (fresh bool) {
 	fresh = st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
 	for _, c := range config.Colors {
 		now, then := st.Slot(c), probed.Slot(c)
-		if *now.PID == *then.PID && *now.Port == *then.Port && *now.Release == *then.Release && *now.Healthy == *then.Healthy {
-			*now.Healthy = probes[c] == nil
+		if now.PID == then.PID && now.Port == then.Port && now.Release == then.Release && now.Healthy == then.Healthy {
+			st.UpdateSlot(c, func(sl *state.SlotState) { sl.Healthy = probes[c] == nil })
 			continue
 		}
 		fresh = false
 		probes[c] = nil
-		if !*now.Healthy {
+		if !now.Healthy {
 			probes[c] = fmt.Errorf("%w (as recorded by the operation that changed it since the probe)", ErrNotHealthy)
 		}
-		sw.Message = strings.TrimSpace(sw.Message + " " + c + " changed since it was probed: its newer recorded result is kept.")
+		sw.Message = strings.TrimSpace(sw.Message + " " + c.String() + " changed since it was probed: its newer recorded result is kept.")
 	}
 	return fresh
 }
@@ -375,10 +375,10 @@ func (o *Orchestrator) recordProxyRestart(st *state.State, px *ProxyStatus) {
 
 // failover flips to the standby slot when the active one failed its probe
 // and the standby passed, and records the attempt.
-func (p *op) failover(ctx context.Context, probes map[string]error, sw *Sweep) {
+func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sweep) {
 	st := p.st
 	active := st.ActiveVersion
-	standby := config.Other(active)
+	standby := active.Other()
 	if probes[active] == nil || probes[standby] != nil {
 		return
 	}
@@ -387,7 +387,7 @@ func (p *op) failover(ctx context.Context, probes map[string]error, sw *Sweep) {
 		return
 	}
 	st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusSuccess,
-		Release: *st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
+		Release: st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
 	sw.FailedOver = standby
 	p.o.log.Error("failed over", "from", active, "to", standby, "err", probes[active])
 }

@@ -15,12 +15,12 @@ type Result struct {
 	Service string `json:"service"`
 	Action  string `json:"action"`
 	// Active is the colour receiving traffic afterwards.
-	Active string `json:"active_version"`
+	Active config.Color `json:"active_version"`
 	// Slot is the colour acted on.
-	Slot    string `json:"slot,omitempty"`
-	Port    int    `json:"port,omitempty"`
-	PID     int    `json:"pid,omitempty"`
-	Release string `json:"release,omitempty"`
+	Slot    config.Color `json:"slot,omitempty"`
+	Port    int          `json:"port,omitempty"`
+	PID     int          `json:"pid,omitempty"`
+	Release string       `json:"release,omitempty"`
 	// Changed is false when nothing needed doing (idempotent repeat).
 	Changed  bool          `json:"changed"`
 	Duration time.Duration `json:"duration_ns"`
@@ -28,19 +28,19 @@ type Result struct {
 }
 
 // result is what the operation did, with color's slot as recorded now.
-func (p *op) result(action, color string, changed bool, msg string) *Result {
+func (p *op) result(action string, color config.Color, changed bool, msg string) *Result {
 	st := p.st
 	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
 		Duration: time.Since(p.began), Message: msg}
 	if color != "" {
 		s := st.Slot(color)
-		r.Port, r.PID, r.Release = *s.Port, *s.PID, *s.Release
+		r.Port, r.PID, r.Release = s.Port, s.PID, s.Release
 	}
 	return r
 }
 
-func checkColor(color string) error {
-	if !config.ValidColor(color) {
+func checkColor(color config.Color) error {
+	if !color.Valid() {
 		return usagef("unknown colour %q: use blue or green", color)
 	}
 	return nil
@@ -51,7 +51,7 @@ func checkColor(color string) error {
 // again and the failure recorded. When color is the active colour, the load
 // balancer is made to route to it. Starting a healthy running slot of that
 // release changes nothing.
-func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Result, error) {
+func (o *Orchestrator) Start(ctx context.Context, color config.Color, release string) (*Result, error) {
 	if err := checkColor(color); err != nil {
 		return nil, err
 	}
@@ -65,7 +65,6 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 		return nil, err
 	}
 	st := p.st
-	slot := st.Slot(color)
 	changed, err := p.startIfNeeded(ctx, color, release)
 	if err != nil {
 		return nil, p.end(err)
@@ -78,9 +77,10 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 		changed = changed || flipped
 	}
 	p.phase("done", color, "")
-	msg := fmt.Sprintf("%s is running and healthy on port %d", color, *slot.Port)
+	port := st.Slot(color).Port
+	msg := fmt.Sprintf("%s is running and healthy on port %d", color, port)
 	if !changed {
-		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, *slot.Port)
+		msg = fmt.Sprintf("%s was already running and healthy on port %d", color, port)
 	}
 	return p.result("start", color, changed, msg), p.end(nil)
 }
@@ -88,16 +88,16 @@ func (o *Orchestrator) Start(ctx context.Context, color, release string) (*Resul
 // startIfNeeded (re)starts color with release ("" for the release it last
 // ran, else "initial") unless that release already runs healthy there. It
 // reports whether it started the slot; a failed start is recorded.
-func (p *op) startIfNeeded(ctx context.Context, color, release string) (bool, error) {
+func (p *op) startIfNeeded(ctx context.Context, color config.Color, release string) (bool, error) {
 	slot := p.st.Slot(color)
 	if release == "" {
-		release = *slot.Release
+		release = slot.Release
 	}
 	if release == "" {
 		release = "initial"
 	}
-	if p.o.running(p.st, color) && release == *slot.Release && p.o.sys.probe(ctx, *slot.Port) == nil {
-		*slot.Healthy = true
+	if p.o.running(p.st, color) && release == slot.Release && p.o.sys.probe(ctx, slot.Port) == nil {
+		p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 		return false, nil
 	}
 	if _, err := p.stopSlot(ctx, color); err != nil {
@@ -112,7 +112,7 @@ func (p *op) startIfNeeded(ctx context.Context, color, release string) (bool, er
 }
 
 // Stop stops color. The active slot is refused unless force is set.
-func (o *Orchestrator) Stop(ctx context.Context, color string, force bool) (*Result, error) {
+func (o *Orchestrator) Stop(ctx context.Context, color config.Color, force bool) (*Result, error) {
 	if err := checkColor(color); err != nil {
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func (o *Orchestrator) Stop(ctx context.Context, color string, force bool) (*Res
 	st := p.st
 	if color == st.ActiveVersion && o.running(st, color) && !force {
 		return nil, p.end(usagef("%s is the active slot and receives traffic: switch to %s first, or use --force",
-			color, config.Other(color)))
+			color, color.Other()))
 	}
 	was := o.running(st, color)
 	note, err := p.stopSlot(ctx, color)
@@ -168,7 +168,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	}
 	st := p.st
 	from := st.ActiveVersion
-	to := config.Other(from)
+	to := from.Other()
 	if !d.Force {
 		if res, done, err := p.alreadyDeployed(ctx, d); done || err != nil {
 			return res, p.end(err)
@@ -188,7 +188,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 // deploy starts the release on the idle colour to, waits for health and
 // flips traffic from from to it (unless NoSwitch). After a failed flip the
 // new slot is stopped again; a failure of that stop is part of the error.
-func (p *op) deploy(ctx context.Context, d DeployOptions, from, to string) (*Result, error) {
+func (p *op) deploy(ctx context.Context, d DeployOptions, from, to config.Color) (*Result, error) {
 	st := p.st
 	if _, err := p.stopSlot(ctx, to); err != nil {
 		return nil, err
@@ -197,7 +197,7 @@ func (p *op) deploy(ctx context.Context, d DeployOptions, from, to string) (*Res
 		return nil, err
 	}
 	if d.NoSwitch {
-		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from})
+		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from.String()})
 		p.phase("done", to, "")
 		return p.result("deploy", to, true, fmt.Sprintf("release %s is healthy on %s; traffic stays on %s (--no-switch)", d.Release, to, from)), nil
 	}
@@ -224,13 +224,13 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 	o, st := p.o, p.st
 	color := st.ActiveVersion
 	if d.NoSwitch {
-		color = config.Other(color)
+		color = color.Other()
 	}
 	slot := st.Slot(color)
-	if *slot.Release != d.Release || !o.running(st, color) || o.sys.probe(ctx, *slot.Port) != nil {
+	if slot.Release != d.Release || !o.running(st, color) || o.sys.probe(ctx, slot.Port) != nil {
 		return nil, false, nil
 	}
-	*slot.Healthy = true
+	st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if d.NoSwitch {
 		return p.result("deploy", color, false, fmt.Sprintf("release %s already runs healthy on %s; traffic stays on %s (--no-switch)", d.Release, color, st.ActiveVersion)), true, nil
@@ -248,7 +248,7 @@ func (p *op) alreadyDeployed(ctx context.Context, d DeployOptions) (*Result, boo
 
 // Switch flips traffic to color. A target that does not answer its health
 // check is refused ("Cannot switch to green: not healthy") unless force.
-func (o *Orchestrator) Switch(ctx context.Context, color string, force bool) (*Result, error) {
+func (o *Orchestrator) Switch(ctx context.Context, color config.Color, force bool) (*Result, error) {
 	if err := checkColor(color); err != nil {
 		return nil, err
 	}
@@ -273,7 +273,7 @@ func (o *Orchestrator) Switch(ctx context.Context, color string, force bool) (*R
 		st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusFailed, Reason: err.Error()})
 		return nil, p.end(err)
 	}
-	st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusSuccess, Release: *st.Slot(color).Release})
+	st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusSuccess, Release: st.Slot(color).Release})
 	p.phase("done", color, "")
 	return p.result("switch", color, true, fmt.Sprintf("traffic switched from %s to %s", from, color)), p.end(nil)
 }
@@ -287,7 +287,7 @@ func (o *Orchestrator) Rollback(ctx context.Context) (*Result, error) {
 	}
 	st := p.st
 	from := st.ActiveVersion
-	to := config.Other(from)
+	to := from.Other()
 	st.InProgress.From, st.InProgress.To = from, to
 	if err := p.checkTarget(ctx, to, "roll back to", false); err != nil {
 		return nil, p.end(failure(fmt.Errorf("rollback impossible: %w", err)))
@@ -296,16 +296,15 @@ func (o *Orchestrator) Rollback(ctx context.Context) (*Result, error) {
 		st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusFailed, Reason: err.Error()})
 		return nil, p.end(err)
 	}
-	st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusRolledBack, Release: *st.Slot(to).Release})
+	st.Record(state.Event{Action: "rollback", From: from, To: to, Status: state.StatusRolledBack, Release: st.Slot(to).Release})
 	p.phase("done", to, "")
 	return p.result("rollback", to, true, fmt.Sprintf("rolled back from %s to %s", from, to)), p.end(nil)
 }
 
 // checkTarget probes color now; the stored health may be stale.
-func (p *op) checkTarget(ctx context.Context, color, verb string, force bool) error {
-	slot := p.st.Slot(color)
-	err := p.o.sys.probe(ctx, *slot.Port)
-	*slot.Healthy = err == nil
+func (p *op) checkTarget(ctx context.Context, color config.Color, verb string, force bool) error {
+	err := p.o.sys.probe(ctx, p.st.Slot(color).Port)
+	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = err == nil })
 	p.st.LastCheck = state.TimePtr(state.Now())
 	if err == nil || force {
 		if err != nil {
@@ -334,7 +333,7 @@ type proxyStarter interface {
 // On error the previous routing is in force and recorded. When restoring
 // it in the state fails too, that failure is named in the message; the
 // balancer's error alone is wrapped (it decides the exit code).
-func (p *op) flip(ctx context.Context, color string) error {
+func (p *op) flip(ctx context.Context, color config.Color) error {
 	o, st := p.o, p.st
 	p.phase("switching", color, "")
 	if err := p.ensureProxy(ctx, color); err != nil {
@@ -376,7 +375,7 @@ func (p *op) flip(ctx context.Context, color string) error {
 
 // ensureProxy starts the builtin proxy if it does not run (other drivers
 // need nothing started) and records the pid of one it started.
-func (p *op) ensureProxy(ctx context.Context, color string) error {
+func (p *op) ensureProxy(ctx context.Context, color config.Color) error {
 	ps, ok := p.o.lb.(proxyStarter)
 	if !ok {
 		return nil
@@ -396,7 +395,7 @@ func (p *op) ensureProxy(ctx context.Context, color string) error {
 // driver that does not follow the state file is still asked to confirm it
 // (HAProxy waits for its own checks to see the slot UP; nginx runs nothing
 // when it already serves this generation). It reports whether it flipped.
-func (p *op) ensureRouted(ctx context.Context, color string) (bool, error) {
+func (p *op) ensureRouted(ctx context.Context, color config.Color) (bool, error) {
 	if active, err := p.o.lb.Active(ctx); err == nil && active == color {
 		if fs, ok := p.o.lb.(followsState); ok && fs.FollowsState() {
 			return false, nil

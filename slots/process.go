@@ -34,7 +34,9 @@ type Spec struct {
 
 // Vars are the values a command, workdir or env template may use.
 type Vars struct {
-	Port    int
+	Port int
+	// Color is "blue" or "green": a plain string (not config.Color), so a
+	// template may pass it where a string is expected (printf's format).
 	Color   string
 	Release string
 }

@@ -6,6 +6,8 @@ package state
 
 import (
 	"time"
+
+	"github.com/bgd-dev/bgd/config"
 )
 
 // MaxHistory bounds deployment_history; the oldest entries are dropped.
@@ -20,16 +22,16 @@ const (
 
 // State is the content of one service's state file.
 type State struct {
-	ActiveVersion string     `json:"active_version"`
-	BluePort      int        `json:"blue_port"`
-	GreenPort     int        `json:"green_port"`
-	BluePID       int        `json:"blue_pid"`
-	GreenPID      int        `json:"green_pid"`
-	BlueHealthy   bool       `json:"blue_healthy"`
-	GreenHealthy  bool       `json:"green_healthy"`
-	LastSwitch    *time.Time `json:"last_switch"`
-	LastCheck     *time.Time `json:"last_check"`
-	History       []Event    `json:"deployment_history"`
+	ActiveVersion config.Color `json:"active_version"`
+	BluePort      int          `json:"blue_port"`
+	GreenPort     int          `json:"green_port"`
+	BluePID       int          `json:"blue_pid"`
+	GreenPID      int          `json:"green_pid"`
+	BlueHealthy   bool         `json:"blue_healthy"`
+	GreenHealthy  bool         `json:"green_healthy"`
+	LastSwitch    *time.Time   `json:"last_switch"`
+	LastCheck     *time.Time   `json:"last_check"`
+	History       []Event      `json:"deployment_history"`
 
 	// Added by bgd.
 	ProxyPID     int    `json:"proxy_pid,omitempty"`
@@ -52,10 +54,10 @@ type State struct {
 
 // Event is one entry of deployment_history.
 type Event struct {
-	Timestamp time.Time `json:"timestamp"`
-	From      string    `json:"from"`
-	To        string    `json:"to"`
-	Status    string    `json:"status"`
+	Timestamp time.Time    `json:"timestamp"`
+	From      config.Color `json:"from"`
+	To        config.Color `json:"to"`
+	Status    string       `json:"status"`
 	// Added by bgd: what was done and why it ended as it did.
 	Action  string `json:"action,omitempty"`
 	Release string `json:"release,omitempty"`
@@ -64,33 +66,56 @@ type Event struct {
 
 // Operation describes a running mutating command.
 type Operation struct {
-	Command string    `json:"command"`
-	PID     int       `json:"pid"`
-	Started time.Time `json:"started"`
-	From    string    `json:"from,omitempty"`
-	To      string    `json:"to,omitempty"`
+	Command string       `json:"command"`
+	PID     int          `json:"pid"`
+	Started time.Time    `json:"started"`
+	From    config.Color `json:"from,omitempty"`
+	To      config.Color `json:"to,omitempty"`
 }
 
 // New is the state of a service nothing has run for yet: blue active, both stopped.
 func New(bluePort, greenPort int) *State {
-	return &State{ActiveVersion: "blue", BluePort: bluePort, GreenPort: greenPort, History: []Event{}}
+	return &State{ActiveVersion: config.Blue, BluePort: bluePort, GreenPort: greenPort, History: []Event{}}
 }
 
-// Slot is a view of one colour's fields.
-type Slot struct {
-	PID       *int
-	StartTime *uint64
-	Port      *int
-	Healthy   *bool
-	Release   *string
+// SlotState is one colour's part of the state. The file keeps it flat, as
+// the original tool did: <colour>_pid, <colour>_pid_starttime,
+// <colour>_port, <colour>_healthy and <colour>_release (State's Blue* and
+// Green* fields, which Slot and SetSlot read and write).
+type SlotState struct {
+	PID int
+	// StartTime is the start time of PID in clock ticks after boot
+	// (/proc/PID/stat's starttime); 0: not recorded.
+	StartTime uint64
+	Port      int
+	Healthy   bool
+	Release   string
 }
 
-// Slot returns pointers to the fields of the given colour.
-func (s *State) Slot(color string) Slot {
-	if color == "green" {
-		return Slot{&s.GreenPID, &s.GreenPIDStart, &s.GreenPort, &s.GreenHealthy, &s.GreenRelease}
+// Slot returns the fields of the given colour (Green's for config.Green,
+// Blue's otherwise).
+func (s *State) Slot(color config.Color) SlotState {
+	if color == config.Green {
+		return SlotState{PID: s.GreenPID, StartTime: s.GreenPIDStart, Port: s.GreenPort, Healthy: s.GreenHealthy, Release: s.GreenRelease}
 	}
-	return Slot{&s.BluePID, &s.BluePIDStart, &s.BluePort, &s.BlueHealthy, &s.BlueRelease}
+	return SlotState{PID: s.BluePID, StartTime: s.BluePIDStart, Port: s.BluePort, Healthy: s.BlueHealthy, Release: s.BlueRelease}
+}
+
+// SetSlot writes the fields of the given colour (Green's for config.Green,
+// Blue's otherwise).
+func (s *State) SetSlot(color config.Color, sl SlotState) {
+	if color == config.Green {
+		s.GreenPID, s.GreenPIDStart, s.GreenPort, s.GreenHealthy, s.GreenRelease = sl.PID, sl.StartTime, sl.Port, sl.Healthy, sl.Release
+		return
+	}
+	s.BluePID, s.BluePIDStart, s.BluePort, s.BlueHealthy, s.BlueRelease = sl.PID, sl.StartTime, sl.Port, sl.Healthy, sl.Release
+}
+
+// UpdateSlot changes the fields of the given colour with f.
+func (s *State) UpdateSlot(color config.Color, f func(*SlotState)) {
+	sl := s.Slot(color)
+	f(&sl)
+	s.SetSlot(color, sl)
 }
 
 // Record appends an event, keeping at most MaxHistory.

@@ -111,7 +111,7 @@ func Decode(data []byte) (*State, error) {
 	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
 		return nil, errors.New("trailing data after the JSON object")
 	}
-	if st.ActiveVersion != "blue" && st.ActiveVersion != "green" {
+	if !st.ActiveVersion.Valid() {
 		return nil, fmt.Errorf("active_version is %q, want blue or green", st.ActiveVersion)
 	}
 	for _, p := range []int{st.BluePort, st.GreenPort} {

@@ -35,7 +35,7 @@ func commands(e *env) []*cli.Command {
 			},
 			Before: checks(oneColor, releaseFlag(&startRelease)),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Start(c.Context, c.Args().First(), startRelease)
+				return o.Start(c.Context, colorArg(c), startRelease)
 			}),
 		},
 		{
@@ -46,7 +46,7 @@ func commands(e *env) []*cli.Command {
 			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Destination: &stopForce, Usage: "stop even the active slot"}},
 			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Stop(c.Context, c.Args().First(), stopForce)
+				return o.Stop(c.Context, colorArg(c), stopForce)
 			}),
 		},
 		{
@@ -71,7 +71,7 @@ func commands(e *env) []*cli.Command {
 			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Destination: &switchForce, Usage: "switch even to an unhealthy slot"}},
 			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
-				return o.Switch(c.Context, c.Args().First(), switchForce)
+				return o.Switch(c.Context, colorArg(c), switchForce)
 			}),
 		},
 		{
@@ -159,11 +159,15 @@ func oneColor(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef("%s needs one colour: blue or green", c.Command.Name)
 	}
-	if color := c.Args().First(); !config.ValidColor(color) {
+	if color := colorArg(c); !color.Valid() {
 		return usagef("unknown colour %q: use blue or green", color)
 	}
 	return nil
 }
+
+// colorArg is the colour argument of a command that acts on one slot
+// (oneColor has checked it).
+func colorArg(c *cli.Context) config.Color { return config.Color(c.Args().First()) }
 
 // releaseFlag checks a --release given on the command line (even an empty
 // one: "" is refused, not read as the default) with config.CheckRelease;
@@ -309,7 +313,7 @@ func (e *env) logs(c *cli.Context, lines int) error {
 	if err != nil {
 		return err
 	}
-	path, tail, err := orchestrator.SlotLog(cfg, e.opts.service, c.Args().First(), lines)
+	path, tail, err := orchestrator.SlotLog(cfg, e.opts.service, colorArg(c), lines)
 	if err != nil {
 		return err
 	}

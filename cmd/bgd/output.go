@@ -129,7 +129,7 @@ func (p *printer) version() error {
 
 func (p *printer) status(s *orchestrator.Status) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%sActive Version: %s (port %d)\n", p.icon("🎯"), strings.ToUpper(s.ActiveVersion), s.ActivePort)
+	fmt.Fprintf(&b, "%sActive Version: %s (port %d)\n", p.icon("🎯"), strings.ToUpper(s.ActiveVersion.String()), s.ActivePort)
 	if px := s.Proxy; px != nil {
 		b.WriteString(p.proxyLine(px))
 	}
@@ -137,14 +137,14 @@ func (p *printer) status(s *orchestrator.Status) error {
 		fmt.Fprintf(&b, "%sLoad balancer (%s): %s\n", p.icon("⚠️"), s.Driver, s.LBError)
 	} else if s.LBError == "" && s.LBActive != s.ActiveVersion {
 		fmt.Fprintf(&b, "%sLoad balancer (%s) routes to %s, but the state says %s: run `bgd reconcile`\n",
-			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive), strings.ToUpper(s.ActiveVersion))
+			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive.String()), strings.ToUpper(s.ActiveVersion.String()))
 	}
 	for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
 		status := "stopped"
 		if sl.Running {
 			status = fmt.Sprintf("running (pid %d)", sl.PID)
 		}
-		fmt.Fprintf(&b, "\n%s%s Instance:\n", p.icon("📊"), strings.ToUpper(sl.Color[:1])+sl.Color[1:])
+		fmt.Fprintf(&b, "\n%s%s Instance:\n", p.icon("📊"), strings.ToUpper(sl.Color.String()[:1])+sl.Color.String()[1:])
 		fmt.Fprintf(&b, "   Port: %d\n   Status: %s\n   Healthy: %s\n", sl.Port, status, p.mark(sl.Healthy))
 		if sl.Release != "" {
 			fmt.Fprintf(&b, "   Release: %s\n", sl.Release)

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/slots"
 )
@@ -145,7 +146,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 }
 
 // Active asks the proxy which colour it serves.
-func (b *Balancer) Active(ctx context.Context) (string, error) {
+func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 	ri, err := b.Route(ctx)
 	if err != nil {
 		return "", err

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bgd-dev/bgd/config"
 )
 
 // metrics are the proxy's Prometheus series, on a registry of its own.
@@ -47,18 +49,18 @@ func newMetrics(service string) *metrics {
 	return m
 }
 
-func (m *metrics) setActive(color string, generation uint64) {
-	for _, c := range []string{"blue", "green"} {
+func (m *metrics) setActive(color config.Color, generation uint64) {
+	for _, c := range config.Colors {
 		v := 0.0
 		if c == color {
 			v = 1
 		}
-		m.active.WithLabelValues(c).Set(v)
+		m.active.WithLabelValues(c.String()).Set(v)
 	}
 	m.generation.Set(float64(generation))
 }
 
-func (m *metrics) observe(slot string, code int, d time.Duration) {
-	m.requests.WithLabelValues(slot, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(slot).Observe(d.Seconds())
+func (m *metrics) observe(slot config.Color, code int, d time.Duration) {
+	m.requests.WithLabelValues(slot.String(), strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(slot.String()).Observe(d.Seconds())
 }

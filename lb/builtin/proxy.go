@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/fsnotify/fsnotify"
@@ -28,11 +29,11 @@ const RoutePath = "/_bgd/route"
 
 // RouteInfo is the answer of RoutePath.
 type RouteInfo struct {
-	Service    string `json:"service"`
-	Active     string `json:"active"`
-	Port       int    `json:"port"`
-	Generation uint64 `json:"generation"`
-	PID        int    `json:"pid"`
+	Service    string       `json:"service"`
+	Active     config.Color `json:"active"`
+	Port       int          `json:"port"`
+	Generation uint64       `json:"generation"`
+	PID        int          `json:"pid"`
 	// StateFile is the absolute path of the state file the proxy follows.
 	StateFile string `json:"state_file"`
 }
@@ -69,7 +70,7 @@ type Proxy struct {
 // upstream is one generation of routing; requests hold on to the one they
 // started with.
 type upstream struct {
-	color      string
+	color      config.Color
 	port       int
 	pid        int
 	generation uint64
@@ -171,7 +172,7 @@ func (p *Proxy) reload() error {
 		return err
 	}
 	slot := st.Slot(st.ActiveVersion)
-	next := upstream{color: st.ActiveVersion, port: *slot.Port, pid: *slot.PID, generation: st.Generation}
+	next := upstream{color: st.ActiveVersion, port: slot.Port, pid: slot.PID, generation: st.Generation}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
@@ -241,7 +242,7 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 		Transport:  t,
 		BufferPool: bufferPool{},
 		ModifyResponse: func(resp *http.Response) error {
-			resp.Header.Set("X-Bgd-Slot", u.color)
+			resp.Header.Set("X-Bgd-Slot", u.color.String())
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/internal/fsx"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
@@ -78,7 +79,7 @@ func startProxy(t *testing.T, bluePort, greenPort int, opts ...func(*Proxy)) (*P
 }
 
 // flip writes the state the orchestrator would and waits for the proxy.
-func flip(t *testing.T, store *state.Store, b *Balancer, color string) {
+func flip(t *testing.T, store *state.Store, b *Balancer, color config.Color) {
 	t.Helper()
 	st, err := store.Load()
 	if err != nil {
@@ -89,14 +90,14 @@ func flip(t *testing.T, store *state.Store, b *Balancer, color string) {
 	if err := store.Save(st); err != nil {
 		t.Fatal(err)
 	}
-	other := "blue"
+	other := config.Blue
 	if color == "blue" {
 		other = "green"
 	}
 	r := lb.Route{
 		Service:    "app",
-		Active:     lb.Upstream{Color: color, Host: lb.LocalHost, Port: *st.Slot(color).Port},
-		Standby:    lb.Upstream{Color: other, Host: lb.LocalHost, Port: *st.Slot(other).Port},
+		Active:     lb.Upstream{Color: color, Host: lb.LocalHost, Port: st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: lb.LocalHost, Port: st.Slot(other).Port},
 		Generation: st.Generation,
 	}
 	if err := b.Flip(context.Background(), r); err != nil {
@@ -122,11 +123,11 @@ func TestProxyFollowsStateFile(t *testing.T) {
 		t.Fatalf("fresh state should route to blue, got %q", body)
 	}
 	for _, color := range []string{"green", "blue", "green"} {
-		flip(t, store, b, color)
+		flip(t, store, b, config.Color(color))
 		if _, body := get(t, p.Listen, "/"); body != color {
 			t.Fatalf("after flip to %s the proxy answered %q", color, body)
 		}
-		if got, _ := b.Active(context.Background()); got != color {
+		if got, _ := b.Active(context.Background()); got != config.Color(color) {
 			t.Fatalf("Active = %q, want %s", got, color)
 		}
 	}

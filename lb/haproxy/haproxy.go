@@ -111,7 +111,7 @@ type Balancer struct {
 	opts     Options
 	client   *admin.Client
 	tmpl     *template.Template
-	backends map[string]string // colour -> backend
+	backends map[config.Color]string // colour -> backend
 }
 
 // New returns the HAProxy driver of service. cfg is the service's
@@ -146,7 +146,7 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 	client.Timeout = opts.CallTimeout
 	b := &Balancer{
 		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
-		backends: map[string]string{"blue": cfg.Backends["blue"], "green": cfg.Backends["green"]},
+		backends: map[config.Color]string{config.Blue: cfg.Backends[config.Blue], config.Green: cfg.Backends[config.Green]},
 	}
 	if _, err := b.Render(lb.SampleRoute(service)); err != nil {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
@@ -307,7 +307,7 @@ func (b *Balancer) restore(ctx context.Context, prev admin.MapLookup) error {
 // waitUp polls `show stat` until a server of backend is UP by HAProxy's own
 // checks, for at most Options.UpTimeout. The bound applies between polls,
 // so a failing socket is reported as itself, never as a timeout.
-func (b *Balancer) waitUp(ctx context.Context, backend, color string) error {
+func (b *Balancer) waitUp(ctx context.Context, backend string, color config.Color) error {
 	deadline := time.Now().Add(b.opts.UpTimeout)
 	for {
 		rows, err := b.client.ShowStat(ctx, backend)
@@ -357,7 +357,7 @@ func (b *Balancer) wrap(err error, doing string) error {
 }
 
 // Active reads the map entry back from HAProxy and names its colour.
-func (b *Balancer) Active(ctx context.Context) (string, error) {
+func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 	m, err := b.lookup(ctx)
 	if err != nil {
 		return "", err
@@ -371,12 +371,12 @@ func (b *Balancer) Active(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("haproxy: %s routes %s to backend %q, which is neither blue (%s) nor green (%s)",
-		b.cfg.MapFile, b.service, m.Value, b.backends["blue"], b.backends["green"])
+		b.cfg.MapFile, b.service, m.Value, b.backends[config.Blue], b.backends[config.Green])
 }
 
 // Backend is one colour's backend, as the snippet template sees it.
 type Backend struct {
-	Color  string // "blue" or "green"
+	Color  string // "blue" or "green"; a plain string (template data), not config.Color
 	Name   string // the HAProxy backend, lb.haproxy.backends.<colour>
 	Addr   string // the slot, "127.0.0.1:5005"
 	Active bool   // the backend r routes to
@@ -399,7 +399,7 @@ type Data struct {
 // Render returns the snippet a user includes in HAProxy's configuration
 // for route r. It does not touch HAProxy.
 func (b *Balancer) Render(r lb.Route) ([]byte, error) {
-	if !config.ValidColor(r.Active.Color) {
+	if !r.Active.Color.Valid() {
 		return nil, fmt.Errorf("haproxy: render %s: active colour %q is not blue or green", b.service, r.Active.Color)
 	}
 	d := Data{
@@ -424,7 +424,7 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		if u.Color != c || u.Port == 0 {
 			return nil, fmt.Errorf("haproxy: render %s: the route has no port for the %s slot", b.service, c)
 		}
-		be := Backend{Color: c, Name: b.backends[c], Addr: u.Addr(), Active: r.Active.Color == c}
+		be := Backend{Color: c.String(), Name: b.backends[c], Addr: u.Addr(), Active: r.Active.Color == c}
 		d.Backends = append(d.Backends, be)
 		if be.Active {
 			d.Active = be

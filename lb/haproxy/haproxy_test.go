@@ -20,9 +20,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-func route(active string) lb.Route {
-	ports := map[string]int{"blue": 5005, "green": 5006}
-	other := config.Other(active)
+func route(active config.Color) lb.Route {
+	ports := map[config.Color]int{config.Blue: 5005, config.Green: 5006}
+	other := active.Other()
 	return lb.Route{
 		Service:    "app",
 		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
@@ -46,7 +46,7 @@ func setup(t *testing.T, opts Options) (*Balancer, *fakeHAProxy, string) {
 	}
 	opts.PollInterval = 10 * time.Millisecond
 	b, err := New("app", config.HAProxy{Socket: f.sock, MapFile: mapFile,
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}, opts)
+		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestActive(t *testing.T) {
 
 func TestNewRefusesWhatWouldSplitACommand(t *testing.T) {
 	good := config.HAProxy{Socket: "/run/haproxy/admin.sock", MapFile: "/etc/haproxy/bgd.map",
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}
+		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}
 	if _, err := New("app", good, Options{}); err != nil {
 		t.Fatal(err)
 	}
@@ -274,10 +274,10 @@ func TestNewRefusesWhatWouldSplitACommand(t *testing.T) {
 	}{
 		{"service with a space", "my app", func(*config.HAProxy) {}},
 		{"map file with ';'", "app", func(c *config.HAProxy) { c.MapFile = "/etc/x.map;show info" }},
-		{"backend with '#'", "app", func(c *config.HAProxy) { c.Backends = map[string]string{"blue": "a#b", "green": "g"} }},
-		{"same backend twice", "app", func(c *config.HAProxy) { c.Backends = map[string]string{"blue": "x", "green": "x"} }},
+		{"backend with '#'", "app", func(c *config.HAProxy) { c.Backends = map[config.Color]string{config.Blue: "a#b", config.Green: "g"} }},
+		{"same backend twice", "app", func(c *config.HAProxy) { c.Backends = map[config.Color]string{config.Blue: "x", config.Green: "x"} }},
 		{"no socket", "app", func(c *config.HAProxy) { c.Socket = "" }},
-		{"no green backend", "app", func(c *config.HAProxy) { c.Backends = map[string]string{"blue": "x"} }},
+		{"no green backend", "app", func(c *config.HAProxy) { c.Backends = map[config.Color]string{"blue": "x"} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good
@@ -322,7 +322,7 @@ func TestSetMapLine(t *testing.T) {
 // run `go test ./lb/haproxy -run TestRender -update` to rewrite them.
 func TestRender(t *testing.T) {
 	base := config.HAProxy{Socket: "/run/haproxy/admin.sock", MapFile: "/etc/haproxy/bgd.map",
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}
+		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}
 	tcp := base
 	tcp.Socket = "tcp://127.0.0.1:9999"
 	for _, tc := range []struct {
@@ -340,7 +340,7 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := b.Render(route(tc.active))
+			got, err := b.Render(route(config.Color(tc.active)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -377,7 +377,7 @@ func TestRender(t *testing.T) {
 func TestRenderFromConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config.HAProxy{Socket: "/run/haproxy/admin.sock", MapFile: "/etc/haproxy/bgd.map",
-		Backends: map[string]string{"blue": "app_blue", "green": "app_green"}}
+		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}
 	for listen, want := range map[string]string{"8080": "bind :8080\n", "127.0.0.1:8443": "bind 127.0.0.1:8443\n", "[::1]:80": "bind [::1]:80\n"} {
 		c := cfg
 		c.Listen = listen

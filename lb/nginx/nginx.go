@@ -149,6 +149,8 @@ var hostName = regexp.MustCompile(`^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$`)
 
 // Slot is one slot as a template sees it.
 type Slot struct {
+	// Color is "blue" or "green": template data stays a plain string (not
+	// config.Color), so a template may pass it where a string is expected.
 	Color string
 	Host  string
 	Port  int
@@ -169,7 +171,7 @@ type Data struct {
 }
 
 func slotOf(u lb.Upstream) Slot {
-	return Slot{Color: u.Color, Host: u.Host, Port: u.Port, Addr: u.Addr()}
+	return Slot{Color: u.Color.String(), Host: u.Host, Port: u.Port, Addr: u.Addr()}
 }
 
 // Render returns exactly the file a Flip to r writes. A route that names no
@@ -184,7 +186,7 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		Upstream:         "bgd_" + b.service,
 		Listen:           b.cfg.Listen,
 		Generation:       r.Generation,
-		Color:            r.Active.Color,
+		Color:            r.Active.Color.String(),
 		Active:           slotOf(r.Active),
 		Standby:          slotOf(r.Standby),
 		HealthPath:       r.HealthPath,
@@ -210,7 +212,7 @@ func (b *Balancer) checkRoute(r lb.Route) error {
 		role string
 		u    lb.Upstream
 	}{{"active", r.Active}, {"standby", r.Standby}} {
-		if !config.ValidColor(u.u.Color) || !hostName.MatchString(u.u.Host) || u.u.Port < 1 || u.u.Port > 65535 {
+		if !u.u.Color.Valid() || !hostName.MatchString(u.u.Host) || u.u.Port < 1 || u.u.Port > 65535 {
 			return fmt.Errorf("%w: service %q: %s slot %q at %q port %d cannot be written as an nginx upstream",
 				config.ErrInvalid, b.service, u.role, u.u.Color, u.u.Host, u.u.Port)
 		}
@@ -362,7 +364,7 @@ func (b *Balancer) confirm(ctx context.Context, log *slog.Logger, f *serviceFile
 
 // Active asks nginx which colour it routes to: the slot header of an answer
 // from verify_url.
-func (b *Balancer) Active(ctx context.Context) (string, error) {
+func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 	ans := b.probe(ctx)
 	switch {
 	case ans.err != nil:
@@ -370,10 +372,10 @@ func (b *Balancer) Active(ctx context.Context) (string, error) {
 	case ans.slot == "":
 		return "", fmt.Errorf("nginx for service %q: %s answered %d without a %s header: is bgd's file included, and does its template set the header?",
 			b.service, b.cfg.VerifyURL, ans.status, SlotHeader)
-	case !config.ValidColor(ans.slot):
+	case !config.Color(ans.slot).Valid():
 		return "", fmt.Errorf("nginx for service %q: %s answered %s %q, not blue or green", b.service, b.cfg.VerifyURL, SlotHeader, ans.slot)
 	}
-	return ans.slot, nil
+	return config.Color(ans.slot), nil
 }
 
 func (b *Balancer) run(ctx context.Context, argv []string) ([]byte, error) {

@@ -25,9 +25,9 @@ func testConfig(dir string) config.Nginx {
 	}
 }
 
-func testRoute(active string, gen uint64) lb.Route {
-	ports := map[string]int{"blue": 5005, "green": 5006}
-	other := config.Other(active)
+func testRoute(active config.Color, gen uint64) lb.Route {
+	ports := map[config.Color]int{config.Blue: 5005, config.Green: 5006}
+	other := active.Other()
 	return lb.Route{
 		Service:    "app",
 		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
