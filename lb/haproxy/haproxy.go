@@ -205,7 +205,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 
 // checkBackend refuses a target backend HAProxy does not run: a map value
 // naming a missing backend would silently fall to default_backend.
-func (b *Balancer) checkBackend(ctx context.Context, color, target string) error {
+func (b *Balancer) checkBackend(ctx context.Context, color config.Color, target string) error {
 	backends, err := b.client.ShowBackends(ctx)
 	if err != nil {
 		return b.wrap(err, "list backends")
