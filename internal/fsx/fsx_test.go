@@ -131,11 +131,16 @@ func TestFlock(t *testing.T) {
 	if err := Flock(cctx, b, time.Time{}); !errors.Is(err, ErrBusy) {
 		t.Errorf("Flock of a held lock until ctx ends = %v, want ErrBusy", err)
 	}
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		time.Sleep(20 * time.Millisecond)
 		Unflock(a)
 	}()
 	if err := Flock(ctx, b, time.Time{}); err != nil {
 		t.Errorf("Flock after the holder let go = %v", err)
 	}
+	// The kernel's lock release is no Go synchronisation: wait for the
+	// goroutine before the clean-up closes a.
+	<-released
 }
