@@ -1031,3 +1031,13 @@ func TestStatus(t *testing.T) {
 		t.Errorf("lb error %q active %q", s.LBError, s.LBActive)
 	}
 }
+
+// TestIndentEscapesControlCharacters: a slot's log quoted in an error can
+// never send escape sequences to the operator's terminal.
+func TestIndentEscapesControlCharacters(t *testing.T) {
+	got := indent("ok\tline\n\x1b[2J\x1b]0;pwned\x07 end\r")
+	want := "    ok\tline\n    \\x1b[2J\\x1b]0;pwned\\x07 end\\x0d"
+	if got != want {
+		t.Errorf("indent = %q, want %q", got, want)
+	}
+}

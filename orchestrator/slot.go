@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/slots"
@@ -266,4 +267,23 @@ func (p *op) stopSlot(ctx context.Context, color config.Color) (note string, err
 	return note, nil
 }
 
-func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
+// indent quotes a slot's log lines in an error: indented, with control
+// characters (an ESC sequence the app wrote, say) shown escaped, so a log
+// can never drive the operator's terminal through bgd's message.
+func indent(s string) string {
+	var b strings.Builder
+	b.WriteString("    ")
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString("\n    ")
+		case r == '\t':
+			b.WriteRune(r)
+		case unicode.IsControl(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
