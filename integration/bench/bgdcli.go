@@ -42,16 +42,27 @@ func (b *bgdCLI) run(ctx context.Context, dir string, args ...string) (*cliRun, 
 	return ts.RunProcess(ctx, b.bin, dir, b.env, args...)
 }
 
-// must runs bgd and fails unless it exits 0.
-func (b *bgdCLI) must(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+// expect runs bgd and fails unless it exits code.
+func (b *bgdCLI) expect(ctx context.Context, dir string, code int, args ...string) (*cliRun, error) {
 	r, err := b.run(ctx, dir, args...)
-	if err != nil {
-		return r, err
+	if err == nil && r.Code != code {
+		err = fmt.Errorf("bgd %s exited %d, want %d: %s", strings.Join(args, " "), r.Code, code, strings.TrimSpace(r.Stderr))
 	}
-	if r.Code != 0 {
-		return r, fmt.Errorf("bgd %s exited %d: %s", strings.Join(args, " "), r.Code, strings.TrimSpace(r.Stderr))
+	return r, err
+}
+
+// try runs bgd, which must exit 0 unless it says the driver is not
+// available: then why says so.
+func (b *bgdCLI) try(ctx context.Context, dir string, args ...string) (r *cliRun, why string, err error) {
+	r, err = b.run(ctx, dir, args...)
+	switch {
+	case err != nil:
+	case unavailable(r) != "":
+		why = unavailable(r)
+	case r.Code != 0:
+		err = fmt.Errorf("bgd %s exited %d: %s", strings.Join(args, " "), r.Code, strings.TrimSpace(r.Stderr))
 	}
-	return r, nil
+	return r, why, err
 }
 
 // jsonDuration reads duration_ns from a --json answer (the time bgd spent
@@ -73,21 +84,6 @@ func unavailable(r *cliRun) string {
 		return ""
 	}
 	return "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: "))
-}
-
-// render runs `bgd render` with the config: what it printed, or why the
-// driver is not available.
-func (b *bench) render(ctx context.Context, dir, cfg string) (snippet, why string, err error) {
-	r, err := b.cli.run(ctx, dir, "--config", cfg, "render")
-	switch {
-	case err != nil:
-		return "", "", err
-	case unavailable(r) != "":
-		return "", unavailable(r), nil
-	case r.Code != 0:
-		return "", "", fmt.Errorf("bgd render of %s exited %d: %s", cfg, r.Code, strings.TrimSpace(r.Stderr))
-	}
-	return r.Stdout, "", nil
 }
 
 // writeConfig writes a bgd config. JSON is YAML, and the strict loader

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
@@ -53,8 +52,8 @@ func (b *bench) dataPlane(ctx context.Context) error {
 
 	// builtin: the proxy in the foreground, as systemd runs it, routing to
 	// blue as the (absent) state file's defaults say.
-	pxPort, err := freePort()
-	if err != nil {
+	var pxPort int
+	if err := freePorts(&pxPort); err != nil {
 		return err
 	}
 	cfg, err := config("builtin", builtinLB(pxPort))
@@ -82,8 +81,8 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		}
 		lb, url := b.haDP.lb(), b.haDP.url()
 		if d == "nginx" {
-			port, err := freePort()
-			if err != nil {
+			var port int
+			if err := freePorts(&port); err != nil {
 				return err
 			}
 			lb, url = b.nginxLB("dp", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
@@ -92,16 +91,11 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r, err := b.cli.run(ctx, dir, "--config", cfg, "switch", "blue")
-		if err != nil {
-			return err
-		}
-		if why := unavailable(r); why != "" {
+		if _, why, err := b.cli.try(ctx, dir, "--config", cfg, "switch", "blue"); err != nil {
+			return fmt.Errorf("%s: %w", d, err)
+		} else if why != "" {
 			dp.Unavailable[d] = why
 			continue
-		}
-		if r.Code != 0 {
-			return fmt.Errorf("%s: bgd switch blue exited %d: %s", d, r.Code, strings.TrimSpace(r.Stderr))
 		}
 		targets = append(targets, dpTarget{d, url})
 	}

@@ -79,13 +79,11 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	if err := errors.Join(writeConfig(s.cfg, cfg(ready)), writeConfig(s.crashCfg, cfg(crash))); err != nil {
 		return nil, "", err
 	}
-	if r, err := b.cli.run(ctx, dir, "--config", s.cfg, "render"); err != nil {
-		return nil, "", err
-	} else if why := unavailable(r); why != "" {
-		return nil, why, nil
+	if _, why, err := b.cli.try(ctx, dir, "--config", s.cfg, "render"); err != nil || why != "" {
+		return nil, why, err
 	}
 	for _, c := range []string{"blue", "green"} {
-		if _, err := b.cli.must(ctx, dir, "--config", s.cfg, "start", c); err != nil {
+		if _, err := b.cli.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
 			return nil, "", err
 		}
 	}
@@ -108,31 +106,81 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 // one driver, then stops its slots.
 func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 	s, why, err := b.setupService(ctx, dr.Driver)
-	if s != nil {
-		defer b.reaper.killState(s.stateFile, 5*time.Second)
-	}
-	if err != nil {
+	if s == nil {
+		if why != "" {
+			dr.Unavailable = why
+			b.log.Warn("driver not measured", "driver", dr.Driver, "why", why)
+		}
 		return err
 	}
-	if s != nil && s.servedAfterStart > 0 {
+	defer b.reaper.killState(s.stateFile)
+	if s.servedAfterStart > 0 {
 		dr.ServedAfterStartMs = ms(s.servedAfterStart)
 		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
 			s.servedAfterStart.Round(time.Millisecond)))
 	}
-	if s == nil {
-		dr.Unavailable = why
-		b.log.Warn("driver not measured", "driver", dr.Driver, "why", why)
-		return nil
+	// runs times n bgd processes, each of which must exit code; keep (when
+	// not nil) adds to what is kept of run i.
+	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *cliRun, *Timed) error) func() error {
+		return func() error {
+			for i := range n {
+				r, err := b.cli.expect(ctx, s.dir, code, args(i)...)
+				if err != nil {
+					return err
+				}
+				t := timed(r)
+				if keep != nil {
+					if err := keep(i, r, &t); err != nil {
+						return err
+					}
+				}
+				*into = append(*into, t)
+			}
+			return nil
+		}
 	}
+	release := func(prefix string, i int) string { return fmt.Sprintf("%s%02d", prefix, i+1) }
 	steps := []struct {
 		name string
-		f    func(context.Context, *service, *DriverResult) error
+		f    func() error
 	}{
-		{"flips under load", b.flipsUnderLoad},
-		{"idle flips", b.idleFlips},
-		{"status", b.statusRuns},
-		{"deploys", b.deploys},
-		{"crashing deploys", b.crashes},
+		// Figure 1 (and the switch time under load).
+		{"flips under load", func() error { return b.flipsUnderLoad(ctx, s, dr) }},
+		// Figure 2: `bgd switch` as a whole process, no load, target healthy.
+		{"idle flips", runs(&dr.IdleFlips, b.o.flips, 0, func(i int) []string {
+			return []string{"--json", "--config", s.cfg, "switch", flipTo(i)}
+		}, nil)},
+		// Figure 7's second half: one `bgd status` process's peak RSS.
+		{"status", runs(&dr.Status, b.o.statusRuns, 0, func(int) []string {
+			return []string{"--json", "--config", s.cfg, "status"}
+		}, nil)},
+		// Figure 3: `bgd deploy` wall time minus the app's --ready-after.
+		{"deploys", runs(&dr.Deploys, b.o.deploys, 0, func(i int) []string {
+			return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", release("d", i)}
+		}, func(_ int, r *cliRun, t *Timed) error {
+			t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
+			return nil
+		})},
+		// Figure 4: from the moment the starting slot's process exits to the
+		// moment `bgd deploy` has failed (its process ended, exit 1).
+		{"crashing deploys", func() error {
+			before, _ := ts.AnsweredBy(s.url)
+			err := runs(&dr.Crashes, b.o.crashes, 1, func(i int) []string {
+				return []string{"--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release("c", i)}
+			}, func(i int, r *cliRun, t *Timed) error {
+				data, err := os.ReadFile(filepath.Join(s.stamps, release("c", i)))
+				if err != nil {
+					return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
+				}
+				exitNS, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+				t.Log, t.DetectMs = logLines(r.Stderr), ms(r.End.Sub(time.Unix(0, exitNS)))
+				return err
+			})()
+			if after, aerr := ts.AnsweredBy(s.url); err == nil && (aerr != nil || after != before) {
+				err = fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, aerr)
+			}
+			return err
+		}},
 	}
 	var errs []error
 	for _, st := range steps {
@@ -140,7 +188,7 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 			return ctx.Err()
 		}
 		b.log.Info("measuring", "driver", dr.Driver, "what", st.name)
-		if err := st.f(ctx, s, dr); err != nil {
+		if err := st.f(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", st.name, err))
 			dr.Errors = append(dr.Errors, st.name+": "+err.Error())
 		}
@@ -148,29 +196,26 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 	return errors.Join(errs...)
 }
 
-// flipsUnderLoad: figure 1 (and the switch time under load). For each flip
-// a fresh pair of wrk processes (new-connection and keep-alive clients)
-// loads the service for pre, then `bgd switch` runs, then the load goes on
-// for post; the failures of that window belong to that flip.
+// flipsUnderLoad: figure 1. For each flip a fresh pair of wrk processes
+// (new-connection and keep-alive clients) loads the service for pre, then
+// `bgd switch` runs, then the load goes on for post; the failures of that
+// window belong to that flip.
 func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
 	for i := range b.o.flips {
-		to := flipTo(i)
-		f, err := b.oneLoadedFlip(ctx, s, to)
+		f, err := b.oneLoadedFlip(ctx, s, flipTo(i))
 		if err != nil {
-			return fmt.Errorf("flip %d to %s: %w", i+1, to, err)
+			return fmt.Errorf("flip %d to %s: %w", i+1, flipTo(i), err)
 		}
 		dr.Flips = append(dr.Flips, *f)
 	}
 	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
-		if _, err := b.cli.must(ctx, s.dir, "--config", s.cfg, "switch", "blue"); err != nil {
+		if _, err := b.cli.expect(ctx, s.dir, 0, "--config", s.cfg, "switch", "blue"); err != nil {
 			return err
 		}
 	}
-	if s.driver == "builtin" {
-		if pid := statePID(s.stateFile, "proxy_pid"); pid > 0 {
-			dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
-		}
+	if pid := statePID(s.stateFile, "proxy_pid"); s.driver == "builtin" && pid > 0 {
+		dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
 	}
 	return nil
 }
@@ -191,108 +236,21 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 	var r *cliRun
 	werr := sleepCtx(ctx, b.o.pre)
 	if werr == nil {
-		r, werr = b.cli.run(ctx, s.dir, "--json", "--config", s.cfg, "switch", to)
+		r, werr = b.cli.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)
 	}
 	if werr == nil {
 		werr = sleepCtx(ctx, b.o.post)
 	}
 	ncRes, err1 := nc.Stop()
 	kaRes, err2 := ka.Stop()
-	if werr != nil {
-		return nil, werr
-	}
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(werr, err1, err2); err != nil {
 		return nil, err
 	}
-	if r.Code != 0 {
-		return nil, fmt.Errorf("bgd switch %s exited %d: %s", to, r.Code, strings.TrimSpace(r.Stderr))
+	by, err := ts.AnsweredBy(s.url)
+	if err != nil || by != to {
+		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
 	}
-	f := &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}
-	f.AnsweredBy, err = ts.AnsweredBy(s.url)
-	if err != nil {
-		return nil, fmt.Errorf("after the flip: %w", err)
-	}
-	if f.AnsweredBy != to {
-		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q", to, f.AnsweredBy)
-	}
-	return f, nil
-}
-
-// timedRuns runs bgd n times with the arguments of run i, each a whole
-// process that must exit 0; keep (when not nil) adds to what is kept of it.
-func (b *bench) timedRuns(ctx context.Context, dir string, n int, args func(i int) []string, keep func(*cliRun, *Timed)) ([]Timed, error) {
-	var out []Timed
-	for i := range n {
-		r, err := b.cli.must(ctx, dir, args(i)...)
-		if err != nil {
-			return out, err
-		}
-		t := timed(r)
-		if keep != nil {
-			keep(r, &t)
-		}
-		out = append(out, t)
-	}
-	return out, nil
-}
-
-// idleFlips: figure 2, `bgd switch` as a whole process with no load and
-// the target already healthy.
-func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) (err error) {
-	dr.IdleFlips, err = b.timedRuns(ctx, s.dir, b.o.flips, func(i int) []string {
-		return []string{"--json", "--config", s.cfg, "switch", flipTo(i)}
-	}, nil)
-	return err
-}
-
-// statusRuns: figure 7's second half, one `bgd status` process's peak RSS.
-func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) (err error) {
-	dr.Status, err = b.timedRuns(ctx, s.dir, b.o.statusRuns, func(int) []string {
-		return []string{"--json", "--config", s.cfg, "status"}
-	}, nil)
-	return err
-}
-
-// deploys: figure 3, `bgd deploy` wall time minus the app's --ready-after.
-func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) (err error) {
-	dr.Deploys, err = b.timedRuns(ctx, s.dir, b.o.deploys, func(i int) []string {
-		return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1)}
-	}, func(r *cliRun, t *Timed) {
-		t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
-	})
-	return err
-}
-
-// crashes: figure 4, from the moment the starting slot's process exits to
-// the moment `bgd deploy` has failed (its process ended, exit 1).
-func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error {
-	before, _ := ts.AnsweredBy(s.url)
-	for i := range b.o.crashes {
-		release := fmt.Sprintf("c%02d", i+1)
-		r, err := b.cli.run(ctx, s.dir, "--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release)
-		if err != nil {
-			return err
-		}
-		if r.Code != 1 {
-			return fmt.Errorf("deploy of a crashing slot exited %d, want 1: %s", r.Code, strings.TrimSpace(r.Stderr))
-		}
-		data, err := os.ReadFile(filepath.Join(s.stamps, release))
-		if err != nil {
-			return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
-		}
-		exitNS, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-		if err != nil {
-			return err
-		}
-		t := timed(r)
-		t.Log = logLines(r.Stderr)
-		t.DetectMs = ms(r.End.Sub(time.Unix(0, exitNS)))
-		dr.Crashes = append(dr.Crashes, t)
-	}
-	if after, err := ts.AnsweredBy(s.url); err != nil || after != before {
-		return fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, err)
-	}
-	return nil
+	return &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}, nil
 }
 
 // waitAnswer waits up to 10 s, asking every so often on a new

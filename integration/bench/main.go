@@ -339,10 +339,14 @@ func (b *bench) startHAProxy() error {
 			"services": map[string]any{svc: serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lb())}}); err != nil {
 			return err
 		}
-		snippet, why, err := b.render(context.Background(), dir, cfg)
-		if err != nil || why != "" {
-			return errors.Join(err, errorIf(why))
+		r, why, err := b.cli.try(context.Background(), dir, "--config", cfg, "render")
+		if err == nil && why != "" {
+			err = errors.New(why)
 		}
+		if err != nil {
+			return err
+		}
+		snippet := r.Stdout
 		if !strings.Contains(snippet, "bind :80\n") {
 			return fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", svc, snippet)
 		}
@@ -361,13 +365,6 @@ func (b *bench) startHAProxy() error {
 	b.reaper.track(h.Proc())
 	b.haApp, b.haDP = fronts[0], fronts[1]
 	return nil
-}
-
-func errorIf(msg string) error {
-	if msg == "" {
-		return nil
-	}
-	return errors.New(msg)
 }
 
 // startBalancers starts the one nginx and the one HAProxy the run uses,
