@@ -23,9 +23,6 @@ type service struct {
 	stamps    string // where the crashing app writes the moment it exits
 	url       string // where clients reach the service
 	stateFile string
-	// servedAfterStart is how long after `bgd start blue` returned the
-	// load balancer first answered from blue, when that was not at once.
-	servedAfterStart time.Duration
 }
 
 // crashAppArg makes this harness the crashing slot: it records the moment
@@ -43,17 +40,23 @@ func crashApp(args []string) int {
 }
 
 // setupService writes the configs of the driver's service and starts its
-// slots (blue active, green healthy standby). It returns a nil service and
-// the reason when the driver cannot be measured in this tree.
-func (b *bench) setupService(ctx context.Context, driver string) (*service, string, error) {
+// slots (blue active, green healthy standby). It returns a nil service, and
+// says why in dr, when the driver cannot be measured in this tree.
+func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, error) {
+	driver := dr.Driver
+	unavailable := func(why string) (*service, error) {
+		dr.Unavailable = why
+		b.log.Warn("driver not measured", "driver", driver, "why", why)
+		return nil, nil
+	}
 	if why := b.lbErr[driver]; why != "" {
-		return nil, why, nil
+		return unavailable(why)
 	}
 	dir := filepath.Join(b.work, driver)
 	s := &service{driver: driver, dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
 		stamps: filepath.Join(dir, "stamps"), stateFile: filepath.Join(dir, "state", "bg_state.json")}
 	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	var lb map[string]any
 	var blue, green int
@@ -61,7 +64,7 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	case "builtin", "nginx":
 		var port int
 		if err := freePorts(&blue, &green, &port); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		if lb = builtinLB(port); driver == "nginx" {
 			lb = b.nginxLB("app", port)
@@ -77,14 +80,16 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	ready := demoCommand(b.cli.bin, "--ready-after", b.o.readyAfter.String())
 	crash := []string{b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}")}
 	if err := errors.Join(writeConfig(s.cfg, cfg(ready)), writeConfig(s.crashCfg, cfg(crash))); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	if _, why, err := b.cli.try(ctx, dir, "--config", s.cfg, "render"); err != nil || why != "" {
-		return nil, why, err
+	if _, why, err := b.cli.try(ctx, dir, "--config", s.cfg, "render"); err != nil {
+		return nil, err
+	} else if why != "" {
+		return unavailable(why)
 	}
 	for _, c := range []string{"blue", "green"} {
 		if _, err := b.cli.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 	}
 	// bgd said blue is running and healthy and routed: the load balancer
@@ -93,32 +98,24 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	// them): wait, and record how long, rather than fail the whole run.
 	t0 := time.Now()
 	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
-		return nil, "", fmt.Errorf("after start, %w", err)
+		return nil, fmt.Errorf("after start, %w", err)
 	}
 	if w := time.Since(t0); w > 50*time.Millisecond {
-		s.servedAfterStart = w
 		b.log.Warn("the load balancer did not serve blue at once after `bgd start blue`", "driver", driver, "waited", w.Round(time.Millisecond))
+		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
+			w.Round(time.Millisecond)))
 	}
-	return s, "", nil
+	return s, nil
 }
 
 // driverPhases measures figures 1-4 (and the status process's memory) on
 // one driver, then stops its slots.
 func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
-	s, why, err := b.setupService(ctx, dr.Driver)
+	s, err := b.setupService(ctx, dr)
 	if s == nil {
-		if why != "" {
-			dr.Unavailable = why
-			b.log.Warn("driver not measured", "driver", dr.Driver, "why", why)
-		}
 		return err
 	}
 	defer b.reaper.killState(s.stateFile)
-	if s.servedAfterStart > 0 {
-		dr.ServedAfterStartMs = ms(s.servedAfterStart)
-		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
-			s.servedAfterStart.Round(time.Millisecond)))
-	}
 	// runs times n bgd processes, each of which must exit code; keep (when
 	// not nil) adds to what is kept of run i.
 	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *cliRun, *Timed) error) func() error {

@@ -170,7 +170,6 @@ func run(args []string) int {
 
 	b.runAll(ctx)
 
-	b.res.Meta.Finished = time.Now().UTC()
 	b.res.Meta.LoadAvg = append(b.res.Meta.LoadAvg, loadAvg())
 	b.res.Meta.DurationS = time.Since(started).Seconds()
 	md := b.res.markdown()
