@@ -113,10 +113,6 @@ func demoCommand(bgd string, extra ...string) []string {
 	return append([]string{bgd, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"}, extra...)
 }
 
-func builtinLB(port int) map[string]any {
-	return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}
-}
-
 // timed is what every figure keeps of a bgd process.
 func timed(r *cliRun) Timed {
 	return Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), RSSKB: r.MaxRSSKB, CPUMs: ms(r.CPU)}

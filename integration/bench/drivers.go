@@ -58,21 +58,17 @@ func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, e
 	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
 		return nil, err
 	}
-	var lb map[string]any
 	var blue, green int
-	switch driver {
-	case "builtin", "nginx":
-		var port int
-		if err := freePorts(&blue, &green, &port); err != nil {
-			return nil, err
-		}
-		if lb = builtinLB(port); driver == "nginx" {
-			lb = b.nginxLB("app", port)
-		}
-		s.url = fmt.Sprintf("http://127.0.0.1:%d/", port)
-	case "haproxy":
-		blue, green, lb, s.url = b.haApp.blue, b.haApp.grn, b.haApp.lb(), b.haApp.url()
+	if driver == "haproxy" {
+		blue, green = b.haApp.blue, b.haApp.grn
+	} else if err := freePorts(&blue, &green); err != nil {
+		return nil, err
 	}
+	lb, port, err := b.front(driver, "app")
+	if err != nil {
+		return nil, err
+	}
+	s.url = loopURL(port)
 	cfg := func(command []string) map[string]any {
 		return map[string]any{"state_dir": filepath.Join(dir, "state"),
 			"services": map[string]any{"app": serviceConfig(command, blue, green, lb)}}

@@ -278,17 +278,31 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 }
 
-// nginxLB is the lb: section of a service that the bench's nginx fronts on
-// port.
-func (b *bench) nginxLB(service string, port int) map[string]any {
+// front is the lb: section of a bench service behind driver, and the port
+// its clients reach: one of HAProxy's frontends, or a free port nginx or
+// the builtin proxy will listen on.
+func (b *bench) front(driver, service string) (map[string]any, int, error) {
+	if driver == "haproxy" {
+		f := map[string]*haFrontend{"app": b.haApp, "dp": b.haDP}[service]
+		return f.lb(), f.port, nil
+	}
+	var port int
+	if err := freePorts(&port); err != nil {
+		return nil, 0, err
+	}
+	if driver == "builtin" {
+		return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}, port, nil
+	}
 	return map[string]any{"driver": "nginx", "nginx": map[string]any{
 		"file":       filepath.Join(b.nginx.Prefix, "conf.d", "bgd-"+service+".conf"),
 		"listen":     "127.0.0.1:" + strconv.Itoa(port),
 		"test":       b.nginx.Command("-t", "-q"),
 		"reload":     b.nginx.Command("-s", "reload"),
-		"verify_url": fmt.Sprintf("http://127.0.0.1:%d/", port),
-	}}
+		"verify_url": loopURL(port),
+	}}, port, nil
 }
+
+func loopURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
 
 // haFrontend is one service behind HAProxy, configured as a user would:
 // HAProxy loads a small base configuration plus, for each service, the
@@ -312,8 +326,6 @@ func (f *haFrontend) lb() map[string]any {
 		"backends": map[string]string{"blue": f.service + "_blue", "green": f.service + "_green"},
 	}}
 }
-
-func (f *haFrontend) url() string { return fmt.Sprintf("http://127.0.0.1:%d/", f.port) }
 
 // startHAProxy renders the snippets of the "app" and "dp" services with
 // `bgd render` and starts HAProxy on them.
