@@ -383,19 +383,25 @@ func (b *bench) startHAProxy() error {
 func (b *bench) startBalancers() error {
 	var errs []error
 	for _, d := range []string{"nginx", "haproxy"} {
-		if !b.wants(d) {
+		bin := map[string]string{"nginx": b.nginxBin, "haproxy": b.haproxyBin}[d]
+		var err error
+		switch {
+		case !b.wants(d):
 			continue
-		}
-		bin, start := b.nginxBin, b.startNginx
-		if d == "haproxy" {
-			bin, start = b.haproxyBin, b.startHAProxy
-		}
-		if bin == "" {
+		case bin == "":
 			b.lbErr[d] = d + " is not installed"
 			if ts.InCI() {
 				errs = append(errs, fmt.Errorf("%s is not installed, and CI must not skip: install it (see .ci/run)", d))
 			}
-		} else if err := start(); err != nil {
+			continue
+		case d == "nginx":
+			if b.nginx, err = ts.StartNginx(bin, filepath.Join(b.work, "nginx"), ts.NginxOptions{WorkerConnections: 4096}); err == nil {
+				b.reaper.track(b.nginx.Proc())
+			}
+		default:
+			err = b.startHAProxy()
+		}
+		if err != nil {
 			b.lbErr[d] = err.Error()
 			if !strings.HasPrefix(err.Error(), "driver not available") {
 				errs = append(errs, err)
@@ -403,16 +409,6 @@ func (b *bench) startBalancers() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (b *bench) startNginx() error {
-	n, err := ts.StartNginx(b.nginxBin, filepath.Join(b.work, "nginx"), ts.NginxOptions{WorkerConnections: 4096})
-	if err != nil {
-		return err
-	}
-	b.nginx = n
-	b.reaper.track(n.Proc())
-	return nil
 }
 
 func machine(b *bench) Meta {
