@@ -233,16 +233,7 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 		nginxBin: ts.FindBinary("nginx"), haproxyBin: ts.FindBinary("haproxy"),
 		lbErr: map[string]string{},
 	}
-	b.res = &Results{Drivers: map[string]*DriverResult{}}
-	b.res.Meta = machine(b)
-	b.res.Meta.Command = "go run ./integration/bench " + strings.Join(os.Args[1:], " ")
-	b.res.Meta.Short = o.short
-	b.res.Meta.Settings = map[string]any{
-		"flips": o.flips, "deploys": o.deploys, "crashes": o.crashes, "ready_after": o.readyAfter.String(),
-		"load_conns_per_kind": o.loadConns, "load_delay": o.loadDelay.String(), "flip_window_pre": o.pre.String(),
-		"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
-		"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
-	}
+	b.res = &Results{Drivers: map[string]*DriverResult{}, Meta: meta(b)}
 	return b, nil
 }
 
@@ -411,23 +402,24 @@ func (b *bench) startBalancers() error {
 	return errors.Join(errs...)
 }
 
-func machine(b *bench) Meta {
+// meta describes the run and the machine (an absent program or file leaves
+// its field empty).
+func meta(b *bench) Meta {
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	o := b.o
 	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: ts.WrkVersion(b.wrk),
-		LoadAvg: []string{loadAvg()}}
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		m.CPUModel = cpuModel(string(data))
-	}
-	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(data))
-	}
+		LoadAvg: []string{loadAvg()}, CPUModel: cpuModel(string(cpuinfo)), Kernel: strings.TrimSpace(string(kernel)),
+		Nginx: ts.FirstLine(b.nginxBin, "-v"), HAProxy: ts.FirstLine(b.haproxyBin, "-v"),
+		Command: "go run ./integration/bench " + strings.Join(os.Args[1:], " "), Short: o.short,
+		Settings: map[string]any{
+			"flips": o.flips, "deploys": o.deploys, "crashes": o.crashes, "ready_after": o.readyAfter.String(),
+			"load_conns_per_kind": o.loadConns, "load_delay": o.loadDelay.String(), "flip_window_pre": o.pre.String(),
+			"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
+			"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
+		}}
 	if r, err := b.cli.run(context.Background(), b.work, "version"); err == nil {
 		m.BgdVersion = strings.TrimSpace(r.Stdout)
-	}
-	if b.nginxBin != "" {
-		m.Nginx = ts.FirstLine(b.nginxBin, "-v")
-	}
-	if b.haproxyBin != "" {
-		m.HAProxy = ts.FirstLine(b.haproxyBin, "-v")
 	}
 	return m
 }

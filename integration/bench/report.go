@@ -123,13 +123,6 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func maxOf(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	return slices.Max(xs)
-}
-
 func pick[T any](xs []T, f func(T) float64) []float64 {
 	out := make([]float64, len(xs))
 	for i, x := range xs {
@@ -151,7 +144,7 @@ func medMax(xs []float64, unit string) string {
 	if len(xs) == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%s / %s%s", num(median(xs)), num(maxOf(xs)), unit)
+	return fmt.Sprintf("%s / %s%s", num(median(xs)), num(slices.Max(xs)), unit)
 }
 
 func num(x float64) string {
@@ -182,15 +175,8 @@ func p99(w ts.WrkResult) float64 { return w.P99Ms }
 
 // table renders a Markdown table: the header, its rule, a line per row.
 func table(b *strings.Builder, header []string, rows ...[]string) {
-	rule := make([]string, len(header))
-	for i := range rule {
-		rule[i] = "---"
-	}
-	for _, cells := range append([][]string{header, nil}, rows...) {
-		if cells == nil {
-			b.WriteString("|" + strings.Join(rule, "|") + "|\n")
-			continue
-		}
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n|" + strings.Repeat("---|", len(header)) + "\n")
+	for _, cells := range rows {
 		b.WriteString("|")
 		for _, c := range cells {
 			if c != "" {
