@@ -88,8 +88,8 @@ func unavailable(r *cliRun) string {
 
 // writeConfig writes a bgd config. JSON is YAML, and the strict loader
 // checks every key, so a typo here fails loudly.
-func writeConfig(path string, cfg map[string]any) error {
-	data, err := json.MarshalIndent(cfg, "", "  ")
+func writeConfig(path, stateDir string, services map[string]any) error {
+	data, err := json.MarshalIndent(map[string]any{"state_dir": stateDir, "services": services}, "", "  ")
 	if err != nil {
 		return err
 	}

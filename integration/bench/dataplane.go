@@ -58,8 +58,8 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			return err
 		}
 		cfg := filepath.Join(dir, d+".yml")
-		if err := writeConfig(cfg, map[string]any{"state_dir": filepath.Join(dir, d, "state"),
-			"services": map[string]any{"dp": serviceConfig(demoCommand(b.cli.bin), appPort, standby, lb)}}); err != nil {
+		dpSvc := serviceConfig(demoCommand(b.cli.bin), appPort, standby, lb)
+		if err := writeConfig(cfg, filepath.Join(dir, d, "state"), map[string]any{"dp": dpSvc}); err != nil {
 			return err
 		}
 		if d == "builtin" {

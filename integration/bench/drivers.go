@@ -69,13 +69,11 @@ func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, e
 		return nil, err
 	}
 	s.url = loopURL(port)
-	cfg := func(command []string) map[string]any {
-		return map[string]any{"state_dir": filepath.Join(dir, "state"),
-			"services": map[string]any{"app": serviceConfig(command, blue, green, lb)}}
+	cfg := func(path string, command ...string) error {
+		return writeConfig(path, filepath.Join(dir, "state"), map[string]any{"app": serviceConfig(command, blue, green, lb)})
 	}
-	ready := demoCommand(b.cli.bin, "--ready-after", b.o.readyAfter.String())
-	crash := []string{b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}")}
-	if err := errors.Join(writeConfig(s.cfg, cfg(ready)), writeConfig(s.crashCfg, cfg(crash))); err != nil {
+	if err := errors.Join(cfg(s.cfg, demoCommand(b.cli.bin, "--ready-after", b.o.readyAfter.String())...),
+		cfg(s.crashCfg, b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}"))); err != nil {
 		return nil, err
 	}
 	if _, why, err := b.cli.try(ctx, dir, "--config", s.cfg, "render"); err != nil {

@@ -337,8 +337,8 @@ func (b *bench) startHAProxy() error {
 			return err
 		}
 		cfg := filepath.Join(dir, "render-"+svc+".yml")
-		if err := writeConfig(cfg, map[string]any{"state_dir": filepath.Join(dir, "render-state"),
-			"services": map[string]any{svc: serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lb())}}); err != nil {
+		svcCfg := serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lb())
+		if err := writeConfig(cfg, filepath.Join(dir, "render-state"), map[string]any{svc: svcCfg}); err != nil {
 			return err
 		}
 		r, why, err := b.cli.try(context.Background(), dir, "--config", cfg, "render")

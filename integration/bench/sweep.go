@@ -60,11 +60,8 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		}
 	}
 	allCfg, oneCfg := filepath.Join(dir, "all.yml"), filepath.Join(dir, "one.yml")
-	if err := writeConfig(allCfg, map[string]any{"state_dir": filepath.Join(dir, "all", "state"), "services": all}); err != nil {
-		return err
-	}
-	if err := writeConfig(oneCfg, map[string]any{"state_dir": filepath.Join(dir, "one", "state"),
-		"services": map[string]any{"svc000": all["svc000"]}}); err != nil {
+	if err := errors.Join(writeConfig(allCfg, filepath.Join(dir, "all", "state"), all),
+		writeConfig(oneCfg, filepath.Join(dir, "one", "state"), map[string]any{"svc000": all["svc000"]})); err != nil {
 		return err
 	}
 	runs := []struct {
