@@ -66,7 +66,6 @@ type Flip struct {
 	InProcessMs float64      `json:"in_process_ms"`
 	NewConn     ts.WrkResult `json:"new_connection"`
 	KeepAlive   ts.WrkResult `json:"keep_alive"`
-	AnsweredBy  string       `json:"answered_by_after"`
 }
 
 // Timed is one bgd process: its wall time and what else was measured.
