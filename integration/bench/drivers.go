@@ -16,7 +16,6 @@ import (
 // service is one bench service ("app") behind one driver, run by bgd as a
 // user would: bgd starts its slots and, for builtin, its proxy.
 type service struct {
-	driver    string
 	dir       string // working directory of every bgd command
 	cfg       string // the demo app with --ready-after
 	crashCfg  string // the same service whose slot command exits at once
@@ -53,7 +52,7 @@ func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, e
 		return unavailable(why)
 	}
 	dir := filepath.Join(b.work, driver)
-	s := &service{driver: driver, dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
+	s := &service{dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
 		stamps: filepath.Join(dir, "stamps"), stateFile: filepath.Join(dir, "state", "bg_state.json")}
 	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
 		return nil, err
@@ -205,7 +204,7 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 			return err
 		}
 	}
-	if pid := statePID(s.stateFile, "proxy_pid"); s.driver == "builtin" && pid > 0 {
+	if pid := statePID(s.stateFile, "proxy_pid"); dr.Driver == "builtin" && pid > 0 {
 		dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
 	}
 	return nil

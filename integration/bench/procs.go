@@ -28,16 +28,13 @@ type reaper struct {
 	owners []string
 	// stateGlobs find the state files of every bench service.
 	stateGlobs []string
-
-	mu    sync.Mutex
+	// procs are the harness's own processes (each in its own group, see
+	// testsupport.Start). Only the main goroutine starts and stops them.
 	procs []*ts.Proc
 }
 
-// track registers a process the harness started (in its own group, see
-// testsupport.Start) for stopAll.
+// track registers a process the harness started for stopAll.
 func (r *reaper) track(p *ts.Proc) *ts.Proc {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.procs = append(r.procs, p)
 	return p
 }
@@ -83,8 +80,6 @@ func (r *reaper) stopAll() {
 		files = append(files, f...)
 	}
 	r.killState(files...)
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range r.procs {
 		sig := syscall.SIGTERM
