@@ -11,13 +11,6 @@ import (
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
-// bgdCLI runs the bgd binary as a user's shell would: a whole process per
-// command, timed from fork to exit.
-type bgdCLI struct {
-	bin string
-	env []string
-}
-
 // cleanEnv is the harness's environment without the variables that would
 // override the bench configurations (a developer may have them set).
 func cleanEnv() []string {
@@ -38,12 +31,12 @@ type cliRun = ts.Run
 
 // run runs bgd with args in dir. The error is only about running it at
 // all; a non-zero exit is in Code. On ctx's end the process gets SIGTERM.
-func (b *bgdCLI) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
-	return ts.RunProcess(ctx, b.bin, dir, b.env, args...)
+func (b *bench) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+	return ts.RunProcess(ctx, b.bgd, dir, b.env, args...)
 }
 
 // expect runs bgd and fails unless it exits code.
-func (b *bgdCLI) expect(ctx context.Context, dir string, code int, args ...string) (*cliRun, error) {
+func (b *bench) expect(ctx context.Context, dir string, code int, args ...string) (*cliRun, error) {
 	r, err := b.run(ctx, dir, args...)
 	if err == nil && r.Code != code {
 		err = fmt.Errorf("bgd %s exited %d, want %d: %s", strings.Join(args, " "), r.Code, code, strings.TrimSpace(r.Stderr))
@@ -53,7 +46,7 @@ func (b *bgdCLI) expect(ctx context.Context, dir string, code int, args ...strin
 
 // try runs bgd, which must exit 0 unless it says the driver is not
 // available: then why says so.
-func (b *bgdCLI) try(ctx context.Context, dir string, args ...string) (r *cliRun, why string, err error) {
+func (b *bench) try(ctx context.Context, dir string, args ...string) (r *cliRun, why string, err error) {
 	r, err = b.run(ctx, dir, args...)
 	switch {
 	case err != nil:

@@ -58,7 +58,7 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			return err
 		}
 		cfg := filepath.Join(dir, d+".yml")
-		dpSvc := serviceConfig(demoCommand(b.cli.bin), appPort, standby, lb)
+		dpSvc := serviceConfig(demoCommand(b.bgd), appPort, standby, lb)
 		if err := writeConfig(cfg, filepath.Join(dir, d, "state"), map[string]any{"dp": dpSvc}); err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			if err := ts.WaitListening(port, 5*time.Second, proxy); err != nil {
 				return err
 			}
-		} else if _, why, err := b.cli.try(ctx, dir, "--config", cfg, "switch", "blue"); err != nil {
+		} else if _, why, err := b.try(ctx, dir, "--config", cfg, "switch", "blue"); err != nil {
 			// nginx and HAProxy are configured by bgd itself.
 			return fmt.Errorf("%s: %w", d, err)
 		} else if why != "" {
@@ -136,8 +136,8 @@ func (b *bench) startDemoApp(dir string, port int, color, release string) (*ts.P
 // startOwn runs bgd with args as the harness's own process, its output in
 // dir/logFile ("": discarded).
 func (b *bench) startOwn(dir, name, logFile string, args ...string) (*ts.Proc, error) {
-	cmd := exec.Command(b.cli.bin, args...)
-	cmd.Dir, cmd.Env = dir, b.cli.env
+	cmd := exec.Command(b.bgd, args...)
+	cmd.Dir, cmd.Env = dir, b.env
 	if logFile != "" {
 		log, err := os.Create(filepath.Join(dir, logFile))
 		if err != nil {

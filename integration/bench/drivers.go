@@ -71,17 +71,17 @@ func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, e
 	cfg := func(path string, command ...string) error {
 		return writeConfig(path, filepath.Join(dir, "state"), map[string]any{"app": serviceConfig(command, blue, green, lb)})
 	}
-	if err := errors.Join(cfg(s.cfg, demoCommand(b.cli.bin, "--ready-after", b.o.readyAfter.String())...),
+	if err := errors.Join(cfg(s.cfg, demoCommand(b.bgd, "--ready-after", b.o.readyAfter.String())...),
 		cfg(s.crashCfg, b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}"))); err != nil {
 		return nil, err
 	}
-	if _, why, err := b.cli.try(ctx, dir, "--config", s.cfg, "render"); err != nil {
+	if _, why, err := b.try(ctx, dir, "--config", s.cfg, "render"); err != nil {
 		return nil, err
 	} else if why != "" {
 		return unavailable(why)
 	}
 	for _, c := range []string{"blue", "green"} {
-		if _, err := b.cli.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
+		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
 			return nil, err
 		}
 	}
@@ -114,7 +114,7 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *cliRun, *Timed) error) func() error {
 		return func() error {
 			for i := range n {
-				r, err := b.cli.expect(ctx, s.dir, code, args(i)...)
+				r, err := b.expect(ctx, s.dir, code, args(i)...)
 				if err != nil {
 					return err
 				}
@@ -200,7 +200,7 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 	}
 	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
-		if _, err := b.cli.expect(ctx, s.dir, 0, "--config", s.cfg, "switch", "blue"); err != nil {
+		if _, err := b.expect(ctx, s.dir, 0, "--config", s.cfg, "switch", "blue"); err != nil {
 			return err
 		}
 	}
@@ -226,7 +226,7 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 	var r *cliRun
 	werr := sleepCtx(ctx, b.o.pre)
 	if werr == nil {
-		r, werr = b.cli.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)
+		r, werr = b.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)
 	}
 	if werr == nil {
 		werr = sleepCtx(ctx, b.o.post)

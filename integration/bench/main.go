@@ -193,9 +193,10 @@ func run(args []string) int {
 type bench struct {
 	o      options
 	log    *slog.Logger
-	work   string // temp dir: configs, state, logs, nginx prefix, HAProxy socket
-	exe    string // this harness (re-executed as the crashing app)
-	cli    *bgdCLI
+	work   string   // temp dir: configs, state, logs, nginx prefix, HAProxy socket
+	exe    string   // this harness (re-executed as the crashing app)
+	bgd    string   // the bgd binary, run as a user's shell would: a whole process per command
+	env    []string // the environment of every bgd process (cleanEnv)
 	reaper *reaper
 	wrk    string
 
@@ -228,7 +229,7 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{o: o, log: log, work: work, exe: exe, wrk: wrk,
-		cli:      &bgdCLI{bin: bgd, env: cleanEnv()},
+		bgd: bgd, env: cleanEnv(),
 		reaper:   &reaper{owners: []string{bgd, exe}, stateGlobs: []string{filepath.Join(work, "*", "state", "*.json"), filepath.Join(work, "*", "*", "state", "*.json")}},
 		nginxBin: ts.FindBinary("nginx"), haproxyBin: ts.FindBinary("haproxy"),
 		lbErr: map[string]string{},
@@ -337,11 +338,11 @@ func (b *bench) startHAProxy() error {
 			return err
 		}
 		cfg := filepath.Join(dir, "render-"+svc+".yml")
-		svcCfg := serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lb())
+		svcCfg := serviceConfig(demoCommand(b.bgd), f.blue, f.grn, f.lb())
 		if err := writeConfig(cfg, filepath.Join(dir, "render-state"), map[string]any{svc: svcCfg}); err != nil {
 			return err
 		}
-		r, why, err := b.cli.try(context.Background(), dir, "--config", cfg, "render")
+		r, why, err := b.try(context.Background(), dir, "--config", cfg, "render")
 		if err == nil && why != "" {
 			err = errors.New(why)
 		}
@@ -418,7 +419,7 @@ func meta(b *bench) Meta {
 			"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
 			"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
 		}}
-	if r, err := b.cli.run(context.Background(), b.work, "version"); err == nil {
+	if r, err := b.run(context.Background(), b.work, "version"); err == nil {
 		m.BgdVersion = strings.TrimSpace(r.Stdout)
 	}
 	return m

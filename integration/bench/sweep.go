@@ -52,7 +52,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		// loopback hosts keep the (unused) listens apart.
 		lb := map[string]any{"driver": "haproxy",
 			"haproxy": map[string]any{"listen": fmt.Sprintf("127.0.%d.%d:%d", 1+i/250, 1+i%250, listen)}}
-		all[name] = serviceConfig(demoCommand(b.cli.bin), slot[0], slot[1], lb)
+		all[name] = serviceConfig(demoCommand(b.bgd), slot[0], slot[1], lb)
 	}
 	for i, p := range ports {
 		if err := ts.WaitListening(p, 20*time.Second, apps[i]); err != nil {
@@ -76,7 +76,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 	// timed.
 	for round := range b.o.sweeps + 1 {
 		for _, r := range runs {
-			res, err := b.cli.expect(ctx, dir, 0, r.args...)
+			res, err := b.expect(ctx, dir, 0, r.args...)
 			if err != nil {
 				return err
 			}
