@@ -11,13 +11,6 @@ import (
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
 )
 
-// bgdCLI runs the bgd binary as a user's shell would: a whole process per
-// command, timed from fork to exit.
-type bgdCLI struct {
-	bin string
-	env []string
-}
-
 // cleanEnv is the harness's environment without the variables that would
 // override the bench configurations (a developer may have them set).
 func cleanEnv() []string {
@@ -38,20 +31,31 @@ type cliRun = ts.Run
 
 // run runs bgd with args in dir. The error is only about running it at
 // all; a non-zero exit is in Code. On ctx's end the process gets SIGTERM.
-func (b *bgdCLI) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
-	return ts.RunProcess(ctx, b.bin, dir, b.env, args...)
+func (b *bench) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+	return ts.RunProcess(ctx, b.bgd, dir, b.env, args...)
 }
 
-// must runs bgd and fails unless it exits 0.
-func (b *bgdCLI) must(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+// expect runs bgd and fails unless it exits code.
+func (b *bench) expect(ctx context.Context, dir string, code int, args ...string) (*cliRun, error) {
 	r, err := b.run(ctx, dir, args...)
-	if err != nil {
-		return r, err
+	if err == nil && r.Code != code {
+		err = fmt.Errorf("bgd %s exited %d, want %d: %s", strings.Join(args, " "), r.Code, code, strings.TrimSpace(r.Stderr))
 	}
-	if r.Code != 0 {
-		return r, fmt.Errorf("bgd %s exited %d: %s", strings.Join(args, " "), r.Code, strings.TrimSpace(r.Stderr))
+	return r, err
+}
+
+// try runs bgd, which must exit 0 unless it says the driver is not
+// available: then why says so.
+func (b *bench) try(ctx context.Context, dir string, args ...string) (r *cliRun, why string, err error) {
+	r, err = b.run(ctx, dir, args...)
+	switch {
+	case err != nil:
+	case unavailable(r) != "":
+		why = unavailable(r)
+	case r.Code != 0:
+		err = fmt.Errorf("bgd %s exited %d: %s", strings.Join(args, " "), r.Code, strings.TrimSpace(r.Stderr))
 	}
-	return r, nil
+	return r, why, err
 }
 
 // jsonDuration reads duration_ns from a --json answer (the time bgd spent
@@ -75,25 +79,10 @@ func unavailable(r *cliRun) string {
 	return "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: "))
 }
 
-// render runs `bgd render` with the config: what it printed, or why the
-// driver is not available.
-func (b *bench) render(ctx context.Context, dir, cfg string) (snippet, why string, err error) {
-	r, err := b.cli.run(ctx, dir, "--config", cfg, "render")
-	switch {
-	case err != nil:
-		return "", "", err
-	case unavailable(r) != "":
-		return "", unavailable(r), nil
-	case r.Code != 0:
-		return "", "", fmt.Errorf("bgd render of %s exited %d: %s", cfg, r.Code, strings.TrimSpace(r.Stderr))
-	}
-	return r.Stdout, "", nil
-}
-
 // writeConfig writes a bgd config. JSON is YAML, and the strict loader
 // checks every key, so a typo here fails loudly.
-func writeConfig(path string, cfg map[string]any) error {
-	data, err := json.MarshalIndent(cfg, "", "  ")
+func writeConfig(path, stateDir string, services map[string]any) error {
+	data, err := json.MarshalIndent(map[string]any{"state_dir": stateDir, "services": services}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -115,10 +104,6 @@ func serviceConfig(command []string, blue, green int, lb map[string]any) map[str
 // demoCommand is the demo app as a slot command; extra flags are appended.
 func demoCommand(bgd string, extra ...string) []string {
 	return append([]string{bgd, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"}, extra...)
-}
-
-func builtinLB(port int) map[string]any {
-	return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}
 }
 
 // timed is what every figure keeps of a bgd process.

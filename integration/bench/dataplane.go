@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
@@ -44,66 +43,43 @@ func (b *bench) dataPlane(ctx context.Context) error {
 	if err := ts.WaitListening(appPort, 5*time.Second, app); err != nil {
 		return err
 	}
-	targets := []dpTarget{{"direct", fmt.Sprintf("http://127.0.0.1:%d/", appPort)}}
-	config := func(name string, lb map[string]any) (string, error) {
-		path := filepath.Join(dir, name+".yml")
-		return path, writeConfig(path, map[string]any{"state_dir": filepath.Join(dir, name, "state"),
-			"services": map[string]any{"dp": serviceConfig(demoCommand(b.cli.bin), appPort, standby, lb)}})
-	}
-
-	// builtin: the proxy in the foreground, as systemd runs it, routing to
-	// blue as the (absent) state file's defaults say.
-	pxPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	cfg, err := config("builtin", builtinLB(pxPort))
-	if err != nil {
-		return err
-	}
-	os.MkdirAll(filepath.Join(dir, "builtin", "state"), 0o755)
-	proxy, err := b.startOwn(dir, "bgd proxy", "proxy.log", "--config", cfg, "proxy")
-	if err != nil {
-		return err
-	}
-	if err := ts.WaitListening(pxPort, 5*time.Second, proxy); err != nil {
-		return err
-	}
-	targets = append(targets, dpTarget{"builtin", fmt.Sprintf("http://127.0.0.1:%d/", pxPort)})
-
-	// nginx and HAProxy, configured by bgd itself.
-	for _, d := range []string{"nginx", "haproxy"} {
-		if !b.wants(d) {
+	targets := []dpTarget{{"direct", loopURL(appPort)}}
+	var proxy *ts.Proc
+	for _, d := range []string{"builtin", "nginx", "haproxy"} {
+		if d != "builtin" && !b.wants(d) {
 			continue
 		}
 		if why := b.lbErr[d]; why != "" {
 			dp.Unavailable[d] = why
 			continue
 		}
-		lb, url := b.haDP.lb(), b.haDP.url()
-		if d == "nginx" {
-			port, err := freePort()
-			if err != nil {
+		lb, port, err := b.front(d, "dp")
+		if err != nil {
+			return err
+		}
+		cfg := filepath.Join(dir, d+".yml")
+		dpSvc := serviceConfig(demoCommand(b.bgd), appPort, standby, lb)
+		if err := writeConfig(cfg, filepath.Join(dir, d, "state"), map[string]any{"dp": dpSvc}); err != nil {
+			return err
+		}
+		if d == "builtin" {
+			// The proxy in the foreground, as systemd runs it, routing to
+			// blue as the (absent) state file's defaults say.
+			os.MkdirAll(filepath.Join(dir, d, "state"), 0o755)
+			if proxy, err = b.startOwn(dir, "bgd proxy", "proxy.log", "--config", cfg, "proxy"); err != nil {
 				return err
 			}
-			lb, url = b.nginxLB("dp", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
-		}
-		cfg, err := config(d, lb)
-		if err != nil {
-			return err
-		}
-		r, err := b.cli.run(ctx, dir, "--config", cfg, "switch", "blue")
-		if err != nil {
-			return err
-		}
-		if why := unavailable(r); why != "" {
+			if err := ts.WaitListening(port, 5*time.Second, proxy); err != nil {
+				return err
+			}
+		} else if _, why, err := b.try(ctx, dir, "--config", cfg, "switch", "blue"); err != nil {
+			// nginx and HAProxy are configured by bgd itself.
+			return fmt.Errorf("%s: %w", d, err)
+		} else if why != "" {
 			dp.Unavailable[d] = why
 			continue
 		}
-		if r.Code != 0 {
-			return fmt.Errorf("%s: bgd switch blue exited %d: %s", d, r.Code, strings.TrimSpace(r.Stderr))
-		}
-		targets = append(targets, dpTarget{d, url})
+		targets = append(targets, dpTarget{d, loopURL(port)})
 	}
 	for _, t := range targets {
 		if err := waitAnswer(t.url, "blue", 50*time.Millisecond); err != nil {
@@ -111,24 +87,25 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		}
 	}
 
-	// A short unrecorded warm-up per target (connection pools, heap growth).
-	for _, t := range targets {
-		if _, err := b.fixedLoad(ctx, t.url, min(time.Second, b.o.dpDuration/2)); err != nil {
-			return fmt.Errorf("%s warm-up: %w", t.name, err)
-		}
-	}
-	for round := range b.o.dpRounds {
+	// Round 0 is a short unrecorded warm-up per target (connection pools,
+	// heap growth).
+	for round := range b.o.dpRounds + 1 {
 		for _, t := range targets {
-			res, err := b.fixedLoad(ctx, t.url, b.o.dpDuration)
-			if err != nil {
-				return fmt.Errorf("%s round %d: %w", t.name, round+1, err)
+			d := b.o.dpDuration
+			if round == 0 {
+				d = min(time.Second, d/2)
 			}
-			dp.Runs[t.name] = append(dp.Runs[t.name], res)
-			b.log.Info("data plane", "target", t.name, "round", round+1, "rps", int(res.RPS), "p50_ms", res.P50Ms, "p99_ms", res.P99Ms, "failures", res.Failures)
+			res, err := b.fixedLoad(ctx, t.url, d)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", t.name, round, err)
+			}
+			if round > 0 {
+				dp.Runs[t.name] = append(dp.Runs[t.name], res)
+				b.log.Info("data plane", "target", t.name, "round", round, "rps", int(res.RPS), "p50_ms", res.P50Ms, "p99_ms", res.P99Ms, "failures", res.Failures)
+			}
 		}
 	}
-	dp.ProxyHWMKB, err = procStatusKB(proxy.Pid(), "VmHWM")
-	if err != nil {
+	if dp.ProxyHWMKB, err = procStatusKB(proxy.Pid(), "VmHWM"); err != nil {
 		return err
 	}
 	dp.ProxyRSSKB, _ = procStatusKB(proxy.Pid(), "VmRSS")
@@ -159,8 +136,8 @@ func (b *bench) startDemoApp(dir string, port int, color, release string) (*ts.P
 // startOwn runs bgd with args as the harness's own process, its output in
 // dir/logFile ("": discarded).
 func (b *bench) startOwn(dir, name, logFile string, args ...string) (*ts.Proc, error) {
-	cmd := exec.Command(b.cli.bin, args...)
-	cmd.Dir, cmd.Env = dir, b.cli.env
+	cmd := exec.Command(b.bgd, args...)
+	cmd.Dir, cmd.Env = dir, b.env
 	if logFile != "" {
 		log, err := os.Create(filepath.Join(dir, logFile))
 		if err != nil {

@@ -16,16 +16,12 @@ import (
 // service is one bench service ("app") behind one driver, run by bgd as a
 // user would: bgd starts its slots and, for builtin, its proxy.
 type service struct {
-	driver    string
 	dir       string // working directory of every bgd command
 	cfg       string // the demo app with --ready-after
 	crashCfg  string // the same service whose slot command exits at once
 	stamps    string // where the crashing app writes the moment it exits
 	url       string // where clients reach the service
 	stateFile string
-	// servedAfterStart is how long after `bgd start blue` returned the
-	// load balancer first answered from blue, when that was not at once.
-	servedAfterStart time.Duration
 }
 
 // crashAppArg makes this harness the crashing slot: it records the moment
@@ -43,50 +39,50 @@ func crashApp(args []string) int {
 }
 
 // setupService writes the configs of the driver's service and starts its
-// slots (blue active, green healthy standby). It returns a nil service and
-// the reason when the driver cannot be measured in this tree.
-func (b *bench) setupService(ctx context.Context, driver string) (*service, string, error) {
+// slots (blue active, green healthy standby). It returns a nil service, and
+// says why in dr, when the driver cannot be measured in this tree.
+func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, error) {
+	driver := dr.Driver
+	unavailable := func(why string) (*service, error) {
+		dr.Unavailable = why
+		b.log.Warn("driver not measured", "driver", driver, "why", why)
+		return nil, nil
+	}
 	if why := b.lbErr[driver]; why != "" {
-		return nil, why, nil
+		return unavailable(why)
 	}
 	dir := filepath.Join(b.work, driver)
-	s := &service{driver: driver, dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
+	s := &service{dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
 		stamps: filepath.Join(dir, "stamps"), stateFile: filepath.Join(dir, "state", "bg_state.json")}
 	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	var lb map[string]any
 	var blue, green int
-	switch driver {
-	case "builtin", "nginx":
-		var port int
-		if err := freePorts(&blue, &green, &port); err != nil {
-			return nil, "", err
-		}
-		if lb = builtinLB(port); driver == "nginx" {
-			lb = b.nginxLB("app", port)
-		}
-		s.url = fmt.Sprintf("http://127.0.0.1:%d/", port)
-	case "haproxy":
-		blue, green, lb, s.url = b.haApp.blue, b.haApp.grn, b.haApp.lb(), b.haApp.url()
+	if driver == "haproxy" {
+		blue, green = b.haApp.blue, b.haApp.grn
+	} else if err := freePorts(&blue, &green); err != nil {
+		return nil, err
 	}
-	cfg := func(command []string) map[string]any {
-		return map[string]any{"state_dir": filepath.Join(dir, "state"),
-			"services": map[string]any{"app": serviceConfig(command, blue, green, lb)}}
+	lb, port, err := b.front(driver, "app")
+	if err != nil {
+		return nil, err
 	}
-	ready := demoCommand(b.cli.bin, "--ready-after", b.o.readyAfter.String())
-	crash := []string{b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}")}
-	if err := errors.Join(writeConfig(s.cfg, cfg(ready)), writeConfig(s.crashCfg, cfg(crash))); err != nil {
-		return nil, "", err
+	s.url = loopURL(port)
+	cfg := func(path string, command ...string) error {
+		return writeConfig(path, filepath.Join(dir, "state"), map[string]any{"app": serviceConfig(command, blue, green, lb)})
 	}
-	if r, err := b.cli.run(ctx, dir, "--config", s.cfg, "render"); err != nil {
-		return nil, "", err
-	} else if why := unavailable(r); why != "" {
-		return nil, why, nil
+	if err := errors.Join(cfg(s.cfg, demoCommand(b.bgd, "--ready-after", b.o.readyAfter.String())...),
+		cfg(s.crashCfg, b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}"))); err != nil {
+		return nil, err
+	}
+	if _, why, err := b.try(ctx, dir, "--config", s.cfg, "render"); err != nil {
+		return nil, err
+	} else if why != "" {
+		return unavailable(why)
 	}
 	for _, c := range []string{"blue", "green"} {
-		if _, err := b.cli.must(ctx, dir, "--config", s.cfg, "start", c); err != nil {
-			return nil, "", err
+		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
+			return nil, err
 		}
 	}
 	// bgd said blue is running and healthy and routed: the load balancer
@@ -95,44 +91,86 @@ func (b *bench) setupService(ctx context.Context, driver string) (*service, stri
 	// them): wait, and record how long, rather than fail the whole run.
 	t0 := time.Now()
 	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
-		return nil, "", fmt.Errorf("after start, %w", err)
+		return nil, fmt.Errorf("after start, %w", err)
 	}
 	if w := time.Since(t0); w > 50*time.Millisecond {
-		s.servedAfterStart = w
 		b.log.Warn("the load balancer did not serve blue at once after `bgd start blue`", "driver", driver, "waited", w.Round(time.Millisecond))
+		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
+			w.Round(time.Millisecond)))
 	}
-	return s, "", nil
+	return s, nil
 }
 
 // driverPhases measures figures 1-4 (and the status process's memory) on
 // one driver, then stops its slots.
 func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
-	s, why, err := b.setupService(ctx, dr.Driver)
-	if s != nil {
-		defer b.reaper.killState(s.stateFile, 5*time.Second)
-	}
-	if err != nil {
+	s, err := b.setupService(ctx, dr)
+	if s == nil {
 		return err
 	}
-	if s != nil && s.servedAfterStart > 0 {
-		dr.ServedAfterStartMs = ms(s.servedAfterStart)
-		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
-			s.servedAfterStart.Round(time.Millisecond)))
+	defer b.reaper.killState(s.stateFile)
+	// runs times n bgd processes, each of which must exit code; keep (when
+	// not nil) adds to what is kept of run i.
+	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *cliRun, *Timed) error) func() error {
+		return func() error {
+			for i := range n {
+				r, err := b.expect(ctx, s.dir, code, args(i)...)
+				if err != nil {
+					return err
+				}
+				t := timed(r)
+				if keep != nil {
+					if err := keep(i, r, &t); err != nil {
+						return err
+					}
+				}
+				*into = append(*into, t)
+			}
+			return nil
+		}
 	}
-	if s == nil {
-		dr.Unavailable = why
-		b.log.Warn("driver not measured", "driver", dr.Driver, "why", why)
-		return nil
-	}
+	release := func(prefix string, i int) string { return fmt.Sprintf("%s%02d", prefix, i+1) }
 	steps := []struct {
 		name string
-		f    func(context.Context, *service, *DriverResult) error
+		f    func() error
 	}{
-		{"flips under load", b.flipsUnderLoad},
-		{"idle flips", b.idleFlips},
-		{"status", b.statusRuns},
-		{"deploys", b.deploys},
-		{"crashing deploys", b.crashes},
+		// Figure 1 (and the switch time under load).
+		{"flips under load", func() error { return b.flipsUnderLoad(ctx, s, dr) }},
+		// Figure 2: `bgd switch` as a whole process, no load, target healthy.
+		{"idle flips", runs(&dr.IdleFlips, b.o.flips, 0, func(i int) []string {
+			return []string{"--json", "--config", s.cfg, "switch", flipTo(i)}
+		}, nil)},
+		// Figure 7's second half: one `bgd status` process's peak RSS.
+		{"status", runs(&dr.Status, b.o.statusRuns, 0, func(int) []string {
+			return []string{"--json", "--config", s.cfg, "status"}
+		}, nil)},
+		// Figure 3: `bgd deploy` wall time minus the app's --ready-after.
+		{"deploys", runs(&dr.Deploys, b.o.deploys, 0, func(i int) []string {
+			return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", release("d", i)}
+		}, func(_ int, r *cliRun, t *Timed) error {
+			t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
+			return nil
+		})},
+		// Figure 4: from the moment the starting slot's process exits to the
+		// moment `bgd deploy` has failed (its process ended, exit 1).
+		{"crashing deploys", func() error {
+			before, _ := ts.AnsweredBy(s.url)
+			err := runs(&dr.Crashes, b.o.crashes, 1, func(i int) []string {
+				return []string{"--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release("c", i)}
+			}, func(i int, r *cliRun, t *Timed) error {
+				data, err := os.ReadFile(filepath.Join(s.stamps, release("c", i)))
+				if err != nil {
+					return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
+				}
+				exitNS, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+				t.Log, t.DetectMs = logLines(r.Stderr), ms(r.End.Sub(time.Unix(0, exitNS)))
+				return err
+			})()
+			if after, aerr := ts.AnsweredBy(s.url); err == nil && (aerr != nil || after != before) {
+				err = fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, aerr)
+			}
+			return err
+		}},
 	}
 	var errs []error
 	for _, st := range steps {
@@ -140,7 +178,7 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 			return ctx.Err()
 		}
 		b.log.Info("measuring", "driver", dr.Driver, "what", st.name)
-		if err := st.f(ctx, s, dr); err != nil {
+		if err := st.f(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", st.name, err))
 			dr.Errors = append(dr.Errors, st.name+": "+err.Error())
 		}
@@ -148,29 +186,26 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 	return errors.Join(errs...)
 }
 
-// flipsUnderLoad: figure 1 (and the switch time under load). For each flip
-// a fresh pair of wrk processes (new-connection and keep-alive clients)
-// loads the service for pre, then `bgd switch` runs, then the load goes on
-// for post; the failures of that window belong to that flip.
+// flipsUnderLoad: figure 1. For each flip a fresh pair of wrk processes
+// (new-connection and keep-alive clients) loads the service for pre, then
+// `bgd switch` runs, then the load goes on for post; the failures of that
+// window belong to that flip.
 func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
 	for i := range b.o.flips {
-		to := flipTo(i)
-		f, err := b.oneLoadedFlip(ctx, s, to)
+		f, err := b.oneLoadedFlip(ctx, s, flipTo(i))
 		if err != nil {
-			return fmt.Errorf("flip %d to %s: %w", i+1, to, err)
+			return fmt.Errorf("flip %d to %s: %w", i+1, flipTo(i), err)
 		}
 		dr.Flips = append(dr.Flips, *f)
 	}
 	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
-		if _, err := b.cli.must(ctx, s.dir, "--config", s.cfg, "switch", "blue"); err != nil {
+		if _, err := b.expect(ctx, s.dir, 0, "--config", s.cfg, "switch", "blue"); err != nil {
 			return err
 		}
 	}
-	if s.driver == "builtin" {
-		if pid := statePID(s.stateFile, "proxy_pid"); pid > 0 {
-			dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
-		}
+	if pid := statePID(s.stateFile, "proxy_pid"); dr.Driver == "builtin" && pid > 0 {
+		dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
 	}
 	return nil
 }
@@ -191,108 +226,21 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 	var r *cliRun
 	werr := sleepCtx(ctx, b.o.pre)
 	if werr == nil {
-		r, werr = b.cli.run(ctx, s.dir, "--json", "--config", s.cfg, "switch", to)
+		r, werr = b.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)
 	}
 	if werr == nil {
 		werr = sleepCtx(ctx, b.o.post)
 	}
 	ncRes, err1 := nc.Stop()
 	kaRes, err2 := ka.Stop()
-	if werr != nil {
-		return nil, werr
-	}
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(werr, err1, err2); err != nil {
 		return nil, err
 	}
-	if r.Code != 0 {
-		return nil, fmt.Errorf("bgd switch %s exited %d: %s", to, r.Code, strings.TrimSpace(r.Stderr))
+	by, err := ts.AnsweredBy(s.url)
+	if err != nil || by != to {
+		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
 	}
-	f := &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}
-	f.AnsweredBy, err = ts.AnsweredBy(s.url)
-	if err != nil {
-		return nil, fmt.Errorf("after the flip: %w", err)
-	}
-	if f.AnsweredBy != to {
-		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q", to, f.AnsweredBy)
-	}
-	return f, nil
-}
-
-// timedRuns runs bgd n times with the arguments of run i, each a whole
-// process that must exit 0; keep (when not nil) adds to what is kept of it.
-func (b *bench) timedRuns(ctx context.Context, dir string, n int, args func(i int) []string, keep func(*cliRun, *Timed)) ([]Timed, error) {
-	var out []Timed
-	for i := range n {
-		r, err := b.cli.must(ctx, dir, args(i)...)
-		if err != nil {
-			return out, err
-		}
-		t := timed(r)
-		if keep != nil {
-			keep(r, &t)
-		}
-		out = append(out, t)
-	}
-	return out, nil
-}
-
-// idleFlips: figure 2, `bgd switch` as a whole process with no load and
-// the target already healthy.
-func (b *bench) idleFlips(ctx context.Context, s *service, dr *DriverResult) (err error) {
-	dr.IdleFlips, err = b.timedRuns(ctx, s.dir, b.o.flips, func(i int) []string {
-		return []string{"--json", "--config", s.cfg, "switch", flipTo(i)}
-	}, nil)
-	return err
-}
-
-// statusRuns: figure 7's second half, one `bgd status` process's peak RSS.
-func (b *bench) statusRuns(ctx context.Context, s *service, dr *DriverResult) (err error) {
-	dr.Status, err = b.timedRuns(ctx, s.dir, b.o.statusRuns, func(int) []string {
-		return []string{"--json", "--config", s.cfg, "status"}
-	}, nil)
-	return err
-}
-
-// deploys: figure 3, `bgd deploy` wall time minus the app's --ready-after.
-func (b *bench) deploys(ctx context.Context, s *service, dr *DriverResult) (err error) {
-	dr.Deploys, err = b.timedRuns(ctx, s.dir, b.o.deploys, func(i int) []string {
-		return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", fmt.Sprintf("d%02d", i+1)}
-	}, func(r *cliRun, t *Timed) {
-		t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
-	})
-	return err
-}
-
-// crashes: figure 4, from the moment the starting slot's process exits to
-// the moment `bgd deploy` has failed (its process ended, exit 1).
-func (b *bench) crashes(ctx context.Context, s *service, dr *DriverResult) error {
-	before, _ := ts.AnsweredBy(s.url)
-	for i := range b.o.crashes {
-		release := fmt.Sprintf("c%02d", i+1)
-		r, err := b.cli.run(ctx, s.dir, "--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release)
-		if err != nil {
-			return err
-		}
-		if r.Code != 1 {
-			return fmt.Errorf("deploy of a crashing slot exited %d, want 1: %s", r.Code, strings.TrimSpace(r.Stderr))
-		}
-		data, err := os.ReadFile(filepath.Join(s.stamps, release))
-		if err != nil {
-			return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
-		}
-		exitNS, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-		if err != nil {
-			return err
-		}
-		t := timed(r)
-		t.Log = logLines(r.Stderr)
-		t.DetectMs = ms(r.End.Sub(time.Unix(0, exitNS)))
-		dr.Crashes = append(dr.Crashes, t)
-	}
-	if after, err := ts.AnsweredBy(s.url); err != nil || after != before {
-		return fmt.Errorf("traffic moved during failed deploys: %q before, %q after (%v)", before, after, err)
-	}
-	return nil
+	return &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}, nil
 }
 
 // waitAnswer waits up to 10 s, asking every so often on a new

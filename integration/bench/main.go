@@ -170,7 +170,6 @@ func run(args []string) int {
 
 	b.runAll(ctx)
 
-	b.res.Meta.Finished = time.Now().UTC()
 	b.res.Meta.LoadAvg = append(b.res.Meta.LoadAvg, loadAvg())
 	b.res.Meta.DurationS = time.Since(started).Seconds()
 	md := b.res.markdown()
@@ -194,9 +193,10 @@ func run(args []string) int {
 type bench struct {
 	o      options
 	log    *slog.Logger
-	work   string // temp dir: configs, state, logs, nginx prefix, HAProxy socket
-	exe    string // this harness (re-executed as the crashing app)
-	cli    *bgdCLI
+	work   string   // temp dir: configs, state, logs, nginx prefix, HAProxy socket
+	exe    string   // this harness (re-executed as the crashing app)
+	bgd    string   // the bgd binary, run as a user's shell would: a whole process per command
+	env    []string // the environment of every bgd process (cleanEnv)
 	reaper *reaper
 	wrk    string
 
@@ -229,21 +229,12 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{o: o, log: log, work: work, exe: exe, wrk: wrk,
-		cli:      &bgdCLI{bin: bgd, env: cleanEnv()},
+		bgd: bgd, env: cleanEnv(),
 		reaper:   &reaper{owners: []string{bgd, exe}, stateGlobs: []string{filepath.Join(work, "*", "state", "*.json"), filepath.Join(work, "*", "*", "state", "*.json")}},
 		nginxBin: ts.FindBinary("nginx"), haproxyBin: ts.FindBinary("haproxy"),
 		lbErr: map[string]string{},
 	}
-	b.res = &Results{Drivers: map[string]*DriverResult{}}
-	b.res.Meta = machine(b)
-	b.res.Meta.Command = "go run ./integration/bench " + strings.Join(os.Args[1:], " ")
-	b.res.Meta.Short = o.short
-	b.res.Meta.Settings = map[string]any{
-		"flips": o.flips, "deploys": o.deploys, "crashes": o.crashes, "ready_after": o.readyAfter.String(),
-		"load_conns_per_kind": o.loadConns, "load_delay": o.loadDelay.String(), "flip_window_pre": o.pre.String(),
-		"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
-		"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
-	}
+	b.res = &Results{Drivers: map[string]*DriverResult{}, Meta: meta(b)}
 	return b, nil
 }
 
@@ -279,17 +270,31 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 }
 
-// nginxLB is the lb: section of a service that the bench's nginx fronts on
-// port.
-func (b *bench) nginxLB(service string, port int) map[string]any {
+// front is the lb: section of a bench service behind driver, and the port
+// its clients reach: one of HAProxy's frontends, or a free port nginx or
+// the builtin proxy will listen on.
+func (b *bench) front(driver, service string) (map[string]any, int, error) {
+	if driver == "haproxy" {
+		f := map[string]*haFrontend{"app": b.haApp, "dp": b.haDP}[service]
+		return f.lb(), f.port, nil
+	}
+	var port int
+	if err := freePorts(&port); err != nil {
+		return nil, 0, err
+	}
+	if driver == "builtin" {
+		return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}, port, nil
+	}
 	return map[string]any{"driver": "nginx", "nginx": map[string]any{
 		"file":       filepath.Join(b.nginx.Prefix, "conf.d", "bgd-"+service+".conf"),
 		"listen":     "127.0.0.1:" + strconv.Itoa(port),
 		"test":       b.nginx.Command("-t", "-q"),
 		"reload":     b.nginx.Command("-s", "reload"),
-		"verify_url": fmt.Sprintf("http://127.0.0.1:%d/", port),
-	}}
+		"verify_url": loopURL(port),
+	}}, port, nil
 }
+
+func loopURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
 
 // haFrontend is one service behind HAProxy, configured as a user would:
 // HAProxy loads a small base configuration plus, for each service, the
@@ -314,8 +319,6 @@ func (f *haFrontend) lb() map[string]any {
 	}}
 }
 
-func (f *haFrontend) url() string { return fmt.Sprintf("http://127.0.0.1:%d/", f.port) }
-
 // startHAProxy renders the snippets of the "app" and "dp" services with
 // `bgd render` and starts HAProxy on them.
 func (b *bench) startHAProxy() error {
@@ -335,14 +338,18 @@ func (b *bench) startHAProxy() error {
 			return err
 		}
 		cfg := filepath.Join(dir, "render-"+svc+".yml")
-		if err := writeConfig(cfg, map[string]any{"state_dir": filepath.Join(dir, "render-state"),
-			"services": map[string]any{svc: serviceConfig(demoCommand(b.cli.bin), f.blue, f.grn, f.lb())}}); err != nil {
+		svcCfg := serviceConfig(demoCommand(b.bgd), f.blue, f.grn, f.lb())
+		if err := writeConfig(cfg, filepath.Join(dir, "render-state"), map[string]any{svc: svcCfg}); err != nil {
 			return err
 		}
-		snippet, why, err := b.render(context.Background(), dir, cfg)
-		if err != nil || why != "" {
-			return errors.Join(err, errorIf(why))
+		r, why, err := b.try(context.Background(), dir, "--config", cfg, "render")
+		if err == nil && why != "" {
+			err = errors.New(why)
 		}
+		if err != nil {
+			return err
+		}
+		snippet := r.Stdout
 		if !strings.Contains(snippet, "bind :80\n") {
 			return fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", svc, snippet)
 		}
@@ -363,31 +370,30 @@ func (b *bench) startHAProxy() error {
 	return nil
 }
 
-func errorIf(msg string) error {
-	if msg == "" {
-		return nil
-	}
-	return errors.New(msg)
-}
-
 // startBalancers starts the one nginx and the one HAProxy the run uses,
 // each serving two services: "app" (flips, deploys) and "dp" (data plane).
 func (b *bench) startBalancers() error {
 	var errs []error
 	for _, d := range []string{"nginx", "haproxy"} {
-		if !b.wants(d) {
+		bin := map[string]string{"nginx": b.nginxBin, "haproxy": b.haproxyBin}[d]
+		var err error
+		switch {
+		case !b.wants(d):
 			continue
-		}
-		bin, start := b.nginxBin, b.startNginx
-		if d == "haproxy" {
-			bin, start = b.haproxyBin, b.startHAProxy
-		}
-		if bin == "" {
+		case bin == "":
 			b.lbErr[d] = d + " is not installed"
 			if ts.InCI() {
 				errs = append(errs, fmt.Errorf("%s is not installed, and CI must not skip: install it (see .ci/run)", d))
 			}
-		} else if err := start(); err != nil {
+			continue
+		case d == "nginx":
+			if b.nginx, err = ts.StartNginx(bin, filepath.Join(b.work, "nginx"), ts.NginxOptions{WorkerConnections: 4096}); err == nil {
+				b.reaper.track(b.nginx.Proc())
+			}
+		default:
+			err = b.startHAProxy()
+		}
+		if err != nil {
 			b.lbErr[d] = err.Error()
 			if !strings.HasPrefix(err.Error(), "driver not available") {
 				errs = append(errs, err)
@@ -397,33 +403,24 @@ func (b *bench) startBalancers() error {
 	return errors.Join(errs...)
 }
 
-func (b *bench) startNginx() error {
-	n, err := ts.StartNginx(b.nginxBin, filepath.Join(b.work, "nginx"), ts.NginxOptions{WorkerConnections: 4096})
-	if err != nil {
-		return err
-	}
-	b.nginx = n
-	b.reaper.track(n.Proc())
-	return nil
-}
-
-func machine(b *bench) Meta {
+// meta describes the run and the machine (an absent program or file leaves
+// its field empty).
+func meta(b *bench) Meta {
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	o := b.o
 	m := Meta{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Wrk: ts.WrkVersion(b.wrk),
-		LoadAvg: []string{loadAvg()}}
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		m.CPUModel = cpuModel(string(data))
-	}
-	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(data))
-	}
-	if r, err := b.cli.run(context.Background(), b.work, "version"); err == nil {
+		LoadAvg: []string{loadAvg()}, CPUModel: cpuModel(string(cpuinfo)), Kernel: strings.TrimSpace(string(kernel)),
+		Nginx: ts.FirstLine(b.nginxBin, "-v"), HAProxy: ts.FirstLine(b.haproxyBin, "-v"),
+		Command: "go run ./integration/bench " + strings.Join(os.Args[1:], " "), Short: o.short,
+		Settings: map[string]any{
+			"flips": o.flips, "deploys": o.deploys, "crashes": o.crashes, "ready_after": o.readyAfter.String(),
+			"load_conns_per_kind": o.loadConns, "load_delay": o.loadDelay.String(), "flip_window_pre": o.pre.String(),
+			"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
+			"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
+		}}
+	if r, err := b.run(context.Background(), b.work, "version"); err == nil {
 		m.BgdVersion = strings.TrimSpace(r.Stdout)
-	}
-	if b.nginxBin != "" {
-		m.Nginx = ts.FirstLine(b.nginxBin, "-v")
-	}
-	if b.haproxyBin != "" {
-		m.HAProxy = ts.FirstLine(b.haproxyBin, "-v")
 	}
 	return m
 }

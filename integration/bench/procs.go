@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,52 +28,31 @@ type reaper struct {
 	owners []string
 	// stateGlobs find the state files of every bench service.
 	stateGlobs []string
-
-	mu    sync.Mutex
+	// procs are the harness's own processes (each in its own group, see
+	// testsupport.Start). Only the main goroutine starts and stops them.
 	procs []*ts.Proc
 }
 
-// track registers a process the harness started (in its own group, see
-// testsupport.Start) for stopAll.
+// track registers a process the harness started for stopAll.
 func (r *reaper) track(p *ts.Proc) *ts.Proc {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.procs = append(r.procs, p)
 	return p
 }
 
-// bgdPIDs returns the live processes a state file names that bgd started
-// for the harness.
-func (r *reaper) bgdPIDs(stateFile string) []int {
-	var out []int
-	for _, field := range []string{"blue_pid", "green_pid", "proxy_pid"} {
-		if pid := statePID(stateFile, field); pid > 0 && alive(pid) && r.ours(pid) {
-			out = append(out, pid)
+// killState stops the live processes the state files name that bgd
+// started for the harness: SIGTERM to each one's group (each is a session
+// leader), SIGKILL after 5 s.
+func (r *reaper) killState(stateFiles ...string) {
+	var pids []int
+	for _, f := range stateFiles {
+		for _, field := range []string{"blue_pid", "green_pid", "proxy_pid"} {
+			pid := statePID(f, field)
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if pid > 0 && alive(pid) && slices.ContainsFunc(r.owners, func(o string) bool { return strings.Contains(string(cmdline), o) }) {
+				pids = append(pids, pid)
+			}
 		}
 	}
-	return out
-}
-
-func (r *reaper) ours(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	for _, o := range r.owners {
-		if o != "" && strings.Contains(string(data), o) {
-			return true
-		}
-	}
-	return false
-}
-
-// killState stops the processes a state file names: SIGTERM to each one's
-// group (each is a session leader), SIGKILL after grace.
-func (r *reaper) killState(stateFile string, grace time.Duration) {
-	killGroups(r.bgdPIDs(stateFile), grace)
-}
-
-func killGroups(pids []int, grace time.Duration) {
 	signal := func(pid int, sig syscall.Signal) {
 		syscall.Kill(-pid, sig)
 		syscall.Kill(pid, sig)
@@ -80,7 +60,7 @@ func killGroups(pids []int, grace time.Duration) {
 	for _, pid := range pids {
 		signal(pid, syscall.SIGTERM)
 	}
-	deadline := time.Now().Add(grace)
+	deadline := time.Now().Add(5 * time.Second)
 	for _, pid := range pids {
 		for alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
@@ -94,19 +74,14 @@ func killGroups(pids []int, grace time.Duration) {
 // stopAll ends everything: first what bgd started (slots, proxies), then
 // the harness's own processes (load generators, nginx, HAProxy, apps).
 func (r *reaper) stopAll() {
-	var pids []int
+	var files []string
 	for _, g := range r.stateGlobs {
-		files, _ := filepath.Glob(g)
-		for _, f := range files {
-			pids = append(pids, r.bgdPIDs(f)...)
-		}
+		f, _ := filepath.Glob(g)
+		files = append(files, f...)
 	}
-	killGroups(pids, 5*time.Second)
-	r.mu.Lock()
-	procs := append([]*ts.Proc{}, r.procs...)
-	r.mu.Unlock()
+	r.killState(files...)
 	var wg sync.WaitGroup
-	for _, p := range procs {
+	for _, p := range r.procs {
 		sig := syscall.SIGTERM
 		if p.Name == "nginx" {
 			sig = syscall.SIGQUIT // graceful; TERM is nginx's fast shutdown
@@ -153,19 +128,14 @@ func statusKB(status, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in the process status", field)
 }
 
-// freePort hands out a free loopback port in 20000-31999 (see
-// internal/freeport: below the ephemeral range, so a load client's
+// freePorts fills each of ps with a free loopback port in 20000-31999
+// (see internal/freeport: below the ephemeral range, so a load client's
 // TIME_WAIT can never block a slot's bind), never the same one twice.
-func freePort() (int, error) { return freeport.Pick(20000, 32000) }
-
-// freePorts fills each of ps with a free port.
-func freePorts(ps ...*int) error {
+func freePorts(ps ...*int) (err error) {
 	for _, p := range ps {
-		port, err := freePort()
-		if err != nil {
+		if *p, err = freeport.Pick(20000, 32000); err != nil {
 			return err
 		}
-		*p = port
 	}
 	return nil
 }

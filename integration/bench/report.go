@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -26,7 +27,6 @@ type Results struct {
 type Meta struct {
 	Command    string    `json:"command"`
 	Started    time.Time `json:"started"`
-	Finished   time.Time `json:"finished"`
 	DurationS  float64   `json:"duration_s"`
 	Short      bool      `json:"short"`
 	CPUs       int       `json:"cpus"`
@@ -47,17 +47,14 @@ type Meta struct {
 type DriverResult struct {
 	Driver string `json:"driver"`
 	// Unavailable says why the driver was not measured ("" when it was).
-	Unavailable string  `json:"unavailable,omitempty"`
-	Flips       []Flip  `json:"flips_under_load"`
-	IdleFlips   []Timed `json:"idle_flips"`
-	Deploys     []Timed `json:"deploys"`
-	Crashes     []Timed `json:"crashing_deploys"`
-	Status      []Timed `json:"status_runs"`
-	ProxyHWMKB  int64   `json:"proxy_vmhwm_after_flips_kb,omitempty"`
-	// ServedAfterStartMs: the load balancer did not serve the slot `bgd
-	// start` had just reported healthy and routed until this much later.
-	ServedAfterStartMs float64  `json:"served_after_start_ms,omitempty"`
-	Errors             []string `json:"errors,omitempty"`
+	Unavailable string   `json:"unavailable,omitempty"`
+	Flips       []Flip   `json:"flips_under_load"`
+	IdleFlips   []Timed  `json:"idle_flips"`
+	Deploys     []Timed  `json:"deploys"`
+	Crashes     []Timed  `json:"crashing_deploys"`
+	Status      []Timed  `json:"status_runs"`
+	ProxyHWMKB  int64    `json:"proxy_vmhwm_after_flips_kb,omitempty"`
+	Errors      []string `json:"errors,omitempty"`
 	// Notes are what the run saw that is not a failure of the harness.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -69,7 +66,6 @@ type Flip struct {
 	InProcessMs float64      `json:"in_process_ms"`
 	NewConn     ts.WrkResult `json:"new_connection"`
 	KeepAlive   ts.WrkResult `json:"keep_alive"`
-	AnsweredBy  string       `json:"answered_by_after"`
 }
 
 // Timed is one bgd process: its wall time and what else was measured.
@@ -126,13 +122,6 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func maxOf(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	return slices.Max(xs)
-}
-
 func pick[T any](xs []T, f func(T) float64) []float64 {
 	out := make([]float64, len(xs))
 	for i, x := range xs {
@@ -154,7 +143,7 @@ func medMax(xs []float64, unit string) string {
 	if len(xs) == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%s / %s%s", num(median(xs)), num(maxOf(xs)), unit)
+	return fmt.Sprintf("%s / %s%s", num(median(xs)), num(slices.Max(xs)), unit)
 }
 
 func num(x float64) string {
@@ -185,15 +174,8 @@ func p99(w ts.WrkResult) float64 { return w.P99Ms }
 
 // table renders a Markdown table: the header, its rule, a line per row.
 func table(b *strings.Builder, header []string, rows ...[]string) {
-	rule := make([]string, len(header))
-	for i := range rule {
-		rule[i] = "---"
-	}
-	for _, cells := range append([][]string{header, nil}, rows...) {
-		if cells == nil {
-			b.WriteString("|" + strings.Join(rule, "|") + "|\n")
-			continue
-		}
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n|" + strings.Repeat("---|", len(header)) + "\n")
+	for _, cells := range rows {
 		b.WriteString("|")
 		for _, c := range cells {
 			if c != "" {
@@ -371,7 +353,6 @@ func (r *Results) targets() []Target {
 		}
 		out = append(out, Target{Name: name, Goal: goal, Measured: measured, Verdict: v})
 	}
-	flipGoal := map[string]float64{"builtin": 20, "nginx": 250, "haproxy": 20}
 	for _, d := range driverOrder {
 		dr := r.Drivers[d]
 		ok := dr != nil && dr.Unavailable == "" && len(dr.Flips) > 0
@@ -380,62 +361,52 @@ func (r *Results) targets() []Target {
 			nc, ka = pick(dr.Flips, ncFailed), pick(dr.Flips, kaFailed)
 		}
 		add(d+": failed requests, new-connection clients", "0", fmt.Sprintf("%s in %d flips", num(sum(nc)), len(nc)), sum(nc) == 0, ok)
-		if d == "nginx" {
-			t := Target{Name: d + ": failed requests, keep-alive clients", Goal: "measured and documented", Verdict: "documented",
-				Measured: fmt.Sprintf("%s in %d flips (median %s per flip)", num(sum(ka)), len(ka), num(median(ka)))}
-			if !ok {
-				t.Verdict, t.Measured = "not measured", "–"
-			}
-			out = append(out, t)
-		} else {
+		if d != "nginx" {
 			add(d+": failed requests, keep-alive clients", "0", fmt.Sprintf("%s in %d flips", num(sum(ka)), len(ka)), sum(ka) == 0, ok)
+			continue
+		}
+		add(d+": failed requests, keep-alive clients", "measured and documented",
+			fmt.Sprintf("%s in %d flips (median %s per flip)", num(sum(ka)), len(ka), num(median(ka))), true, ok)
+		if ok {
+			out[len(out)-1].Verdict = "documented"
 		}
 	}
-	// timedTarget judges the median of one figure of each driver.
-	timedTarget := func(what string, runs func(*DriverResult) []Timed, f func(Timed) float64, goal func(string) float64, goalText func(string) string) {
+	// The median of one figure of each driver, against its goal in ms.
+	for _, g := range []struct {
+		what string
+		runs func(*DriverResult) []Timed
+		f    func(Timed) float64
+		goal map[string]float64
+	}{
+		{"flip (`bgd switch`, whole process)", func(dr *DriverResult) []Timed { return dr.IdleFlips }, wallMs,
+			map[string]float64{"builtin": 20, "nginx": 250, "haproxy": 20}},
+		{"deploy overhead", func(dr *DriverResult) []Timed { return dr.Deploys }, overheadMs,
+			map[string]float64{"builtin": 50, "nginx": 50, "haproxy": 50}},
+		{"crash detection", func(dr *DriverResult) []Timed { return dr.Crashes }, detectMs,
+			map[string]float64{"builtin": 200, "nginx": 200, "haproxy": 200}},
+	} {
 		for _, d := range driverOrder {
-			dr := r.Drivers[d]
-			ok := dr != nil && len(runs(dr)) > 0
 			var w []float64
-			if ok {
-				w = pick(runs(dr), f)
+			if dr := r.Drivers[d]; dr != nil {
+				w = pick(g.runs(dr), g.f)
 			}
-			add(d+": "+what, goalText(d), medMax(w, " ms"), median(w) <= goal(d), ok)
+			add(d+": "+g.what, fmt.Sprintf("≤ %.0f ms", g.goal[d]), medMax(w, " ms"), median(w) <= g.goal[d], len(w) > 0)
 		}
 	}
-	timedTarget("flip (`bgd switch`, whole process)", func(dr *DriverResult) []Timed { return dr.IdleFlips }, wallMs,
-		func(d string) float64 { return flipGoal[d] }, func(d string) string { return fmt.Sprintf("≤ %.0f ms", flipGoal[d]) })
-	timedTarget("deploy overhead", func(dr *DriverResult) []Timed { return dr.Deploys }, overheadMs,
-		func(string) float64 { return 50 }, func(string) string { return "≤ 50 ms" })
-	timedTarget("crash detection", func(dr *DriverResult) []Timed { return dr.Crashes }, detectMs,
-		func(string) float64 { return 200 }, func(string) string { return "≤ 200 ms" })
-	dp := r.DataPlane
-	dpOK := dp != nil && len(dp.Runs["builtin"]) > 0 && len(dp.Runs["nginx"]) > 0
-	var rpsRatio, p99Ratio float64
-	if dpOK {
-		rpsRatio, p99Ratio = dp.median("builtin", rps)/dp.median("nginx", rps), dp.median("builtin", p99)/dp.median("nginx", p99)
-	}
+	// Absent phases are empty results: their targets are "not measured".
+	dp, sw := cmp.Or(r.DataPlane, &DataPlane{}), cmp.Or(r.Sweep, &SweepResult{})
+	dpOK := len(dp.Runs["builtin"]) > 0 && len(dp.Runs["nginx"]) > 0
+	rpsRatio, p99Ratio := dp.median("builtin", rps)/dp.median("nginx", rps), dp.median("builtin", p99)/dp.median("nginx", p99)
 	add("builtin throughput vs nginx", "≥ 0.50×", fmt.Sprintf("%.2f×", rpsRatio), rpsRatio >= 0.5, dpOK)
 	add("builtin p99 vs nginx", "≤ 2.00×", fmt.Sprintf("%.2f×", p99Ratio), p99Ratio <= 2, dpOK)
-	sw := r.Sweep
-	swOK := sw != nil && len(sw.All) > 0 && len(sw.One) > 0
-	var swRatio float64
-	if swOK {
-		swRatio = median(pick(sw.All, wallMs)) / median(pick(sw.One, wallMs))
-	}
-	slots := 0
-	if sw != nil {
-		slots = sw.Slots
-	}
+	one := median(pick(sw.One, wallMs))
+	swRatio := median(pick(sw.All, wallMs)) / one
 	measured := fmt.Sprintf("%.2f×", swRatio)
-	if swOK && len(sw.ProbeFloorMs) > 0 {
-		measured += fmt.Sprintf(" (its HTTP probes alone: %.2f×)", median(sw.ProbeFloorMs)/median(pick(sw.One, wallMs)))
+	if len(sw.ProbeFloorMs) > 0 {
+		measured += fmt.Sprintf(" (its HTTP probes alone: %.2f×)", median(sw.ProbeFloorMs)/one)
 	}
-	add(fmt.Sprintf("health sweep, %d slots vs 2", slots), "≤ 3.00×", measured, swRatio <= 3, swOK)
-	hwm := int64(0)
-	if dp != nil {
-		hwm = dp.ProxyHWMKB
-	}
+	add(fmt.Sprintf("health sweep, %d slots vs 2", sw.Slots), "≤ 3.00×", measured, swRatio <= 3, len(sw.All) > 0 && len(sw.One) > 0)
+	hwm := dp.ProxyHWMKB
 	add("`bgd proxy` peak RSS under load", "≤ 40 MB", fmt.Sprintf("%.1f MB", mb(hwm)), mb(hwm) <= 40, hwm > 0)
 	return out
 }

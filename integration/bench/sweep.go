@@ -27,38 +27,32 @@ func (b *bench) healthSweep(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	listen, err := freePort() // never listened on: health-check does not ask HAProxy
-	if err != nil {
+	var listen int // never listened on: health-check does not ask HAProxy
+	if err := freePorts(&listen); err != nil {
 		return err
 	}
 	all := map[string]any{}
-	var first map[string]any
 	var apps []*ts.Proc
 	var ports []int
 	for i := range n {
 		name := fmt.Sprintf("svc%03d", i)
 		var slot [2]int
+		if err := freePorts(&slot[0], &slot[1]); err != nil {
+			return err
+		}
 		for j, c := range []string{"blue", "green"} {
-			p, err := freePort()
+			app, err := b.startDemoApp(dir, slot[j], c, name)
 			if err != nil {
 				return err
 			}
-			app, err := b.startDemoApp(dir, p, c, name)
-			if err != nil {
-				return err
-			}
-			slot[j] = p
-			apps, ports = append(apps, app), append(ports, p)
+			apps, ports = append(apps, app), append(ports, slot[j])
 		}
 		// The HAProxy driver: a sweep probes the slots and never asks HAProxy
 		// (a builtin proxy that is not running would fail the sweep). Distinct
 		// loopback hosts keep the (unused) listens apart.
 		lb := map[string]any{"driver": "haproxy",
 			"haproxy": map[string]any{"listen": fmt.Sprintf("127.0.%d.%d:%d", 1+i/250, 1+i%250, listen)}}
-		all[name] = serviceConfig(demoCommand(b.cli.bin), slot[0], slot[1], lb)
-		if i == 0 {
-			first = all[name].(map[string]any)
-		}
+		all[name] = serviceConfig(demoCommand(b.bgd), slot[0], slot[1], lb)
 	}
 	for i, p := range ports {
 		if err := ts.WaitListening(p, 20*time.Second, apps[i]); err != nil {
@@ -66,11 +60,8 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		}
 	}
 	allCfg, oneCfg := filepath.Join(dir, "all.yml"), filepath.Join(dir, "one.yml")
-	if err := writeConfig(allCfg, map[string]any{"state_dir": filepath.Join(dir, "all", "state"), "services": all}); err != nil {
-		return err
-	}
-	if err := writeConfig(oneCfg, map[string]any{"state_dir": filepath.Join(dir, "one", "state"),
-		"services": map[string]any{"svc000": first}}); err != nil {
+	if err := errors.Join(writeConfig(allCfg, filepath.Join(dir, "all", "state"), all),
+		writeConfig(oneCfg, filepath.Join(dir, "one", "state"), map[string]any{"svc000": all["svc000"]})); err != nil {
 		return err
 	}
 	runs := []struct {
@@ -81,19 +72,20 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		{&sw.One, []string{"--json", "--config", oneCfg, "health-check"}},
 		{&sw.OneOfMany, []string{"--json", "--config", allCfg, "--service", "svc000", "health-check"}},
 	}
-	// The first sweep of each writes the state files; it is not timed.
-	for _, r := range runs {
-		if _, err := b.cli.must(ctx, dir, r.args...); err != nil {
-			return err
-		}
-	}
-	for range b.o.sweeps {
+	// Round 0, the first sweep of each, writes the state files; it is not
+	// timed.
+	for round := range b.o.sweeps + 1 {
 		for _, r := range runs {
-			res, err := b.cli.must(ctx, dir, r.args...)
+			res, err := b.expect(ctx, dir, 0, r.args...)
 			if err != nil {
 				return err
 			}
-			*r.into = append(*r.into, timed(res))
+			if round > 0 {
+				*r.into = append(*r.into, timed(res))
+			}
+		}
+		if round == 0 {
+			continue
 		}
 		floor, err := probeFloor(ctx, ports)
 		if err != nil {
