@@ -219,7 +219,7 @@ func (o *Orchestrator) routeFromProxy(st *state.State, ri *builtin.RouteInfo, fi
 	if ri.PID <= 0 || ri.PID == st.ProxyPID {
 		return
 	}
-	if id, err := o.sys.identify(ri.PID, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+	if id, err := o.sys.identify(ri.PID, o.proxyMarker()); err == nil {
 		fix("builtin proxy pid %d, which bgd started, serves the route: recorded", ri.PID)
 		st.ProxyPID, st.ProxyPIDStart = id.PID, id.StartTime
 	} else if st.ProxyPID == 0 {

@@ -46,6 +46,10 @@ func (o *Orchestrator) marker(color config.Color) []string {
 	return slots.SlotMarker(o.stateAbs, o.svc.Name, color.String())
 }
 
+// proxyMarker is the environment by which bgd recognises the builtin proxy
+// it started for this service.
+func (o *Orchestrator) proxyMarker() []string { return slots.ProxyMarker(o.stateAbs, o.svc.Name) }
+
 // identity is what the state records of color's process: the only process
 // bgd will signal for that slot.
 func (o *Orchestrator) identity(st *state.State, color config.Color) slots.Identity {

@@ -101,14 +101,14 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 
 // proxyIdentity is what the state records of the proxy bgd started.
 func (o *Orchestrator) proxyIdentity(st *state.State) slots.Identity {
-	return slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: slots.ProxyMarker(o.stateAbs, o.svc.Name)}
+	return slots.Identity{PID: st.ProxyPID, StartTime: st.ProxyPIDStart, Env: o.proxyMarker()}
 }
 
 // recordProxy records pid as the builtin proxy bgd started, with its start
 // time (0 when it cannot be told: then its marker alone recognises it).
 func (o *Orchestrator) recordProxy(st *state.State, pid int) {
 	st.ProxyPID, st.ProxyPIDStart = pid, 0
-	if id, err := o.sys.identify(pid, slots.ProxyMarker(o.stateAbs, o.svc.Name)); err == nil {
+	if id, err := o.sys.identify(pid, o.proxyMarker()); err == nil {
 		st.ProxyPIDStart = id.StartTime
 	}
 }
