@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SHELL    := bash
 
-.PHONY: build demo test lint fuzz bench clean
+.PHONY: build demo test lint fuzz bench images clean
 
 ## build: bin/bgd and the seed-compatible link bin/blue_green_deploy
 build:
@@ -33,6 +33,10 @@ bench: build
 FUZZTIME ?= 60000x
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+## images: the Debian base image bgd/debian:bookworm from Debian packages (skipped when present)
+images:
+	./images/base.sh
 
 clean:
 	rm -rf bin
