@@ -2,6 +2,9 @@
 # Runs every test once, under the race detector when a C compiler is there
 # for it, verbosely to a log, and fails when any test skipped while CI is
 # set: in CI an integration test must run or fail, never skip.
+# Arguments name the packages (default ./...); TEST_TAGS adds build tags, so
+# `TEST_TAGS=compose scripts/test.sh ./integration/compose/` runs the
+# container suites behind their tags with the same summary and skip rule.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
@@ -19,7 +22,8 @@ if [ "$(go env CGO_ENABLED)" != 1 ] || ! command -v "${cc%% *}" >/dev/null 2>&1;
 	race=
 	export CGO_ENABLED=0
 fi
-go test $race -count=1 -timeout 20m -v ./... 2>&1 | tee "$log" | grep -vE '^=== (RUN|PAUSE|CONT|NAME)' 
+pkgs=("${@:-./...}")
+go test $race ${TEST_TAGS:+-tags "$TEST_TAGS"} -count=1 -timeout "${TEST_TIMEOUT:-20m}" -v "${pkgs[@]}" 2>&1 | tee "$log" | grep -vE '^=== (RUN|PAUSE|CONT|NAME)' 
 status=${PIPESTATUS[0]}
 skips=$(grep -c -- '--- SKIP' "$log")
 passed=$(grep -c -- '--- PASS' "$log")
