@@ -34,9 +34,10 @@ FUZZTIME ?= 60000x
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
-## images: the Debian base image bgd/debian:bookworm from Debian packages (skipped when present)
+## images: the Debian base image bgd/debian:bookworm from Debian packages (skipped when present), then the test images FROM it
 images:
 	./images/base.sh
+	docker build -q -t bgd/systemd-host images/systemd-host
 
 clean:
 	rm -rf bin
