@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SHELL    := bash
 
-.PHONY: build demo test lint fuzz bench images clean
+.PHONY: build demo test lint fuzz bench images clean verify-units systemd-test
 
 ## build: bin/bgd and the seed-compatible link bin/blue_green_deploy
 build:
@@ -38,6 +38,14 @@ fuzz:
 images:
 	./images/base.sh
 	docker build -q -t bgd/systemd-host images/systemd-host
+
+## verify-units: systemd-analyze verify on deploy/systemd, failing on any warning (needs systemd-analyze)
+verify-units: build
+	BGD=bin/bgd ./scripts/verify-units.sh
+
+## systemd-test: the shipped units and the Ansible role on systemd as PID 1 in a container (needs docker, ansible)
+systemd-test: images
+	TEST_TAGS=systemd ./scripts/test.sh ./integration/systemd/
 
 clean:
 	rm -rf bin
