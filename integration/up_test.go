@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,80 @@ func TestUpBringsEverythingBack(t *testing.T) {
 	}
 	if r.state().GreenPID != now.GreenPID {
 		t.Errorf("second up replaced the active slot")
+	}
+}
+
+// sweep runs `bgd --json health-check` and returns its exit code, its
+// actions and its error.
+func (r *rig) sweep() (int, []string, string) {
+	r.t.Helper()
+	out, errOut, code := r.run("--json", "health-check")
+	var v struct {
+		Error    string `json:"error"`
+		Services []struct {
+			Actions []string `json:"actions"`
+		} `json:"services"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.Services) != 1 {
+		r.t.Fatalf("health-check --json: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	return code, v.Services[0].Actions, v.Error
+}
+
+// TestSweepRestartsACrashedSlot: the active slot is SIGKILLed; the next
+// health sweep restarts it on its release and exits 0. Then the slot's
+// command crashes at every start: three sweeps try (exit 1), the fourth
+// reports the crash loop without trying, and `bgd start` after the fix
+// brings it back.
+func TestSweepRestartsACrashedSlot(t *testing.T) {
+	dir := t.TempDir()
+	broken := dir + "/broken"
+	r := newRig(t, rigOptions{healthTimeout: 5 * time.Second, command: []string{"sh", "-c",
+		`test -e "$0" && { echo "broken release: exiting" >&2; exit 3; }; exec "$1" demo-app --port "$2" --color "$3" --release "$4"`,
+		broken, bgdBin, "{{.Port}}", "{{.Color}}", "{{.Release}}"}})
+	r.must("start", "blue", "--release", "v1")
+	r.waitServedBy(config.Blue)
+	killGroup(r.state().BluePID)
+	waitFree(t, r.blue)
+
+	began := time.Now()
+	code, actions, errMsg := r.sweep()
+	took := time.Since(began)
+	if code != 0 || len(actions) != 1 || !strings.HasPrefix(actions[0], "restarted active slot blue (release v1") {
+		t.Fatalf("sweep after a crash: exit %d, actions %q, error %q", code, actions, errMsg)
+	}
+	t.Logf("the sweep restarted the active slot in %s", took)
+	if b := r.body(); !strings.Contains(b, "color=blue release=v1") {
+		t.Fatalf("the proxy answers %q after the restart", b)
+	}
+	if rs := r.state().BlueRestarts; rs == nil || rs.Count != 1 {
+		t.Errorf("restarts recorded: %+v", rs)
+	}
+
+	if err := os.WriteFile(broken, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	killGroup(r.state().BluePID)
+	waitFree(t, r.blue)
+	// Restart 1 of 3 was the one above: two more attempts, then the loop.
+	for i := 2; i <= 3; i++ {
+		code, _, errMsg := r.sweep()
+		if code != 1 || !strings.Contains(errMsg, fmt.Sprintf("restart %d of 3 within 10m0s failed", i)) || !strings.Contains(errMsg, "broken release: exiting") {
+			t.Fatalf("sweep %d with a crashing release: exit %d, %q", i, code, errMsg)
+		}
+	}
+	code, actions, errMsg = r.sweep()
+	if code != 1 || len(actions) != 0 || !strings.Contains(errMsg, "crash loop: 3 restarts in 10m0s") {
+		t.Fatalf("sweep past the limit: exit %d, actions %q, error %q", code, actions, errMsg)
+	}
+	_, errOut, code := r.run("health-check")
+	if code != 1 || !strings.Contains(errOut, "active slot blue: crash loop: 3 restarts in 10m0s") {
+		t.Fatalf("health-check text: exit %d, stderr %q", code, errOut)
+	}
+
+	os.Remove(broken)
+	r.must("start", "blue")
+	if code, _, errMsg := r.sweep(); code != 0 || r.state().BlueRestarts != nil {
+		t.Fatalf("after an operator's start: exit %d %q, restarts %+v", code, errMsg, r.state().BlueRestarts)
 	}
 }

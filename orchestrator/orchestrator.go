@@ -76,6 +76,9 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	if err != nil {
 		return nil, err
 	}
+	if svc.Runner == config.RunnerSystemd {
+		return nil, usagef("service %q: runner systemd is not supported by this build yet", svc.Name)
+	}
 	bal := opts.Balancer
 	if bal == nil {
 		if bal, err = newBalancer(cfg, svc, opts); err != nil {

@@ -32,7 +32,8 @@ func (r *UpResult) act(format string, args ...any) {
 // proxy runs (one that answers, whoever runs it, is left alone; else a
 // detached one is started, as Start does); the load balancer routes to
 // the active colour (nginx and HAProxy confirm it); the standby runs its
-// recorded release if the state says it was running (its pid is recorded).
+// recorded release if the state says it was running (its pid is recorded,
+// or health sweeps were restarting it).
 // An operation the state records as interrupted is recorded as failed, as
 // every operation does, and reported. It fails (ErrFailed) only when the
 // active slot cannot be brought up healthy or routed to; a standby that
@@ -85,7 +86,7 @@ func (p *op) up(ctx context.Context, res *UpResult) error {
 		res.act("routed the load balancer to %s (generation %d)", active, st.Generation)
 	}
 	standby := active.Other()
-	if st.Slot(standby).PID == 0 {
+	if !shouldRun(st, standby) {
 		return nil
 	}
 	if err := p.upSlot(ctx, standby, "standby", res); err != nil {

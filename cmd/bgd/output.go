@@ -250,6 +250,9 @@ func (p *printer) sweeps(sw []*orchestrator.Sweep, err error) error {
 		if s.Proxy != nil {
 			b.WriteString(p.proxyLine(s.Proxy))
 		}
+		for _, a := range s.Actions {
+			fmt.Fprintf(&b, "%s%s\n", p.icon("🔧"), a)
+		}
 		if s.FailedOver != "" {
 			fmt.Fprintf(&b, "failed over to %s\n", s.FailedOver)
 		}
