@@ -154,8 +154,20 @@ func TestAnsibleRole(t *testing.T) {
 		t.Fatalf("deploy.yml of the live release: changed=%d, want 0", r.changed)
 	}
 
-	out, r, err := p.run("deploy.yml", "-e", "release=broken")
-	t.Logf("deploy.yml of a broken release: %v, recap %+v", err, r)
+	if r := p.must("rollback.yml"); r.changed != 1 {
+		t.Fatalf("rollback.yml: changed=%d, want 1", r.changed)
+	}
+	if by, err := h.answer(); by != "blue" || err != nil {
+		t.Fatalf("after rollback.yml: %q, %v", by, err)
+	}
+	out, r, err := p.run("status.yml")
+	if err != nil || r.changed != 0 || !strings.Contains(out, "app: active blue, load balancer routes to blue") {
+		t.Fatalf("status.yml: %v, recap %+v:\n%s", err, r, out)
+	}
+
+	// The idle slot is green now: the broken release fails there.
+	out, r, err = p.run("deploy.yml", "-e", "release=broken")
+	t.Logf("deploy.yml of a broken release: %v, recap %+v; %s", err, r, lineWith(out, "fatal:"))
 	if err == nil || r.failed != 1 {
 		t.Fatalf("deploy.yml of a release that cannot start: %v, recap %+v, want a failed play:\n%s", err, r, out)
 	}
@@ -164,18 +176,7 @@ func TestAnsibleRole(t *testing.T) {
 			t.Fatalf("the failed play's output lacks %q (bgd's message and exit code):\n%s", want, out)
 		}
 	}
-	if by, err := h.answer(); by != "green" || err != nil {
-		t.Fatalf("after the failed deploy, traffic moved: %q, %v", by, err)
-	}
-
-	if r := p.must("rollback.yml"); r.changed != 1 {
-		t.Fatalf("rollback.yml: changed=%d, want 1", r.changed)
-	}
 	if by, err := h.answer(); by != "blue" || err != nil {
-		t.Fatalf("after rollback.yml: %q, %v", by, err)
-	}
-	out, r, err = p.run("status.yml")
-	if err != nil || r.changed != 0 || !strings.Contains(out, "app: active blue, load balancer routes to blue") {
-		t.Fatalf("status.yml: %v, recap %+v:\n%s", err, r, out)
+		t.Fatalf("after the failed deploy, traffic moved: %q, %v", by, err)
 	}
 }

@@ -377,6 +377,20 @@ func printRecoveries() {
 	fmt.Printf("\nrecovery times measured under systemd (requests from 4 clients inside the container, new connection each):\n")
 	fmt.Printf("%-34s %-28s %12s %12s %8s %8s\n", "test", "fault", "unit back", "answered", "sent", "failed")
 	for _, r := range recoveries {
-		fmt.Printf("%-34s %-28s %12s %12s %8d %8d\n", r.test, r.what, ms(r.back), ms(r.served), r.sent, r.failed)
+		sent, failed := "-", "-" // no load during a container restart
+		if r.sent > 0 {
+			sent, failed = fmt.Sprint(r.sent), fmt.Sprint(r.failed)
+		}
+		fmt.Printf("%-34s %-28s %12s %12s %8s %8s\n", r.test, r.what, ms(r.back), ms(r.served), sent, failed)
 	}
+}
+
+// lineWith is the first line of s containing sub ("" when none).
+func lineWith(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }
