@@ -362,9 +362,14 @@ func record(t *testing.T, r recovery) {
 	recoveriesMu.Unlock()
 }
 
+// ms prints a duration in milliseconds: "never" when negative, "-" for 0
+// (not measured, or no request failed).
 func ms(d time.Duration) string {
-	if d < 0 {
+	switch {
+	case d < 0:
 		return "never"
+	case d == 0:
+		return "-"
 	}
 	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
 }
@@ -375,13 +380,13 @@ func printRecoveries() {
 		return
 	}
 	fmt.Printf("\nrecovery times measured under systemd (requests from 4 clients inside the container, new connection each):\n")
-	fmt.Printf("%-34s %-28s %12s %12s %8s %8s\n", "test", "fault", "unit back", "answered", "sent", "failed")
+	fmt.Printf("%-34s %-52s %12s %12s %8s %8s\n", "test", "fault", "unit back", "answered", "sent", "failed")
 	for _, r := range recoveries {
 		sent, failed := "-", "-" // no load during a container restart
 		if r.sent > 0 {
 			sent, failed = fmt.Sprint(r.sent), fmt.Sprint(r.failed)
 		}
-		fmt.Printf("%-34s %-28s %12s %12s %8s %8s\n", r.test, r.what, ms(r.back), ms(r.served), sent, failed)
+		fmt.Printf("%-34s %-52s %12s %12s %8s %8s\n", r.test, r.what, ms(r.back), ms(r.served), sent, failed)
 	}
 }
 

@@ -150,7 +150,9 @@ func TestProxyUnit(t *testing.T) {
 
 // TestHealthTimerFiresOnItsOwn: the shipped timer starts bgd-health.service
 // by itself (its intervals shortened by a drop-in of the test's, not in the
-// shipped unit) and the sweep's result is in the journal.
+// shipped unit) and the sweep's result is in the journal; a sweep restarts
+// a crashed slot, which outlives the sweep's unit; a sweep that finds the
+// proxy down fails the unit with bgd's message.
 func TestHealthTimerFiresOnItsOwn(t *testing.T) {
 	h := newHost(t)
 	h.installBGD(config(""))
@@ -174,8 +176,43 @@ func TestHealthTimerFiresOnItsOwn(t *testing.T) {
 	if res := h.prop("bgd-health.service", "Result"); res != "success" {
 		t.Fatalf("bgd-health.service Result=%s\n%s", res, j)
 	}
-	if st := h.mustJSON("status"); st["last_check"] == nil {
+	st := h.mustJSON("status")
+	if st["last_check"] == nil {
 		t.Fatalf("no last_check recorded by the timer's sweeps: %v", st)
+	}
+
+	// The active slot, a detached process (the default runner), crashes
+	// under load: a sweep of the timer restarts it, and it keeps running
+	// in bgd-health.service's cgroup after that oneshot unit has ended
+	// (KillMode=process).
+	oldBlue := slotPID(st, "blue")
+	l := h.startLoad(8 * time.Second)
+	time.Sleep(500 * time.Millisecond)
+	killAt := time.Now()
+	h.must("kill", "-KILL", fmt.Sprint(oldBlue))
+	var blue int
+	h.waitFor(10*time.Second, "blue restarted by a sweep", func() bool {
+		blue = slotPID(h.mustJSON("status"), "blue")
+		return blue != 0 && blue != oldBlue
+	})
+	r := l.wait()
+	served, failed := r.outageAfter(killAt)
+	record(t, recovery{what: "active slot SIGKILL (process runner, sweep every 2 s)", served: served, sent: r.Sent, failed: failed})
+	if served <= 0 || served > 8*time.Second {
+		t.Fatalf("after the active slot was killed, requests answered again after %s (%+v)", ms(served), r.Outages)
+	}
+	sweeps := strings.Count(h.journal("bgd-health.service"), "Finished bgd-health.service")
+	h.waitFor(10*time.Second, "another sweep", func() bool {
+		return strings.Count(h.journal("bgd-health.service"), "Finished bgd-health.service") > sweeps
+	})
+	if got := slotPID(h.mustJSON("status"), "blue"); got != blue {
+		t.Fatalf("the restarted blue (pid %d) did not outlive the sweep that started it: now %d\n%s", blue, got, h.journal("bgd-health.service"))
+	}
+	if cg := systemdCgroup(h.must("cat", fmt.Sprintf("/proc/%d/cgroup", blue))); !strings.HasSuffix(cg, "/bgd-health.service") {
+		t.Errorf("the restarted blue runs in %s, expected bgd-health.service's cgroup", cg)
+	}
+	if by, err := h.answer(); by != "blue" || err != nil {
+		t.Fatalf("after the sweep's restart: %q, %v", by, err)
 	}
 
 	// The proxy is down (stopped, so systemd does not restart it): the
