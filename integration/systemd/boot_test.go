@@ -164,8 +164,7 @@ func TestSlotCrashUnderSystemdRunner(t *testing.T) {
 	}
 	l = h.startLoad(5 * time.Second)
 	time.Sleep(time.Second)
-	killAt := time.Now()
-	h.must("systemctl", "kill", "-s", "KILL", unit)
+	killAt := h.killAt(unit)
 	h.waitFor(3*time.Second, unit+" running again", func() bool {
 		pid := h.prop(unit, "MainPID")
 		return h.prop(unit, "ActiveState") == "active" && pid != oldPID && pid != "0"
@@ -173,6 +172,7 @@ func TestSlotCrashUnderSystemdRunner(t *testing.T) {
 	back := h.unitTime(unit, "ExecMainStartTimestamp").Sub(killAt)
 	r = l.wait()
 	served, failed := r.outageAfter(killAt)
+	t.Logf("outages relative to the kill: %s", r.describe(killAt))
 	record(t, recovery{what: "active slot SIGKILL (systemd)", back: back, served: served, sent: r.Sent, failed: failed})
 	if served < 0 || served > 2*time.Second {
 		t.Fatalf("requests answered again %s after the active slot was killed, want within 2 s (%+v)", ms(served), r.Outages)

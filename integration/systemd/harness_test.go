@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,19 +326,46 @@ func (l *load) wait() loadReport {
 	return r
 }
 
-// outageAfter is how long requests failed after the moment at: from at to
-// the first success after the first outage that began after it (0 when no
-// request failed after at), and the requests failed in it.
-func (r loadReport) outageAfter(at time.Time) (time.Duration, int) {
-	for _, o := range r.Outages {
-		if o.FirstFail >= at.UnixNano() {
-			if o.Recovered == 0 {
-				return -1, o.Failed
-			}
-			return time.Duration(o.Recovered - at.UnixNano()), o.Failed
-		}
+// killAt sends SIGKILL to a unit's processes (systemctl kill) and returns
+// the moment, read in the container just before (containers share the
+// host's clock): a docker exec takes tens of milliseconds to start.
+func (h *host) killAt(unit string) time.Time {
+	h.t.Helper()
+	out := h.must("sh", "-c", `date +%s%N; exec systemctl kill -s KILL "$1"`, "sh", unit)
+	ns, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		h.t.Fatalf("kill %s: %q: %v", unit, out, err)
 	}
-	return 0, 0
+	return time.Unix(0, ns)
+}
+
+// describe lists the outages relative to at, for the log.
+func (r loadReport) describe(at time.Time) string {
+	var b strings.Builder
+	for _, o := range r.Outages {
+		fmt.Fprintf(&b, "[%s .. %s: %d failed, %s] ", ms(time.Duration(o.FirstFail-at.UnixNano())), ms(time.Duration(o.Recovered-at.UnixNano())), o.Failed, o.Error)
+	}
+	return b.String()
+}
+
+// outageAfter is how long requests failed after the moment at (one fault
+// per load): from at to the end of the last outage that began after it (0
+// when none did, -1 when one lasted to the end of the load), and how many
+// requests failed after at.
+func (r loadReport) outageAfter(at time.Time) (time.Duration, int) {
+	var last time.Duration
+	failed := 0
+	for _, o := range r.Outages {
+		if o.FirstFail < at.UnixNano() {
+			continue
+		}
+		failed += o.Failed
+		if o.Recovered == 0 {
+			return -1, failed
+		}
+		last = max(last, time.Duration(o.Recovered-at.UnixNano()))
+	}
+	return last, failed
 }
 
 // A measured recovery, printed in one table at the end of the run.

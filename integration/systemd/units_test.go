@@ -120,14 +120,14 @@ func TestProxyUnit(t *testing.T) {
 	oldPID := h.prop("bgd-proxy@app.service", "MainPID")
 	l = h.startLoad(5 * time.Second)
 	time.Sleep(time.Second)
-	killAt := time.Now()
-	h.must("systemctl", "kill", "-s", "KILL", "bgd-proxy@app.service")
+	killAt := h.killAt("bgd-proxy@app.service")
 	h.waitFor(3*time.Second, "the proxy unit active again", func() bool {
 		return h.prop("bgd-proxy@app.service", "ActiveState") == "active" && h.prop("bgd-proxy@app.service", "MainPID") != oldPID
 	})
 	back := h.unitTime("bgd-proxy@app.service", "ExecMainStartTimestamp").Sub(killAt)
 	r = l.wait()
 	served, failed := r.outageAfter(killAt)
+	t.Logf("outages relative to the kill: %s", r.describe(killAt))
 	record(t, recovery{what: "proxy SIGKILL (bgd-proxy@)", back: back, served: served, sent: r.Sent, failed: failed})
 	if served < 0 || served > 2*time.Second {
 		t.Fatalf("requests answered again %s after the proxy was killed, want within 2 s (%+v)", ms(served), r.Outages)
@@ -197,6 +197,7 @@ func TestHealthTimerFiresOnItsOwn(t *testing.T) {
 	})
 	r := l.wait()
 	served, failed := r.outageAfter(killAt)
+	t.Logf("outages relative to the kill: %s", r.describe(killAt))
 	record(t, recovery{what: "active slot SIGKILL (process runner, sweep every 2 s)", served: served, sent: r.Sent, failed: failed})
 	if served <= 0 || served > 8*time.Second {
 		t.Fatalf("after the active slot was killed, requests answered again after %s (%+v)", ms(served), r.Outages)
