@@ -164,7 +164,7 @@ func TestSlotCrashUnderSystemdRunner(t *testing.T) {
 	}
 	l = h.startLoad(5 * time.Second)
 	time.Sleep(time.Second)
-	killAt := h.killAt(unit)
+	killAt := h.at("systemctl", "kill", "-s", "KILL", unit)
 	h.waitFor(3*time.Second, unit+" running again", func() bool {
 		pid := h.prop(unit, "MainPID")
 		return h.prop(unit, "ActiveState") == "active" && pid != oldPID && pid != "0"

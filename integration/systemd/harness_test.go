@@ -326,15 +326,15 @@ func (l *load) wait() loadReport {
 	return r
 }
 
-// killAt sends SIGKILL to a unit's processes (systemctl kill) and returns
-// the moment, read in the container just before (containers share the
-// host's clock): a docker exec takes tens of milliseconds to start.
-func (h *host) killAt(unit string) time.Time {
+// at runs a command in the container (a kill) and returns the moment it
+// began, read in the container just before (containers share the host's
+// clock; a docker exec takes tens of milliseconds to start).
+func (h *host) at(argv ...string) time.Time {
 	h.t.Helper()
-	out := h.must("sh", "-c", `date +%s%N; exec systemctl kill -s KILL "$1"`, "sh", unit)
+	out := h.must(append([]string{"sh", "-c", `date +%s%N; exec "$@"`, "sh"}, argv...)...)
 	ns, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
 	if err != nil {
-		h.t.Fatalf("kill %s: %q: %v", unit, out, err)
+		h.t.Fatalf("%s: %q: %v", strings.Join(argv, " "), out, err)
 	}
 	return time.Unix(0, ns)
 }

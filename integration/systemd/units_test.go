@@ -120,7 +120,7 @@ func TestProxyUnit(t *testing.T) {
 	oldPID := h.prop("bgd-proxy@app.service", "MainPID")
 	l = h.startLoad(5 * time.Second)
 	time.Sleep(time.Second)
-	killAt := h.killAt("bgd-proxy@app.service")
+	killAt := h.at("systemctl", "kill", "-s", "KILL", "bgd-proxy@app.service")
 	h.waitFor(3*time.Second, "the proxy unit active again", func() bool {
 		return h.prop("bgd-proxy@app.service", "ActiveState") == "active" && h.prop("bgd-proxy@app.service", "MainPID") != oldPID
 	})
@@ -188,8 +188,7 @@ func TestHealthTimerFiresOnItsOwn(t *testing.T) {
 	oldBlue := slotPID(st, "blue")
 	l := h.startLoad(8 * time.Second)
 	time.Sleep(500 * time.Millisecond)
-	killAt := time.Now()
-	h.must("kill", "-KILL", fmt.Sprint(oldBlue))
+	killAt := h.at("kill", "-KILL", fmt.Sprint(oldBlue))
 	var blue int
 	h.waitFor(10*time.Second, "blue restarted by a sweep", func() bool {
 		blue = slotPID(h.mustJSON("status"), "blue")
