@@ -89,8 +89,14 @@ func (h *host) checkSandboxed(unit string, readOnlyRoot bool) {
 func TestProxyUnit(t *testing.T) {
 	h := newHost(t)
 	h.installBGD(config(""))
+	// The unit is started only once its proxy answers (ExecStartPost).
 	h.must("systemctl", "enable", "--now", "bgd-proxy@app.service")
-	h.waitFor(5*time.Second, "the proxy answering", h.proxyListening)
+	if !h.proxyListening() {
+		t.Fatalf("bgd-proxy@app is started but its proxy does not answer:\n%s", h.journal("bgd-proxy@app.service"))
+	}
+	if post := h.prop("bgd-proxy@app.service", "ExecStartPost"); !strings.Contains(post, "status=0") {
+		t.Fatalf("bgd-proxy@app's ExecStartPost did not succeed: %s", post)
+	}
 	h.checkSandboxed("bgd-proxy@app.service", true)
 
 	h.mustJSON("start", "blue")
