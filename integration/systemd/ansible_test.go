@@ -3,6 +3,7 @@
 package systemd
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -95,6 +96,20 @@ func (p *playbooks) must(playbook string, extra ...string) recap {
 	return r
 }
 
+// bgdError is what the failed task's output says bgd printed: its exit
+// code and its stderr.
+func bgdError(out string) string {
+	var res struct {
+		RC     int    `json:"rc"`
+		Stderr string `json:"stderr"`
+	}
+	_, js, ok := strings.Cut(lineWith(out, "fatal:"), "=> ")
+	if !ok || json.Unmarshal([]byte(js), &res) != nil {
+		return "(no failed task in the output)"
+	}
+	return fmt.Sprintf("rc %d: %s", res.RC, res.Stderr)
+}
+
 // releases puts three releases of an app in the container: initial and v2
 // run the demo app, broken exits at once with a message on stderr.
 func releases(h *host) {
@@ -167,7 +182,7 @@ func TestAnsibleRole(t *testing.T) {
 
 	// The idle slot is green now: the broken release fails there.
 	out, r, err = p.run("deploy.yml", "-e", "release=broken")
-	t.Logf("deploy.yml of a broken release: %v, recap %+v; %s", err, r, lineWith(out, "fatal:"))
+	t.Logf("deploy.yml of a broken release: %v, recap %+v; %s", err, r, bgdError(out))
 	if err == nil || r.failed != 1 {
 		t.Fatalf("deploy.yml of a release that cannot start: %v, recap %+v, want a failed play:\n%s", err, r, out)
 	}
@@ -179,4 +194,11 @@ func TestAnsibleRole(t *testing.T) {
 	if by, err := h.answer(); by != "blue" || err != nil {
 		t.Fatalf("after the failed deploy, traffic moved: %q, %v", by, err)
 	}
+
+	// Bad input: bgd exits 2 before anything runs, and the play says why.
+	out, r, err = p.run("deploy.yml", "-e", "release=../x")
+	if err == nil || r.failed != 1 || !strings.Contains(out, `"rc": 2`) || !strings.Contains(out, "../x") {
+		t.Fatalf("deploy.yml of the release ../x: %v, recap %+v, want a failed play with bgd's exit 2:\n%s", err, r, out)
+	}
+	t.Logf("deploy.yml of a bad release name: %s", bgdError(out))
 }
