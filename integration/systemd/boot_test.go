@@ -171,8 +171,8 @@ func TestSlotCrashUnderSystemdRunner(t *testing.T) {
 	})
 	back := h.unitTime(unit, "ExecMainStartTimestamp").Sub(killAt)
 	r = l.wait()
-	served, failed := r.outageAfter(killAt)
-	t.Logf("outages relative to the kill: %s", r.describe(killAt))
+	served, failed := r.After(killAt)
+	t.Logf("outages relative to the kill: %s", r.Describe(killAt))
 	record(t, recovery{what: "active slot SIGKILL (systemd)", back: back, served: served, sent: r.Sent, failed: failed})
 	if served < 0 || served > 2*time.Second {
 		t.Fatalf("requests answered again %s after the active slot was killed, want within 2 s (%+v)", ms(served), r.Outages)

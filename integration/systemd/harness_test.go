@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/integration/systemd/loadreport"
 	"github.com/bgd-dev/bgd/internal/testsupport"
 )
 
@@ -274,19 +275,6 @@ services:
 %s`, bluePort, greenPort, proxyPort, extra)
 }
 
-// loadReport is the loader's JSON (testdata/loader).
-type loadReport struct {
-	Sent    int `json:"sent"`
-	Failed  int `json:"failed"`
-	Outages []struct {
-		FirstFail int64  `json:"first_fail_ns"`
-		Recovered int64  `json:"recovered_ns"`
-		Failed    int    `json:"failed"`
-		Error     string `json:"error"`
-	} `json:"outages"`
-	Slots []string `json:"slots"`
-}
-
 // load is the loader running in the container for a fixed time.
 type load struct {
 	h    *host
@@ -311,12 +299,12 @@ func (h *host) startLoad(d time.Duration) *load {
 }
 
 // wait returns the loader's report once it ends.
-func (l *load) wait() loadReport {
+func (l *load) wait() loadreport.Report {
 	l.h.t.Helper()
 	if err := <-l.done; err != nil {
 		l.h.t.Fatalf("loader: %v\n%s", err, l.out)
 	}
-	var r loadReport
+	var r loadreport.Report
 	if err := json.Unmarshal([]byte(l.h.must("cat", l.file)), &r); err != nil {
 		l.h.t.Fatalf("loader report: %v", err)
 	}
@@ -337,35 +325,6 @@ func (h *host) at(argv ...string) time.Time {
 		h.t.Fatalf("%s: %q: %v", strings.Join(argv, " "), out, err)
 	}
 	return time.Unix(0, ns)
-}
-
-// describe lists the outages relative to at, for the log.
-func (r loadReport) describe(at time.Time) string {
-	var b strings.Builder
-	for _, o := range r.Outages {
-		fmt.Fprintf(&b, "[%s .. %s: %d failed, %s] ", ms(time.Duration(o.FirstFail-at.UnixNano())), ms(time.Duration(o.Recovered-at.UnixNano())), o.Failed, o.Error)
-	}
-	return b.String()
-}
-
-// outageAfter is how long requests failed after the moment at (one fault
-// per load): from at to the end of the last outage that began after it (0
-// when none did, -1 when one lasted to the end of the load), and how many
-// requests failed after at.
-func (r loadReport) outageAfter(at time.Time) (time.Duration, int) {
-	var last time.Duration
-	failed := 0
-	for _, o := range r.Outages {
-		if o.FirstFail < at.UnixNano() {
-			continue
-		}
-		failed += o.Failed
-		if o.Recovered == 0 {
-			return -1, failed
-		}
-		last = max(last, time.Duration(o.Recovered-at.UnixNano()))
-	}
-	return last, failed
 }
 
 // A measured recovery, printed in one table at the end of the run.

@@ -132,8 +132,8 @@ func TestProxyUnit(t *testing.T) {
 	})
 	back := h.unitTime("bgd-proxy@app.service", "ExecMainStartTimestamp").Sub(killAt)
 	r = l.wait()
-	served, failed := r.outageAfter(killAt)
-	t.Logf("outages relative to the kill: %s", r.describe(killAt))
+	served, failed := r.After(killAt)
+	t.Logf("outages relative to the kill: %s", r.Describe(killAt))
 	record(t, recovery{what: "proxy SIGKILL (bgd-proxy@)", back: back, served: served, sent: r.Sent, failed: failed})
 	if served < 0 || served > 2*time.Second {
 		t.Fatalf("requests answered again %s after the proxy was killed, want within 2 s (%+v)", ms(served), r.Outages)
@@ -201,8 +201,8 @@ func TestHealthTimerFiresOnItsOwn(t *testing.T) {
 		return blue != 0 && blue != oldBlue
 	})
 	r := l.wait()
-	served, failed := r.outageAfter(killAt)
-	t.Logf("outages relative to the kill: %s", r.describe(killAt))
+	served, failed := r.After(killAt)
+	t.Logf("outages relative to the kill: %s", r.Describe(killAt))
 	record(t, recovery{what: "active slot SIGKILL (process runner, sweep every 2 s)", served: served, sent: r.Sent, failed: failed})
 	if served <= 0 || served > 8*time.Second {
 		t.Fatalf("after the active slot was killed, requests answered again after %s (%+v)", ms(served), r.Outages)

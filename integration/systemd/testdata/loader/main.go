@@ -7,10 +7,9 @@
 //
 // Every request opens a new connection (a killed proxy is then seen as a
 // refused connection, never hidden by a kept-alive one) and is never
-// retried. It writes one JSON object: requests sent, failed, and the
-// outages: each run of consecutive failures, from the first failed
-// request's start to the next successful request's end, in Unix
-// nanoseconds, so the test can compare them with the moment of a kill.
+// retried. It writes one JSON object, a loadreport.Report: requests sent,
+// failed, and the outages (runs of failed requests, in Unix nanoseconds),
+// so the test can compare them with the moment of a kill.
 package main
 
 import (
@@ -23,30 +22,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/bgd-dev/bgd/integration/systemd/loadreport"
 )
-
-type sample struct {
-	start, end int64
-	ok         bool
-	err        string
-}
-
-// Outage is one run of failed requests, ended by the first success after it
-// (Recovered 0: the run lasted to the end of the load).
-type Outage struct {
-	FirstFail int64  `json:"first_fail_ns"`
-	Recovered int64  `json:"recovered_ns"`
-	Failed    int    `json:"failed"`
-	Error     string `json:"error"`
-}
-
-// Report is what the loader writes.
-type Report struct {
-	Sent    int      `json:"sent"`
-	Failed  int      `json:"failed"`
-	Outages []Outage `json:"outages"`
-	Slots   []string `json:"slots"`
-}
 
 func main() {
 	url := flag.String("url", "", "URL to request (GET)")
@@ -62,7 +40,7 @@ func main() {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var (
 		mu      sync.Mutex
-		samples []sample
+		samples []loadreport.Sample
 		slots   = map[string]bool{}
 		wg      sync.WaitGroup
 	)
@@ -72,20 +50,18 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				s := sample{start: time.Now().UnixNano()}
+				s := loadreport.Sample{Start: time.Now().UnixNano()}
 				resp, err := client.Get(*url)
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode == http.StatusOK {
-						s.ok = true
-					} else {
-						s.err = resp.Status
+					if resp.StatusCode != http.StatusOK {
+						s.Err = resp.Status
 					}
 				} else {
-					s.err = err.Error()
+					s.Err = err.Error()
 				}
-				s.end = time.Now().UnixNano()
+				s.End = time.Now().UnixNano()
 				mu.Lock()
 				samples = append(samples, s)
 				if resp != nil {
@@ -99,7 +75,7 @@ func main() {
 		}()
 	}
 	wg.Wait()
-	r := report(samples)
+	r := loadreport.Fold(samples)
 	for s := range slots {
 		r.Slots = append(r.Slots, s)
 	}
@@ -113,27 +89,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loader:", err)
 		os.Exit(1)
 	}
-}
-
-// report folds the samples, ordered by start, into counts and outages.
-func report(samples []sample) Report {
-	sort.Slice(samples, func(i, j int) bool { return samples[i].start < samples[j].start })
-	r := Report{Sent: len(samples), Outages: []Outage{}, Slots: []string{}}
-	var cur *Outage
-	for _, s := range samples {
-		if !s.ok {
-			r.Failed++
-			if cur == nil {
-				r.Outages = append(r.Outages, Outage{FirstFail: s.start, Error: s.err})
-				cur = &r.Outages[len(r.Outages)-1]
-			}
-			cur.Failed++
-			continue
-		}
-		if cur != nil {
-			cur.Recovered = s.end
-			cur = nil
-		}
-	}
-	return r
 }
