@@ -158,25 +158,7 @@ func TestSlotCrashUnderSystemdRunner(t *testing.T) {
 	}
 
 	unit := "bgd-slot-app-green.service"
-	oldPID := h.prop(unit, "MainPID")
-	if oldPID == "0" || oldPID == "" {
-		t.Fatalf("%s has no main process:\n%s", unit, h.out("systemctl", "status", "--no-pager", unit))
-	}
-	l = h.startLoad(5 * time.Second)
-	time.Sleep(time.Second)
-	killAt := h.at("systemctl", "kill", "-s", "KILL", unit)
-	h.waitFor(3*time.Second, unit+" running again", func() bool {
-		pid := h.prop(unit, "MainPID")
-		return h.prop(unit, "ActiveState") == "active" && pid != oldPID && pid != "0"
-	})
-	back := h.unitTime(unit, "ExecMainStartTimestamp").Sub(killAt)
-	r = l.wait()
-	served, failed := r.After(killAt)
-	t.Logf("outages relative to the kill: %s", r.Describe(killAt))
-	record(t, recovery{what: "active slot SIGKILL (systemd)", back: back, served: served, sent: r.Sent, failed: failed})
-	if served < 0 || served > 2*time.Second {
-		t.Fatalf("requests answered again %s after the active slot was killed, want within 2 s (%+v)", ms(served), r.Outages)
-	}
+	h.killUnderLoad(unit, "active slot SIGKILL (systemd)")
 	if by, err := h.answer(); by != "green" || err != nil {
 		t.Fatalf("after the slot's restart: %q, %v", by, err)
 	}

@@ -327,6 +327,33 @@ func (h *host) at(argv ...string) time.Time {
 	return time.Unix(0, ns)
 }
 
+// killUnderLoad SIGKILLs a unit's processes (systemctl kill) while the
+// loader sends requests, waits until systemd runs its main process again,
+// records the recovery as what, and fails the test unless requests are
+// answered again within 2 s of the kill.
+func (h *host) killUnderLoad(unit, what string) {
+	h.t.Helper()
+	oldPID := h.prop(unit, "MainPID")
+	if oldPID == "0" || oldPID == "" {
+		h.t.Fatalf("%s has no main process:\n%s", unit, h.out("systemctl", "status", "--no-pager", unit))
+	}
+	l := h.startLoad(5 * time.Second)
+	time.Sleep(time.Second)
+	killAt := h.at("systemctl", "kill", "-s", "KILL", unit)
+	h.waitFor(3*time.Second, unit+" running again", func() bool {
+		pid := h.prop(unit, "MainPID")
+		return h.prop(unit, "ActiveState") == "active" && pid != oldPID && pid != "0"
+	})
+	back := h.unitTime(unit, "ExecMainStartTimestamp").Sub(killAt)
+	r := l.wait()
+	served, failed := r.After(killAt)
+	h.t.Logf("outages relative to the kill of %s: %s", unit, r.Describe(killAt))
+	record(h.t, recovery{what: what, back: back, served: served, sent: r.Sent, failed: failed})
+	if served < 0 || served > 2*time.Second {
+		h.t.Fatalf("requests answered again %s after %s was killed, want within 2 s (%+v)", ms(served), unit, r.Outages)
+	}
+}
+
 // A measured recovery, printed in one table at the end of the run.
 type recovery struct {
 	test, what   string
