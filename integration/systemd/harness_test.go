@@ -369,8 +369,11 @@ var (
 // record logs a recovery in the test's log and keeps it for the table.
 func record(t *testing.T, r recovery) {
 	r.test = t.Name()
-	t.Logf("recovery: %s: unit back after %s, requests answered again after %s; %d requests sent, %d failed",
-		r.what, ms(r.back), ms(r.served), r.sent, r.failed)
+	load := "no load"
+	if r.sent > 0 {
+		load = fmt.Sprintf("%d requests sent, %d failed", r.sent, r.failed)
+	}
+	t.Logf("recovery: %s: unit back after %s, requests answered again after %s; %s", r.what, ms(r.back), ms(r.served), load)
 	recoveriesMu.Lock()
 	recoveries = append(recoveries, r)
 	recoveriesMu.Unlock()
