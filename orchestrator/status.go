@@ -134,6 +134,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
 		InProgress: st.InProgress, StateFile: o.statePath}
@@ -236,6 +237,7 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	probes := o.probeBoth(ctx, st)
 	sw := &Sweep{Service: o.svc.Name, Actions: []string{}}
 	sw.Proxy, _ = o.checkProxy(ctx, st)
@@ -319,6 +321,7 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	p.st = st
 	fresh := keepNewer(st, probed, probes, sw)
 	st.LastCheck = state.TimePtr(state.Now())

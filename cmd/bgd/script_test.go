@@ -47,6 +47,15 @@ func TestScripts(t *testing.T) {
 			})
 			return nil
 		},
+		// [systemd]: systemd is PID 1 here (sd_booted), so the systemd
+		// runner works.
+		Condition: func(cond string) (bool, error) {
+			if cond != "systemd" {
+				return false, errors.New("unknown condition " + cond)
+			}
+			fi, err := os.Stat("/run/systemd/system")
+			return err == nil && fi.IsDir(), nil
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitport": cmdWaitPort,
 			"exitcode": cmdExitCode,
