@@ -314,8 +314,8 @@ func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string
 // recordSweep writes probe results under the lock, only for slots nobody
 // changed since the probe (a deploy in between owns newer results: for
 // those, the recorded result replaces the stale probe), restarts the slots
-// that should run and do not (restartDown, whose errors it returns), and
-// fails over when configured and both probes are fresh.
+// that should run and do not (restartDown, whose errors it returns), after
+// failing over when configured and both probes are fresh.
 func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[config.Color]error, sw *Sweep) ([]error, error) {
 	st, err := o.store.Load()
 	if err != nil {
@@ -328,10 +328,12 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 	if px := sw.Proxy; px != nil && !px.Running && px.Managed {
 		o.recordProxyRestart(st, px)
 	}
-	restartErrs := p.restartDown(ctx, probes, sw)
 	if o.svc.Failover && fresh {
+		// First, as ever: traffic moves at once to a healthy standby; the
+		// slot that died is restarted below, as the standby.
 		p.failover(ctx, probes, sw)
 	}
+	restartErrs := p.restartDown(ctx, probes, sw)
 	if err := o.store.Save(st); err != nil {
 		return nil, err
 	}
