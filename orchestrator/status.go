@@ -25,6 +25,9 @@ type SlotStatus struct {
 	Active  bool         `json:"active"`
 	// HealthError is why the probe failed ("" when healthy).
 	HealthError string `json:"health_error,omitempty"`
+	// Restarts counts the health sweeps' restarts of the slot in the
+	// current window (nil: none).
+	Restarts *state.Restarts `json:"restarts,omitempty"`
 }
 
 // Status is a service's state, checked against reality.
@@ -170,7 +173,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 func (o *Orchestrator) slotStatus(st *state.State, color config.Color, probe error) SlotStatus {
 	sl := st.Slot(color)
 	ss := SlotStatus{Color: color, Port: sl.Port, PID: sl.PID, Running: o.running(st, color),
-		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion}
+		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion, Restarts: st.Restarts(color)}
 	if probe != nil {
 		ss.HealthError = probe.Error()
 	}
