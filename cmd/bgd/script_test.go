@@ -33,7 +33,7 @@ func TestScripts(t *testing.T) {
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
-			for _, name := range []string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "OTHER_PORT"} {
+			for _, name := range []string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "OTHER_PORT", "OTHER_PORT_2", "OTHER_PORT_3"} {
 				e.Setenv(name, strconv.Itoa(freePort(t)))
 			}
 			e.Setenv("NO_COLOR", "1")
