@@ -3,8 +3,11 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,5 +113,83 @@ func TestSystemdRunnerWithoutSystemd(t *testing.T) {
 		if !errors.Is(err, ErrUsage) || !errors.Is(err, slots.ErrNoSystemd) || !strings.Contains(err.Error(), "runner: process") {
 			t.Errorf("%s: %v, want a usage error naming the runner", name, err)
 		}
+	}
+}
+
+// TestSystemdRunnerWorkflows runs start, deploy and stop under the systemd
+// runner with the fake systemd programs (slots/testdata/fakesystemd),
+// which start real demo app processes: the slots are started as units with
+// their release, port and marker, health-gated as ever, recorded by their
+// unit's main pid, and stopped through systemctl.
+func TestSystemdRunnerWorkflows(t *testing.T) {
+	calls := t.TempDir()
+	fakes, err := filepath.Abs(filepath.Join("..", "slots", "testdata", "fakesystemd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fakes+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("FAKE_DIR", calls)
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(filepath.Join(calls, "started.pids"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+				syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	})
+	env := map[string]string{"BLUE_PORT": pickPort(t), "GREEN_PORT": pickPort(t), "BG_PROXY_PORT": pickPort(t),
+		"BG_STATE_FILE": filepath.Join(t.TempDir(), "bg_state.json")}
+	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }, Self: os.Args[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Services["app"].Runner = config.RunnerSystemd
+	bal := &testLB{}
+	o, err := New(cfg, "app", Options{Balancer: bal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.units.SystemDir = calls // "booted with systemd"
+	unitPID := func(color string) int { return o.units.MainPID(slots.SlotUnit("app", color)) }
+
+	if _, err := o.Start(ctx, "blue", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Deploy(ctx, DeployOptions{Release: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := o.store.Load()
+	if st.BluePID != unitPID("blue") || st.GreenPID != unitPID("green") || st.BluePID == 0 || st.GreenPID == 0 || bal.active != "green" {
+		t.Fatalf("recorded pids %d/%d, units' %d/%d, lb %s", st.BluePID, st.GreenPID, unitPID("blue"), unitPID("green"), bal.active)
+	}
+	if got := slots.Getenv(st.GreenPID, "BG_RELEASE"); got != "v2" || !slots.HasEnv(st.GreenPID, o.marker("green")...) {
+		t.Errorf("green's unit process: BG_RELEASE %q, marker %v", got, slots.HasEnv(st.GreenPID, o.marker("green")...))
+	}
+	b, _ := os.ReadFile(filepath.Join(calls, "calls"))
+	for _, want := range []string{
+		"systemd-run --unit=bgd-slot-app-blue.service --collect",
+		"systemd-run --unit=bgd-slot-app-green.service --collect",
+		"-p Restart=on-failure -p RestartSec=100ms -p TimeoutStopSec=10000ms",
+		"--setenv=PORT=" + env["GREEN_PORT"] + " --setenv=BG_COLOR=green --setenv=BG_RELEASE=v2 --setenv=BGD_SLOT=app/green --setenv=BGD_STATE=" + o.stateAbs,
+		"-- " + o.svc.Command[0] + " demo-app --port " + env["GREEN_PORT"] + " --color green --release v2",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the calls lack %q:\n%s", want, b)
+		}
+	}
+
+	green := st.GreenPID
+	if _, err := o.Stop(ctx, "green", true); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(calls, "calls"))
+	if !strings.Contains(string(b), "systemctl stop -- bgd-slot-app-green.service") || unitPID("green") != 0 {
+		t.Fatalf("green not stopped through its unit:\n%s", b)
+	}
+	for i := 0; i < 200 && slots.Alive(green); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if slots.Alive(green) {
+		t.Errorf("green's process %d survived its unit's stop", green)
 	}
 }

@@ -13,78 +13,24 @@ import (
 	"time"
 )
 
-// The fakes stand in for systemd's programs and record each call in
-// $FAKE_DIR/calls: systemd-run starts the command (with the --setenv
-// environment) in its own session and keeps <unit>.pid and <unit>.env;
-// systemctl show/stop read and end them; journalctl prints one line. They
-// test bgd's side (the arguments, ownership, pids), not systemd: the real
-// one is tested in a container.
-const fakeRun = `#!/bin/sh
-echo "systemd-run $*" >> "$FAKE_DIR/calls"
-unit=; envs=
-while [ $# -gt 0 ]; do
-	case "$1" in
-	--unit=*) unit=${1#--unit=} ;;
-	--setenv=*) envs="$envs ${1#--setenv=}" ;;
-	-p) shift ;;
-	--) shift; break ;;
-	esac
-	shift
-done
-echo "$envs" > "$FAKE_DIR/$unit.env"
-setsid env -i $envs "$@" >/dev/null 2>&1 &
-echo $! > "$FAKE_DIR/$unit.pid"
-echo $! >> "$FAKE_DIR/started.pids"
-sleep 0.2
-`
+// The fakes in testdata/fakesystemd stand in for systemd's programs and
+// record each call in $FAKE_DIR/calls: systemd-run starts the command
+// (with the --setenv environment only) in its own session and keeps
+// <unit>.pid and <unit>.env there; systemctl show/stop read and end them;
+// journalctl prints one line. They test bgd's side (the arguments,
+// ownership, pids), not systemd: the real one is tested in a container.
+// (The orchestrator's tests use them too.)
 
-const fakeCtl = `#!/bin/sh
-echo "systemctl $*" >> "$FAKE_DIR/calls"
-cmd=$1; shift
-unit=; props=
-while [ $# -gt 0 ]; do
-	case "$1" in
-	-p) props="$props $2"; shift ;;
-	--) ;;
-	*) unit=$1 ;;
-	esac
-	shift
-done
-f="$FAKE_DIR/$unit"
-pid=0
-if [ -f "$f.pid" ] && kill -0 "$(cat "$f.pid")" 2>/dev/null; then pid=$(cat "$f.pid"); fi
-case $cmd in
-show)
-	for p in $props; do
-		case $p in
-		MainPID) echo "MainPID=$pid" ;;
-		LoadState) if [ -f "$f.env" ]; then echo LoadState=loaded; else echo LoadState=not-found; fi ;;
-		Environment) echo "Environment=$(cat "$f.env" 2>/dev/null | sed 's/^ *//')" ;;
-		esac
-	done ;;
-stop)
-	[ "$pid" != 0 ] && kill -9 "-$pid"
-	rm -f "$f.pid" "$f.env" ;;
-esac
-exit 0
-`
-
-const fakeJournal = `#!/bin/sh
-echo "journalctl $*" >> "$FAKE_DIR/calls"
-echo "2026-12-01T06:00:00+0000 host app[1]: listening"
-`
-
-// fakeSystemd installs the fakes first on PATH and returns their directory
-// (where the calls are recorded) and a Systemd that believes systemd runs.
+// fakeSystemd puts the fakes first on PATH and returns the directory where
+// they record the calls and a Systemd that believes systemd runs.
 func fakeSystemd(t *testing.T) (string, *Systemd) {
 	t.Helper()
 	dir := t.TempDir()
-	for name, body := range map[string]string{"systemd-run": fakeRun, "systemctl": fakeCtl, "journalctl": fakeJournal} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	fakes, err := filepath.Abs(filepath.Join("testdata", "fakesystemd"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("PATH", fakes+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("FAKE_DIR", dir)
 	booted := filepath.Join(dir, "run-systemd-system")
 	if err := os.Mkdir(booted, 0o755); err != nil {
