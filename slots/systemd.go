@@ -135,12 +135,48 @@ func (s *Systemd) owned(ctx context.Context, unit string, marker []string) (bool
 	if m["LoadState"] == "not-found" || m["LoadState"] == "" {
 		return false, nil
 	}
+	have := map[string]bool{}
+	for _, kv := range envWords(m["Environment"]) {
+		have[kv] = true
+	}
 	for _, kv := range marker {
-		if !strings.Contains(" "+m["Environment"]+" ", " "+kv+" ") {
+		if !have[kv] {
 			return true, fmt.Errorf("unit %s is %w: its environment lacks %s", unit, ErrNotOurs, kv)
 		}
 	}
 	return true, nil
+}
+
+// envWords splits systemctl show's Environment= value into its KEY=VALUE
+// entries: separated by spaces, an entry holding a space or a quote is
+// written in double quotes, with \" and \\ escaped inside.
+func envWords(s string) []string {
+	var out []string
+	var b strings.Builder
+	inWord, quoted := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted && c == '\\' && i+1 < len(s):
+			i++
+			b.WriteByte(s[i])
+		case c == '"':
+			quoted, inWord = !quoted, true
+		case c == ' ' && !quoted:
+			if inWord {
+				out = append(out, b.String())
+				b.Reset()
+			}
+			inWord = false
+		default:
+			b.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		out = append(out, b.String())
+	}
+	return out
 }
 
 // Start runs spec as the transient unit named unit and returns its main

@@ -151,3 +151,14 @@ func TestSystemdStartStopLogs(t *testing.T) {
 		t.Fatalf("JournalTail = %q, %v\n%s", tail, err, calls(t, dir))
 	}
 }
+
+func TestEnvWords(t *testing.T) {
+	got := envWords(`PORT=5006 "APP_OPTS=a b" "Q=say \"hi\"" BGD_STATE=/srv/x.json "BGD_PATH=/my dir/s.json"`)
+	want := []string{"PORT=5006", "APP_OPTS=a b", `Q=say "hi"`, "BGD_STATE=/srv/x.json", "BGD_PATH=/my dir/s.json"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("envWords = %q, want %q", got, want)
+	}
+	if got := envWords(""); len(got) != 0 {
+		t.Errorf("envWords(\"\") = %q", got)
+	}
+}
