@@ -27,9 +27,9 @@ var ErrNoSystemd = errors.New("systemd is not running as PID 1 on this host")
 type Systemd struct {
 	// StopGrace is the unit's TimeoutStopSec: SIGTERM, then SIGKILL after it.
 	StopGrace time.Duration
-	// RestartSec is how long systemd waits before restarting a crashed
-	// slot. Default 100ms.
-	RestartSec time.Duration
+	// RestartDelay (the unit's RestartSec) is how long systemd waits
+	// before restarting a crashed slot. Default 100ms.
+	RestartDelay time.Duration
 	// SystemDir proves that systemd is PID 1. Default /run/systemd/system
 	// (sd_booted(3)'s test).
 	SystemDir string
@@ -203,7 +203,7 @@ func (s *Systemd) Start(spec Spec, unit string) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	restart := s.RestartSec
+	restart := s.RestartDelay
 	if restart <= 0 {
 		restart = 100 * time.Millisecond
 	}
