@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,16 +15,10 @@ import (
 // cleanEnv is the harness's environment without the variables that would
 // override the bench configurations (a developer may have them set).
 func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "BG_STATE_FILE", "BG_CONFIG":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
+		return slices.Contains([]string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "BG_STATE_FILE", "BG_CONFIG"}, k)
+	})
 }
 
 // run runs bgd with args in dir. The error is only about running it at
