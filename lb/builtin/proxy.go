@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/internal/serve"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/fsnotify/fsnotify"
@@ -110,20 +111,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
 	go p.follow(ctx, watcher)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	return nil
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
+	return serve.Until(ctx, srv, ln, 10*time.Second)
 }
 
 // follow reloads the state on every change of the state file.
