@@ -242,8 +242,12 @@ func (e *UnsupportedError) Error() string {
 
 func (e *UnsupportedError) Unwrap() error { return ErrUnsupported }
 
-// Capable is a Balancer that declares its Capabilities; every bgd driver is.
+// Capable is a Balancer that declares its Capabilities; every bgd driver
+// is, and says so at compile time with one line:
+//
+//	var _ lb.Capable = (*Balancer)(nil)
 type Capable interface {
+	Balancer
 	Capabilities() Capabilities
 }
 

@@ -33,10 +33,7 @@ type Balancer struct {
 	Client *http.Client
 }
 
-var (
-	_ lb.Balancer = (*Balancer)(nil)
-	_ lb.Capable  = (*Balancer)(nil)
-)
+var _ lb.Capable = (*Balancer)(nil)
 
 // Capabilities: today's routes only. The proxy sends every request to the
 // active slot of the state file (no weights, no pause, no maintenance

@@ -39,10 +39,7 @@ var (
 	ErrMapFile = errors.New("haproxy: map file not persisted")
 )
 
-var (
-	_ lb.Balancer = (*Balancer)(nil)
-	_ lb.Capable  = (*Balancer)(nil)
-)
+var _ lb.Capable = (*Balancer)(nil)
 
 // Capabilities: today's routes, with slots on any host. A flip switches
 // the map entry between the two colours' backends, whose servers are the

@@ -32,10 +32,7 @@ const (
 // previous file was restored and nothing was reloaded.
 var ErrRejected = errors.New("nginx rejected the configuration")
 
-var (
-	_ lb.Balancer = (*Balancer)(nil)
-	_ lb.Capable  = (*Balancer)(nil)
-)
+var _ lb.Capable = (*Balancer)(nil)
 
 // Capabilities: today's routes, with slots on any host. The template
 // writes each slot's Host into the upstream (nginx resolves a name when it
