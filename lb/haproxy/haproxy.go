@@ -39,17 +39,6 @@ var (
 	ErrMapFile = errors.New("haproxy: map file not persisted")
 )
 
-var _ lb.Capable = (*Balancer)(nil)
-
-// Capabilities: today's routes, with slots on any host. A flip switches
-// the map entry between the two colours' backends, whose servers are the
-// addresses the snippet (Render) wrote, a remote Host included; one map
-// entry cannot split traffic, and nothing pauses or answers a maintenance
-// page, so routes asking for those are refused.
-func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "haproxy", RemoteHosts: true}
-}
-
 // Options tune a Balancer. The zero value gives every default.
 type Options struct {
 	// UpTimeout bounds the wait for HAProxy's own checks to report a server
@@ -149,6 +138,17 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
 	}
 	return b, nil
+}
+
+var _ lb.Capable = (*Balancer)(nil)
+
+// Capabilities: today's routes, with slots on any host. A flip switches
+// the map entry between the two colours' backends, whose servers are the
+// addresses the snippet (Render) wrote, a remote Host included; one map
+// entry cannot split traffic, and nothing pauses or answers a maintenance
+// page, so routes asking for those are refused.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "haproxy", RemoteHosts: true}
 }
 
 // Flip routes the service to r.Active's backend: check the backend exists,

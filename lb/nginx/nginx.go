@@ -32,16 +32,6 @@ const (
 // previous file was restored and nothing was reloaded.
 var ErrRejected = errors.New("nginx rejected the configuration")
 
-var _ lb.Capable = (*Balancer)(nil)
-
-// Capabilities: today's routes, with slots on any host. The template
-// writes each slot's Host into the upstream (nginx resolves a name when it
-// loads the file); it has no variable for a weight, a pause or a
-// maintenance page, so routes asking for those are refused.
-func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "nginx", RemoteHosts: true}
-}
-
 // Options tune a Balancer. The zero value gives every default.
 type Options struct {
 	// VerifyTimeout bounds the wait, after a reload, for verify_url to answer
@@ -199,6 +189,16 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 			config.ErrInvalid, b.service, b.tmpl.Name(), d.Active.Addr)
 	}
 	return buf.Bytes(), nil
+}
+
+var _ lb.Capable = (*Balancer)(nil)
+
+// Capabilities: today's routes, with slots on any host. The template
+// writes each slot's Host into the upstream (nginx resolves a name when it
+// loads the file); it has no variable for a weight, a pause or a
+// maintenance page, so routes asking for those are refused.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "nginx", RemoteHosts: true}
 }
 
 func (b *Balancer) checkRoute(r lb.Route) error {
