@@ -16,6 +16,7 @@ import (
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/haproxy/admin"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -344,19 +345,7 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("rendered snippet differs from %s (run with -update if intended):\n%s", golden, got)
-			}
+			lbtest.Golden(t, tc.name, got, *update)
 		})
 	}
 	b, _ := New("app", base, Options{Template: "{{.Service}} {{.Active.Name}} {{range .Backends}}{{.Color}}={{.Addr}} {{end}}{{.Generation}}"})
