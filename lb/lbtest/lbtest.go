@@ -1,16 +1,21 @@
-// Package lbtest holds the checks the load-balancer drivers' tests share:
-// golden files of rendered configurations, and a route refused for a
-// missing capability. Only tests import it.
+// Package lbtest holds what the load-balancer drivers' tests share: golden
+// files of rendered configurations, a route refused for a missing
+// capability, and a unix socket speaking a line protocol (HAProxy's runtime
+// API). Only tests import it.
 package lbtest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bgd-dev/bgd/lb"
 )
@@ -51,4 +56,35 @@ func Refuses(t testing.TB, b lb.Balancer, r lb.Route, driver string, feature lb.
 			t.Errorf("%s: message %q names neither driver nor feature", op, err)
 		}
 	}
+}
+
+// ServeLines serves the unix socket path until the test ends, the way
+// HAProxy's runtime API does: each connection sends one command line, and
+// handle answers it on c (r holds what the client sent after the line);
+// then the connection is closed. Each connection has a 5 s deadline; a
+// handler that never answers can wait for t.Context() to end.
+func ServeLines(t testing.TB, path string, handle func(c net.Conn, r *bufio.Reader, cmd string)) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(c)
+				if line, err := r.ReadString('\n'); err == nil {
+					handle(c, r, strings.TrimSuffix(line, "\n"))
+				}
+			})
+		}
+	})
 }
