@@ -9,14 +9,11 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 // mutated returns lb.SampleRoute("app") changed by f.
-func mutated(f func(*lb.Route)) lb.Route {
-	r := lb.SampleRoute("app")
-	f(&r)
-	return r
-}
+func mutated(f func(*lb.Route)) lb.Route { return lbtest.Route(config.Blue, 1, f) }
 
 // today is every route a flip makes today, in its forms: blue or green
 // active, weights left 0 or written out as 100/0, a page that is ignored

@@ -10,15 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
-func sample(f func(*lb.Route)) lb.Route {
-	r := lb.SampleRoute("app")
-	f(&r)
-	return r
-}
+// sample is lb.SampleRoute("app") changed by f.
+func sample(f func(*lb.Route)) lb.Route { return lbtest.Route(config.Blue, 1, f) }
 
 // TestBuiltinRefusesWhatTheProxyCannotDo: the proxy sends every request to
 // the state file's active slot on 127.0.0.1, so a weight, a pause,

@@ -21,17 +21,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-func route(active config.Color) lb.Route {
-	ports := map[config.Color]int{config.Blue: 5005, config.Green: 5006}
-	other := active.Other()
-	return lb.Route{
-		Service:    "app",
-		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
-		Standby:    lb.Upstream{Color: other, Host: "127.0.0.1", Port: ports[other]},
-		HealthPath: "/health",
-		Generation: 7,
-	}
-}
+// route is the test route to active, generation 7.
+func route(active config.Color) lb.Route { return lbtest.Route(active, 7) }
 
 // setup returns a driver talking to a fake HAProxy whose map file holds
 // "app app_blue" on disk and in memory.

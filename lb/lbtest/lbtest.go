@@ -17,8 +17,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 )
+
+// Route is the drivers' test route of service "app": active on its
+// colour's default port (blue 5005, green 5006), the other colour standby,
+// both on lb.LocalHost, changed by each of change in turn.
+func Route(active config.Color, generation uint64, change ...func(*lb.Route)) lb.Route {
+	r := lb.SampleRoute("app")
+	if active != r.Active.Color {
+		r.Active, r.Standby = r.Standby, r.Active
+	}
+	r.Generation = generation
+	for _, f := range change {
+		f(&r)
+	}
+	return r
+}
 
 // Golden compares got with testdata/<name>.golden; with update it first
 // rewrites the file from got (run the test with -update after changing a

@@ -25,17 +25,7 @@ func testConfig(dir string) config.Nginx {
 	}
 }
 
-func testRoute(active config.Color, gen uint64) lb.Route {
-	ports := map[config.Color]int{config.Blue: 5005, config.Green: 5006}
-	other := active.Other()
-	return lb.Route{
-		Service:    "app",
-		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
-		Standby:    lb.Upstream{Color: other, Host: "127.0.0.1", Port: ports[other]},
-		HealthPath: "/health",
-		Generation: gen,
-	}
-}
+func testRoute(active config.Color, gen uint64) lb.Route { return lbtest.Route(active, gen) }
 
 // TestRenderGolden: the default template's output, one golden file per case.
 // Run `go test ./lb/nginx -update` after changing the template, and read the diff.
