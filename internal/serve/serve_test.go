@@ -21,14 +21,22 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// slowServer answers every request after hold, and reports on started
-// when a request has come in.
-func slowServer(hold time.Duration, started chan<- struct{}) *http.Server {
-	return &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
+// serving runs Until, with grace, on a loopback listener of a server
+// that answers every request after hold; started gets a value when a
+// request has come in, done Until's result.
+func serving(t *testing.T, hold, grace time.Duration) (addr string, started <-chan struct{}, cancel func(), done <-chan error) {
+	ln := listen(t)
+	in := make(chan struct{}, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in <- struct{}{}
 		time.Sleep(hold)
 		io.WriteString(w, "done")
 	})}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- Until(ctx, srv, ln, grace) }()
+	return ln.Addr().String(), in, cancel, errc
 }
 
 type result struct {
@@ -55,13 +63,8 @@ func get(url string) <-chan result {
 // request is in flight stops new connections, lets the request finish
 // within the grace, and returns nil.
 func TestUntilLetsInFlightRequestsFinish(t *testing.T) {
-	ln := listen(t)
-	started := make(chan struct{}, 1)
-	srv := slowServer(200*time.Millisecond, started)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Until(ctx, srv, ln, 5*time.Second) }()
-	answer := get("http://" + ln.Addr().String() + "/")
+	addr, started, cancel, done := serving(t, 200*time.Millisecond, 5*time.Second)
+	answer := get("http://" + addr + "/")
 	<-started
 	cancel()
 	if r := <-answer; r.err != nil || r.body != "done" {
@@ -75,7 +78,7 @@ func TestUntilLetsInFlightRequestsFinish(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Until did not return after its context ended")
 	}
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Error("the listener still accepts connections after shutdown")
 	}
@@ -84,13 +87,8 @@ func TestUntilLetsInFlightRequestsFinish(t *testing.T) {
 // TestUntilCutsOffAfterGrace: a request still running when the grace ends
 // is cut off, and that is not an error.
 func TestUntilCutsOffAfterGrace(t *testing.T) {
-	ln := listen(t)
-	started := make(chan struct{}, 1)
-	srv := slowServer(3*time.Second, started)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Until(ctx, srv, ln, 50*time.Millisecond) }()
-	answer := get("http://" + ln.Addr().String() + "/")
+	addr, started, cancel, done := serving(t, 3*time.Second, 50*time.Millisecond)
+	answer := get("http://" + addr + "/")
 	<-started
 	t0 := time.Now()
 	cancel()
