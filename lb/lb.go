@@ -277,6 +277,14 @@ type Balancer interface {
 	Render(r Route) ([]byte, error)
 }
 
+// SetDefault sets *v to def when it is zero or negative: how the drivers
+// fill the options a caller left out (a string option takes cmp.Or).
+func SetDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
 // OrDiscard is every driver's logger default: l, or, when l is nil, a
 // logger that drops everything (bgd's commands always pass their own).
 func OrDiscard(l *slog.Logger) *slog.Logger {

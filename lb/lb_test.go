@@ -209,3 +209,18 @@ func TestRemote(t *testing.T) {
 		}
 	}
 }
+
+func TestSetDefault(t *testing.T) {
+	for _, c := range []struct{ in, want time.Duration }{{0, time.Second}, {-5, time.Second}, {3 * time.Millisecond, 3 * time.Millisecond}} {
+		v := c.in
+		lb.SetDefault(&v, time.Second)
+		if v != c.want {
+			t.Errorf("SetDefault(%v, 1s) = %v, want %v", c.in, v, c.want)
+		}
+	}
+	n := 7
+	lb.SetDefault(&n, 5)
+	if n != 7 {
+		t.Errorf("SetDefault(7, 5) = %d, want 7 kept", n)
+	}
+}

@@ -120,9 +120,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return err
 	}
 	timeout := b.ConfirmTimeout
-	if timeout <= 0 {
-		timeout = 3 * time.Second
-	}
+	lb.SetDefault(&timeout, 3*time.Second)
 	deadline := time.Now().Add(timeout)
 	wait := time.Millisecond
 	for {

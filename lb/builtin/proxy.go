@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,15 +83,9 @@ type upstream struct {
 // finish, bounded by 10 s). It returns when the listener cannot be opened.
 func (p *Proxy) Run(ctx context.Context) error {
 	p.Logger = lb.OrDiscard(p.Logger)
-	if p.UpstreamHost == "" {
-		p.UpstreamHost = "127.0.0.1"
-	}
-	if p.Resync <= 0 {
-		p.Resync = 2 * time.Second
-	}
-	if p.ReadHeaderTimeout <= 0 {
-		p.ReadHeaderTimeout = 30 * time.Second
-	}
+	p.UpstreamHost = cmp.Or(p.UpstreamHost, "127.0.0.1")
+	lb.SetDefault(&p.Resync, 2*time.Second)
+	lb.SetDefault(&p.ReadHeaderTimeout, 30*time.Second)
 	p.trans = map[string]*http.Transport{}
 	p.metrics = newMetrics(p.Service)
 	if err := p.reload(); err != nil {

@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,24 +70,12 @@ type Options struct {
 }
 
 func (o *Options) fill() {
-	if o.UpTimeout <= 0 {
-		o.UpTimeout = 30 * time.Second
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 10 * time.Millisecond
-	}
-	if o.CallTimeout <= 0 {
-		o.CallTimeout = admin.DefaultTimeout
-	}
-	if o.Bind == "" {
-		o.Bind = ":80"
-	}
-	if o.Check == "" {
-		o.Check = "inter 1s fastinter 100ms downinter 50ms rise 1 fall 3"
-	}
-	if o.Template == "" {
-		o.Template = templates.HAProxy
-	}
+	lb.SetDefault(&o.UpTimeout, 30*time.Second)
+	lb.SetDefault(&o.PollInterval, 10*time.Millisecond)
+	lb.SetDefault(&o.CallTimeout, admin.DefaultTimeout)
+	o.Bind = cmp.Or(o.Bind, ":80")
+	o.Check = cmp.Or(o.Check, "inter 1s fastinter 100ms downinter 50ms rise 1 fall 3")
+	o.Template = cmp.Or(o.Template, templates.HAProxy)
 	o.Logger = lb.OrDiscard(o.Logger)
 }
 

@@ -2,6 +2,7 @@ package nginx
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,24 +64,12 @@ type Options struct {
 }
 
 func (o *Options) fill() {
-	if o.VerifyTimeout <= 0 {
-		o.VerifyTimeout = 5 * time.Second
-	}
-	if o.VerifyInterval <= 0 {
-		o.VerifyInterval = 5 * time.Millisecond
-	}
-	if o.Settle == 0 {
-		o.Settle = 120 * time.Millisecond
-	}
-	if o.Confirmations <= 0 {
-		o.Confirmations = 5
-	}
-	if o.ProbeTimeout <= 0 {
-		o.ProbeTimeout = time.Second
-	}
-	if o.CommandTimeout <= 0 {
-		o.CommandTimeout = 30 * time.Second
-	}
+	lb.SetDefault(&o.VerifyTimeout, 5*time.Second)
+	lb.SetDefault(&o.VerifyInterval, 5*time.Millisecond)
+	o.Settle = cmp.Or(o.Settle, 120*time.Millisecond) // a negative Settle stays: no wait
+	lb.SetDefault(&o.Confirmations, 5)
+	lb.SetDefault(&o.ProbeTimeout, time.Second)
+	lb.SetDefault(&o.CommandTimeout, 30*time.Second)
 	if o.Run == nil {
 		o.Run = runCommand
 	}
