@@ -10,27 +10,63 @@
 set -eu
 : "${BGD_LB:?BGD_LB names the load balancer: nginx, haproxy or builtin}"
 
-case $BGD_LB in
-nginx)
-	# Debian's nginx.conf includes conf.d/*.conf, where bgd owns bgd-app.conf.
-	nginx
-	;;
-haproxy)
-	mkdir -p /run/haproxy
-	# HAProxy will not start without the map; after a restart it holds the
-	# colour bgd last set.
-	[ -s /etc/haproxy/bgd.map ] || echo "app app_blue" >/etc/haproxy/bgd.map
-	bgd render >/etc/haproxy/bgd.cfg
-	haproxy -W -D -p /run/haproxy.pid -f /etc/haproxy/haproxy.cfg -f /etc/haproxy/bgd.cfg
-	;;
-builtin)
-	# bgd starts its proxy itself (detached) when none answers on 0.0.0.0:5004.
-	;;
-*)
-	echo "bgd-entrypoint: unknown BGD_LB=$BGD_LB (nginx, haproxy or builtin)" >&2
-	exit 2
-	;;
-esac
+# start_lb starts the load balancer from its files.
+start_lb() {
+	case $BGD_LB in
+	nginx)
+		# Debian's nginx.conf includes conf.d/*.conf, where bgd owns bgd-app.conf.
+		nginx
+		;;
+	haproxy)
+		mkdir -p /run/haproxy
+		# HAProxy will not start without the map; after a restart it holds
+		# the colour bgd last set.
+		[ -s /etc/haproxy/bgd.map ] || echo "app app_blue" >/etc/haproxy/bgd.map
+		bgd render >/etc/haproxy/bgd.cfg
+		haproxy -W -D -p /run/haproxy.pid -f /etc/haproxy/haproxy.cfg -f /etc/haproxy/bgd.cfg
+		;;
+	builtin)
+		# bgd starts its proxy itself (detached) when none answers on
+		# 0.0.0.0:5004, and `bgd health-check` restarts it if it dies.
+		;;
+	*)
+		echo "bgd-entrypoint: unknown BGD_LB=$BGD_LB (nginx, haproxy or builtin)" >&2
+		exit 2
+		;;
+	esac
+}
+
+# stop_lb stops nginx or HAProxy and waits until its master is gone (10 s at most).
+stop_lb() {
+	case $BGD_LB in
+	nginx) pidfile=/run/nginx.pid ;;
+	haproxy) pidfile=/run/haproxy.pid ;;
+	*)
+		echo "bgd-entrypoint: restart-lb is for nginx and haproxy; the builtin proxy is bgd's (bgd health-check restarts it)" >&2
+		exit 2
+		;;
+	esac
+	pid=$(cat "$pidfile")
+	kill "$pid"
+	i=0
+	while kill -0 "$pid" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -lt 200 ] || { echo "bgd-entrypoint: $BGD_LB (pid $pid) did not stop within 10 s" >&2; exit 1; }
+		sleep 0.05
+	done
+	rm -f "$pidfile"
+}
+
+# `bgd-entrypoint restart-lb` (through docker-compose exec): stop the load
+# balancer and start it again from its files; bgd is not involved.
+if [ "${1:-}" = restart-lb ]; then
+	stop_lb
+	start_lb
+	echo "bgd-entrypoint: $BGD_LB restarted"
+	exit 0
+fi
+
+start_lb
 
 # Converge to the recorded state: a fresh state starts blue; otherwise the
 # recorded active colour comes back and the load balancer routes to it.
