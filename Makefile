@@ -45,8 +45,8 @@ compose-images:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o images/bin/bgd ./cmd/bgd
 	docker-compose build --parallel -q
 
-## compose-test: the docker-compose topology under load and faults, per driver (after make images; CI=1: no skip)
-compose-test:
+## compose-test: the docker-compose topology under load and faults, per driver (after make images, which makes the base; CI=1: no skip)
+compose-test: compose-images
 	TEST_TAGS=compose TEST_TIMEOUT=10m ./scripts/test.sh ./integration/compose/
 
 clean:

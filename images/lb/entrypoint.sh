@@ -59,12 +59,19 @@ stop_lb() {
 
 # `bgd-entrypoint restart-lb` (through docker-compose exec): stop the load
 # balancer and start it again from its files; bgd is not involved.
-if [ "${1:-}" = restart-lb ]; then
+case ${1:-} in
+"") ;;
+restart-lb)
 	stop_lb
 	start_lb
 	echo "bgd-entrypoint: $BGD_LB restarted"
 	exit 0
-fi
+	;;
+*)
+	echo "bgd-entrypoint: unknown argument \"$1\" (none starts the host; restart-lb restarts its load balancer)" >&2
+	exit 2
+	;;
+esac
 
 start_lb
 
