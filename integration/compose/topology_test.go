@@ -334,7 +334,9 @@ func answer(d driver) (colour, release string, err error) {
 }
 
 // waitColour polls the client's view of the driver until the colour
-// answers (any colour when ""), and returns the release that answered.
+// answers (any colour when ""), and returns the release that answered;
+// an answer from the other colour is an error at once (the load balancer
+// routes to the wrong slot), failed requests are retried.
 func waitColour(d driver, colour string, within time.Duration) (string, error) {
 	deadline := time.Now().Add(within)
 	for {
@@ -342,10 +344,10 @@ func waitColour(d driver, colour string, within time.Duration) (string, error) {
 		if err == nil && (colour == "" || c == colour) {
 			return rel, nil
 		}
+		if err == nil {
+			return "", fmt.Errorf("%s: %s answered through %s, want %s", d.name, c, d.url, colour)
+		}
 		if time.Now().After(deadline) {
-			if err == nil {
-				err = fmt.Errorf("%s answered, want %s", c, colour)
-			}
 			return "", fmt.Errorf("%s: %s did not answer as wanted within %s: %v", d.name, d.url, within, err)
 		}
 		time.Sleep(200 * time.Millisecond)
