@@ -45,6 +45,8 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	// Services by name. The embedded default has one, "app".
 	Services map[string]*Service `yaml:"services"`
+	// Runner is the default of every service's runner. Default "process".
+	Runner string `yaml:"runner"`
 
 	// Path is the file the config came from; "" for the embedded default.
 	Path string `yaml:"-"`
@@ -90,6 +92,13 @@ type Service struct {
 	Failover bool `yaml:"failover"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`
+	// Runner runs the slots: "process" (a detached process group bgd
+	// starts and signals itself) or "systemd" (a transient unit
+	// bgd-slot-<service>-<colour>.service per slot, started with
+	// systemd-run, Restart=on-failure). Default: the top-level runner,
+	// else "process". systemd must be PID 1 (/run/systemd/system) when a
+	// command needs the runner; loading the config does not check it.
+	Runner string `yaml:"runner"`
 
 	// given holds the duration keys the file sets (even to 0), with their
 	// lines: a Duration alone cannot tell 0 from unset.
@@ -119,6 +128,14 @@ type Health struct {
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// ExpectStatus is the status a healthy slot answers. Default 0: any 2xx.
 	ExpectStatus int `yaml:"expect_status"`
+	// MaxRestarts bounds how many times health sweeps restart a slot that
+	// should run and does not, within RestartWindow; past it the sweep
+	// reports a crash loop instead. Default 3 when left out; 0: sweeps
+	// never restart a slot.
+	MaxRestarts int `yaml:"max_restarts"`
+	// RestartWindow is the period MaxRestarts counts over, from the first
+	// restart. Default 10m when left out; at least 1ms.
+	RestartWindow Duration `yaml:"restart_window"`
 }
 
 // LB selects the driver and holds each driver's settings.
@@ -179,6 +196,12 @@ type HAProxy struct {
 	// embedded default. Only `bgd render` uses it.
 	Template string `yaml:"template"`
 }
+
+// The runners (Service.Runner).
+const (
+	RunnerProcess = "process"
+	RunnerSystemd = "systemd"
+)
 
 // Port returns the port of the given colour.
 func (s *Service) Port(color Color) int {

@@ -173,6 +173,8 @@ type givenDurations struct {
 			Interval       yaml.Node `yaml:"interval"`
 			Timeout        yaml.Node `yaml:"timeout"`
 			RequestTimeout yaml.Node `yaml:"request_timeout"`
+			MaxRestarts    yaml.Node `yaml:"max_restarts"`
+			RestartWindow  yaml.Node `yaml:"restart_window"`
 		} `yaml:"health"`
 	} `yaml:"services"`
 }
@@ -195,6 +197,8 @@ func markGiven(data []byte, cfg *Config) {
 			"health.interval":        &gs.Health.Interval,
 			"health.timeout":         &gs.Health.Timeout,
 			"health.request_timeout": &gs.Health.RequestTimeout,
+			"health.max_restarts":    &gs.Health.MaxRestarts,
+			"health.restart_window":  &gs.Health.RestartWindow,
 		} {
 			if n.Kind == 0 {
 				continue
@@ -293,6 +297,16 @@ func (c *Config) fillDefaults() {
 		s.setDur("health.timeout", &h.Timeout, 30*time.Second)
 		s.setDur("health.request_timeout", &h.RequestTimeout, 2*time.Second)
 		s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
+		s.setDur("health.restart_window", &h.RestartWindow, 10*time.Minute)
+		if _, given := s.given["health.max_restarts"]; !given {
+			h.MaxRestarts = 3
+		}
+		if s.Runner == "" {
+			s.Runner = c.Runner
+		}
+		if s.Runner == "" {
+			s.Runner = RunnerProcess
+		}
 		if s.LB.Driver == "" {
 			s.LB.Driver = "builtin"
 		}

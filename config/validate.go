@@ -110,6 +110,12 @@ func (s *Service) validateHealth(name string, add adder) {
 	if st := s.Health.ExpectStatus; st != 0 && (st < 100 || st > 599) {
 		add("service %q: health.expect_status %d is not an HTTP status", name, st)
 	}
+	if n := s.Health.MaxRestarts; n < 0 {
+		add("service %q: health.max_restarts %d is negative: 0 turns the sweep's restarts off", name, n)
+	}
+	if s.Runner != RunnerProcess && s.Runner != RunnerSystemd {
+		add("service %q: runner %q is unknown (use %s or %s)", name, s.Runner, RunnerProcess, RunnerSystemd)
+	}
 }
 
 func (s *Service) validateBuiltin(name string, addrs *addrIndex, add adder) {
@@ -200,6 +206,7 @@ var durationRules = []struct {
 	{"health.interval", func(s *Service) Duration { return s.Health.Interval }, "1s"},
 	{"health.timeout", func(s *Service) Duration { return s.Health.Timeout }, "30s"},
 	{"health.request_timeout", func(s *Service) Duration { return s.Health.RequestTimeout }, "2s"},
+	{"health.restart_window", func(s *Service) Duration { return s.Health.RestartWindow }, "10m"},
 }
 
 // validateDurations refuses health durations below 1ms (an explicit 0 among

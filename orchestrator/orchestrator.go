@@ -76,6 +76,9 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	if err != nil {
 		return nil, err
 	}
+	if svc.Runner == config.RunnerSystemd {
+		return nil, usagef("service %q: runner systemd is not supported by this build yet", svc.Name)
+	}
 	bal := opts.Balancer
 	if bal == nil {
 		if bal, err = newBalancer(cfg, svc, opts); err != nil {
@@ -134,6 +137,9 @@ type op struct {
 	lock  heldLock
 	st    *state.State
 	began time.Time
+	// interrupted is the operation begin found left in progress (and
+	// recorded as failed), nil if none.
+	interrupted *state.Operation
 }
 
 // begin takes the lock, loads the state, records a previous operation that
@@ -160,16 +166,17 @@ func (o *Orchestrator) begin(ctx context.Context, name string, from, to config.C
 		lock.Unlock()
 		return nil, err
 	}
-	if p := st.InProgress; p != nil {
-		st.Record(interrupted(p))
-		o.log.Warn("previous operation was interrupted", "command", p.Command, "pid", p.PID)
+	left := st.InProgress
+	if left != nil {
+		st.Record(interrupted(left))
+		o.log.Warn("previous operation was interrupted", "command", left.Command, "pid", left.PID)
 	}
 	st.InProgress = &state.Operation{Command: cmd, PID: os.Getpid(), Started: state.Now(), From: from, To: to}
 	if err := o.store.Save(st); err != nil {
 		lock.Unlock()
 		return nil, err
 	}
-	return &op{o: o, lock: lock, st: st, began: began}, nil
+	return &op{o: o, lock: lock, st: st, began: began, interrupted: left}, nil
 }
 
 // interrupted is the history record of an operation that never finished:
@@ -177,6 +184,11 @@ func (o *Orchestrator) begin(ctx context.Context, name string, from, to config.C
 func interrupted(p *state.Operation) state.Event {
 	return state.Event{Action: p.Command, From: p.From, To: p.To, Status: state.StatusFailed,
 		Reason: fmt.Sprintf("interrupted: %s (pid %d) started at %s and never finished", p.Command, p.PID, p.Started.Format(time.RFC3339))}
+}
+
+// interruptedNote says what was done with an operation found interrupted.
+func interruptedNote(p *state.Operation) string {
+	return fmt.Sprintf("%s (pid %d) was interrupted: recorded as failed", p.Command, p.PID)
 }
 
 // save writes the state as it is now (still in progress).

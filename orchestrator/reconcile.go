@@ -44,7 +44,7 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 	}
 	if p := st.InProgress; p != nil {
 		st.Record(interrupted(p))
-		rec.fix("%s (pid %d) was interrupted: recorded as failed", p.Command, p.PID)
+		rec.fix("%s", interruptedNote(p))
 		st.InProgress = nil
 	}
 	for _, c := range config.Colors {

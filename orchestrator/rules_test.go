@@ -39,7 +39,8 @@ func TestSweepKeepsNewerResults(t *testing.T) {
 			wantBlue: true, wantGreen: false, wantActive: "blue"},
 		{name: "a deploy started green since: its result is kept", blueProbe: nil, greenProbe: errRefused,
 			between: func(r *rig, st *state.State) {
-				st.GreenPID, st.GreenHealthy, st.GreenRelease = r.host.spawn("new"), true, "v2"
+				st.GreenPID, st.GreenHealthy, st.GreenRelease = r.host.spawn("new", r.o.marker("green")...), true, "v2"
+				st.GreenPIDStart = r.host.procs[st.GreenPID].start
 			},
 			wantBlue: true, wantGreen: true, wantActive: "blue", wantMessage: "green changed since it was probed"},
 		{name: "a stop of green since, recorded unhealthy: kept unhealthy", blueProbe: nil, greenProbe: nil,

@@ -209,8 +209,10 @@ type Sweep struct {
 	FailedOver config.Color `json:"failed_over,omitempty"`
 	// Proxy is the builtin proxy (nil with another driver); a sweep that
 	// finds it down restarts it when bgd started it.
-	Proxy   *ProxyStatus `json:"proxy,omitempty"`
-	Message string       `json:"message"`
+	Proxy *ProxyStatus `json:"proxy,omitempty"`
+	// Actions lists what the sweep did: the slots it restarted ([] when none).
+	Actions []string `json:"actions"`
+	Message string   `json:"message"`
 }
 
 // sweepCommand names a health sweep in the lock file.
@@ -235,20 +237,21 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 		return nil, err
 	}
 	probes := o.probeBoth(ctx, st)
-	sw := &Sweep{Service: o.svc.Name}
+	sw := &Sweep{Service: o.svc.Name, Actions: []string{}}
 	sw.Proxy, _ = o.checkProxy(ctx, st)
 	proxyWhat := "bgd did not start it (no proxy_pid recorded: systemd or another supervisor runs `bgd proxy`), so it only reports: restart that service"
 	if sw.Proxy != nil && sw.Proxy.Managed {
 		proxyWhat = "not restarted: another operation holds the lock"
 	}
 	o.fillSweep(sw, st, probes)
+	var restartErrs []error
 	lock, lerr := o.store.Lock(ctx, sweepCommand, max(sweepLockWait, o.opts.LockTimeout))
 	switch {
 	case lerr == nil:
 		if sw.Proxy != nil && !sw.Proxy.Running && sw.Proxy.Managed {
 			proxyWhat = o.restartProxy(ctx, sw.Proxy)
 		}
-		err = o.recordSweep(ctx, &op{o: o, lock: lock, began: began}, st, probes, sw)
+		restartErrs, err = o.recordSweep(ctx, &op{o: o, lock: lock, began: began}, st, probes, sw)
 		lock.Unlock()
 		if err != nil {
 			return sw, err
@@ -259,7 +262,7 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 		return sw, lerr
 	}
 	o.fillSweep(sw, st, probes)
-	return sw, o.sweepError(sw, st, probes, proxyWhat)
+	return sw, errors.Join(o.sweepError(sw, st, probes, proxyWhat), errors.Join(restartErrs...))
 }
 
 // fillSweep sets the sweep's slots from st and the probes.
@@ -308,12 +311,13 @@ func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string
 
 // recordSweep writes probe results under the lock, only for slots nobody
 // changed since the probe (a deploy in between owns newer results: for
-// those, the recorded result replaces the stale probe), and fails over when
-// configured and both probes are fresh.
-func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[config.Color]error, sw *Sweep) error {
+// those, the recorded result replaces the stale probe), restarts the slots
+// that should run and do not (restartDown, whose errors it returns), and
+// fails over when configured and both probes are fresh.
+func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[config.Color]error, sw *Sweep) ([]error, error) {
 	st, err := o.store.Load()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.st = st
 	fresh := keepNewer(st, probed, probes, sw)
@@ -321,15 +325,16 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 	if px := sw.Proxy; px != nil && !px.Running && px.Managed {
 		o.recordProxyRestart(st, px)
 	}
+	restartErrs := p.restartDown(ctx, probes, sw)
 	if o.svc.Failover && fresh {
 		p.failover(ctx, probes, sw)
 	}
 	if err := o.store.Save(st); err != nil {
-		return err
+		return nil, err
 	}
 	*probed = *st
 	sw.Recorded = true
-	return nil
+	return restartErrs, nil
 }
 
 // keepNewer records each probe in st (loaded under the lock) when nobody

@@ -69,6 +69,7 @@ func (o *Orchestrator) Start(ctx context.Context, color config.Color, release st
 	if err != nil {
 		return nil, p.end(err)
 	}
+	st.SetRestarts(color, nil) // an operator's start begins a new count
 	if color == st.ActiveVersion {
 		flipped, err := p.ensureRouted(ctx, color)
 		if err != nil {
@@ -130,6 +131,7 @@ func (o *Orchestrator) Stop(ctx context.Context, color config.Color, force bool)
 	if err != nil {
 		return nil, p.end(err)
 	}
+	st.SetRestarts(color, nil) // stopped on purpose: no sweep restarts it
 	msg := fmt.Sprintf("%s stopped", color)
 	if !was {
 		msg = fmt.Sprintf("%s was not running", color)
@@ -196,6 +198,7 @@ func (p *op) deploy(ctx context.Context, d DeployOptions, from, to config.Color)
 	if err := p.startSlot(ctx, to, d.Release); err != nil {
 		return nil, err
 	}
+	st.SetRestarts(to, nil) // a new release begins a new count
 	if d.NoSwitch {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from.String()})
 		p.phase("done", to, "")

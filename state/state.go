@@ -50,6 +50,17 @@ type State struct {
 	// InProgress is set while an operation runs and cleared when it ends; a
 	// value left behind means bgd was killed mid-operation.
 	InProgress *Operation `json:"in_progress,omitempty"`
+	// The health sweep's restarts of each slot (nil: none since an
+	// operator last started or stopped it).
+	BlueRestarts  *Restarts `json:"blue_restarts,omitempty"`
+	GreenRestarts *Restarts `json:"green_restarts,omitempty"`
+}
+
+// Restarts counts a slot's restarts by health sweeps within a window
+// (health.restart_window) that began at Since, for health.max_restarts.
+type Restarts struct {
+	Count int       `json:"count"`
+	Since time.Time `json:"since"`
 }
 
 // Event is one entry of deployment_history.
@@ -111,6 +122,23 @@ func (s *State) SetSlot(color config.Color, sl SlotState) {
 	s.BluePID, s.BluePIDStart, s.BluePort, s.BlueHealthy, s.BlueRelease = sl.PID, sl.StartTime, sl.Port, sl.Healthy, sl.Release
 }
 
+// Restarts returns color's restart record (nil: none).
+func (s *State) Restarts(color config.Color) *Restarts {
+	if color == config.Green {
+		return s.GreenRestarts
+	}
+	return s.BlueRestarts
+}
+
+// SetRestarts replaces color's restart record (nil clears it).
+func (s *State) SetRestarts(color config.Color, r *Restarts) {
+	if color == config.Green {
+		s.GreenRestarts = r
+		return
+	}
+	s.BlueRestarts = r
+}
+
 // UpdateSlot changes the fields of the given colour with f.
 func (s *State) UpdateSlot(color config.Color, f func(*SlotState)) {
 	sl := s.Slot(color)
@@ -136,6 +164,12 @@ func (s *State) Clone() *State {
 	if s.InProgress != nil {
 		op := *s.InProgress
 		c.InProgress = &op
+	}
+	for _, col := range config.Colors {
+		if r := s.Restarts(col); r != nil {
+			cp := *r
+			c.SetRestarts(col, &cp)
+		}
 	}
 	return &c
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/bgd-dev/bgd/config"
@@ -92,6 +94,13 @@ func commands(e *env) []*cli.Command {
 			},
 			Before: noArgs,
 			Action: func(c *cli.Context) error { return e.healthCheck(c, watch) },
+		},
+		{
+			Name:        "up",
+			Usage:       "bring every selected service to its recorded state: active slot, standby if it ran, proxy, routing (at boot, from a timer)",
+			Description: "Examples:\n   bgd up --json        every service, one JSON object\n   bgd -s web up        one service",
+			Before:      noArgs,
+			Action:      e.up,
 		},
 		{
 			Name:        "proxy",
@@ -246,12 +255,12 @@ func (e *env) status(c *cli.Context) error {
 	return newPrinter(e).status(st)
 }
 
-// healthCheck sweeps the selected service, or every service when none is
-// selected and several are configured (the systemd timer's case).
-func (e *env) healthCheck(c *cli.Context, watch bool) error {
+// selectedAll returns the orchestrator of the selected service, or of every
+// service when none is selected.
+func (e *env) selectedAll(c *cli.Context) ([]*orchestrator.Orchestrator, error) {
 	cfg, err := e.loadConfig()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	names := []string{e.opts.service}
 	if names[0] == "" {
@@ -261,9 +270,43 @@ func (e *env) healthCheck(c *cli.Context, watch bool) error {
 	for _, n := range names {
 		o, err := e.orchestrator(c, cfg, n)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		orchs = append(orchs, o)
+	}
+	return orchs, nil
+}
+
+// up converges the selected service, or every service in turn.
+func (e *env) up(c *cli.Context) error {
+	orchs, err := e.selectedAll(c)
+	if err != nil {
+		return err
+	}
+	var results []*orchestrator.UpResult
+	var errs []error
+	for _, o := range orchs {
+		res, err := o.Up(c.Context)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", o.Service().Name, err)
+		}
+		results, errs = append(results, res), append(errs, err)
+	}
+	out := newPrinter(e)
+	out.endProgress()
+	err = errors.Join(errs...)
+	if perr := out.ups(results, err); perr != nil {
+		return perr
+	}
+	return err
+}
+
+// healthCheck sweeps the selected service, or every service when none is
+// selected and several are configured (the systemd timer's case).
+func (e *env) healthCheck(c *cli.Context, watch bool) error {
+	orchs, err := e.selectedAll(c)
+	if err != nil {
+		return err
 	}
 	out := newPrinter(e)
 	if watch {

@@ -250,6 +250,9 @@ func (p *printer) sweeps(sw []*orchestrator.Sweep, err error) error {
 		if s.Proxy != nil {
 			b.WriteString(p.proxyLine(s.Proxy))
 		}
+		for _, a := range s.Actions {
+			fmt.Fprintf(&b, "%s%s\n", p.icon("🔧"), a)
+		}
 		if s.FailedOver != "" {
 			fmt.Fprintf(&b, "failed over to %s\n", s.FailedOver)
 		}
@@ -279,4 +282,40 @@ func (p *printer) reconciliation(r *orchestrator.Reconciliation) error {
 		OK bool `json:"ok"`
 		*orchestrator.Reconciliation
 	}{true, &rec}, b.String())
+}
+
+// ups writes what up did for each service, and err, what it returns: with
+// --json always {"ok", "changed", "actions", "services": [...]}, where
+// "changed" is true when any service changed and "actions" lists every
+// service's actions (prefixed "<service>: " when there are several), with
+// "error" and "exit_code" when err is set.
+func (p *printer) ups(results []*orchestrator.UpResult, err error) error {
+	var b strings.Builder
+	done := []*orchestrator.UpResult{}
+	actions := []string{}
+	changed := false
+	for _, r := range results {
+		if r == nil {
+			continue
+		}
+		done = append(done, r)
+		changed = changed || r.Changed
+		prefix := ""
+		if len(results) > 1 {
+			prefix = r.Service + ": "
+		}
+		for _, a := range r.Actions {
+			actions = append(actions, prefix+a)
+			fmt.Fprintf(&b, "%s%s%s\n", p.icon("🔧"), prefix, a)
+		}
+		if r.Message != "" {
+			fmt.Fprintf(&b, "%s%s\n", p.icon("✅"), r.Message)
+		}
+	}
+	v := map[string]any{"ok": err == nil, "changed": changed, "actions": actions, "services": done}
+	if err != nil {
+		v["error"], v["exit_code"] = err.Error(), exitCode(err)
+	}
+	p.errorShown = p.json && err != nil
+	return p.emit(v, b.String())
 }

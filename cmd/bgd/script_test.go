@@ -52,8 +52,29 @@ func TestScripts(t *testing.T) {
 			"exitcode": cmdExitCode,
 			"jsonok":   cmdJSONOK,
 			"expand":   cmdExpand,
+			"killpid":  cmdKillPID,
 		},
 	})
+}
+
+// cmdKillPID SIGKILLs the process (and its group) whose pid the state file
+// records under KEY, as a crash or a reboot would end it: `killpid
+// .local_context/bg_state.json green_pid`.
+func cmdKillPID(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: killpid STATEFILE KEY")
+	}
+	var st map[string]any
+	ts.Check(json.Unmarshal([]byte(ts.ReadFile(args[0])), &st))
+	pid, _ := st[args[1]].(float64)
+	if pid <= 0 {
+		ts.Fatalf("%s records no %s", args[0], args[1])
+	}
+	syscall.Kill(-int(pid), syscall.SIGKILL)
+	syscall.Kill(int(pid), syscall.SIGKILL)
+	for i := 0; i < 500 && syscall.Kill(int(pid), 0) == nil; i++ {
+		time.Sleep(10 * time.Millisecond) // a child of another process: wait until it is reaped
+	}
 }
 
 // killRecorded stops the slots and proxy a script's state file names.
