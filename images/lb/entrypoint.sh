@@ -75,12 +75,11 @@ esac
 
 start_lb
 
-# Converge to the recorded state: a fresh state starts blue; otherwise the
-# recorded active colour comes back and the load balancer routes to it.
-converge() {
-	active=$(bgd status --json | sed -n 's/^  "active_version": "\([a-z]*\)",$/\1/p')
-	bgd start "${active:-blue}"
-}
+# Converge to the recorded state (bgd up): a fresh state starts blue;
+# otherwise the recorded active colour comes back on its release, the
+# standby too if it was running, and the load balancer routes to the active
+# colour.
+converge() { bgd up; }
 # A failure is logged and the host stays up, so `docker-compose exec` can look.
 converge || echo "bgd-entrypoint: bringing the service up failed (see above); the container stays up" >&2
 echo "bgd-entrypoint: ready"

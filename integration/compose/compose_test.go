@@ -177,10 +177,11 @@ func waitGone(t *testing.T, d driver, pid int) {
 	}
 }
 
-// killActiveSlot: the active slot SIGKILLed. Without failover,
-// `bgd health-check` exits 1 naming the active slot and `bgd start` brings it
-// back; with failover (lb-haproxy) the health-check flips to the healthy
-// standby, which then answers.
+// killActiveSlot: the active slot SIGKILLed, then `bgd health-check`. On
+// lb-builtin (health.max_restarts 3) it restarts the slot and exits 0; on
+// lb-haproxy (max_restarts 0, failover) it flips to the healthy standby,
+// which then answers; on lb-nginx (max_restarts 0, no failover) it exits 1
+// naming the active slot, and `bgd start` brings it back.
 func killActiveSlot(t *testing.T, d driver) {
 	st := getStatus(t, d)
 	active, standby := st.Active, other(st.Active)
@@ -193,6 +194,18 @@ func killActiveSlot(t *testing.T, d driver) {
 	}
 	must(t, d.service, "kill", "-KILL", strconv.Itoa(pid))
 	waitGone(t, d, pid)
+	if d.restarts {
+		hc := bgdJSON(t, d, 0, "health-check")
+		if !strings.Contains(fmt.Sprint(hc["services"]), "restarted active slot "+active) {
+			t.Fatalf("health-check with the active slot killed: %v, want its restart among the actions", hc)
+		}
+		st := getStatus(t, d)
+		if st.Active != active || !st.slot(active).Healthy || st.slot(active).PID == pid {
+			t.Fatalf("after the restart: active %s, slot %+v; want %s healthy with a new pid", st.Active, st.slot(active), active)
+		}
+		expectColour(t, d, active, st.slot(active).Release, "the health-check's restart")
+		return
+	}
 	if d.failover {
 		hc := bgdJSON(t, d, 0, "health-check")
 		svcs, _ := hc["services"].([]any)
@@ -280,11 +293,16 @@ func killBgdMidDeploy(t *testing.T, d driver) {
 }
 
 // restartContainer: the whole LB container restarted (every process in it
-// ends); its entrypoint brings the service back on the recorded colour and
-// release, with the load balancer routing to it.
+// ends); its entrypoint (`bgd up`) brings the service back on the recorded
+// colour and release, with the load balancer routing to it, and the standby
+// on its release too, since it was running.
 func restartContainer(t *testing.T, d driver) {
 	before := getStatus(t, d)
-	active := before.Active
+	active, standby := before.Active, other(before.Active)
+	if !before.slot(standby).Healthy {
+		bgdJSON(t, d, 0, "start", standby)
+		before = getStatus(t, d)
+	}
 	rel := before.slot(active).Release
 	began := time.Now()
 	if out, err := exec.Command("docker", "restart", "-t", "10", topo.ids[d.service]).CombinedOutput(); err != nil {
@@ -302,5 +320,8 @@ func restartContainer(t *testing.T, d driver) {
 	if st.Active != active || st.LBActive != active || !st.slot(active).Healthy {
 		t.Fatalf("after the restart: active %s (healthy %v), load balancer on %s; want %s healthy and routed",
 			st.Active, st.slot(active).Healthy, st.LBActive, active)
+	}
+	if sb := st.slot(standby); !sb.Healthy || sb.Release != before.slot(standby).Release {
+		t.Fatalf("after the restart the standby %s is %+v, want it healthy on release %s as before", standby, sb, before.slot(standby).Release)
 	}
 }

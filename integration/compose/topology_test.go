@@ -36,12 +36,14 @@ type driver struct {
 	// (every nginx reload closes idle keep-alive connections: README "Zero
 	// downtime, measured").
 	keepAliveClean bool
-	// failover: the host's bluegreen.yml has failover: true.
-	failover bool
+	// On a health-check that finds the active slot's process gone, the host
+	// (its bluegreen.yml) restarts it (health.max_restarts > 0), or fails
+	// over to the standby (failover: true, max_restarts 0), or only reports.
+	restarts, failover bool
 }
 
 var drivers = []driver{
-	{name: "builtin", service: "lb-builtin", url: "http://lb-builtin:5004/", keepAliveClean: true},
+	{name: "builtin", service: "lb-builtin", url: "http://lb-builtin:5004/", keepAliveClean: true, restarts: true},
 	{name: "haproxy", service: "lb-haproxy", url: "http://lb-haproxy:80/", keepAliveClean: true, failover: true},
 	{name: "nginx", service: "lb-nginx", url: "http://lb-nginx:80/"},
 }
