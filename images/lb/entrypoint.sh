@@ -23,7 +23,7 @@ start_lb() {
 		# the colour bgd last set.
 		[ -s /etc/haproxy/bgd.map ] || echo "app app_blue" >/etc/haproxy/bgd.map
 		bgd render >/etc/haproxy/bgd.cfg
-		haproxy -W -D -p /run/haproxy.pid -f /etc/haproxy/haproxy.cfg -f /etc/haproxy/bgd.cfg
+		haproxy -W -D -p /run/haproxy.pid -f /etc/bgd/haproxy.cfg -f /etc/haproxy/bgd.cfg
 		;;
 	builtin)
 		# bgd starts its proxy itself (detached) when none answers on
