@@ -50,4 +50,4 @@ compose-test: compose-images
 	TEST_TAGS=compose TEST_TIMEOUT=10m ./scripts/test.sh ./integration/compose/
 
 clean:
-	rm -rf bin
+	rm -rf bin images/bin
