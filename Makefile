@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SHELL    := bash
 
-.PHONY: build demo test lint fuzz bench images clean
+.PHONY: build demo test lint fuzz bench images compose-images compose-test clean
 
 ## build: bin/bgd and the seed-compatible link bin/blue_green_deploy
 build:
@@ -38,6 +38,16 @@ fuzz:
 images:
 	./images/base.sh
 	docker build -q -t bgd/systemd-host images/systemd-host
+	$(MAKE) compose-images
+
+## compose-images: bgd built here (CGO_ENABLED=0) into the build context images/bin, then docker-compose.yml's images
+compose-images:
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o images/bin/bgd ./cmd/bgd
+	docker-compose build --parallel -q
+
+## compose-test: the docker-compose topology under load and faults, per driver (after make images, which makes the base; CI=1: no skip)
+compose-test: compose-images
+	TEST_TAGS=compose TEST_TIMEOUT=10m ./scripts/test.sh ./integration/compose/
 
 clean:
-	rm -rf bin
+	rm -rf bin images/bin
