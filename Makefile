@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SHELL    := bash
 
-.PHONY: build demo test lint fuzz bench images clean verify-units systemd-test
+.PHONY: build demo test lint fuzz bench images compose-images compose-test clean verify-units systemd-test
 
 ## build: bin/bgd and the seed-compatible link bin/blue_green_deploy
 build:
@@ -38,14 +38,24 @@ fuzz:
 images:
 	./images/base.sh
 	docker build -q -t bgd/systemd-host images/systemd-host
+	$(MAKE) compose-images
+
+## compose-images: bgd built here (CGO_ENABLED=0) into the build context images/bin, then docker-compose.yml's images
+compose-images:
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o images/bin/bgd ./cmd/bgd
+	docker-compose build --parallel -q
+
+## compose-test: the docker-compose topology under load and faults, per driver (after make images, which makes the base; CI=1: no skip)
+compose-test: compose-images
+	TEST_TAGS=compose TEST_TIMEOUT=10m ./scripts/test.sh ./integration/compose/
 
 ## verify-units: systemd-analyze verify on deploy/systemd, failing on any warning (needs systemd-analyze)
 verify-units: build
 	BGD=bin/bgd ./scripts/verify-units.sh
 
-## systemd-test: the shipped units and the Ansible role on systemd as PID 1 in a container (needs docker, ansible)
-systemd-test: images
+## systemd-test: the shipped units and the Ansible role on systemd as PID 1 in a container (after make images; needs docker, ansible)
+systemd-test:
 	TEST_TAGS=systemd ./scripts/test.sh ./integration/systemd/
 
 clean:
-	rm -rf bin
+	rm -rf bin images/bin

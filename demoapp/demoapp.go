@@ -8,13 +8,14 @@ package demoapp
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/bgd-dev/bgd/internal/serve"
 )
 
 // Options configure the app. Zero values are the defaults.
@@ -68,17 +69,5 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("demo-app: %w", err)
 	}
 	srv := &http.Server{Handler: Handler(o, time.Now()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return serve.Until(ctx, srv, ln, 10*time.Second)
 }

@@ -48,6 +48,9 @@ type rigOptions struct {
 	stopGrace time.Duration
 	// healthTimeout is health.timeout. Default 15s.
 	healthTimeout time.Duration
+	// noRestarts sets health.max_restarts to 0: health sweeps restart no
+	// slot.
+	noRestarts bool
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -70,6 +73,10 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if cmd == nil {
 		cmd = append([]string{bgdBin, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"}, o.slotArgs...)
 	}
+	restarts := ""
+	if o.noRestarts {
+		restarts = ", max_restarts: 0"
+	}
 	quoted := make([]string, len(cmd))
 	for i, a := range cmd {
 		b, _ := json.Marshal(a)
@@ -80,11 +87,11 @@ func newRig(t *testing.T, o rigOptions) *rig {
     command: [%s]
     blue: {port: %d}
     green: {port: %d}
-    health: {interval: 100ms, timeout: %s, request_timeout: 1s}
+    health: {interval: 100ms, timeout: %s, request_timeout: 1s%s}
     stop_grace: %s
     failover: %v
     lb: {driver: builtin, builtin: {listen: "127.0.0.1:%d"}}
-`, strings.Join(quoted, ", "), r.blue, r.green, o.healthTimeout, o.stopGrace, o.failover, r.proxy)
+`, strings.Join(quoted, ", "), r.blue, r.green, o.healthTimeout, restarts, o.stopGrace, o.failover, r.proxy)
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

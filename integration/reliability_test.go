@@ -681,17 +681,23 @@ func deployed(t *testing.T, o rigOptions) *rig {
 }
 
 // TestReliabilityActiveSlotDies: the active slot is killed after the flip.
-// Without failover the next health-check exits 1 naming it; with failover
-// the healthy standby takes over and the history says why.
+// With health.max_restarts 0 the next health-check exits 1 naming it; by
+// default the sweep restarts it on its release and exits 0; with failover
+// the healthy standby takes over at once, the history says why, and the
+// slot that died is restarted as the standby.
 func TestReliabilityActiveSlotDies(t *testing.T) {
-	for _, failover := range []bool{false, true} {
-		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
-			r := deployed(t, rigOptions{failover: failover})
+	for _, c := range []struct {
+		name               string
+		failover, restarts bool
+	}{{"no restarts", false, false}, {"restart", false, true}, {"failover", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := deployed(t, rigOptions{failover: c.failover, noRestarts: !c.restarts})
 			killGroup(r.state().GreenPID)
 			waitFor(t, 5*time.Second, "green to stop answering", func() bool { return releaseHealthy(r.green) == "" })
 			out, stderr, code := r.run("health-check")
 			st := r.state()
-			if !failover {
+			switch c.name {
+			case "no restarts":
 				if code != 1 || !strings.Contains(stderr, "active slot green") || !strings.Contains(stderr, strconv.Itoa(r.green)) {
 					t.Fatalf("health-check: exit %d, want 1 naming green and its port:\n%s%s", code, out, stderr)
 				}
@@ -699,14 +705,31 @@ func TestReliabilityActiveSlotDies(t *testing.T) {
 					t.Errorf("state: active %s green_healthy %v, want green recorded unhealthy", st.ActiveVersion, st.GreenHealthy)
 				}
 				return
+			case "restart":
+				if code != 0 || !strings.Contains(out, "restarted active slot green (release r1") {
+					t.Fatalf("health-check: exit %d, want 0 and green restarted:\n%s%s", code, out, stderr)
+				}
+				if st.ActiveVersion != "green" || !st.GreenHealthy || releaseHealthy(r.green) != "r1" {
+					t.Errorf("state: active %s green_healthy %v, green answers %q", st.ActiveVersion, st.GreenHealthy, releaseHealthy(r.green))
+				}
+				r.waitServedBy("green")
+				return
 			}
-			if code != 0 || !strings.Contains(out, "failed over to blue") {
-				t.Fatalf("health-check with failover: exit %d, want 0 and a failover:\n%s%s", code, out, stderr)
+			if code != 0 || !strings.Contains(out, "failed over to blue") || !strings.Contains(out, "restarted standby slot green (release r1") {
+				t.Fatalf("health-check with failover: exit %d, want 0, a failover and green restarted:\n%s%s", code, out, stderr)
 			}
-			last := st.History[len(st.History)-1]
-			if st.ActiveVersion != "blue" || last.Action != "failover" || last.Status != state.StatusSuccess ||
-				last.From != "green" || last.To != "blue" || !strings.Contains(last.Reason, "active slot green unhealthy") {
-				t.Errorf("after failover: active %s, last history %+v; want blue, a failover green->blue saying why", st.ActiveVersion, last)
+			var fo state.Event
+			for _, e := range st.History {
+				if e.Action == "failover" {
+					fo = e
+				}
+			}
+			if st.ActiveVersion != "blue" || fo.Status != state.StatusSuccess ||
+				fo.From != "green" || fo.To != "blue" || !strings.Contains(fo.Reason, "active slot green unhealthy") {
+				t.Errorf("after failover: active %s, failover %+v; want blue, a failover green->blue saying why", st.ActiveVersion, fo)
+			}
+			if releaseHealthy(r.green) != "r1" {
+				t.Errorf("green was not restarted as the standby: answers %q", releaseHealthy(r.green))
 			}
 			r.waitServedBy("blue")
 		})

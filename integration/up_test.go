@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -174,5 +175,81 @@ func TestSweepRestartsACrashedSlot(t *testing.T) {
 	r.must("start", "blue")
 	if code, _, errMsg := r.sweep(); code != 0 || r.state().BlueRestarts != nil {
 		t.Fatalf("after an operator's start: exit %d %q, restarts %+v", code, errMsg, r.state().BlueRestarts)
+	}
+}
+
+// TestUpHAProxyAfterARestart: the LB host restarts: both slots are gone and
+// HAProxy comes back with a map file that routes to the wrong colour (a
+// provisioning run rewrote it). `bgd up` starts green (active, v2) and blue,
+// and sets HAProxy's map back to green, confirmed; run again it changes
+// nothing.
+func TestUpHAProxyAfterARestart(t *testing.T) {
+	blue, green := freePort(t), freePort(t)
+	h := newHAProxy(t, blue, green, haSetup{})
+	dir := t.TempDir()
+	cmd, _ := json.Marshal([]string{bgdBin, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"})
+	yml := fmt.Sprintf("services:\n  app:\n    command: %s\n    blue: {port: %d}\n    green: {port: %d}\n    health: {timeout: 10s}\n"+
+		"    lb: {driver: haproxy, haproxy: {socket: %q, map_file: %q}}\n", cmd, blue, green, h.sock, h.mapFile)
+	if err := os.WriteFile(filepath.Join(dir, "bluegreen.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	statePath := filepath.Join(dir, ".local_context", "bg_state.json")
+	stopAll(t, statePath)
+	run := func(args ...string) (string, int) {
+		t.Helper()
+		out, errOut, code := bgd(t, dir, []string{"NO_COLOR=1"}, args...)
+		if code != 0 {
+			t.Fatalf("bgd %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+		return out, code
+	}
+	run("start", "blue", "--release", "v1")
+	run("deploy", "--release", "v2")
+	h.waitUp(t, config.Green)
+	h.assertRoutesTo(t, "green")
+
+	var st struct {
+		Blue  int `json:"blue_pid"`
+		Green int `json:"green_pid"`
+	}
+	data, _ := os.ReadFile(statePath)
+	json.Unmarshal(data, &st)
+	killGroup(st.Blue)
+	killGroup(st.Green)
+	waitFree(t, blue)
+	waitFree(t, green)
+	if err := os.WriteFile(h.mapFile, []byte("app app_blue\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.restart(t)
+	if v := h.mapValue(t); v != "app_blue" {
+		t.Fatalf("after the restart HAProxy's map says %q, want the stale app_blue", v)
+	}
+
+	out, _ := run("--json", "up")
+	var u upOutput
+	if err := json.Unmarshal([]byte(out), &u); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := []string{"started active slot green (release v2", "routed the load balancer to green", "started standby slot blue (release v1"}
+	if !u.OK || !u.Changed || len(u.Actions) != len(want) {
+		t.Fatalf("up: %+v", u)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(u.Actions[i], w) {
+			t.Errorf("action %d = %q, want %q...", i, u.Actions[i], w)
+		}
+	}
+	if v := h.mapValue(t); v != "app_green" {
+		t.Errorf("HAProxy's map says %q after up, want app_green", v)
+	}
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_green\n" {
+		t.Errorf("map file %q after up", data)
+	}
+	h.assertRoutesTo(t, "green")
+
+	out, _ = run("--json", "up")
+	if err := json.Unmarshal([]byte(out), &u); err != nil || u.Changed || len(u.Actions) != 0 {
+		t.Fatalf("second up: %+v %v", u, err)
 	}
 }

@@ -242,8 +242,12 @@ func (e *UnsupportedError) Error() string {
 
 func (e *UnsupportedError) Unwrap() error { return ErrUnsupported }
 
-// Capable is a Balancer that declares its Capabilities; every bgd driver is.
+// Capable is a Balancer that declares its Capabilities; every bgd driver
+// is, and says so at compile time with one line:
+//
+//	var _ lb.Capable = (*Balancer)(nil)
 type Capable interface {
+	Balancer
 	Capabilities() Capabilities
 }
 
@@ -271,6 +275,14 @@ type Balancer interface {
 	// Render returns the configuration a Flip to r would apply; it refuses
 	// what Flip refuses.
 	Render(r Route) ([]byte, error)
+}
+
+// SetDefault sets *v to def when it is zero or negative: how the drivers
+// fill the options a caller left out (a string option takes cmp.Or).
+func SetDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // OrDiscard is every driver's logger default: l, or, when l is nil, a

@@ -9,14 +9,11 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 // mutated returns lb.SampleRoute("app") changed by f.
-func mutated(f func(*lb.Route)) lb.Route {
-	r := lb.SampleRoute("app")
-	f(&r)
-	return r
-}
+func mutated(f func(*lb.Route)) lb.Route { return lbtest.Route(config.Blue, 1, f) }
 
 // today is every route a flip makes today, in its forms: blue or green
 // active, weights left 0 or written out as 100/0, a page that is ignored
@@ -210,5 +207,20 @@ func TestRemote(t *testing.T) {
 		if got := (lb.Upstream{Host: host}).Remote(); got != want {
 			t.Errorf("Remote(%q) = %v, want %v", host, got, want)
 		}
+	}
+}
+
+func TestSetDefault(t *testing.T) {
+	for _, c := range []struct{ in, want time.Duration }{{0, time.Second}, {-5, time.Second}, {3 * time.Millisecond, 3 * time.Millisecond}} {
+		v := c.in
+		lb.SetDefault(&v, time.Second)
+		if v != c.want {
+			t.Errorf("SetDefault(%v, 1s) = %v, want %v", c.in, v, c.want)
+		}
+	}
+	n := 7
+	lb.SetDefault(&n, 5)
+	if n != 7 {
+		t.Errorf("SetDefault(7, 5) = %d, want 7 kept", n)
 	}
 }

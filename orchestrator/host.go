@@ -75,14 +75,31 @@ func RunProxy(ctx context.Context, cfg *config.Config, service string, logger *s
 
 // SlotLog is the end of the log of service's color slot: its path and its
 // last lines (at least 1). It needs no orchestrator, so no load balancer.
+// Under the systemd runner the log is the unit's journal, and path is the
+// unit's name.
 func SlotLog(cfg *config.Config, service string, color config.Color, lines int) (path, tail string, err error) {
 	svc, err := cfg.Service(service)
 	if err != nil {
 		return "", "", err
+	}
+	if svc.Runner == config.RunnerSystemd {
+		return unitLog(&slots.Systemd{}, slots.SlotUnit(svc.Name, color.String()), lines)
 	}
 	path = cfg.LogPath(svc.Name, color)
 	if _, err := os.Stat(path); err != nil {
 		return "", "", fmt.Errorf("no log for %s: %w (has it ever been started?)", color, err)
 	}
 	return path, slots.LogTail(path, lines), nil
+}
+
+// unitLog is the end of unit's journal (journalctl -u unit -n lines).
+func unitLog(u *slots.Systemd, unit string, lines int) (string, string, error) {
+	if err := u.Ready(); err != nil {
+		return "", "", noSystemdIsUsage(err)
+	}
+	tail, err := u.JournalTail(unit, lines)
+	if err != nil {
+		return "", "", failf("logs of %s: %w", unit, err)
+	}
+	return unit, tail, nil
 }

@@ -68,6 +68,9 @@ type Orchestrator struct {
 	// stateAbs is the state file's absolute path, part of the marker in
 	// the environment of every process bgd starts for this service.
 	stateAbs string
+	// units runs the slots as systemd units (runner: systemd); nil: bgd
+	// runs them as detached processes itself.
+	units *slots.Systemd
 }
 
 // New returns the orchestrator of the named service ("" for the only one).
@@ -75,9 +78,6 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	svc, err := cfg.Service(service)
 	if err != nil {
 		return nil, err
-	}
-	if svc.Runner == config.RunnerSystemd {
-		return nil, usagef("service %q: runner systemd is not supported by this build yet", svc.Name)
 	}
 	bal := opts.Balancer
 	if bal == nil {
@@ -95,14 +95,21 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	}
 	checker := &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
 		RequestTimeout: svc.Health.RequestTimeout.D()}
+	sys := realOS(checker)
+	var units *slots.Systemd
+	if svc.Runner == config.RunnerSystemd {
+		units = &slots.Systemd{StopGrace: svc.StopGrace.D()}
+		sys = systemdOS(sys, units)
+	}
 	return &Orchestrator{
+		units:     units,
 		stateAbs:  stateAbs,
 		cfg:       cfg,
 		svc:       svc,
 		statePath: cfg.StatePath(svc.Name),
 		store:     fileStore{&state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port}},
 		lb:        bal,
-		sys:       realOS(checker),
+		sys:       sys,
 		opts:      opts,
 		log:       logger.With("service", svc.Name),
 	}, nil
@@ -166,6 +173,7 @@ func (o *Orchestrator) begin(ctx context.Context, name string, from, to config.C
 		lock.Unlock()
 		return nil, err
 	}
+	o.syncUnits(st)
 	left := st.InProgress
 	if left != nil {
 		st.Record(interrupted(left))

@@ -49,6 +49,9 @@ type osEnv struct {
 	probe func(ctx context.Context, port int) error
 	// waitHealthy probes the slot on port until it is healthy (or not).
 	waitHealthy func(ctx context.Context, port int, w slots.Wait) error
+	// mainPID is a systemd unit's main process (0: none); nil with the
+	// process runner.
+	mainPID func(unit string) int
 }
 
 // realOS is the host itself, probing slots with checker.

@@ -42,6 +42,7 @@ func (o *Orchestrator) Reconcile(ctx context.Context) (*Reconciliation, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	if p := st.InProgress; p != nil {
 		st.Record(interrupted(p))
 		rec.fix("%s", interruptedNote(p))

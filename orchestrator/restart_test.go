@@ -162,3 +162,26 @@ func TestSweepRestartNeedsTheLock(t *testing.T) {
 		t.Fatalf("sweep under a held lock: %v, %d starts", err, len(r.host.started))
 	}
 }
+
+// TestSweepFailoverThenRestart: with failover, a crashed active slot
+// still hands traffic to the healthy standby at once (failover keeps its
+// meaning); the slot that died is then restarted, as the standby.
+func TestSweepFailoverThenRestart(t *testing.T) {
+	bal := &testLB{active: "green"}
+	r := newRig(t, bal, func(s *config.Service) { s.Failover = true })
+	r.slot("blue", "v1")
+	r.host.end(r.slot("green", "v2"))
+	r.store.st.ActiveVersion = "green"
+	sw, err := r.o.HealthSweep(ctx)
+	if err != nil || sw.FailedOver != "blue" || bal.active != "blue" {
+		t.Fatalf("sweep: %v, failed over to %q, lb routes to %s", err, sw.FailedOver, bal.active)
+	}
+	st := r.state()
+	if len(sw.Actions) != 1 || !strings.HasPrefix(sw.Actions[0], "restarted standby slot green (release v2") ||
+		st.ActiveVersion != "blue" || !r.o.running(st, "green") || st.GreenRelease != "v2" {
+		t.Fatalf("actions %q, active %s, green running %v release %s", sw.Actions, st.ActiveVersion, r.o.running(st, "green"), st.GreenRelease)
+	}
+	if n := len(st.History); n < 2 || st.History[n-2].Action != "failover" || st.History[n-1].Action != "restart" {
+		t.Errorf("history %+v, want a failover then a restart", st.History)
+	}
+}

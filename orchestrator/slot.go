@@ -55,9 +55,10 @@ func (o *Orchestrator) proxyMarker() []string { return slots.ProxyMarker(o.state
 func (o *Orchestrator) identity(st *state.State, color config.Color) slots.Identity {
 	sl := st.Slot(color)
 	id := slots.Identity{PID: sl.PID, StartTime: sl.StartTime, Env: o.marker(color)}
-	if id.StartTime == 0 {
+	if id.StartTime == 0 && o.units == nil {
 		// Recorded by a bgd that kept no start times: the environment it
-		// gave every slot is what recognises it.
+		// gave every slot is what recognises it. (Units are newer: they
+		// always carry the marker, which names the unit to stop.)
 		id.Env = []string{"PORT=" + strconv.Itoa(sl.Port), "BG_COLOR=" + color.String()}
 	}
 	return id
@@ -147,7 +148,11 @@ func (o *Orchestrator) slotSpec(color config.Color, release string, port int) (s
 		}
 		env = append(env, k+"="+v[0])
 	}
-	return slots.Spec{Argv: argv, Dir: dir, Env: env, LogPath: o.cfg.LogPath(o.svc.Name, color), Marker: o.marker(color)}, nil
+	logPath := o.cfg.LogPath(o.svc.Name, color)
+	if o.units != nil {
+		logPath = slots.SlotUnit(o.svc.Name, color.String()) // its journal (logTail)
+	}
+	return slots.Spec{Argv: argv, Dir: dir, Env: env, LogPath: logPath, Marker: o.marker(color)}, nil
 }
 
 // launch starts the process and records it (pid, start time, release, not
@@ -216,10 +221,14 @@ func (p *op) confirmListener(ctx context.Context, color config.Color, port int, 
 func (p *op) failedStart(ctx context.Context, color config.Color, port int, proc *slots.Process, logPath string, err error) error {
 	reason := err.Error()
 	var serr error
-	if errors.Is(err, slots.ErrExited) {
+	if errors.Is(err, slots.ErrExited) && p.o.units == nil {
 		reason = fmt.Sprintf("process exited at start (%v)", proc.ExitErr())
 		p.forget(color)
 	} else {
+		if errors.Is(err, slots.ErrExited) {
+			// systemd restarts it (Restart=on-failure): stop its unit.
+			reason = fmt.Sprintf("process exited at start (%v)", proc.ExitErr())
+		}
 		serr = p.abandon(context.WithoutCancel(ctx), color, proc)
 	}
 	tail := fmt.Sprintf("\n(its log %s is empty)", logPath)

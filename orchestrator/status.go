@@ -25,6 +25,9 @@ type SlotStatus struct {
 	Active  bool         `json:"active"`
 	// HealthError is why the probe failed ("" when healthy).
 	HealthError string `json:"health_error,omitempty"`
+	// Restarts counts the health sweeps' restarts of the slot in the
+	// current window (nil: none).
+	Restarts *state.Restarts `json:"restarts,omitempty"`
 }
 
 // Status is a service's state, checked against reality.
@@ -134,6 +137,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
 		InProgress: st.InProgress, StateFile: o.statePath}
@@ -169,7 +173,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 func (o *Orchestrator) slotStatus(st *state.State, color config.Color, probe error) SlotStatus {
 	sl := st.Slot(color)
 	ss := SlotStatus{Color: color, Port: sl.Port, PID: sl.PID, Running: o.running(st, color),
-		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion}
+		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion, Restarts: st.Restarts(color)}
 	if probe != nil {
 		ss.HealthError = probe.Error()
 	}
@@ -236,6 +240,7 @@ func (o *Orchestrator) HealthSweep(ctx context.Context) (*Sweep, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	probes := o.probeBoth(ctx, st)
 	sw := &Sweep{Service: o.svc.Name, Actions: []string{}}
 	sw.Proxy, _ = o.checkProxy(ctx, st)
@@ -312,23 +317,26 @@ func (o *Orchestrator) restartProxy(ctx context.Context, ps *ProxyStatus) string
 // recordSweep writes probe results under the lock, only for slots nobody
 // changed since the probe (a deploy in between owns newer results: for
 // those, the recorded result replaces the stale probe), restarts the slots
-// that should run and do not (restartDown, whose errors it returns), and
-// fails over when configured and both probes are fresh.
+// that should run and do not (restartDown, whose errors it returns), after
+// failing over when configured and both probes are fresh.
 func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.State, probes map[config.Color]error, sw *Sweep) ([]error, error) {
 	st, err := o.store.Load()
 	if err != nil {
 		return nil, err
 	}
+	o.syncUnits(st)
 	p.st = st
 	fresh := keepNewer(st, probed, probes, sw)
 	st.LastCheck = state.TimePtr(state.Now())
 	if px := sw.Proxy; px != nil && !px.Running && px.Managed {
 		o.recordProxyRestart(st, px)
 	}
-	restartErrs := p.restartDown(ctx, probes, sw)
 	if o.svc.Failover && fresh {
+		// First, as ever: traffic moves at once to a healthy standby; the
+		// slot that died is restarted below, as the standby.
 		p.failover(ctx, probes, sw)
 	}
+	restartErrs := p.restartDown(ctx, probes, sw)
 	if err := o.store.Save(st); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/state"
 )
 
 // UpResult says what Up did to bring one service to its recorded state.
@@ -53,6 +54,9 @@ func (o *Orchestrator) Up(ctx context.Context) (*UpResult, error) {
 	res.Message = fmt.Sprintf("%s is up: %s active on port %d", o.svc.Name, res.Active, p.st.Slot(res.Active).Port)
 	if !res.Changed {
 		res.Message += "; nothing to do"
+	} else {
+		p.st.Record(state.Event{Action: "up", To: res.Active, Status: state.StatusSuccess,
+			Release: p.st.Slot(res.Active).Release, Reason: strings.Join(res.Actions, "; ")})
 	}
 	return res, p.end(nil)
 }
@@ -70,12 +74,13 @@ func (p *op) up(ctx context.Context, res *UpResult) error {
 	}
 	if ps, ok := p.o.lb.(proxyStarter); ok {
 		pid, err := ps.Ensure(ctx)
-		if err != nil {
-			return failf("builtin proxy: %w", err)
-		}
 		if pid > 0 {
+			// Recorded even when it does not answer, so it can be found.
 			p.o.recordProxy(st, pid)
 			res.act("started the builtin proxy (pid %d)", pid)
+		}
+		if err != nil {
+			return failf("builtin proxy: %w", err)
 		}
 	}
 	flipped, err := p.ensureRouted(ctx, active)

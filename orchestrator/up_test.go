@@ -159,6 +159,10 @@ func TestUp(t *testing.T) {
 					t.Errorf("%s running %v release %q, want release %q", color, got, st.Slot(color).Release, rel)
 				}
 			}
+			if ev := lastEvent(st); !c.wantErr && c.wantEvent == "" && len(c.wantActions) > 0 &&
+				(ev.Action != "up" || ev.Status != state.StatusSuccess || ev.To != c.wantActive || !strings.Contains(ev.Reason, c.wantActions[len(c.wantActions)-1])) {
+				t.Errorf("last event %+v, want up's success listing its actions", ev)
+			}
 			if c.wantEvent != "" && !strings.Contains(lastEvent(st).Reason, c.wantEvent) {
 				t.Errorf("last event %+v, want %q", lastEvent(st), c.wantEvent)
 			}

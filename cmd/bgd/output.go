@@ -149,6 +149,9 @@ func (p *printer) status(s *orchestrator.Status) error {
 		if sl.Release != "" {
 			fmt.Fprintf(&b, "   Release: %s\n", sl.Release)
 		}
+		if r := sl.Restarts; r != nil {
+			fmt.Fprintf(&b, "   Restarts: %d by health sweeps since %s\n", r.Count, r.Since.Format(time.RFC3339))
+		}
 	}
 	if op := s.InProgress; op != nil {
 		if s.InProgressRunning {

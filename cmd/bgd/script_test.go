@@ -33,7 +33,7 @@ func TestScripts(t *testing.T) {
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
-			for _, name := range []string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "OTHER_PORT"} {
+			for _, name := range []string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "OTHER_PORT", "OTHER_PORT_2", "OTHER_PORT_3"} {
 				e.Setenv(name, strconv.Itoa(freePort(t)))
 			}
 			e.Setenv("NO_COLOR", "1")
@@ -46,6 +46,15 @@ func TestScripts(t *testing.T) {
 				}
 			})
 			return nil
+		},
+		// [systemd]: systemd is PID 1 here (sd_booted), so the systemd
+		// runner works.
+		Condition: func(cond string) (bool, error) {
+			if cond != "systemd" {
+				return false, errors.New("unknown condition " + cond)
+			}
+			fi, err := os.Stat("/run/systemd/system")
+			return err == nil && fi.IsDir(), nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitport": cmdWaitPort,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,48 +15,26 @@ import (
 // cleanEnv is the harness's environment without the variables that would
 // override the bench configurations (a developer may have them set).
 func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "BG_STATE_FILE", "BG_CONFIG":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
+		return slices.Contains([]string{"BLUE_PORT", "GREEN_PORT", "BG_PROXY_PORT", "BG_STATE_FILE", "BG_CONFIG"}, k)
+	})
 }
-
-// cliRun is one finished bgd process.
-type cliRun = ts.Run
 
 // run runs bgd with args in dir. The error is only about running it at
 // all; a non-zero exit is in Code. On ctx's end the process gets SIGTERM.
-func (b *bench) run(ctx context.Context, dir string, args ...string) (*cliRun, error) {
+func (b *bench) run(ctx context.Context, dir string, args ...string) (*ts.Run, error) {
 	return ts.RunProcess(ctx, b.bgd, dir, b.env, args...)
 }
 
-// expect runs bgd and fails unless it exits code.
-func (b *bench) expect(ctx context.Context, dir string, code int, args ...string) (*cliRun, error) {
+// expect runs bgd and fails unless it exits code (a missing load-balancer
+// binary or a broken config is an error of the run, never a skip).
+func (b *bench) expect(ctx context.Context, dir string, code int, args ...string) (*ts.Run, error) {
 	r, err := b.run(ctx, dir, args...)
 	if err == nil && r.Code != code {
 		err = fmt.Errorf("bgd %s exited %d, want %d: %s", strings.Join(args, " "), r.Code, code, strings.TrimSpace(r.Stderr))
 	}
 	return r, err
-}
-
-// try runs bgd, which must exit 0 unless it says the driver is not
-// available: then why says so.
-func (b *bench) try(ctx context.Context, dir string, args ...string) (r *cliRun, why string, err error) {
-	r, err = b.run(ctx, dir, args...)
-	switch {
-	case err != nil:
-	case unavailable(r) != "":
-		why = unavailable(r)
-	case r.Code != 0:
-		err = fmt.Errorf("bgd %s exited %d: %s", strings.Join(args, " "), r.Code, strings.TrimSpace(r.Stderr))
-	}
-	return r, why, err
 }
 
 // jsonDuration reads duration_ns from a --json answer (the time bgd spent
@@ -68,15 +47,6 @@ func jsonDuration(stdout string) time.Duration {
 		return 0
 	}
 	return time.Duration(v.D)
-}
-
-// unavailable says why bgd refused a driver that is not wired in
-// (orchestrator/balancers.go has no case for it yet); "" when it did not.
-func unavailable(r *cliRun) string {
-	if r == nil || r.Code != 2 || !strings.Contains(r.Stderr, "is not available") {
-		return ""
-	}
-	return "driver not available: " + strings.TrimSpace(strings.TrimPrefix(r.Stderr, "bgd: "))
 }
 
 // writeConfig writes a bgd config. JSON is YAML, and the strict loader
@@ -107,6 +77,6 @@ func demoCommand(bgd string, extra ...string) []string {
 }
 
 // timed is what every figure keeps of a bgd process.
-func timed(r *cliRun) Timed {
+func timed(r *ts.Run) Timed {
 	return Timed{WallMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), RSSKB: r.MaxRSSKB, CPUMs: ms(r.CPU)}
 }

@@ -72,12 +72,9 @@ func (b *bench) dataPlane(ctx context.Context) error {
 			if err := ts.WaitListening(port, 5*time.Second, proxy); err != nil {
 				return err
 			}
-		} else if _, why, err := b.try(ctx, dir, "--config", cfg, "switch", "blue"); err != nil {
+		} else if _, err := b.expect(ctx, dir, 0, "--config", cfg, "switch", "blue"); err != nil {
 			// nginx and HAProxy are configured by bgd itself.
 			return fmt.Errorf("%s: %w", d, err)
-		} else if why != "" {
-			dp.Unavailable[d] = why
-			continue
 		}
 		targets = append(targets, dpTarget{d, loopURL(port)})
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
+	"github.com/bgd-dev/bgd/slots"
 )
 
 // service is one bench service ("app") behind one driver, run by bgd as a
@@ -40,16 +41,13 @@ func crashApp(args []string) int {
 
 // setupService writes the configs of the driver's service and starts its
 // slots (blue active, green healthy standby). It returns a nil service, and
-// says why in dr, when the driver cannot be measured in this tree.
+// says why in dr, when the driver's load balancer is not installed.
 func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, error) {
 	driver := dr.Driver
-	unavailable := func(why string) (*service, error) {
+	if why := b.lbErr[driver]; why != "" {
 		dr.Unavailable = why
 		b.log.Warn("driver not measured", "driver", driver, "why", why)
 		return nil, nil
-	}
-	if why := b.lbErr[driver]; why != "" {
-		return unavailable(why)
 	}
 	dir := filepath.Join(b.work, driver)
 	s := &service{dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
@@ -74,11 +72,6 @@ func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, e
 	if err := errors.Join(cfg(s.cfg, demoCommand(b.bgd, "--ready-after", b.o.readyAfter.String())...),
 		cfg(s.crashCfg, b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}"))); err != nil {
 		return nil, err
-	}
-	if _, why, err := b.try(ctx, dir, "--config", s.cfg, "render"); err != nil {
-		return nil, err
-	} else if why != "" {
-		return unavailable(why)
 	}
 	for _, c := range []string{"blue", "green"} {
 		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
@@ -111,7 +104,7 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 	defer b.reaper.killState(s.stateFile)
 	// runs times n bgd processes, each of which must exit code; keep (when
 	// not nil) adds to what is kept of run i.
-	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *cliRun, *Timed) error) func() error {
+	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *ts.Run, *Timed) error) func() error {
 		return func() error {
 			for i := range n {
 				r, err := b.expect(ctx, s.dir, code, args(i)...)
@@ -147,7 +140,7 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		// Figure 3: `bgd deploy` wall time minus the app's --ready-after.
 		{"deploys", runs(&dr.Deploys, b.o.deploys, 0, func(i int) []string {
 			return []string{"--json", "--verbose", "--config", s.cfg, "deploy", "--release", release("d", i)}
-		}, func(_ int, r *cliRun, t *Timed) error {
+		}, func(_ int, r *ts.Run, t *Timed) error {
 			t.Log, t.OverheadMs = logLines(r.Stderr), ms(r.Wall-b.o.readyAfter)
 			return nil
 		})},
@@ -157,7 +150,7 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 			before, _ := ts.AnsweredBy(s.url)
 			err := runs(&dr.Crashes, b.o.crashes, 1, func(i int) []string {
 				return []string{"--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release("c", i)}
-			}, func(i int, r *cliRun, t *Timed) error {
+			}, func(i int, r *ts.Run, t *Timed) error {
 				data, err := os.ReadFile(filepath.Join(s.stamps, release("c", i)))
 				if err != nil {
 					return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
@@ -204,8 +197,10 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 			return err
 		}
 	}
-	if pid := statePID(s.stateFile, "proxy_pid"); dr.Driver == "builtin" && pid > 0 {
-		dr.ProxyHWMKB, _ = procStatusKB(pid, "VmHWM")
+	if dr.Driver == "builtin" {
+		for _, id := range slots.FindMarked(slots.ProxyMarker(s.stateFile, "app")) {
+			dr.ProxyHWMKB, _ = procStatusKB(id.PID, "VmHWM")
+		}
 	}
 	return nil
 }
@@ -223,7 +218,7 @@ func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip
 		nc.Stop()
 		return nil, err
 	}
-	var r *cliRun
+	var r *ts.Run
 	werr := sleepCtx(ctx, b.o.pre)
 	if werr == nil {
 		r, werr = b.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)

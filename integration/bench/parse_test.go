@@ -35,7 +35,7 @@ func TestJSONDuration(t *testing.T) {
 	}
 }
 
-// TestProcParsers reads a real /proc/<pid>/status and stat of a `bgd proxy`.
+// TestProcParsers reads a real /proc/<pid>/status of a `bgd proxy`.
 func TestProcParsers(t *testing.T) {
 	status := readTestdata(t, "proc-status.txt")
 	for _, c := range []struct {
@@ -53,36 +53,6 @@ func TestProcParsers(t *testing.T) {
 			t.Errorf("statusKB(%s) = %d, %v; want %d (error %v)", c.field, got, err, c.want, c.err)
 		}
 	}
-	stat := readTestdata(t, "proc-stat.txt")
-	if !procRunning(stat) {
-		t.Errorf("procRunning(%q) = false", stat)
-	}
-	for _, s := range []string{
-		strings.Replace(stat, ") S ", ") Z ", 1),
-		strings.Replace(stat, ") S ", ") X ", 1),
-		"123 (a) b) Z 1",
-		"123 (name", "",
-	} {
-		if procRunning(s) {
-			t.Errorf("procRunning(%.40q) = true", s)
-		}
-	}
-	if !procRunning("123 (a) b) S 1") {
-		t.Error("a command name with a parenthesis: the state is after the last one")
-	}
-}
-
-// TestPidField reads a real state file (testdata/bg_state.json).
-func TestPidField(t *testing.T) {
-	data := []byte(readTestdata(t, "bg_state.json"))
-	for field, want := range map[string]int{"blue_pid": 9018, "green_pid": 8994, "proxy_pid": 8967, "missing_pid": 0, "active_version": 0} {
-		if got := pidField(data, field); got != want {
-			t.Errorf("pidField(%s) = %d, want %d", field, got, want)
-		}
-	}
-	if got := pidField([]byte("{"), "blue_pid"); got != 0 {
-		t.Errorf("broken JSON: %d", got)
-	}
 }
 
 func TestLogLines(t *testing.T) {
@@ -94,22 +64,6 @@ func TestLogLines(t *testing.T) {
 	}
 	if got := logLines(""); got != nil {
 		t.Errorf("logLines of nothing = %q", got)
-	}
-}
-
-func TestUnavailable(t *testing.T) {
-	for _, c := range []struct {
-		r    *cliRun
-		want string
-	}{
-		{nil, ""},
-		{&cliRun{Code: 2, Stderr: "bgd: lb driver \"haproxy\" is not available in this build\n"}, `driver not available: lb driver "haproxy" is not available in this build`},
-		{&cliRun{Code: 1, Stderr: "bgd: x is not available\n"}, ""},
-		{&cliRun{Code: 2, Stderr: "bgd: bad flag\n"}, ""},
-	} {
-		if got := unavailable(c.r); got != c.want {
-			t.Errorf("unavailable(%+v) = %q, want %q", c.r, got, c.want)
-		}
 	}
 }
 

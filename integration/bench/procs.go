@@ -1,11 +1,10 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,18 +13,14 @@ import (
 
 	"github.com/bgd-dev/bgd/internal/freeport"
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
+	"github.com/bgd-dev/bgd/slots"
 )
 
-// reaper owns every process the harness starts, and knows where to find
-// the ones bgd starts for it (slots and builtin proxies run detached, in
-// their own sessions, and are named only in state files). stopAll ends
-// them all, on success, on error and on interrupt alike.
+// reaper owns every process the harness starts, and finds the ones bgd
+// starts for it (slots and builtin proxies run detached, in their own
+// sessions) by the marker bgd gives them: BGD_STATE=<the absolute state
+// file>. stopAll ends them all, on success, on error and on interrupt alike.
 type reaper struct {
-	// owners are substrings of the command line of a process bgd started
-	// for us (the bgd binary, this harness's own executable); a pid read
-	// from a state file is only signalled when its command line has one,
-	// so a recycled pid is never touched.
-	owners []string
 	// stateGlobs find the state files of every bench service.
 	stateGlobs []string
 	// procs are the harness's own processes (each in its own group, see
@@ -39,36 +34,17 @@ func (r *reaper) track(p *ts.Proc) *ts.Proc {
 	return p
 }
 
-// killState stops the live processes the state files name that bgd
-// started for the harness: SIGTERM to each one's group (each is a session
-// leader), SIGKILL after 5 s.
+// killState stops the processes bgd started with these state files, as
+// `bgd stop` does (slots.Stop: SIGTERM to the group, SIGKILL after 5 s,
+// the marker checked before each signal, so a recycled pid is never hit).
 func (r *reaper) killState(stateFiles ...string) {
-	var pids []int
+	var wg sync.WaitGroup
 	for _, f := range stateFiles {
-		for _, field := range []string{"blue_pid", "green_pid", "proxy_pid"} {
-			pid := statePID(f, field)
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if pid > 0 && alive(pid) && slices.ContainsFunc(r.owners, func(o string) bool { return strings.Contains(string(cmdline), o) }) {
-				pids = append(pids, pid)
-			}
+		for _, id := range slots.FindMarked([]string{"BGD_STATE=" + f}) {
+			wg.Go(func() { slots.Stop(context.Background(), id, 5*time.Second) })
 		}
 	}
-	signal := func(pid int, sig syscall.Signal) {
-		syscall.Kill(-pid, sig)
-		syscall.Kill(pid, sig)
-	}
-	for _, pid := range pids {
-		signal(pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if alive(pid) {
-			signal(pid, syscall.SIGKILL)
-		}
-	}
+	wg.Wait()
 }
 
 // stopAll ends everything: first what bgd started (slots, proxies), then
@@ -89,24 +65,6 @@ func (r *reaper) stopAll() {
 		wg.Go(func() { p.Stop(sig, 5*time.Second) })
 	}
 	wg.Wait()
-}
-
-// alive reports whether pid runs and is not a zombie (bgd's detached
-// children are reparented; whoever adopts them may reap them late).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err == nil && procRunning(string(data))
-}
-
-// procRunning reads the state field of a /proc/<pid>/stat line: false for
-// a zombie (Z) or a dead (X) process.
-func procRunning(stat string) bool {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return false
-	}
-	st := stat[i+2]
-	return st != 'Z' && st != 'X'
 }
 
 // procStatusKB reads a "VmHWM:"-style line of /proc/<pid>/status, in kB.
@@ -138,23 +96,4 @@ func freePorts(ps ...*int) (err error) {
 		}
 	}
 	return nil
-}
-
-// statePID reads one pid field of a bgd state file; 0 when absent.
-func statePID(stateFile, field string) int {
-	data, err := os.ReadFile(stateFile)
-	if err != nil {
-		return 0
-	}
-	return pidField(data, field)
-}
-
-// pidField reads one numeric field of a state file's JSON; 0 when absent.
-func pidField(data []byte, field string) int {
-	var m map[string]any
-	if json.Unmarshal(data, &m) != nil {
-		return 0
-	}
-	v, _ := m[field].(float64)
-	return int(v)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -87,7 +86,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		if round == 0 {
 			continue
 		}
-		floor, err := probeFloor(ctx, ports)
+		floor, err := probeFloor(ports)
 		if err != nil {
 			return err
 		}
@@ -100,9 +99,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 // GET /health per port, each on a new connection, 32 at a time (as bgd's
 // sweep), from this already running process: no process start, no config,
 // no state. The sweep's time above it is bgd's own cost.
-func probeFloor(ctx context.Context, ports []int) (time.Duration, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	defer client.CloseIdleConnections()
+func probeFloor(ports []int) (time.Duration, error) {
 	sem := make(chan struct{}, 32)
 	errs := make([]error, len(ports))
 	var wg sync.WaitGroup
@@ -111,21 +108,11 @@ func probeFloor(ctx context.Context, ports []int) (time.Duration, error) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/health", p), nil)
-			if err != nil {
-				errs[i] = err
-				return
+			a, err := ts.Get(fmt.Sprintf("http://127.0.0.1:%d/health", p))
+			if err == nil && a.Status != http.StatusOK {
+				err = fmt.Errorf("port %d: /health answered %d", p, a.Status)
 			}
-			resp, err := client.Do(req)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				errs[i] = fmt.Errorf("port %d: /health answered %s", p, resp.Status)
-			}
+			errs[i] = err
 		})
 	}
 	wg.Wait()

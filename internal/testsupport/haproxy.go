@@ -108,25 +108,23 @@ func (h *HAProxy) Start() error {
 	}
 	cmd := exec.Command(h.Bin, append(args, h.files()...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	p, err := Start("haproxy", cmd)
+	waiting := ""
+	p, err := StartReady("haproxy", cmd, 5*time.Second, func(*Proc) bool {
+		for _, sock := range h.opts.Sockets {
+			if _, err := HAProxyCommand(sock, "show backend"); err != nil {
+				waiting = sock
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil && waiting != "" {
+		err = fmt.Errorf("%w: its admin socket %s never answered", err, waiting)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; its output:\n%s", err, h.Output())
 	}
 	h.proc = p
-	deadline := time.Now().Add(5 * time.Second)
-	for _, sock := range h.opts.Sockets {
-		for {
-			if _, err := HAProxyCommand(sock, "show backend"); err == nil {
-				break
-			}
-			if p.Exited() || time.Now().After(deadline) {
-				p.Stop(syscall.SIGKILL, time.Second)
-				h.proc = nil
-				return fmt.Errorf("haproxy's admin socket %s never answered; its output:\n%s", sock, h.Output())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	return nil
 }
 

@@ -101,23 +101,16 @@ func (n *Nginx) Start() error {
 	}
 	cmd := exec.Command(n.Bin, n.Command("-g", "daemon off;")[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
-	p, err := Start("nginx", cmd)
+	p, err := StartReady("nginx", cmd, 5*time.Second, func(p *Proc) bool {
+		data, err := os.ReadFile(n.PidFile)
+		return err == nil && strings.TrimSpace(string(data)) == strconv.Itoa(p.Pid())
+	})
 	if err != nil {
-		return err
+		data, _ := os.ReadFile(filepath.Join(n.Prefix, "nginx.out"))
+		return fmt.Errorf("%w (no pid file); its output:\n%s\nerror log:\n%s", err, data, n.ErrorLog())
 	}
 	n.proc = p
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if data, err := os.ReadFile(n.PidFile); err == nil && strings.TrimSpace(string(data)) == strconv.Itoa(p.Pid()) {
-			return nil
-		}
-		if p.Exited() || time.Now().After(deadline) {
-			data, _ := os.ReadFile(filepath.Join(n.Prefix, "nginx.out"))
-			p.Stop(syscall.SIGKILL, time.Second)
-			return fmt.Errorf("nginx did not start within 5s; its output:\n%s\nerror log:\n%s", data, n.ErrorLog())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return nil
 }
 
 // Proc is the running master (nil before Start).

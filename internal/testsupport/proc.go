@@ -31,6 +31,29 @@ func Start(name string, cmd *exec.Cmd) (*Proc, error) {
 	return p, nil
 }
 
+// StartReady runs cmd as Start does and waits, looking every 10 ms, until
+// ready reports true. If the process exits first, or within passes, its
+// group is killed and the error says which.
+func StartReady(name string, cmd *exec.Cmd, within time.Duration, ready func(*Proc) bool) (*Proc, error) {
+	p, err := Start(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(within)
+	for !ready(p) {
+		if p.Exited() || time.Now().After(deadline) {
+			why := fmt.Sprintf("not ready within %s", within)
+			if p.Exited() {
+				why = "exited before it was ready"
+			}
+			p.Stop(syscall.SIGKILL, time.Second)
+			return nil, fmt.Errorf("%s %s", name, why)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return p, nil
+}
+
 // Pid is the process's pid (and its group's id).
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
 

@@ -33,10 +33,7 @@ type Balancer struct {
 	Client *http.Client
 }
 
-var (
-	_ lb.Balancer = (*Balancer)(nil)
-	_ lb.Capable  = (*Balancer)(nil)
-)
+var _ lb.Capable = (*Balancer)(nil)
 
 // Capabilities: today's routes only. The proxy sends every request to the
 // active slot of the state file (no weights, no pause, no maintenance
@@ -123,9 +120,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		return err
 	}
 	timeout := b.ConfirmTimeout
-	if timeout <= 0 {
-		timeout = 3 * time.Second
-	}
+	lb.SetDefault(&timeout, 3*time.Second)
 	deadline := time.Now().Add(timeout)
 	wait := time.Millisecond
 	for {

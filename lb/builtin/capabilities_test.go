@@ -10,14 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
-func sample(f func(*lb.Route)) lb.Route {
-	r := lb.SampleRoute("app")
-	f(&r)
-	return r
-}
+// sample is lb.SampleRoute("app") changed by f.
+func sample(f func(*lb.Route)) lb.Route { return lbtest.Route(config.Blue, 1, f) }
 
 // TestBuiltinRefusesWhatTheProxyCannotDo: the proxy sends every request to
 // the state file's active slot on 127.0.0.1, so a weight, a pause,
@@ -44,18 +43,7 @@ func TestBuiltinRefusesWhatTheProxyCannotDo(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(string(c.feature), func(t *testing.T) {
-			for op, call := range map[string]func() error{
-				"Flip":   func() error { return b.Flip(context.Background(), c.route) },
-				"Render": func() error { _, err := b.Render(c.route); return err },
-			} {
-				err := call()
-				var ue *lb.UnsupportedError
-				if !errors.Is(err, lb.ErrUnsupported) || !errors.As(err, &ue) || ue.Driver != "builtin" || ue.Feature != c.feature {
-					t.Errorf("%s = %v, want the builtin driver refusing %q", op, err, c.feature)
-				} else if !strings.Contains(err.Error(), "builtin driver does not support "+string(c.feature)) {
-					t.Errorf("%s: message %q names neither driver nor feature", op, err)
-				}
-			}
+			lbtest.Refuses(t, b, c.route, "builtin", c.feature)
 		})
 	}
 	if n := asked.Load(); n != 0 {

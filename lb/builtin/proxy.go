@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/internal/serve"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/fsnotify/fsnotify"
@@ -81,15 +83,9 @@ type upstream struct {
 // finish, bounded by 10 s). It returns when the listener cannot be opened.
 func (p *Proxy) Run(ctx context.Context) error {
 	p.Logger = lb.OrDiscard(p.Logger)
-	if p.UpstreamHost == "" {
-		p.UpstreamHost = "127.0.0.1"
-	}
-	if p.Resync <= 0 {
-		p.Resync = 2 * time.Second
-	}
-	if p.ReadHeaderTimeout <= 0 {
-		p.ReadHeaderTimeout = 30 * time.Second
-	}
+	p.UpstreamHost = cmp.Or(p.UpstreamHost, "127.0.0.1")
+	lb.SetDefault(&p.Resync, 2*time.Second)
+	lb.SetDefault(&p.ReadHeaderTimeout, 30*time.Second)
 	p.trans = map[string]*http.Transport{}
 	p.metrics = newMetrics(p.Service)
 	if err := p.reload(); err != nil {
@@ -110,20 +106,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
 	go p.follow(ctx, watcher)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	return nil
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
+	return serve.Until(ctx, srv, ln, 10*time.Second)
 }
 
 // follow reloads the state on every change of the state file.

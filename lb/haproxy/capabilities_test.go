@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 // TestHAProxyRefusesWhatOneMapEntryCannotDo: a flip is one map entry naming
@@ -29,18 +30,7 @@ func TestHAProxyRefusesWhatOneMapEntryCannotDo(t *testing.T) {
 			before := fileText(t, mapFile)
 			r := route("green")
 			c.mutate(&r)
-			for op, call := range map[string]func() error{
-				"Flip":   func() error { return b.Flip(context.Background(), r) },
-				"Render": func() error { _, err := b.Render(r); return err },
-			} {
-				err := call()
-				var ue *lb.UnsupportedError
-				if !errors.Is(err, lb.ErrUnsupported) || !errors.As(err, &ue) || ue.Driver != "haproxy" || ue.Feature != c.feature {
-					t.Errorf("%s = %v, want the haproxy driver refusing %q", op, err, c.feature)
-				} else if !strings.Contains(err.Error(), "haproxy driver does not support "+string(c.feature)) {
-					t.Errorf("%s: message %q names neither driver nor feature", op, err)
-				}
-			}
+			lbtest.Refuses(t, b, r, "haproxy", c.feature)
 			if cmds := f.commands(); len(cmds) != 0 {
 				t.Errorf("runtime API commands sent for a refused route: %q", cmds)
 			}

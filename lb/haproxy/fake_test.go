@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 // fakeHAProxy emulates the runtime API commands the driver sends, with
@@ -55,42 +57,17 @@ func startFakeHAProxy(t *testing.T, mapFile string) *fakeHAProxy {
 		status:   map[string]string{"app_blue": "UP", "app_green": "UP"},
 		maps:     map[string][]entry{mapFile: {{"app", "app_blue"}}},
 	}
-	ln, err := net.Listen("unix", f.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				cmd := strings.TrimSuffix(line, "\n")
-				ans := f.handle(cmd)
-				if ans == "<hang>" { // applied, but the answer never comes
-					time.Sleep(time.Second)
-					return
-				}
-				io.WriteString(c, ans)
-				if f.after != nil {
-					f.after(cmd)
-				}
-			}()
+	lbtest.ServeLines(t, f.sock, func(c net.Conn, _ *bufio.Reader, cmd string) {
+		ans := f.handle(cmd)
+		if ans == "<hang>" { // applied, but the answer never comes
+			time.Sleep(time.Second)
+			return
 		}
-	}()
+		io.WriteString(c, ans)
+		if f.after != nil {
+			f.after(cmd)
+		}
+	})
 	return f
 }
 

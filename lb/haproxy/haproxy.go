@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,20 +40,6 @@ var (
 	ErrMapFile = errors.New("haproxy: map file not persisted")
 )
 
-var (
-	_ lb.Balancer = (*Balancer)(nil)
-	_ lb.Capable  = (*Balancer)(nil)
-)
-
-// Capabilities: today's routes, with slots on any host. A flip switches
-// the map entry between the two colours' backends, whose servers are the
-// addresses the snippet (Render) wrote, a remote Host included; one map
-// entry cannot split traffic, and nothing pauses or answers a maintenance
-// page, so routes asking for those are refused.
-func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "haproxy", RemoteHosts: true}
-}
-
 // Options tune a Balancer. The zero value gives every default.
 type Options struct {
 	// UpTimeout bounds the wait for HAProxy's own checks to report a server
@@ -83,24 +70,12 @@ type Options struct {
 }
 
 func (o *Options) fill() {
-	if o.UpTimeout <= 0 {
-		o.UpTimeout = 30 * time.Second
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 10 * time.Millisecond
-	}
-	if o.CallTimeout <= 0 {
-		o.CallTimeout = admin.DefaultTimeout
-	}
-	if o.Bind == "" {
-		o.Bind = ":80"
-	}
-	if o.Check == "" {
-		o.Check = "inter 1s fastinter 100ms downinter 50ms rise 1 fall 3"
-	}
-	if o.Template == "" {
-		o.Template = templates.HAProxy
-	}
+	lb.SetDefault(&o.UpTimeout, 30*time.Second)
+	lb.SetDefault(&o.PollInterval, 10*time.Millisecond)
+	lb.SetDefault(&o.CallTimeout, admin.DefaultTimeout)
+	o.Bind = cmp.Or(o.Bind, ":80")
+	o.Check = cmp.Or(o.Check, "inter 1s fastinter 100ms downinter 50ms rise 1 fall 3")
+	o.Template = cmp.Or(o.Template, templates.HAProxy)
 	o.Logger = lb.OrDiscard(o.Logger)
 }
 
@@ -152,6 +127,17 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
 	}
 	return b, nil
+}
+
+var _ lb.Capable = (*Balancer)(nil)
+
+// Capabilities: today's routes, with slots on any host. A flip switches
+// the map entry between the two colours' backends, whose servers are the
+// addresses the snippet (Render) wrote, a remote Host included; one map
+// entry cannot split traffic, and nothing pauses or answers a maintenance
+// page, so routes asking for those are refused.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "haproxy", RemoteHosts: true}
 }
 
 // Flip routes the service to r.Active's backend: check the backend exists,

@@ -16,21 +16,13 @@ import (
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/haproxy/admin"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-func route(active config.Color) lb.Route {
-	ports := map[config.Color]int{config.Blue: 5005, config.Green: 5006}
-	other := active.Other()
-	return lb.Route{
-		Service:    "app",
-		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
-		Standby:    lb.Upstream{Color: other, Host: "127.0.0.1", Port: ports[other]},
-		HealthPath: "/health",
-		Generation: 7,
-	}
-}
+// route is the test route to active, generation 7.
+func route(active config.Color) lb.Route { return lbtest.Route(active, 7) }
 
 // setup returns a driver talking to a fake HAProxy whose map file holds
 // "app app_blue" on disk and in memory.
@@ -344,19 +336,7 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("rendered snippet differs from %s (run with -update if intended):\n%s", golden, got)
-			}
+			lbtest.Golden(t, tc.name, got, *update)
 		})
 	}
 	b, _ := New("app", base, Options{Template: "{{.Service}} {{.Active.Name}} {{range .Backends}}{{.Color}}={{.Addr}} {{end}}{{.Generation}}"})

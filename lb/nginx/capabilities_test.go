@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 // TestNginxRefusesWhatItsTemplateCannotSay: the template has no variable
@@ -30,18 +31,7 @@ func TestNginxRefusesWhatItsTemplateCannotSay(t *testing.T) {
 			f, b := newFake(t)
 			r := testRoute("green", 2)
 			c.mutate(&r)
-			for op, call := range map[string]func() error{
-				"Flip":   func() error { return b.Flip(context.Background(), r) },
-				"Render": func() error { _, err := b.Render(r); return err },
-			} {
-				err := call()
-				var ue *lb.UnsupportedError
-				if !errors.Is(err, lb.ErrUnsupported) || !errors.As(err, &ue) || ue.Driver != "nginx" || ue.Feature != c.feature {
-					t.Errorf("%s = %v, want the nginx driver refusing %q", op, err, c.feature)
-				} else if !strings.Contains(err.Error(), "nginx driver does not support "+string(c.feature)) {
-					t.Errorf("%s: message %q names neither driver nor feature", op, err)
-				}
-			}
+			lbtest.Refuses(t, b, r, "nginx", c.feature)
 			if calls := f.callList(); calls != "" {
 				t.Errorf("commands run for a refused route: %s", calls)
 			}

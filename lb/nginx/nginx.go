@@ -2,6 +2,7 @@ package nginx
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,19 +32,6 @@ const (
 // ErrRejected: the test command (nginx -t) refused the rendered file. The
 // previous file was restored and nothing was reloaded.
 var ErrRejected = errors.New("nginx rejected the configuration")
-
-var (
-	_ lb.Balancer = (*Balancer)(nil)
-	_ lb.Capable  = (*Balancer)(nil)
-)
-
-// Capabilities: today's routes, with slots on any host. The template
-// writes each slot's Host into the upstream (nginx resolves a name when it
-// loads the file); it has no variable for a weight, a pause or a
-// maintenance page, so routes asking for those are refused.
-func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "nginx", RemoteHosts: true}
-}
 
 // Options tune a Balancer. The zero value gives every default.
 type Options struct {
@@ -76,24 +64,12 @@ type Options struct {
 }
 
 func (o *Options) fill() {
-	if o.VerifyTimeout <= 0 {
-		o.VerifyTimeout = 5 * time.Second
-	}
-	if o.VerifyInterval <= 0 {
-		o.VerifyInterval = 5 * time.Millisecond
-	}
-	if o.Settle == 0 {
-		o.Settle = 120 * time.Millisecond
-	}
-	if o.Confirmations <= 0 {
-		o.Confirmations = 5
-	}
-	if o.ProbeTimeout <= 0 {
-		o.ProbeTimeout = time.Second
-	}
-	if o.CommandTimeout <= 0 {
-		o.CommandTimeout = 30 * time.Second
-	}
+	lb.SetDefault(&o.VerifyTimeout, 5*time.Second)
+	lb.SetDefault(&o.VerifyInterval, 5*time.Millisecond)
+	o.Settle = cmp.Or(o.Settle, 120*time.Millisecond) // a negative Settle stays: no wait
+	lb.SetDefault(&o.Confirmations, 5)
+	lb.SetDefault(&o.ProbeTimeout, time.Second)
+	lb.SetDefault(&o.CommandTimeout, 30*time.Second)
 	if o.Run == nil {
 		o.Run = runCommand
 	}
@@ -202,6 +178,16 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 			config.ErrInvalid, b.service, b.tmpl.Name(), d.Active.Addr)
 	}
 	return buf.Bytes(), nil
+}
+
+var _ lb.Capable = (*Balancer)(nil)
+
+// Capabilities: today's routes, with slots on any host. The template
+// writes each slot's Host into the upstream (nginx resolves a name when it
+// loads the file); it has no variable for a weight, a pause or a
+// maintenance page, so routes asking for those are refused.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "nginx", RemoteHosts: true}
 }
 
 func (b *Balancer) checkRoute(r lb.Route) error {

@@ -1,7 +1,6 @@
 package nginx
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current templates")
@@ -25,17 +25,7 @@ func testConfig(dir string) config.Nginx {
 	}
 }
 
-func testRoute(active config.Color, gen uint64) lb.Route {
-	ports := map[config.Color]int{config.Blue: 5005, config.Green: 5006}
-	other := active.Other()
-	return lb.Route{
-		Service:    "app",
-		Active:     lb.Upstream{Color: active, Host: "127.0.0.1", Port: ports[active]},
-		Standby:    lb.Upstream{Color: other, Host: "127.0.0.1", Port: ports[other]},
-		HealthPath: "/health",
-		Generation: gen,
-	}
-}
+func testRoute(active config.Color, gen uint64) lb.Route { return lbtest.Route(active, gen) }
 
 // TestRenderGolden: the default template's output, one golden file per case.
 // Run `go test ./lb/nginx -update` after changing the template, and read the diff.
@@ -66,19 +56,7 @@ func TestRenderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", c.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("Render differs from %s (run with -update if the change is meant):\n%s", golden, got)
-			}
+			lbtest.Golden(t, c.name, got, *update)
 		})
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
 // fake is a runtime API server speaking HAProxy's non-interactive protocol:
@@ -51,52 +53,21 @@ func shortDir(t testing.TB) string {
 func startFake(t testing.TB, answer func(cmd string) string) *fake {
 	t.Helper()
 	path := filepath.Join(shortDir(t), "admin.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := &fake{Addr: path}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				r := bufio.NewReader(c)
-				line, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				cmd := strings.TrimSuffix(line, "\n")
-				ans := answer(cmd)
-				_, eofErr := r.ReadByte()
-				f.mu.Lock()
-				f.commands = append(f.commands, cmd)
-				f.halfClosed = append(f.halfClosed, eofErr == io.EOF)
-				f.conns++
-				f.mu.Unlock()
-				if ans == "<hang>" {
-					<-done
-					return
-				}
-				io.WriteString(c, ans)
-			}()
+	lbtest.ServeLines(t, path, func(c net.Conn, r *bufio.Reader, cmd string) {
+		ans := answer(cmd)
+		_, eofErr := r.ReadByte()
+		f.mu.Lock()
+		f.commands = append(f.commands, cmd)
+		f.halfClosed = append(f.halfClosed, eofErr == io.EOF)
+		f.conns++
+		f.mu.Unlock()
+		if ans == "<hang>" {
+			<-t.Context().Done()
+			return
 		}
-	}()
+		io.WriteString(c, ans)
+	})
 	return f
 }
 

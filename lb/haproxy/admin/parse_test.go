@@ -161,16 +161,24 @@ func seedAnswers(f *testing.F) {
 	}
 }
 
-func FuzzParseStat(f *testing.F) {
+// fuzzParser fuzzes parse from every recorded answer: an error must match
+// ErrMalformed, and whatever parses must pass check.
+func fuzzParser[T any](f *testing.F, parse func(string) (T, error), check func(t *testing.T, v T)) {
 	seedAnswers(f)
 	f.Fuzz(func(t *testing.T, ans string) {
-		rows, err := parseStat(ans)
+		v, err := parse(ans)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
 			}
 			return
 		}
+		check(t, v)
+	})
+}
+
+func FuzzParseStat(f *testing.F) {
+	fuzzParser(f, parseStat, func(t *testing.T, rows []Stat) {
 		for _, r := range rows {
 			if r.Proxy == "" || r.Name == "" {
 				t.Fatalf("row without names: %+v", r)
@@ -183,15 +191,7 @@ func FuzzParseStat(f *testing.F) {
 }
 
 func FuzzParseGetMap(f *testing.F) {
-	seedAnswers(f)
-	f.Fuzz(func(t *testing.T, ans string) {
-		m, err := parseGetMap(ans)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v is not ErrMalformed", err)
-			}
-			return
-		}
+	fuzzParser(f, parseGetMap, func(t *testing.T, m MapLookup) {
 		if !m.Found && (m.Key != "" || m.Value != "") {
 			t.Fatalf("not found but has a key or value: %+v", m)
 		}
@@ -202,15 +202,7 @@ func FuzzParseGetMap(f *testing.F) {
 }
 
 func FuzzParseMapList(f *testing.F) {
-	seedAnswers(f)
-	f.Fuzz(func(t *testing.T, ans string) {
-		ms, err := parseMapList(ans)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v is not ErrMalformed", err)
-			}
-			return
-		}
+	fuzzParser(f, parseMapList, func(t *testing.T, ms []MapInfo) {
 		for _, m := range ms {
 			if strings.Contains(m.File, "\n") {
 				t.Fatalf("file spans lines: %+v", m)
@@ -220,15 +212,7 @@ func FuzzParseMapList(f *testing.F) {
 }
 
 func FuzzParseBackends(f *testing.F) {
-	seedAnswers(f)
-	f.Fuzz(func(t *testing.T, ans string) {
-		names, err := parseBackends(ans)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v is not ErrMalformed", err)
-			}
-			return
-		}
+	fuzzParser(f, parseBackends, func(t *testing.T, names []string) {
 		for _, n := range names {
 			if n == "" || strings.ContainsAny(n, " \t\n") {
 				t.Fatalf("bad backend name %q", n)
