@@ -61,14 +61,15 @@ func Fold(samples []Sample) Report {
 }
 
 // After is how long requests failed after the moment at (one fault per
-// load): from at to the end of the last outage that began after it (0 when
-// none did, -1 when one lasted to the end of the load), and how many
-// requests failed after at.
+// load): from at to the end of the last outage that had not ended by then
+// (a request in flight at the moment of a kill fails, although it started
+// before), 0 when none had, -1 when one lasted to the end of the load; and
+// how many requests those outages failed.
 func (r Report) After(at time.Time) (time.Duration, int) {
 	var last time.Duration
 	failed := 0
 	for _, o := range r.Outages {
-		if o.FirstFail < at.UnixNano() {
+		if o.Recovered != 0 && o.Recovered <= at.UnixNano() {
 			continue
 		}
 		failed += o.Failed

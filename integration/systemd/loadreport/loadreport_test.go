@@ -30,6 +30,10 @@ func TestFoldAndAfter(t *testing.T) {
 	if d, n := r.After(time.Unix(0, ms(2000))); d != 0 || n != 0 {
 		t.Fatalf("After a quiet moment: %s, %d", d, n)
 	}
+	// A request in flight at the kill started before it and failed.
+	if d, n := r.After(time.Unix(0, ms(1015))); d != 300*time.Millisecond || n != 3 {
+		t.Fatalf("After, with an outage begun before: %s, %d failed; want 300ms, 3", d, n)
+	}
 	unended := Fold([]Sample{{Start: ms(1100), End: ms(1101), Err: "refused"}})
 	if d, n := unended.After(at); d != -1 || n != 1 || unended.Outages[0].Recovered != 0 {
 		t.Fatalf("an outage to the end: %s, %d, %+v", d, n, unended)
