@@ -188,12 +188,6 @@ func (h *host) out(argv ...string) string {
 	return out
 }
 
-// sh runs a shell script in the container and must succeed.
-func (h *host) sh(script string) string {
-	h.t.Helper()
-	return h.must("sh", "-c", script)
-}
-
 // cp copies a host file into the container.
 func (h *host) cp(src, dst string) {
 	h.t.Helper()
