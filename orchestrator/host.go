@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/internal/sdnotify"
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/slots"
 )
@@ -64,12 +66,20 @@ func RunProxy(ctx context.Context, cfg *config.Config, service string, logger *s
 	if err != nil {
 		return err
 	}
+	logger = lb.OrDiscard(logger)
 	path := cfg.StatePath(svc.Name)
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("proxy: state directory: %w", err)
 	}
 	p := &builtin.Proxy{Service: svc.Name, Listen: svc.LB.Builtin.Listen, StatePath: path,
-		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, Logger: logger}
+		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, Logger: logger,
+		// Under a Type=notify unit (bgd-proxy@), systemd counts the unit
+		// started only now, so what is ordered after it finds it serving.
+		Ready: func() {
+			if err := sdnotify.Ready(); err != nil {
+				logger.Warn("proxy: could not tell systemd it is ready", "err", err)
+			}
+		}}
 	return p.Run(ctx)
 }
 

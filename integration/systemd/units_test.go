@@ -89,13 +89,14 @@ func (h *host) checkSandboxed(unit string, readOnlyRoot bool) {
 func TestProxyUnit(t *testing.T) {
 	h := newHost(t)
 	h.installBGD(config(""))
-	// The unit is started only once its proxy answers (ExecStartPost).
+	// Type=notify: systemctl returns once bgd proxy said READY=1, and from
+	// then on the proxy answers.
 	h.must("systemctl", "enable", "--now", "bgd-proxy@app.service")
 	if !h.proxyListening() {
 		t.Fatalf("bgd-proxy@app is started but its proxy does not answer:\n%s", h.journal("bgd-proxy@app.service"))
 	}
-	if post := h.prop("bgd-proxy@app.service", "ExecStartPost"); !strings.Contains(post, "status=0") {
-		t.Fatalf("bgd-proxy@app's ExecStartPost did not succeed: %s", post)
+	if typ, state := h.prop("bgd-proxy@app.service", "Type"), h.prop("bgd-proxy@app.service", "ActiveState"); typ != "notify" || state != "active" {
+		t.Fatalf("bgd-proxy@app: Type=%s ActiveState=%s, want a notify unit that is active", typ, state)
 	}
 	h.checkSandboxed("bgd-proxy@app.service", true)
 

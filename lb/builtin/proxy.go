@@ -61,6 +61,10 @@ type Proxy struct {
 	// request's headers (a slow-header client holds a connection no
 	// longer). Default 30s.
 	ReadHeaderTimeout time.Duration
+	// Ready, when set, is called once the proxy listens and follows the
+	// state file: from then on a connection to Listen is served (`bgd
+	// proxy` tells systemd so, for a Type=notify unit).
+	Ready func()
 
 	route   atomic.Pointer[upstream]
 	mu      sync.Mutex // guards transports and snapshot
@@ -108,6 +112,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
 	go p.follow(ctx, watcher)
+	if p.Ready != nil {
+		p.Ready()
+	}
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
 	return serve.Until(ctx, srv, ln, 10*time.Second)
 }

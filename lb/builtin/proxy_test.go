@@ -304,3 +304,39 @@ func TestBalancerRefusesAProxyOfAnotherStateFile(t *testing.T) {
 		t.Fatalf("Ensure = %v, want a refusal naming both state files", err)
 	}
 }
+
+// TestReadyMeansServing: once Ready is called, the first request is answered
+// (no retry), which is what a Type=notify unit promises to what follows it.
+func TestReadyMeansServing(t *testing.T) {
+	store := &state.Store{Path: filepath.Join(t.TempDir(), "bg_state.json")}
+	if err := store.Save(state.New(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	calls := 0
+	p := &Proxy{Service: "app", Listen: freeAddr(t), StatePath: store.Path, BluePort: 1, GreenPort: 2,
+		Ready: func() { calls++; close(ready) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("proxy Run: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("proxy ended before it was ready: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Ready was never called")
+	}
+	b := &Balancer{Listen: p.Listen}
+	if r, err := b.Route(ctx); err != nil || r.Active != config.Blue {
+		t.Fatalf("the first request after Ready: %+v, %v; want it answered (blue)", r, err)
+	}
+	if calls != 1 {
+		t.Fatalf("Ready called %d times, want once", calls)
+	}
+}
