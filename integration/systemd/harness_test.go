@@ -248,10 +248,11 @@ func (h *host) bgd(args ...string) (string, string, error) {
 	return h.split(append([]string{"env", "BG_CONFIG=/etc/bgd/bluegreen.yml", "/usr/local/bin/bgd"}, args...)...)
 }
 
-// answer is what the builtin proxy answers in the container: the slot
-// header, or an error.
+// answer is which slot answers through the load balancer on proxyPort in
+// the container (the demo app's own X-Slot header, which every driver
+// passes on), or an error.
 func (h *host) answer() (string, error) {
-	return h.exec("curl", "-sf", "-m", "2", "-o", "/dev/null", "-w", "%header{x-bgd-slot}", fmt.Sprintf("http://127.0.0.1:%d/", proxyPort))
+	return h.exec("curl", "-sf", "-m", "2", "-o", "/dev/null", "-w", "%header{x-slot}", fmt.Sprintf("http://127.0.0.1:%d/", proxyPort))
 }
 
 // config is the test's bluegreen.yml: the demo app (bgd itself) on the

@@ -33,7 +33,7 @@ type Report struct {
 	Sent    int      `json:"sent"`
 	Failed  int      `json:"failed"`
 	Outages []Outage `json:"outages"`
-	// Slots are the X-Bgd-Slot values the answers carried.
+	// Slots are the X-Slot values (the demo app's colour) the answers carried.
 	Slots []string `json:"slots"`
 }
 

@@ -65,7 +65,7 @@ func main() {
 				mu.Lock()
 				samples = append(samples, s)
 				if resp != nil {
-					if slot := resp.Header.Get("X-Bgd-Slot"); slot != "" {
+					if slot := resp.Header.Get("X-Slot"); slot != "" {
 						slots[slot] = true
 					}
 				}
