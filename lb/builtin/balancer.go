@@ -43,9 +43,9 @@ func (b *Balancer) Capabilities() lb.Capabilities { return lb.Capabilities{Drive
 
 var _ lb.Drainer = (*Balancer)(nil)
 
-// InFlight asks the proxy how many requests it is forwarding to color's
-// slot now (its own counter, RouteInfo.InFlight).
-func (b *Balancer) InFlight(ctx context.Context, color config.Color) (int, error) {
+// InFlight asks the proxy how many requests it is forwarding to u's colour
+// now (its own counter, RouteInfo.InFlight).
+func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
 	ri, err := b.Route(ctx)
 	if err != nil {
 		return 0, err
@@ -53,7 +53,7 @@ func (b *Balancer) InFlight(ctx context.Context, color config.Color) (int, error
 	if ri.InFlight == nil {
 		return 0, fmt.Errorf("the builtin proxy on %s (pid %d) does not count in-flight requests: it is older than this bgd; restart it", b.Listen, ri.PID)
 	}
-	return int(ri.InFlight[color]), nil
+	return int(ri.InFlight[u.Color]), nil
 }
 
 var adminClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}

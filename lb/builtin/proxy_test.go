@@ -184,7 +184,7 @@ func TestProxyCountsInFlightPerColour(t *testing.T) {
 	ctx := context.Background()
 	inFlight := func(c config.Color) int {
 		t.Helper()
-		n, err := b.InFlight(ctx, c)
+		n, err := b.InFlight(ctx, lb.Upstream{Color: c})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -345,13 +345,14 @@ func (b *Balancer) wrap(err error, doing string) error {
 
 var _ lb.Drainer = (*Balancer)(nil)
 
-// InFlight is what HAProxy has in flight to color's backend, from `show
+// InFlight is what HAProxy has in flight to u's colour's backend, from `show
 // stat`: the current sessions (scur) of its servers plus the requests
 // queued on them and on the backend itself (qcur). In HTTP mode a session
 // is attached to a server only while one request is being served (an idle
 // keep-alive connection to the server does not count), so this is the
 // number of requests HAProxy is still waiting on that slot for.
-func (b *Balancer) InFlight(ctx context.Context, color config.Color) (int, error) {
+func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
+	color := u.Color
 	backend, ok := b.backends[color]
 	if !ok {
 		return 0, fmt.Errorf("haproxy: service %s has no backend for colour %q", b.service, color)

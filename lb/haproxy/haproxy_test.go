@@ -272,7 +272,7 @@ func TestInFlight(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, f, _ := setup(t, Options{})
 			f.cur = tc.cur
-			n, err := b.InFlight(ctx, tc.color)
+			n, err := b.InFlight(ctx, lb.Upstream{Color: tc.color})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("InFlight = %d, %v; want an error with %q", n, err, tc.wantErr)
@@ -286,11 +286,11 @@ func TestInFlight(t *testing.T) {
 	}
 	b, f, _ := setup(t, Options{})
 	f.backends = []string{"app_blue"}
-	if _, err := b.InFlight(ctx, config.Green); !errors.Is(err, ErrNoBackend) {
+	if _, err := b.InFlight(ctx, lb.Upstream{Color: config.Green}); !errors.Is(err, ErrNoBackend) {
 		t.Errorf("InFlight of a backend HAProxy lacks: %v, want ErrNoBackend", err)
 	}
 	b.client.Addr = filepath.Join(t.TempDir(), "nope.sock")
-	if _, err := b.InFlight(ctx, config.Blue); !errors.Is(err, lb.ErrUnreachable) {
+	if _, err := b.InFlight(ctx, lb.Upstream{Color: config.Blue}); !errors.Is(err, lb.ErrUnreachable) {
 		t.Errorf("InFlight, socket missing: %v, want lb.ErrUnreachable", err)
 	}
 }
