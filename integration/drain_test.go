@@ -35,13 +35,12 @@ type drainRun struct {
 	endVsEnd time.Duration
 }
 
-// drainScenario runs the issue's case on a real load balancer (lbYAML is
-// the service's `lb:` block, url the service through it): blue and green
-// run the demo app with --hard-stop (an app that drops in-flight requests
-// on SIGTERM, so only a drain saves them); a request of delay is sent to
-// blue through the load balancer; while it is in flight, `bgd switch
-// green` and then `bgd stop blue --json`.
-func drainScenario(t *testing.T, blue, green int, lbYAML, url, drainTimeout string, delay time.Duration) drainRun {
+// drainService writes a bluegreen.yml of service "app" whose slots run
+// the demo app with --hard-stop (an app that drops in-flight requests on
+// SIGTERM, so only a drain saves them) and returns a runner of bgd on it
+// that fails the test on a non-zero exit. What the state records is killed
+// when the test ends.
+func drainService(t *testing.T, blue, green int, lbYAML, drainTimeout string) func(args ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	list := func(argv ...string) string { data, _ := json.Marshal(argv); return string(data) }
@@ -62,7 +61,7 @@ services:
 		t.Fatal(err)
 	}
 	stopAll(t, filepath.Join(dir, "state", "bg_state.json"))
-	run := func(args ...string) string {
+	return func(args ...string) string {
 		t.Helper()
 		out, errOut, code := bgd(t, dir, []string{"NO_COLOR=1"}, args...)
 		if code != 0 {
@@ -70,16 +69,19 @@ services:
 		}
 		return out
 	}
-	run("start", "blue")
-	run("start", "green")
+}
 
-	type answer struct {
-		status int
-		slot   string
-		err    error
-		took   time.Duration
-		ended  time.Time
-	}
+// answer is how a request through the load balancer ended.
+type answer struct {
+	status int // 0 when it failed
+	slot   string
+	err    error
+	took   time.Duration
+	ended  time.Time
+}
+
+// slowRequest GETs url?delay=delay on a new connection in the background.
+func slowRequest(url string, delay time.Duration) <-chan answer {
 	done := make(chan answer, 1)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	sent := time.Now()
@@ -94,6 +96,20 @@ services:
 		a.took, a.ended = time.Since(sent), time.Now()
 		done <- a
 	}()
+	return done
+}
+
+// drainScenario runs the issue's case on a real load balancer (lbYAML is
+// the service's `lb:` block, url the service through it; drainService): a
+// request of delay is sent to
+// blue through the load balancer; while it is in flight, `bgd switch
+// green` and then `bgd stop blue --json`.
+func drainScenario(t *testing.T, blue, green int, lbYAML, url, drainTimeout string, delay time.Duration) drainRun {
+	t.Helper()
+	run := drainService(t, blue, green, lbYAML, drainTimeout)
+	run("start", "blue")
+	run("start", "green")
+	done := slowRequest(url, delay)
 	time.Sleep(300 * time.Millisecond) // the request reaches blue
 	run("switch", "green")
 	began := time.Now()
@@ -208,5 +224,41 @@ func TestDrainBeforeStop(t *testing.T) {
 				c.check(t, drainScenario(t, blue, green, lbYAML, url, c.timeout, c.delay))
 			})
 		}
+	}
+}
+
+// TestDeployDrainsTheStandbyItReplaces: a request that started on blue
+// before two deploys (v2 to green, v3 back to blue) is not cut by the
+// second one, which replaces blue: the deploy drains it first and says so.
+func TestDeployDrainsTheStandbyItReplaces(t *testing.T) {
+	blue, green := freePort(t), freePort(t)
+	lbYAML, url := builtinLB(t)
+	run := drainService(t, blue, green, lbYAML, "10s")
+	run("start", "blue")
+	done := slowRequest(url, 3*time.Second)
+	time.Sleep(300 * time.Millisecond) // the request reaches blue
+	run("deploy", "--release", "v2")
+	out := run("deploy", "--release", "v3", "--json")
+	var res struct {
+		Slot    string `json:"slot"`
+		Message string `json:"message"`
+		Drain   *struct {
+			Slot    string        `json:"slot"`
+			Drained bool          `json:"drained"`
+			Waited  time.Duration `json:"waited_ns"`
+		} `json:"drain"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("bgd deploy --json: %v\n%s", err, out)
+	}
+	a := <-done
+	t.Logf("request of 3s: status %d from %q (err %v) after %s; deploy v3: %q",
+		a.status, a.slot, a.err, a.took.Round(time.Millisecond), res.Message)
+	if a.err != nil || a.status != http.StatusOK || a.slot != "blue" {
+		t.Errorf("the request in flight on blue: status %d from %q, err %v; want 200 from blue", a.status, a.slot, a.err)
+	}
+	if res.Slot != "blue" || res.Drain == nil || !res.Drain.Drained || res.Drain.Slot != "blue" || res.Drain.Waited < 500*time.Millisecond ||
+		!strings.Contains(res.Message, "; drained blue: 0 in flight after ") {
+		t.Errorf("deploy v3 = %s, want blue drained for the rest of the request", out)
 	}
 }
