@@ -23,6 +23,7 @@ type drainRun struct {
 		Error    string        `json:"error"`
 		Message  string        `json:"message"`
 	}
+	drained  bool // the stop's JSON has a drain
 	message  string
 	stopTook time.Duration
 	// The slow request: its status (0 when it failed), the slot that
@@ -122,11 +123,14 @@ func drainScenario(t *testing.T, blue, green int, lbYAML, url, drainTimeout stri
 		Message string          `json:"message"`
 		Drain   json.RawMessage `json:"drain"`
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.OK || res.Drain == nil {
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.OK {
 		t.Fatalf("bgd stop blue --json: %v\n%s", err, out)
 	}
-	if err := json.Unmarshal(res.Drain, &r.drain); err != nil {
-		t.Fatal(err)
+	r.drained = res.Drain != nil
+	if r.drained {
+		if err := json.Unmarshal(res.Drain, &r.drain); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r.message = res.Message
 	a := <-done
@@ -178,6 +182,19 @@ func checkTimedOut(t *testing.T, r drainRun) {
 	}
 }
 
+// checkNotDrained: drain_timeout 0s stops blue at once (no drain in the
+// answer) and the hard-stopping app drops the 2 s request, as every stop
+// did before drains.
+func checkNotDrained(t *testing.T, r drainRun) {
+	t.Helper()
+	if r.drained || r.message != "blue stopped" {
+		t.Errorf("drain_timeout 0s: stop said %q, drain %+v; want no drain", r.message, r.drain)
+	}
+	if r.reqErr == nil && r.status == http.StatusOK {
+		t.Errorf("the 2 s request answered 200 although blue was stopped (hard) at once while it ran: the test proves nothing")
+	}
+}
+
 func builtinLB(t *testing.T) (lbYAML, url string) {
 	port := freePort(t)
 	return fmt.Sprintf("      driver: builtin\n      builtin: {listen: \"127.0.0.1:%d\"}\n", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
@@ -198,7 +215,8 @@ func nginxLB(t *testing.T) (lbYAML, url string) {
 
 // TestDrainBeforeStop: per driver, a 2 s request in flight during switch
 // and stop completes with 200; with drain_timeout shorter than the
-// request, the stop waits drain_timeout and stops anyway.
+// request, the stop waits drain_timeout and stops anyway; with 0s it does
+// not wait, and the request is dropped.
 func TestDrainBeforeStop(t *testing.T) {
 	for _, driver := range []string{"builtin", "haproxy", "nginx"} {
 		for _, c := range []struct {
@@ -209,6 +227,7 @@ func TestDrainBeforeStop(t *testing.T) {
 		}{
 			{"drained", "10s", 2 * time.Second, checkDrained},
 			{"timeout", "500ms", 4 * time.Second, checkTimedOut},
+			{"off", "0s", 2 * time.Second, checkNotDrained},
 		} {
 			t.Run(driver+"/"+c.name, func(t *testing.T) {
 				blue, green := freePort(t), freePort(t)
