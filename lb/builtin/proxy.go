@@ -107,7 +107,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	lb.SetDefault(&p.Resync, 2*time.Second)
 	lb.SetDefault(&p.ReadHeaderTimeout, 30*time.Second)
 	p.trans = map[string]*http.Transport{}
-	p.metrics = newMetrics(p.Service)
+	p.metrics = newMetrics(p.Service, func(c config.Color) int64 { return p.inFlight[colorIndex(c)].Load() })
 	if err := p.reload(); err != nil {
 		return err
 	}

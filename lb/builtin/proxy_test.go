@@ -216,6 +216,10 @@ func TestProxyCountsInFlightPerColour(t *testing.T) {
 	if n, g := inFlight(config.Blue), inFlight(config.Green); n != 3 || g != 0 {
 		t.Fatalf("3 requests held on blue: in flight blue=%d green=%d, want 3 and 0", n, g)
 	}
+	if _, m := get(t, p.Listen, "/metrics"); !strings.Contains(m, `bgd_proxy_in_flight_requests{service="app",slot="blue"} 3`) ||
+		!strings.Contains(m, `bgd_proxy_in_flight_requests{service="app",slot="green"} 0`) {
+		t.Errorf("/metrics does not show 3 in flight to blue, 0 to green:\n%s", m)
+	}
 	close(release)
 	for range 3 {
 		if c := <-codes; c != http.StatusOK {
