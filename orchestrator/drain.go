@@ -72,9 +72,11 @@ func waitDrained(ctx context.Context, d lb.Drainer, u lb.Upstream, timeout, poll
 func round(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
 
 // servedTraffic reports whether color's slot may still have requests in
-// flight from the load balancer: it runs, is not the active colour, and a
-// flip has happened (the last one moved traffic away from it; a slot
-// restarted since answers 0 at the first question). The active slot is
+// flight from the load balancer: it runs, is not the active colour, and
+// the state records a flip (LastSwitch), so that it may have been the
+// active slot before the last one. The routing of the first start counts
+// too, so a standby that never served (or was restarted since) may be
+// asked once, and answers 0 at the first question. The active slot is
 // never drained (it gets new requests until it stops: `stop --force`),
 // nor a standby on a state that never flipped (it never served).
 func (p *op) servedTraffic(color config.Color) bool {
