@@ -87,6 +87,11 @@ type Service struct {
 	// the key is left out). 0s means no grace at all: SIGKILL follows
 	// SIGTERM at once, for a slot that holds nothing worth draining.
 	StopGrace Duration `yaml:"stop_grace"`
+	// DrainTimeout bounds the wait, before bgd stops a slot that served
+	// traffic until the last flip, for the load balancer to report no
+	// request in flight to it. Default 30s (when the key is left out). 0s
+	// means no drain: the slot is stopped at once.
+	DrainTimeout Duration `yaml:"drain_timeout"`
 	// Failover lets a health sweep switch to a healthy standby when the
 	// active slot is down. Default false.
 	Failover bool `yaml:"failover"`

@@ -60,7 +60,7 @@ func one(extra string) string {
 
 // TestLoadZeroDurations: a duration written as 0 is no longer mistaken for
 // a missing key. The health durations refuse it (naming service, key, line
-// and minimum); stop_grace 0 means no grace.
+// and minimum); stop_grace 0 means no grace, drain_timeout 0 no drain.
 func TestLoadZeroDurations(t *testing.T) {
 	app := func(c *Config) *Service { return c.Services["app"] }
 	runLoadCases(t, []loadCase{
@@ -84,6 +84,16 @@ func TestLoadZeroDurations(t *testing.T) {
 			check: func(c *Config) string { return want(app(c).StopGrace.D(), 0) }},
 		{name: "stop_grace left out is 10s", yaml: one(""),
 			check: func(c *Config) string { return want(app(c).StopGrace.D(), 10*time.Second) }},
+		{name: "drain_timeout 0s means no drain", yaml: one("    drain_timeout: 0s\n"),
+			check: func(c *Config) string { return want(app(c).DrainTimeout.D(), 0) }},
+		{name: "drain_timeout left out is 30s", yaml: one(""),
+			check: func(c *Config) string { return want(app(c).DrainTimeout.D(), 30*time.Second) }},
+		{name: "drain_timeout 2500ms", yaml: one("    drain_timeout: 2500ms\n"),
+			check: func(c *Config) string { return want(app(c).DrainTimeout.D(), 2500*time.Millisecond) }},
+		{name: "drain_timeout negative", yaml: one("    drain_timeout: -1s\n"),
+			wantErr: []string{`invalid duration "-1s"`}},
+		{name: "drain_timeout not a duration", yaml: one("    drain_timeout: soon\n"),
+			wantErr: []string{"soon"}},
 		{name: "null keys are the defaults", yaml: one("    stop_grace: ~\n    health:\n      interval:\n      timeout: null\n"),
 			check: func(c *Config) string {
 				return want(fmt.Sprint(app(c).StopGrace, app(c).Health.Interval, app(c).Health.Timeout), "10s 1s 30s")

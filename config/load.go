@@ -168,8 +168,9 @@ func Parse(data []byte) (*Config, error) {
 // Duration alone cannot), aliases and merge keys included.
 type givenDurations struct {
 	Services map[string]*struct {
-		StopGrace yaml.Node `yaml:"stop_grace"`
-		Health    struct {
+		StopGrace    yaml.Node `yaml:"stop_grace"`
+		DrainTimeout yaml.Node `yaml:"drain_timeout"`
+		Health       struct {
 			Interval       yaml.Node `yaml:"interval"`
 			Timeout        yaml.Node `yaml:"timeout"`
 			RequestTimeout yaml.Node `yaml:"request_timeout"`
@@ -194,6 +195,7 @@ func markGiven(data []byte, cfg *Config) {
 		}
 		for key, n := range map[string]*yaml.Node{
 			"stop_grace":             &gs.StopGrace,
+			"drain_timeout":          &gs.DrainTimeout,
 			"health.interval":        &gs.Health.Interval,
 			"health.timeout":         &gs.Health.Timeout,
 			"health.request_timeout": &gs.Health.RequestTimeout,
@@ -297,6 +299,7 @@ func (c *Config) fillDefaults() {
 		s.setDur("health.timeout", &h.Timeout, 30*time.Second)
 		s.setDur("health.request_timeout", &h.RequestTimeout, 2*time.Second)
 		s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
+		s.setDur("drain_timeout", &s.DrainTimeout, 30*time.Second)
 		s.setDur("health.restart_window", &h.RestartWindow, 10*time.Minute)
 		if _, given := s.given["health.max_restarts"]; !given {
 			h.MaxRestarts = 3

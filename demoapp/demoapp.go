@@ -1,8 +1,9 @@
 // Package demoapp is the app behind `bgd demo-app`: the embedded default's
 // slot and the test suite's real process. It serves /health (200 with
 // {"ok": true, ...}, or 503 before --ready-after and after --fail-after) and
-// / (one line naming colour and release), and shuts down gracefully on
-// SIGTERM so in-flight requests finish.
+// / (one line naming colour and release; `/?delay=2s` holds that one answer
+// 2 s, at most MaxDelay, to keep a request in flight), and shuts down
+// gracefully on SIGTERM so in-flight requests finish, unless --hard-stop.
 package demoapp
 
 import (
@@ -30,6 +31,27 @@ type Options struct {
 	FailAfter time.Duration
 	// Delay is added to every / response (to hold requests in flight). Default 0.
 	Delay time.Duration
+	// HardStop: on SIGTERM (ctx ending) close every connection at once,
+	// in-flight requests included, as an app without graceful shutdown
+	// does. Default false: in-flight requests finish (up to 10 s).
+	HardStop bool
+}
+
+// MaxDelay caps the ?delay= of a request, so that no client can hold the
+// app's connections for long.
+const MaxDelay = 30 * time.Second
+
+// requestDelay is the ?delay= of r: a Go duration, 0 to MaxDelay.
+func requestDelay(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("delay")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > MaxDelay {
+		return 0, fmt.Errorf("delay=%q: want a duration from 0s to %s, e.g. 2s", v, MaxDelay)
+	}
+	return d, nil
 }
 
 // Handler returns the app's routes; started is the moment the app began.
@@ -49,8 +71,17 @@ func Handler(o Options, started time.Time) http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if o.Delay > 0 {
-			time.Sleep(o.Delay)
+		d, err := requestDelay(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if d += o.Delay; d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done(): // the client left, or the app stops hard
+				return
+			}
 		}
 		w.Header().Set("X-Slot", o.Color)
 		fmt.Fprintf(w, "demo app: color=%s release=%s\n", o.Color, o.Release)
@@ -69,5 +100,9 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("demo-app: %w", err)
 	}
 	srv := &http.Server{Handler: Handler(o, time.Now()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	return serve.Until(ctx, srv, ln, 10*time.Second)
+	grace := 10 * time.Second
+	if o.HardStop {
+		grace = 0 // Shutdown's deadline has passed at once: srv.Close
+	}
+	return serve.Until(ctx, srv, ln, grace)
 }

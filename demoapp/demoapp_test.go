@@ -65,3 +65,29 @@ func TestRunRefusesBadPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestDelay: /?delay= holds that one answer; a delay that is not a
+// duration, negative or above MaxDelay is refused with 400.
+func TestRequestDelay(t *testing.T) {
+	h := Handler(Options{Color: "blue"}, time.Now())
+	for _, c := range []struct {
+		query   string
+		code    int
+		minTook time.Duration
+		body    string
+	}{
+		{"", http.StatusOK, 0, "color=blue"},
+		{"?delay=80ms", http.StatusOK, 80 * time.Millisecond, "color=blue"},
+		{"?delay=soon", http.StatusBadRequest, 0, `delay="soon": want a duration from 0s to 30s`},
+		{"?delay=-1s", http.StatusBadRequest, 0, "want a duration"},
+		{"?delay=31s", http.StatusBadRequest, 0, "want a duration"},
+	} {
+		rec := httptest.NewRecorder()
+		began := time.Now()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+c.query, nil))
+		took := time.Since(began)
+		if rec.Code != c.code || took < c.minTook || took > c.minTook+2*time.Second || !strings.Contains(rec.Body.String(), c.body) {
+			t.Errorf("/%s = %d %q after %s, want %d with %q after %s", c.query, rec.Code, rec.Body, took, c.code, c.body, c.minTook)
+		}
+	}
+}

@@ -277,6 +277,20 @@ type Balancer interface {
 	Render(r Route) ([]byte, error)
 }
 
+// Drainer is a Balancer that can say how much it has in flight to one
+// slot: what bgd waits on before it stops a slot that served traffic
+// (drain_timeout). A Balancer that is not a Drainer is never waited on:
+// its old slot is stopped at once, and the slot's own SIGTERM handling
+// (stop_grace) is all that lets in-flight requests end.
+type Drainer interface {
+	Balancer
+	// InFlight is the number of requests the load balancer has in flight
+	// to slot u, queued ones included (or, where it cannot count requests,
+	// what it can count instead: the driver documents which). An error
+	// means it could not be asked.
+	InFlight(ctx context.Context, u Upstream) (int, error)
+}
+
 // SetDefault sets *v to def when it is zero or negative: how the drivers
 // fill the options a caller left out (a string option takes cmp.Or).
 func SetDefault[T int | time.Duration](v *T, def T) {

@@ -147,6 +147,9 @@ type op struct {
 	// interrupted is the operation begin found left in progress (and
 	// recorded as failed), nil if none.
 	interrupted *state.Operation
+	// drained is the drain before a slot that served traffic was stopped
+	// (stopServed), nil if none.
+	drained *Drain
 }
 
 // begin takes the lock, loads the state, records a previous operation that

@@ -25,13 +25,20 @@ type Result struct {
 	Changed  bool          `json:"changed"`
 	Duration time.Duration `json:"duration_ns"`
 	Message  string        `json:"message"`
+	// Drain is the wait for the load balancer's in-flight requests to a
+	// slot that served traffic, before it was stopped; absent when none.
+	Drain *Drain `json:"drain,omitempty"`
 }
 
-// result is what the operation did, with color's slot as recorded now.
+// result is what the operation did, with color's slot as recorded now, and
+// the drain (if any) told after msg.
 func (p *op) result(action string, color config.Color, changed bool, msg string) *Result {
 	st := p.st
+	if p.drained != nil {
+		msg += "; " + p.drained.Message
+	}
 	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
-		Duration: time.Since(p.began), Message: msg}
+		Duration: time.Since(p.began), Message: msg, Drain: p.drained}
 	if color != "" {
 		s := st.Slot(color)
 		r.Port, r.PID, r.Release = s.Port, s.PID, s.Release
@@ -101,7 +108,7 @@ func (p *op) startIfNeeded(ctx context.Context, color config.Color, release stri
 		p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = true })
 		return false, nil
 	}
-	if _, err := p.stopSlot(ctx, color); err != nil {
+	if _, err := p.stopServed(ctx, color); err != nil {
 		return false, err
 	}
 	if err := p.startSlot(ctx, color, release); err != nil {
@@ -127,7 +134,7 @@ func (o *Orchestrator) Stop(ctx context.Context, color config.Color, force bool)
 			color, color.Other()))
 	}
 	was := o.running(st, color)
-	note, err := p.stopSlot(ctx, color)
+	note, err := p.stopServed(ctx, color)
 	if err != nil {
 		return nil, p.end(err)
 	}
@@ -192,7 +199,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 // new slot is stopped again; a failure of that stop is part of the error.
 func (p *op) deploy(ctx context.Context, d DeployOptions, from, to config.Color) (*Result, error) {
 	st := p.st
-	if _, err := p.stopSlot(ctx, to); err != nil {
+	if _, err := p.stopServed(ctx, to); err != nil {
 		return nil, err
 	}
 	if err := p.startSlot(ctx, to, d.Release); err != nil {

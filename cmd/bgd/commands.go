@@ -44,7 +44,7 @@ func commands(e *env) []*cli.Command {
 			Name:        "stop",
 			Usage:       "stop a slot (refuses the active one unless --force)",
 			ArgsUsage:   "<blue|green>",
-			Description: "Example: bgd stop green",
+			Description: "A standby that served traffic until the last flip is drained first: bgd waits until the\nload balancer has nothing in flight to it, at most drain_timeout (default 30s).\n\nExample: bgd stop green",
 			Flags:       []cli.Flag{&cli.BoolFlag{Name: "force", Destination: &stopForce, Usage: "stop even the active slot"}},
 			Before:      oneColor,
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {

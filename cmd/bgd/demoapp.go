@@ -25,7 +25,8 @@ func demoAppCommand() *cli.Command {
 			&cli.StringFlag{Name: "release", Destination: &o.Release},
 			&cli.DurationFlag{Name: "ready-after", Destination: &o.ReadyAfter, Usage: "answer 503 on /health until this long after start"},
 			&cli.DurationFlag{Name: "fail-after", Destination: &o.FailAfter, Usage: "answer 503 on /health from this long after start"},
-			&cli.DurationFlag{Name: "delay", Destination: &o.Delay, Usage: "hold every / request this long"},
+			&cli.DurationFlag{Name: "delay", Destination: &o.Delay, Usage: "hold every / request this long (one request: /?delay=2s)"},
+			&cli.BoolFlag{Name: "hard-stop", Destination: &o.HardStop, Usage: "on SIGTERM close every connection at once, in-flight requests included"},
 		},
 		Action: func(c *cli.Context) error { return demoapp.Run(c.Context, o) },
 	}

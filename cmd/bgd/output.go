@@ -61,6 +61,8 @@ func (p *printer) showPhase(ph orchestrator.Phase) {
 		line = fmt.Sprintf("💚 %s is healthy (%.1fs)", ph.Color, ph.Elapsed.Seconds())
 	case "switching":
 		line = fmt.Sprintf("🔀 switching traffic to %s", ph.Color)
+	case "draining":
+		line = fmt.Sprintf("🚰 draining %s before it stops (%s)", ph.Color, ph.Detail)
 	case "done":
 		line = fmt.Sprintf("✅ done in %.2fs", ph.Elapsed.Seconds())
 	case "failed":

@@ -41,6 +41,21 @@ var _ lb.Capable = (*Balancer)(nil)
 // Host is never read, so any other host is refused rather than ignored.
 func (b *Balancer) Capabilities() lb.Capabilities { return lb.Capabilities{Driver: "builtin"} }
 
+var _ lb.Drainer = (*Balancer)(nil)
+
+// InFlight asks the proxy how many requests it is forwarding to u's colour
+// now (its own counter, RouteInfo.InFlight).
+func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
+	ri, err := b.Route(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if ri.InFlight == nil {
+		return 0, fmt.Errorf("the builtin proxy on %s (pid %d) does not count in-flight requests: it is older than this bgd; restart it", b.Listen, ri.PID)
+	}
+	return int(ri.InFlight[u.Color]), nil
+}
+
 var adminClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
 
 // FollowsState tells the orchestrator to write the new routing to the state

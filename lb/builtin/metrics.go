@@ -22,7 +22,9 @@ type metrics struct {
 	handler    http.Handler
 }
 
-func newMetrics(service string) *metrics {
+// newMetrics builds the series of service; inFlight reads the proxy's
+// count of requests in flight to a colour (bgd_proxy_in_flight_requests).
+func newMetrics(service string, inFlight func(config.Color) int64) *metrics {
 	labels := prometheus.Labels{"service": service}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -45,6 +47,12 @@ func newMetrics(service string) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.requests, m.latency, m.active, m.generation, m.flips,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, c := range config.Colors {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bgd_proxy_in_flight_requests", Help: "Requests being forwarded to the slot now (what a drain waits on).",
+			ConstLabels: prometheus.Labels{"service": service, "slot": c.String()},
+		}, func() float64 { return float64(inFlight(c)) }))
+	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	return m
 }

@@ -38,6 +38,11 @@ type RouteInfo struct {
 	PID        int          `json:"pid"`
 	// StateFile is the absolute path of the state file the proxy follows.
 	StateFile string `json:"state_file"`
+	// InFlight is the number of requests the proxy is forwarding to each
+	// colour's slot now (a request counts for the colour it was routed
+	// to, until its answer has been copied to the client). Always both
+	// colours; nil only from a bgd proxy older than this field.
+	InFlight map[config.Color]int64 `json:"in_flight,omitempty"`
 }
 
 // Proxy serves one service on Listen.
@@ -71,6 +76,17 @@ type Proxy struct {
 	trans   map[string]*http.Transport
 	snap    *state.State
 	metrics *metrics
+	// inFlight counts the requests being forwarded, per colour
+	// (colorIndex): two atomics, no lock on the request path.
+	inFlight [2]atomic.Int64
+}
+
+// colorIndex is color's slot in Proxy.inFlight.
+func colorIndex(c config.Color) int {
+	if c == config.Green {
+		return 1
+	}
+	return 0
 }
 
 // upstream is one generation of routing; requests hold on to the one they
@@ -91,7 +107,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	lb.SetDefault(&p.Resync, 2*time.Second)
 	lb.SetDefault(&p.ReadHeaderTimeout, 30*time.Second)
 	p.trans = map[string]*http.Transport{}
-	p.metrics = newMetrics(p.Service)
+	p.metrics = newMetrics(p.Service, func(c config.Color) int64 { return p.inFlight[colorIndex(c)].Load() })
 	if err := p.reload(); err != nil {
 		return err
 	}
@@ -290,13 +306,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			u := p.route.Load()
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
-				PID: os.Getpid(), StateFile: absPath(p.StatePath)})
+				PID: os.Getpid(), StateFile: absPath(p.StatePath), InFlight: map[config.Color]int64{
+					config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}})
 		}
 		return
 	}
 	u := p.route.Load()
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	n := &p.inFlight[colorIndex(u.color)]
+	n.Add(1)
+	defer n.Add(-1)
 	u.proxy.ServeHTTP(rec, r)
 	p.metrics.observe(u.color, rec.code, time.Since(start))
 }

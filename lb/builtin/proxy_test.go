@@ -169,6 +169,74 @@ func TestProxyInFlightRequestFinishesWhereItStarted(t *testing.T) {
 	}
 }
 
+// The proxy counts the requests it forwards per colour: a request that
+// started on blue counts for blue after the flip, until it is answered.
+func TestProxyCountsInFlightPerColour(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 3)
+	blue := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		fmt.Fprint(w, "blue")
+	})
+	green := backend(t, "green", nil)
+	p, store, b := startProxy(t, blue, green)
+	ctx := context.Background()
+	inFlight := func(c config.Color) int {
+		t.Helper()
+		n, err := b.InFlight(ctx, lb.Upstream{Color: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := inFlight(config.Blue); n != 0 {
+		t.Fatalf("idle proxy: blue in flight = %d, want 0", n)
+	}
+	codes := make(chan int, 3)
+	for range 3 {
+		go func() {
+			resp, err := http.Get("http://" + p.Listen + "/slow")
+			if err != nil {
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for range 3 {
+		<-started
+	}
+	flip(t, store, b, "green")
+	if _, body := get(t, p.Listen, "/"); body != "green" {
+		t.Fatalf("after the flip the proxy answered %q, want green", body)
+	}
+	if n, g := inFlight(config.Blue), inFlight(config.Green); n != 3 || g != 0 {
+		t.Fatalf("3 requests held on blue: in flight blue=%d green=%d, want 3 and 0", n, g)
+	}
+	if _, m := get(t, p.Listen, "/metrics"); !strings.Contains(m, `bgd_proxy_in_flight_requests{service="app",slot="blue"} 3`) ||
+		!strings.Contains(m, `bgd_proxy_in_flight_requests{service="app",slot="green"} 0`) {
+		t.Errorf("/metrics does not show 3 in flight to blue, 0 to green:\n%s", m)
+	}
+	close(release)
+	for range 3 {
+		if c := <-codes; c != http.StatusOK {
+			t.Fatalf("held request answered %d, want 200", c)
+		}
+	}
+	// The counter drops once the handler returns, just after the client
+	// has the whole answer.
+	deadline := time.Now().Add(2 * time.Second)
+	for inFlight(config.Blue) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("blue in flight = %d after every request was answered, want 0", inFlight(config.Blue))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // A corrupt state file leaves the routing as it was.
 func TestProxyKeepsRoutingOnCorruptState(t *testing.T) {
 	blue, green := backend(t, "blue", nil), backend(t, "green", nil)

@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -24,8 +25,10 @@ type fakeHAProxy struct {
 	mu       sync.Mutex
 	backends []string
 	status   map[string]string // backend -> its one server's status ("UP", "DOWN"...)
-	maps     map[string][]entry
-	log      []string
+	// cur is each backend's one server's scur and qcur ("" = 0).
+	cur  map[string][2]string
+	maps map[string][]entry
+	log  []string
 	// answer, when set, may replace the answer to a command ("" = default).
 	answer func(cmd string) string
 	// after runs after a command was applied (outside the lock).
@@ -129,6 +132,8 @@ func (f *fakeHAProxy) handle(cmd string) string {
 					row[i] = "2"
 				case "check_desc":
 					row[i] = "Layer7 wrong status"
+				case "scur", "qcur":
+					row[i] = cmp.Or(f.cur[be][map[string]int{"scur": 0, "qcur": 1}[c]], "0")
 				}
 			}
 			b.WriteString(strings.Join(row, ",") + "\n")

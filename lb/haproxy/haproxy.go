@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -340,6 +341,53 @@ func (b *Balancer) wrap(err error, doing string) error {
 			doing, b.service, err, b.cfg.Socket)
 	}
 	return fmt.Errorf("haproxy: cannot %s for %s: %w", doing, b.service, err)
+}
+
+var _ lb.Drainer = (*Balancer)(nil)
+
+// InFlight is what HAProxy has in flight to u's colour's backend, from `show
+// stat`: the current sessions (scur) of its servers plus the requests
+// queued on them and on the backend itself (qcur). In HTTP mode a session
+// is attached to a server only while one request is being served (an idle
+// keep-alive connection to the server does not count), so this is the
+// number of requests HAProxy is still waiting on that slot for.
+func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
+	color := u.Color
+	backend, ok := b.backends[color]
+	if !ok {
+		return 0, fmt.Errorf("haproxy: service %s has no backend for colour %q", b.service, color)
+	}
+	rows, err := b.client.ShowStat(ctx, "")
+	if err != nil {
+		return 0, b.wrap(err, "read the in-flight requests")
+	}
+	n, seen := 0, false
+	for _, s := range rows {
+		if s.Proxy != backend {
+			continue
+		}
+		var fields []string
+		switch {
+		case s.IsServer():
+			fields = []string{"scur", "qcur"}
+		case s.Type == admin.StatBackend:
+			fields = []string{"qcur"} // requests not yet given to a server
+		default:
+			continue
+		}
+		seen = true
+		for _, f := range fields {
+			v, err := strconv.Atoi(s.Fields[f])
+			if err != nil {
+				return 0, fmt.Errorf("haproxy: show stat: %s/%s has %s %q, not a number", s.Proxy, s.Name, f, s.Fields[f])
+			}
+			n += v
+		}
+	}
+	if !seen {
+		return 0, fmt.Errorf("%w: HAProxy has no backend %q (service %s, %s)", ErrNoBackend, backend, b.service, color)
+	}
+	return n, nil
 }
 
 // Active reads the map entry back from HAProxy and names its colour.

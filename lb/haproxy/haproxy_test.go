@@ -253,6 +253,48 @@ func TestActive(t *testing.T) {
 	}
 }
 
+// InFlight adds scur and qcur of the colour's servers, and says what is
+// wrong when HAProxy cannot tell.
+func TestInFlight(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		cur     map[string][2]string
+		color   config.Color
+		want    int
+		wantErr string
+	}{
+		{name: "idle", color: config.Blue, want: 0},
+		{name: "sessions and queue", cur: map[string][2]string{"app_blue": {"3", "2"}, "app_green": {"7", "0"}}, color: config.Blue, want: 5},
+		{name: "the other colour", cur: map[string][2]string{"app_blue": {"3", "2"}, "app_green": {"7", "0"}}, color: config.Green, want: 7},
+		{name: "not a number", cur: map[string][2]string{"app_blue": {"x", "0"}}, color: config.Blue, wantErr: `app_blue/srv has scur "x", not a number`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, f, _ := setup(t, Options{})
+			f.cur = tc.cur
+			n, err := b.InFlight(ctx, lb.Upstream{Color: tc.color})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("InFlight = %d, %v; want an error with %q", n, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || n != tc.want {
+				t.Fatalf("InFlight(%s) = %d, %v; want %d", tc.color, n, err, tc.want)
+			}
+		})
+	}
+	b, f, _ := setup(t, Options{})
+	f.backends = []string{"app_blue"}
+	if _, err := b.InFlight(ctx, lb.Upstream{Color: config.Green}); !errors.Is(err, ErrNoBackend) {
+		t.Errorf("InFlight of a backend HAProxy lacks: %v, want ErrNoBackend", err)
+	}
+	b.client.Addr = filepath.Join(t.TempDir(), "nope.sock")
+	if _, err := b.InFlight(ctx, lb.Upstream{Color: config.Blue}); !errors.Is(err, lb.ErrUnreachable) {
+		t.Errorf("InFlight, socket missing: %v, want lb.ErrUnreachable", err)
+	}
+}
+
 func TestNewRefusesWhatWouldSplitACommand(t *testing.T) {
 	good := config.HAProxy{Socket: "/run/haproxy/admin.sock", MapFile: "/etc/haproxy/bgd.map",
 		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}
