@@ -50,7 +50,7 @@ var errUsage = errors.New("bad usage")
 
 // usagef formats a usage error (exit 2) that reads as its message.
 func usagef(format string, args ...any) error {
-	return &exitError{exitUsage, errors.New(fmt.Sprintf(format, args...))}
+	return &exitError{exitUsage, fmt.Errorf(format, args...)}
 }
 
 // sentinelCodes are the exit codes of the errors of the packages bgd calls,
