@@ -117,7 +117,7 @@ func releases(h *host) {
 	good := "#!/bin/sh\nexec /usr/local/bin/bgd demo-app \"$@\"\n"
 	h.write("/srv/app/releases/initial/server", good, 0o755)
 	h.write("/srv/app/releases/v2/server", good, 0o755)
-	h.write("/srv/app/releases/broken/server", "#!/bin/sh\necho 'broken: cannot open /srv/app/shared/db.sqlite' >&2\nexit 3\n", 0o755)
+	h.write("/srv/app/releases/broken/server", "#!/bin/sh\necho 'broken: cannot open /srv/app/data/db.sqlite' >&2\nexit 3\n", 0o755)
 }
 
 // releasesConfig runs the releases of releases() behind the builtin proxy.
@@ -186,7 +186,7 @@ func TestAnsibleRole(t *testing.T) {
 	if err == nil || r.failed != 1 {
 		t.Fatalf("deploy.yml of a release that cannot start: %v, recap %+v, want a failed play:\n%s", err, r, out)
 	}
-	for _, want := range []string{"broken: cannot open /srv/app/shared/db.sqlite", `"rc": 1`} {
+	for _, want := range []string{"broken: cannot open /srv/app/data/db.sqlite", `"rc": 1`} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("the failed play's output lacks %q (bgd's message and exit code):\n%s", want, out)
 		}

@@ -258,6 +258,12 @@ func (h *host) answer() (string, error) {
 // config is the test's bluegreen.yml: the demo app (bgd itself) on the
 // test's ports behind the builtin proxy; extra is added to the service.
 func config(extra string) string {
+	return serviceConfig(fmt.Sprintf(`builtin: {listen: "127.0.0.1:%d"}`, proxyPort), extra)
+}
+
+// serviceConfig is the test's bluegreen.yml with lb as the service's lb:
+// settings (indented below it) and extra added to the service.
+func serviceConfig(lb, extra string) string {
 	return fmt.Sprintf(`state_dir: /var/lib/bgd
 services:
   app:
@@ -266,8 +272,8 @@ services:
     green: {port: %d}
     stop_grace: 2s
     lb:
-      builtin: {listen: "127.0.0.1:%d"}
-%s`, bluePort, greenPort, proxyPort, extra)
+      %s
+%s`, bluePort, greenPort, lb, extra)
 }
 
 // load is the loader running in the container for a fixed time.

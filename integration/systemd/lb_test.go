@@ -14,17 +14,7 @@ import (
 // lbConfig is the test's bluegreen.yml for the nginx or HAProxy driver,
 // serving on proxyPort; lb is the driver's settings.
 func lbConfig(driver, lb string) string {
-	return fmt.Sprintf(`state_dir: /var/lib/bgd
-services:
-  app:
-    command: ["/usr/local/bin/bgd", "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"]
-    blue: {port: %d}
-    green: {port: %d}
-    stop_grace: 2s
-    lb:
-      driver: %s
-      %s: {%s, listen: "127.0.0.1:%d"}
-`, bluePort, greenPort, driver, driver, lb, proxyPort)
+	return serviceConfig(fmt.Sprintf("driver: %s\n      %s: {%s, listen: \"127.0.0.1:%d\"}", driver, driver, lb, proxyPort), "")
 }
 
 // Debian's nginx.service includes /etc/nginx/conf.d/*.conf, where bgd
