@@ -97,6 +97,8 @@ type Service struct {
 	Failover bool `yaml:"failover"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`
+	// Canary configures weighted splits (bgd deploy --canary, bgd canary).
+	Canary Canary `yaml:"canary"`
 	// Runner runs the slots: "process" (a detached process group bgd
 	// starts and signals itself) or "systemd" (a transient unit
 	// bgd-slot-<service>-<colour>.service per slot, started with
@@ -141,6 +143,15 @@ type Health struct {
 	// RestartWindow is the period MaxRestarts counts over, from the first
 	// restart. Default 10m when left out; at least 1ms.
 	RestartWindow Duration `yaml:"restart_window"`
+}
+
+// Canary configures a service's canaries: the standby slot getting a
+// percentage of new requests before the flip is promoted or aborted.
+type Canary struct {
+	// Sticky keeps each client on the side that first answered it while
+	// the split lasts (a cookie bgd_<service> set by the load balancer).
+	// Default false: every new request is split by the weights.
+	Sticky bool `yaml:"sticky"`
 }
 
 // LB selects the driver and holds each driver's settings.
@@ -193,6 +204,11 @@ type HAProxy struct {
 	MapFile string `yaml:"map_file"`
 	// Backends names the backend of each colour. Default <service>_blue, <service>_green.
 	Backends map[Color]string `yaml:"backends"`
+	// SplitBackend is the backend a canary routes to: it holds both
+	// colours' servers (named blue and green), whose weights bgd sets at
+	// runtime. Default <service>_split. Only a canary needs it in HAProxy's
+	// configuration (bgd render prints it).
+	SplitBackend string `yaml:"split_backend"`
 	// Listen is what the rendered snippet's frontend binds: a port or
 	// address:port. Default "80". Only `bgd render` uses it (bgd never
 	// edits HAProxy's configuration).

@@ -350,6 +350,9 @@ func (c *Config) fillDefaults() {
 				hp.Backends[col] = name + "_" + col.String()
 			}
 		}
+		if hp.SplitBackend == "" {
+			hp.SplitBackend = name + "_split"
+		}
 	}
 }
 

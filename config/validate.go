@@ -357,6 +357,13 @@ func (h HAProxy) problems() []string {
 	if h.Backends[Blue] == h.Backends[Green] {
 		add("lb.haproxy.backends: blue and green both name %q", h.Backends[Blue])
 	}
+	if h.SplitBackend == "" {
+		// Left to the driver's default, <service>_split.
+	} else if !ValidName(h.SplitBackend) {
+		add("lb.haproxy.split_backend %q: %s", h.SplitBackend, nameRule)
+	} else if h.SplitBackend == h.Backends[Blue] || h.SplitBackend == h.Backends[Green] {
+		add("lb.haproxy.split_backend %q is also a colour's backend: the split backend holds both colours' servers", h.SplitBackend)
+	}
 	if strings.ContainsAny(h.MapFile, " \t\r\n\"';\x00") {
 		add("lb.haproxy.map_file %q must not contain spaces, quotes or ';'", h.MapFile)
 	} else if strings.ContainsAny(h.MapFile, "#\\") || !filepath.IsAbs(h.MapFile) {

@@ -97,6 +97,27 @@ type Route struct {
 	// MaintenancePage is the body of the maintenance answers (HTML); "": the
 	// driver's own short text. Ignored unless Maintenance.
 	MaintenancePage string
+	// Sticky, when the route Splits, keeps each client on one side: the
+	// load balancer answers a client without the cookie StickyCookie(Service)
+	// with a Set-Cookie naming the colour that served it (value "blue" or
+	// "green", Path=/, HttpOnly), and sends a client whose cookie names a
+	// colour of the split to that colour. Ignored when the route does not
+	// split (every request goes to Active, whatever its cookie says).
+	Sticky bool
+}
+
+// StickyCookie is the name of the cookie that keeps a client on one side of
+// a sticky split of service: "bgd_" and the service name, with every
+// character other than a letter, a digit or '_' replaced by '_' (nginx
+// reads it as $cookie_<name>, which allows nothing else).
+func StickyCookie(service string) string {
+	b := []byte("bgd_" + service)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // Splits reports whether the route splits new requests between the colours

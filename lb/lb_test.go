@@ -224,3 +224,16 @@ func TestSetDefault(t *testing.T) {
 		t.Errorf("SetDefault(7, 5) = %d, want 7 kept", n)
 	}
 }
+
+func TestStickyCookie(t *testing.T) {
+	for service, want := range map[string]string{
+		"app":        "bgd_app",
+		"web-api":    "bgd_web_api",
+		"v1.2_shop":  "bgd_v1_2_shop",
+		"ABC_def-09": "bgd_ABC_def_09",
+	} {
+		if got := lb.StickyCookie(service); got != want {
+			t.Errorf("lb.StickyCookie(%q) = %q, want %q", service, got, want)
+		}
+	}
+}

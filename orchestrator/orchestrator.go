@@ -222,16 +222,22 @@ func (p *op) end(err error) error {
 	return err
 }
 
-// route is the routing that sends traffic to color.
+// route is the routing that sends traffic to color: all of it, or, while
+// the state records a canary of the other colour, all but the canary's
+// weight.
 func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
 	other := color.Other()
-	return lb.Route{
+	r := lb.Route{
 		Service:    o.svc.Name,
 		Active:     lb.Upstream{Color: color, Host: slotHost, Port: st.Slot(color).Port},
 		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: st.Slot(other).Port},
 		HealthPath: o.svc.Health.Path,
 		Generation: st.Generation + 1,
 	}
+	if c := st.Canary; c != nil && c.Color == other {
+		r.Active.Weight, r.Standby.Weight, r.Sticky = 100-c.Weight, c.Weight, c.Sticky
+	}
+	return r
 }
 
 // kindError reads as its own message and matches kind with errors.Is, so

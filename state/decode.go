@@ -303,6 +303,16 @@ func validate(st *State) error {
 			}
 		}
 	}
+	if c := st.Canary; c != nil {
+		switch {
+		case !c.Color.Valid():
+			return fmt.Errorf("canary.color is %q, not blue or green", c.Color)
+		case c.Color == st.ActiveVersion:
+			return fmt.Errorf("canary.color is %s, which is active_version: the canary is the standby", c.Color)
+		case c.Weight < 1 || c.Weight > 99:
+			return fmt.Errorf("canary.weight is %d, not a percentage in 1-99", c.Weight)
+		}
+	}
 	for i, e := range st.History {
 		if e.Status == "" {
 			return fmt.Errorf("deployment_history[%d] has no status", i)

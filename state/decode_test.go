@@ -208,6 +208,10 @@ func TestDecodeHostileValues(t *testing.T) {
 		{"release that is ..", `{"active_version":"blue","green_release":".."}`, "green_release: release name"},
 		{"release with an escape sequence", `{"active_version":"blue","green_release":"r1\u001b[2J"}`, "green_release: release name"},
 		{"history release", `{"active_version":"blue","deployment_history":[{"status":"success","release":"a/b"}]}`, "deployment_history[0].release"},
+		{"canary of the active colour", `{"active_version":"blue","canary":{"color":"blue","weight":10}}`, "canary.color is blue, which is active_version"},
+		{"canary of no colour", `{"active_version":"blue","canary":{"color":"red","weight":10}}`, `canary.color is "red"`},
+		{"canary weight 0", `{"active_version":"blue","canary":{"color":"green","weight":0}}`, "canary.weight is 0"},
+		{"canary weight 100", `{"active_version":"blue","canary":{"color":"green","weight":100}}`, "canary.weight is 100"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,6 +54,25 @@ type State struct {
 	// operator last started or stopped it).
 	BlueRestarts  *Restarts `json:"blue_restarts,omitempty"`
 	GreenRestarts *Restarts `json:"green_restarts,omitempty"`
+	// Canary is the weighted split in force (bgd deploy --canary, bgd
+	// canary): the standby colour gets Canary.Weight percent of new
+	// requests, the active colour the rest. nil: no split, every new
+	// request goes to the active colour.
+	Canary *Canary `json:"canary,omitempty"`
+}
+
+// Canary is a weighted split between the active colour and the standby,
+// which is the canary.
+type Canary struct {
+	// Color is the canary: always the colour that is not ActiveVersion.
+	Color config.Color `json:"color"`
+	// Weight is the canary's percentage of new requests, 1-99.
+	Weight int `json:"weight"`
+	// Sticky: each client stays on the side that first answered it (a
+	// cookie the load balancer sets; lb.Route.Sticky).
+	Sticky bool `json:"sticky,omitempty"`
+	// Started is when the split began (the first weight).
+	Started time.Time `json:"started"`
 }
 
 // Restarts counts a slot's restarts by health sweeps within a window
