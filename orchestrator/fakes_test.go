@@ -290,10 +290,14 @@ type testLB struct {
 	activeErr error
 	flipErr   error
 	flips     []lb.Route
+	onFlip    func(lb.Route) // called with every route flipped to
 }
 
 func (b *testLB) Flip(ctx context.Context, r lb.Route) error {
 	b.flips = append(b.flips, r)
+	if b.onFlip != nil {
+		b.onFlip(r)
+	}
 	if b.flipErr != nil {
 		return b.flipErr
 	}

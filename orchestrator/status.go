@@ -56,6 +56,8 @@ type Status struct {
 	// (`bgd reconcile` records it). Not in the JSON, whose shape predates it.
 	InProgressRunning bool   `json:"-"`
 	StateFile         string `json:"state_file"`
+	// Canary is the split the state records; absent when none.
+	Canary *state.Canary `json:"canary,omitempty"`
 }
 
 // ProxyStatus is the builtin proxy of a service, checked against reality.
@@ -140,7 +142,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	o.syncUnits(st)
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
-		InProgress: st.InProgress, StateFile: o.statePath}
+		InProgress: st.InProgress, StateFile: o.statePath, Canary: st.Canary}
 	if st.InProgress != nil {
 		s.InProgressRunning = o.sys.alive(st.InProgress.PID)
 	}

@@ -28,6 +28,8 @@ type Result struct {
 	// Drain is the wait for the load balancer's in-flight requests to a
 	// slot that served traffic, before it was stopped; absent when none.
 	Drain *Drain `json:"drain,omitempty"`
+	// Canary is the split in force afterwards; absent when none.
+	Canary *state.Canary `json:"canary,omitempty"`
 }
 
 // result is what the operation did, with color's slot as recorded now, and
@@ -38,7 +40,7 @@ func (p *op) result(action string, color config.Color, changed bool, msg string)
 		msg += "; " + p.drained.Message
 	}
 	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
-		Duration: time.Since(p.began), Message: msg, Drain: p.drained}
+		Duration: time.Since(p.began), Message: msg, Drain: p.drained, Canary: st.Canary}
 	if color != "" {
 		s := st.Slot(color)
 		r.Port, r.PID, r.Release = s.Port, s.PID, s.Release
@@ -72,6 +74,10 @@ func (o *Orchestrator) Start(ctx context.Context, color config.Color, release st
 		return nil, err
 	}
 	st := p.st
+	if c := st.Canary; c != nil && color == c.Color && release != "" && release != st.Slot(color).Release && o.running(st, color) {
+		return nil, p.end(usagef("%s is the canary (release %s, %d%% of new requests): `bgd abort` it before starting release %s there",
+			color, st.Slot(color).Release, c.Weight, release))
+	}
 	changed, err := p.startIfNeeded(ctx, color, release)
 	if err != nil {
 		return nil, p.end(err)
@@ -133,6 +139,18 @@ func (o *Orchestrator) Stop(ctx context.Context, color config.Color, force bool)
 		return nil, p.end(usagef("%s is the active slot and receives traffic: switch to %s first, or use --force",
 			color, color.Other()))
 	}
+	if c := st.Canary; c != nil && (color == c.Color || force) {
+		if color == c.Color && !force {
+			return nil, p.end(usagef("%s is the canary and gets %d%% of new requests: `bgd abort` ends the canary and stops it (or use --force)", color, c.Weight))
+		}
+		// --force: end the split first, so that no request is sent to a
+		// stopped slot; all traffic goes to the colour that keeps running.
+		if err := p.flip(ctx, color.Other()); err != nil {
+			return nil, p.end(err)
+		}
+		st.Record(state.Event{Action: "stop", From: c.Color, To: color.Other(), Status: state.StatusSuccess,
+			Reason: fmt.Sprintf("stop --force %s ended the canary %s at %d%%", color, c.Color, c.Weight)})
+	}
 	was := o.running(st, color)
 	note, err := p.stopServed(ctx, color)
 	if err != nil {
@@ -158,6 +176,42 @@ type DeployOptions struct {
 	// Force redeploys even when Release is already active and healthy
 	// (default false: that deploy changes nothing).
 	Force bool
+	// Canary, when not 0, makes the new slot a canary that gets this
+	// percentage (1-99) of new requests instead of all of them.
+	Canary int
+	// Steps are the canary's weights one after the other (e.g. 10, 50,
+	// 100), the first in place of Canary; a last step of 100 promotes it.
+	// The deploy stays attached, judging the canary (health) every
+	// StepInterval before the next step; a failing canary is aborted.
+	Steps        []int
+	StepInterval time.Duration
+}
+
+// check refuses options that contradict each other or the canary rules.
+func (d DeployOptions) check() error {
+	canary := d.Canary != 0 || len(d.Steps) > 0
+	switch {
+	case canary && d.NoSwitch:
+		return usagef("--canary and --steps route traffic to the new slot; --no-switch routes none: choose one")
+	case d.Canary != 0 && len(d.Steps) > 0 && d.Canary != d.Steps[0]:
+		return usagef("--canary %d and --steps %v: the first step is the canary's weight; give one or make them agree", d.Canary, d.Steps)
+	case d.Canary != 0:
+		if err := CheckWeight(d.Canary); err != nil {
+			return err
+		}
+	}
+	if len(d.Steps) > 0 {
+		if err := CheckSteps(d.Steps); err != nil {
+			return err
+		}
+		if d.Steps[0] == 100 {
+			return usagef("--steps %v: the first step sends everything to the new slot; that is a plain deploy (leave out --steps)", d.Steps)
+		}
+		if len(d.Steps) > 1 && d.StepInterval <= 0 {
+			return usagef("--steps %v needs --step-interval (e.g. 60s): the time each step is watched before the next", d.Steps)
+		}
+	}
+	return nil
 }
 
 // Deploy starts the idle colour with the release, waits for health, flips
@@ -171,6 +225,9 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	if err := config.CheckRelease(d.Release); err != nil {
 		return nil, err
 	}
+	if err := d.check(); err != nil {
+		return nil, err
+	}
 	p, err := o.begin(ctx, "deploy", "", "")
 	if err != nil {
 		return nil, err
@@ -178,6 +235,9 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	st := p.st
 	from := st.ActiveVersion
 	to := from.Other()
+	if c := st.Canary; c != nil {
+		return nil, p.end(failf("the canary %s gets %d%% of new requests: `bgd promote` or `bgd abort` it before the next deploy", c.Color, c.Weight))
+	}
 	if !d.Force {
 		if res, done, err := p.alreadyDeployed(ctx, d); done || err != nil {
 			return res, p.end(err)
@@ -206,6 +266,9 @@ func (p *op) deploy(ctx context.Context, d DeployOptions, from, to config.Color)
 		return nil, err
 	}
 	st.SetRestarts(to, nil) // a new release begins a new count
+	if d.Canary != 0 || len(d.Steps) > 0 {
+		return p.canaryDeploy(ctx, d, from, to)
+	}
 	if d.NoSwitch {
 		st.Record(state.Event{Action: "deploy", From: from, To: to, Status: state.StatusSuccess, Release: d.Release, Reason: "--no-switch: traffic stays on " + from.String()})
 		p.phase("done", to, "")
@@ -269,6 +332,18 @@ func (o *Orchestrator) Switch(ctx context.Context, color config.Color, force boo
 	st := p.st
 	from := st.ActiveVersion
 	p.st.InProgress.From = from
+	if color == from && st.Canary != nil {
+		// The canary ends: all new requests go to color again; the canary
+		// keeps running (bgd abort would stop it).
+		c := st.Canary
+		if err := p.flip(ctx, color); err != nil {
+			st.Record(state.Event{Action: "switch", From: c.Color, To: color, Status: state.StatusFailed, Reason: err.Error()})
+			return nil, p.end(err)
+		}
+		st.Record(state.Event{Action: "switch", From: c.Color, To: color, Status: state.StatusSuccess, Release: st.Slot(color).Release,
+			Reason: fmt.Sprintf("ended the canary %s at %d%%", c.Color, c.Weight)})
+		return p.result("switch", color, true, fmt.Sprintf("all new requests go to %s; the canary %s (was %d%%) keeps running", color, c.Color, c.Weight)), p.end(nil)
+	}
 	if color == from {
 		flipped, err := p.ensureRouted(ctx, color)
 		if err != nil {
@@ -298,6 +373,20 @@ func (o *Orchestrator) Rollback(ctx context.Context) (*Result, error) {
 	st := p.st
 	from := st.ActiveVersion
 	to := from.Other()
+	if c := st.Canary; c != nil {
+		// Rolling back a canary sends everything back to the active colour,
+		// whose release was live before; the canary keeps running.
+		st.InProgress.From, st.InProgress.To = c.Color, from
+		if err := p.flip(ctx, from); err != nil {
+			st.Record(state.Event{Action: "rollback", From: c.Color, To: from, Status: state.StatusFailed, Reason: err.Error()})
+			return nil, p.end(err)
+		}
+		st.Record(state.Event{Action: "rollback", From: c.Color, To: from, Status: state.StatusRolledBack, Release: st.Slot(from).Release,
+			Reason: fmt.Sprintf("ended the canary %s at %d%%", c.Color, c.Weight)})
+		p.phase("done", from, "")
+		return p.result("rollback", from, true, fmt.Sprintf("rolled back the canary %s (%d%%): all new requests go to %s; %s keeps running (`bgd abort` would have stopped it)",
+			c.Color, c.Weight, from, c.Color)), p.end(nil)
+	}
 	st.InProgress.From, st.InProgress.To = from, to
 	if err := p.checkTarget(ctx, to, "roll back to", false); err != nil {
 		return nil, p.end(failure(fmt.Errorf("rollback impossible: %w", err)))
@@ -339,48 +428,76 @@ type proxyStarter interface {
 	Ensure(ctx context.Context) (pid int, err error)
 }
 
-// flip routes traffic to color and records the new routing in the state.
-// On error the previous routing is in force and recorded. When restoring
-// it in the state fails too, that failure is named in the message; the
-// balancer's error alone is wrapped (it decides the exit code).
+// flip routes all traffic to color (ending any canary) and records the
+// new routing in the state. On error the previous routing is in force and
+// recorded. When restoring it in the state fails too, that failure is named
+// in the message; the balancer's error alone is wrapped (it decides the
+// exit code).
 func (p *op) flip(ctx context.Context, color config.Color) error {
+	return p.flipTo(ctx, color, nil)
+}
+
+// flipTo routes traffic to color, or, with canary set, splits it between
+// color and the canary's colour by its weight; the state records the new
+// routing, canary included. Errors are flip's.
+func (p *op) flipTo(ctx context.Context, color config.Color, canary *state.Canary) error {
 	o, st := p.o, p.st
+	what := "switch to " + color.String()
+	if canary != nil {
+		what = fmt.Sprintf("route %d%% to the canary %s", canary.Weight, canary.Color)
+	}
 	p.phase("switching", color, "")
 	if err := p.ensureProxy(ctx, color); err != nil {
 		return err
 	}
+	prev := *st
+	st.Canary = canary
 	route := o.route(st, color)
-	prevColor, prevSwitch := st.ActiveVersion, st.LastSwitch
+	st.Canary = prev.Canary
+	was := routingOf(&prev)
 	// Refuse a route the driver cannot apply before anything changes: a
 	// driver that follows the state would otherwise see it saved first.
 	if err := lb.Supports(o.lb, route); err != nil {
-		return failf("switch to %s: %w; traffic stays on %s", color, err, prevColor)
+		return failf("%s: %w; traffic stays on %s", what, err, was)
 	}
 	apply := func() {
 		st.ActiveVersion, st.Generation, st.LastSwitch = color, route.Generation, state.TimePtr(state.Now())
+		st.Canary = canary
+	}
+	restore := func() {
+		st.ActiveVersion, st.LastSwitch, st.Canary = prev.ActiveVersion, prev.LastSwitch, prev.Canary
 	}
 	if fs, ok := o.lb.(followsState); ok && fs.FollowsState() {
 		apply()
 		if err := p.save(); err != nil {
-			st.ActiveVersion, st.LastSwitch = prevColor, prevSwitch
+			restore()
 			return err
 		}
 		if err := o.lb.Flip(ctx, route); err != nil {
 			// Route back under a new generation, so the proxy takes it.
-			st.ActiveVersion, st.LastSwitch = prevColor, prevSwitch
+			restore()
 			st.Generation++
 			if serr := p.save(); serr != nil {
-				return failf("switch to %s: %w; restoring %s in the state failed too: %v", color, err, prevColor, serr)
+				return failf("%s: %w; restoring %s in the state failed too: %v", what, err, was, serr)
 			}
-			return failf("switch to %s: %w; traffic stays on %s", color, err, prevColor)
+			return failf("%s: %w; traffic stays on %s", what, err, was)
 		}
 		return nil
 	}
 	if err := o.lb.Flip(ctx, route); err != nil {
-		return failf("switch to %s: %w; traffic stays on %s", color, err, prevColor)
+		return failf("%s: %w; traffic stays on %s", what, err, was)
 	}
 	apply()
 	return p.save()
+}
+
+// routingOf names where st routes traffic: "blue", or "blue, with 10% to
+// the canary green".
+func routingOf(st *state.State) string {
+	if c := st.Canary; c != nil {
+		return fmt.Sprintf("%s, with %d%% to the canary %s", st.ActiveVersion, c.Weight, c.Color)
+	}
+	return st.ActiveVersion.String()
 }
 
 // ensureProxy starts the builtin proxy if it does not run (other drivers

@@ -22,8 +22,8 @@ func fullState() *State {
 		LastSwitch:    TimePtr(at(26)),
 		LastCheck:     TimePtr(at(53)),
 		History: []Event{
-			{Timestamp: at(1), From: config.Green, To: config.Blue, Status: StatusRolledBack, Action: "rollback", Release: "v1.0.0", Reason: "first"},
-			{Timestamp: at(26), From: config.Blue, To: config.Green, Status: StatusSuccess, Action: "deploy", Release: "v1.1.0", Reason: "second"},
+			{Timestamp: at(1), From: config.Green, To: config.Blue, Status: StatusRolledBack, Action: "rollback", Release: "v1.0.0", Reason: "first", Weight: 10},
+			{Timestamp: at(26), From: config.Blue, To: config.Green, Status: StatusSuccess, Action: "deploy", Release: "v1.1.0", Reason: "second", Weight: 100},
 		},
 		ProxyPID:      4242,
 		ProxyPIDStart: 987654,

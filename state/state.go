@@ -92,6 +92,9 @@ type Event struct {
 	Action  string `json:"action,omitempty"`
 	Release string `json:"release,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// Weight is the canary's percentage of new requests after a canary
+	// step (action canary) or a promote (100); 0 for other actions.
+	Weight int `json:"weight,omitempty"`
 }
 
 // Operation describes a running mutating command.

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/bgd-dev/bgd/config"
@@ -59,10 +60,45 @@ func commands(e *env) []*cli.Command {
 				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Destination: &deploy.Release, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
 				&cli.BoolFlag{Name: "no-switch", Destination: &deploy.NoSwitch, Usage: "start and health-check only; leave traffic where it is"},
 				&cli.BoolFlag{Name: "force", Destination: &deploy.Force, Usage: "redeploy even when the release is already active and healthy"},
+				&cli.IntFlag{Name: "canary", Destination: &deploy.Canary, Usage: "make the new slot a canary getting this percentage (1-99) of new requests, instead of flipping"},
+				&cli.IntSliceFlag{Name: "steps", Usage: "canary weights one after the other, e.g. 10,50,100 (100 promotes); the command stays attached"},
+				&cli.DurationFlag{Name: "step-interval", Destination: &deploy.StepInterval, Usage: "how long each canary step is watched (health) before the next, e.g. 60s"},
 			},
 			Before: checks(noArgs, releaseFlag(&deploy.Release)),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
+				deploy.Steps = c.IntSlice("steps")
 				return o.Deploy(c.Context, deploy)
+			}),
+		},
+		{
+			Name:      "canary",
+			Usage:     "send a percentage (1-99) of new requests to the standby slot, the canary; the rest stay on the active one",
+			ArgsUsage: "<weight>",
+			Description: "The standby must run and be healthy (bgd deploy --canary or --no-switch started it).\n" +
+				"With canary.sticky: true each client keeps the side that first answered it (cookie bgd_<service>).\n\n" +
+				"Examples:\n   bgd deploy --release v2 --canary 10\n   bgd canary 50\n   bgd promote        (or: bgd abort)",
+			Before: weightArg,
+			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
+				w, _ := strconv.Atoi(c.Args().First())
+				return o.Canary(c.Context, w)
+			}),
+		},
+		{
+			Name:        "promote",
+			Usage:       "finish a canary: all new requests go to it; the old slot keeps running for rollback",
+			Description: "Example: bgd promote",
+			Before:      noArgs,
+			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
+				return o.Promote(c.Context)
+			}),
+		},
+		{
+			Name:        "abort",
+			Usage:       "end a canary: all new requests go back to the active slot, then the canary is drained and stopped",
+			Description: "Example: bgd abort",
+			Before:      noArgs,
+			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
+				return o.Abort(c.Context)
 			}),
 		},
 		{
@@ -172,6 +208,18 @@ func oneColor(c *cli.Context) error {
 		return usagef("unknown colour %q: use blue or green", color)
 	}
 	return nil
+}
+
+// weightArg is the check of `bgd canary <weight>`.
+func weightArg(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("canary needs one weight: the percentage of new requests for the canary, 1-99")
+	}
+	w, err := strconv.Atoi(c.Args().First())
+	if err != nil {
+		return usagef("canary weight %q is not a whole percentage (1-99)", c.Args().First())
+	}
+	return orchestrator.CheckWeight(w)
 }
 
 // colorArg is the colour argument of a command that acts on one slot

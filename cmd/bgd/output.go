@@ -141,6 +141,14 @@ func (p *printer) status(s *orchestrator.Status) error {
 		fmt.Fprintf(&b, "%sLoad balancer (%s) routes to %s, but the state says %s: run `bgd reconcile`\n",
 			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive.String()), strings.ToUpper(s.ActiveVersion.String()))
 	}
+	if c := s.Canary; c != nil {
+		sticky := ""
+		if c.Sticky {
+			sticky = ", sticky"
+		}
+		fmt.Fprintf(&b, "%sCanary: %s gets %d%% of new requests%s (since %s): `bgd canary N`, `bgd promote` or `bgd abort`\n",
+			p.icon("🐤"), strings.ToUpper(c.Color.String()), c.Weight, sticky, c.Started.Format(time.RFC3339))
+	}
 	for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
 		status := "stopped"
 		if sl.Running {
@@ -208,6 +216,9 @@ func (p *printer) historyLines(b *strings.Builder, h []state.Event, last int) {
 		fmt.Fprintf(b, "   %s  %-8s %-5s -> %-5s %s", e.Timestamp.Format(time.RFC3339), e.Action, e.From, e.To, e.Status)
 		if e.Release != "" {
 			fmt.Fprintf(b, "  release=%s", e.Release)
+		}
+		if e.Weight != 0 {
+			fmt.Fprintf(b, "  weight=%d%%", e.Weight)
 		}
 		if e.Reason != "" {
 			reason, _, _ := strings.Cut(e.Reason, "\n")
