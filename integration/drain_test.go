@@ -38,13 +38,23 @@ type drainRun struct {
 
 // drainService writes a bluegreen.yml of service "app" whose slots run
 // the demo app with --hard-stop (an app that drops in-flight requests on
-// SIGTERM, so only a drain saves them) and returns a runner of bgd on it
-// that fails the test on a non-zero exit. What the state records is killed
-// when the test ends.
+// SIGTERM, so only a drain saves them), with drain_timeout, and returns a
+// runner of bgd on it (serviceRunner).
 func drainService(t *testing.T, blue, green int, lbYAML, drainTimeout string) func(args ...string) string {
+	t.Helper()
+	return serviceRunner(t, blue, green, lbYAML, "    drain_timeout: "+drainTimeout+"\n", "--hard-stop")
+}
+
+// serviceRunner writes a bluegreen.yml of service "app" whose slots run
+// the demo app (with demoFlags), with lbYAML as its `lb:` block and
+// extraYAML (whole lines, indented four spaces) as more service keys, and
+// returns a runner of bgd on it that fails the test on a non-zero exit.
+// What the state records is killed when the test ends.
+func serviceRunner(t *testing.T, blue, green int, lbYAML, extraYAML string, demoFlags ...string) func(args ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	list := func(argv ...string) string { data, _ := json.Marshal(argv); return string(data) }
+	argv := append(append([]string{bgdBin, "demo-app"}, demoFlags...), "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}")
 	yml := fmt.Sprintf(`state_dir: %q
 services:
   app:
@@ -53,11 +63,8 @@ services:
     green: {port: %d}
     health: {timeout: 10s}
     stop_grace: 2s
-    drain_timeout: %s
-    lb:
-%s`, filepath.Join(dir, "state"),
-		list(bgdBin, "demo-app", "--hard-stop", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"),
-		blue, green, drainTimeout, lbYAML)
+%s    lb:
+%s`, filepath.Join(dir, "state"), list(argv...), blue, green, extraYAML, lbYAML)
 	if err := os.WriteFile(filepath.Join(dir, "bluegreen.yml"), []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
