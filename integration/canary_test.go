@@ -2,76 +2,30 @@ package integration
 
 import (
 	"encoding/json"
-	"io"
 	"math"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bgd-dev/bgd/internal/testsupport"
 )
 
-// splitCount is what n requests through the load balancer saw.
-type splitCount struct {
-	n, failed int
-	slots     map[string]int // answers by X-Slot
-}
-
-// share is the percentage of answers that came from color.
-func (c splitCount) share(color string) float64 { return 100 * float64(c.slots[color]) / float64(c.n) }
-
 // countSplit sends n GETs to url from 8 keep-alive clients and counts who
 // answered.
-func countSplit(t *testing.T, url string, n int) splitCount {
+func countSplit(t *testing.T, url string, n int) testsupport.SlotCount {
 	t.Helper()
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	defer client.CloseIdleConnections()
-	var (
-		mu   sync.Mutex
-		c    = splitCount{n: n, slots: map[string]int{}}
-		left atomic.Int64
-		wg   sync.WaitGroup
-	)
-	left.Store(int64(n))
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for left.Add(-1) >= 0 {
-				resp, err := client.Get(url)
-				slot := ""
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusOK {
-						slot = resp.Header.Get("X-Slot")
-					}
-				}
-				mu.Lock()
-				if slot == "" {
-					c.failed++
-				} else {
-					c.slots[slot]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return c
+	return testsupport.CountSlots(url, n, 8)
 }
 
 // checkShare fails the test when color's share of c is not within two
 // points of want percent, or when a request failed.
-func checkShare(t *testing.T, what string, c splitCount, color string, want int) {
+func checkShare(t *testing.T, what string, c testsupport.SlotCount, color string, want int) {
 	t.Helper()
-	got := c.share(color)
-	t.Logf("%s: %s answered %d of %d requests (%.2f%%, weight %d%%), %d failed", what, color, c.slots[color], c.n, got, want, c.failed)
-	if math.Abs(got-float64(want)) > 2 || c.failed > 0 {
-		t.Errorf("%s: %s got %.2f%% of %d requests (%d failed), want %d%% ± 2 and none failed", what, color, got, c.n, c.failed, want)
+	got := c.Share(color)
+	t.Logf("%s: %s answered %d of %d requests (%.2f%%, weight %d%%), %d failed", what, color, c.Slots[color], c.Requests, got, want, c.Failures)
+	if math.Abs(got-float64(want)) > 2 || c.Failures > 0 {
+		t.Errorf("%s: %s got %.2f%% of %d requests (%d failed), want %d%% ± 2 and none failed", what, color, got, c.Requests, c.Failures, want)
 	}
 }
 
@@ -141,8 +95,8 @@ func TestCanaryThroughEachLoadBalancer(t *testing.T) {
 			if !strings.Contains(out, "canary blue (release v3) aborted at 20%: all new requests go to green; blue stopped") {
 				t.Errorf("abort said %q", out)
 			}
-			if c := countSplit(t, url, 500); c.slots["green"] != 500 {
-				t.Errorf("after abort: %v of 500 requests, want all from green", c.slots)
+			if c := countSplit(t, url, 500); c.Slots["green"] != 500 {
+				t.Errorf("after abort: %v of 500 requests, want all from green", c.Slots)
 			}
 			if st := run("status"); strings.Contains(st, "Canary:") || !strings.Contains(st, "Active Version: GREEN") {
 				t.Errorf("status after abort:\n%s", st)

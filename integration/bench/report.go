@@ -47,14 +47,16 @@ type Meta struct {
 type DriverResult struct {
 	Driver string `json:"driver"`
 	// Unavailable says why the driver was not measured ("" when it was).
-	Unavailable string   `json:"unavailable,omitempty"`
-	Flips       []Flip   `json:"flips_under_load"`
-	IdleFlips   []Timed  `json:"idle_flips"`
-	Deploys     []Timed  `json:"deploys"`
-	Crashes     []Timed  `json:"crashing_deploys"`
-	Status      []Timed  `json:"status_runs"`
-	ProxyHWMKB  int64    `json:"proxy_vmhwm_after_flips_kb,omitempty"`
-	Errors      []string `json:"errors,omitempty"`
+	Unavailable string  `json:"unavailable,omitempty"`
+	Flips       []Flip  `json:"flips_under_load"`
+	IdleFlips   []Timed `json:"idle_flips"`
+	Deploys     []Timed `json:"deploys"`
+	Crashes     []Timed `json:"crashing_deploys"`
+	Status      []Timed `json:"status_runs"`
+	// Canary is figure 8: a canary's weights, one after the other.
+	Canary     []CanaryStep `json:"canary,omitempty"`
+	ProxyHWMKB int64        `json:"proxy_vmhwm_after_flips_kb,omitempty"`
+	Errors     []string     `json:"errors,omitempty"`
 	// Notes are what the run saw that is not a failure of the harness.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -238,6 +240,8 @@ func (r *Results) markdown() string {
 	}
 	table(&b, []string{"driver", "failed, new-conn clients", "failed, keep-alive clients", "load req/s (new-conn + keep-alive)",
 		"flip, idle", "flip, under load", "deploy overhead", "crash detection"}, rows...)
+
+	r.canaryTable(&b)
 
 	if dp := r.DataPlane; dp != nil && len(dp.Runs) > 0 {
 		fmt.Fprintf(&b, "### Data plane (figure 5): one demo-app backend, wrk 1 thread, %v keep-alive connections, median of %v rounds\n\n",

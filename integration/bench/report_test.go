@@ -57,3 +57,26 @@ func TestNumbers(t *testing.T) {
 		}
 	}
 }
+
+func TestCanaryTable(t *testing.T) {
+	r := &Results{Drivers: map[string]*DriverResult{"builtin": {Driver: "builtin", Canary: []CanaryStep{
+		{Weight: 10, Command: "deploy --release canary --canary 10", WallMs: 812.5, Counted: 10000, Slots: map[string]int{"green": 1003, "blue": 8997},
+			Canary: "green", Share: 10.03},
+		{Weight: 100, Command: "promote", WallMs: 20, Counted: 10000, Failures: 1, Slots: map[string]int{"green": 9999}, Canary: "green", Share: 99.99},
+	}}}}
+	var b strings.Builder
+	r.canaryTable(&b)
+	want := "### Canary (figure 8): split accuracy after each weight, and the load while it was set\n\n" +
+		"| driver | command | weight | canary's share | off by (points) | failed (counting) | failed, new-conn clients | failed, keep-alive clients | command wall time |\n" +
+		"|---|---|---|---|---|---|---|---|---|\n" +
+		"| builtin | `deploy --release canary --canary 10` | 10% | 10.03% (1003 of 10000) | 0.03 | 0 | 0 of 0 | 0 of 0 | 812 ms |\n" +
+		"| builtin | `promote` | 100% | 99.99% (9999 of 10000) | 0.01 | 1 | 0 of 0 | 0 of 0 | 20 ms |\n\n"
+	if got := b.String(); got != want {
+		t.Errorf("canaryTable =\n%s\nwant\n%s", got, want)
+	}
+	var none strings.Builder
+	(&Results{Drivers: map[string]*DriverResult{"nginx": {Driver: "nginx"}}}).canaryTable(&none)
+	if none.Len() != 0 {
+		t.Errorf("canaryTable without canary steps = %q, want nothing", none.String())
+	}
+}

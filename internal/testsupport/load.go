@@ -182,3 +182,60 @@ func (l *Load) Stop() LoadCount {
 	}
 	return c
 }
+
+// SlotCount is what CountSlots saw: answers by colour, and failures.
+type SlotCount struct {
+	Requests, Failures int
+	Slots              map[string]int // 200 answers by X-Slot
+}
+
+// Share is the percentage of all requests that color answered.
+func (c SlotCount) Share(color string) float64 {
+	if c.Requests == 0 {
+		return 0
+	}
+	return 100 * float64(c.Slots[color]) / float64(c.Requests)
+}
+
+// CountSlots sends n GETs to url from clients keep-alive clients and
+// counts which colour answered each (X-Slot); an error or a status other
+// than 200 is a failure.
+func CountSlots(url string, n, clients int) SlotCount {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: clients}}
+	defer client.CloseIdleConnections()
+	var (
+		mu   sync.Mutex
+		c    = SlotCount{Requests: n, Slots: map[string]int{}}
+		next = make(chan struct{}, n)
+		wg   sync.WaitGroup
+	)
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range next {
+				slot := ""
+				if resp, err := client.Get(url); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						slot = resp.Header.Get("X-Slot")
+					}
+				}
+				mu.Lock()
+				if slot == "" {
+					c.Failures++
+				} else {
+					c.Slots[slot]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return c
+}
