@@ -1,10 +1,14 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -306,5 +310,49 @@ func TestNginxCanaryWeightsUnderLoad(t *testing.T) {
 	}
 	if ka.Failures != ka.ReusedFailures {
 		t.Errorf("%d keep-alive requests failed on fresh connections", ka.Failures-ka.ReusedFailures)
+	}
+}
+
+// TestNginxCanaryDocsExample: the documented upstream-only template and
+// site of docs/nginx.md split too: a 20% canary through the site is within
+// 2 points over 2000 requests, Active names the stable colour, and a sticky
+// split, which that template cannot route, is refused before anything is
+// written.
+func TestNginxCanaryDocsExample(t *testing.T) {
+	t.Parallel()
+	n, ports := nginxPair(t, nginxSetup{})
+	sitePort := freePort(t)
+	site := strings.Replace(docsBlock(t, "site"), "listen 80;", "listen 127.0.0.1:"+fmt.Sprint(sitePort)+";", 1)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(n.file), "shop.conf"), []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := filepath.Join(t.TempDir(), "app-upstream.conf.tmpl")
+	if err := os.WriteFile(tmpl, []byte(docsBlock(t, "upstream-template")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.cfg()
+	cfg.Template = tmpl
+	b := newNginxBalancer(t, cfg, nginx.Options{})
+	ctx := context.Background()
+	if err := b.Flip(ctx, nginxSplitRoute("blue", ports, 1, 20, false)); err != nil {
+		t.Fatalf("flip to a split: %v\nerror log:\n%s", err, n.errorLog())
+	}
+	if active, err := b.Active(ctx); err != nil || active != config.Blue {
+		t.Fatalf("Active = %q, %v; want blue", active, err)
+	}
+	const requests = 2000
+	c := nginxCanaryRequests(t, fmt.Sprintf("http://127.0.0.1:%d/", sitePort), requests, 4, "")
+	// The site sets no X-Bgd-Slot: count only who served.
+	share := 100 * float64(c.slots["green"]) / requests
+	t.Logf("documented template, 20%% canary: %v over %d requests: %.2f%%, %d failed", c.slots, requests, share, c.failures)
+	if c.failures != 0 || share < 18 || share > 22 {
+		t.Errorf("through the documented site: %v, %d failed (%q); want green within 2 points of 20%%", c.slots, c.failures, c.samples)
+	}
+	before, _ := os.ReadFile(n.file)
+	if err := b.Flip(ctx, nginxSplitRoute("blue", ports, 2, 20, true)); !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "$cookie_bgd_app") {
+		t.Fatalf("sticky split through a template that reads no cookie = %v; want config.ErrInvalid naming $cookie_bgd_app", err)
+	}
+	if after, _ := os.ReadFile(n.file); !bytes.Equal(after, before) {
+		t.Fatalf("a refused split changed %s", n.file)
 	}
 }
