@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/internal/testsupport"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/nginx"
 )
@@ -136,6 +137,38 @@ func TestNginxCanarySplit(t *testing.T) {
 		if c.cookies != 0 {
 			t.Errorf("weight %d%%: %d answers of a split that is not sticky set a cookie", weight, c.cookies)
 		}
+		nginxCanaryWindows(t, n.url(), weight)
+	}
+}
+
+// nginxCanaryWindows sends 500 GETs one after the other, each on a new
+// connection (so that both workers take some), and checks that every 100
+// consecutive answers include exactly weight from the canary (green): the
+// weighted round-robin is one sequence for all the workers, not one per
+// worker.
+func nginxCanaryWindows(t *testing.T, url string, weight int) {
+	t.Helper()
+	var seq []bool
+	for range 500 {
+		slot, err := testsupport.AnsweredBy(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = append(seq, slot == "green")
+	}
+	lo, hi := 100, 0
+	for i := 0; i+100 <= len(seq); i++ {
+		k := 0
+		for _, g := range seq[i : i+100] {
+			if g {
+				k++
+			}
+		}
+		lo, hi = min(lo, k), max(hi, k)
+	}
+	t.Logf("weight %d%%: canary answers per 100 consecutive new connections: %d-%d", weight, lo, hi)
+	if lo != weight || hi != weight {
+		t.Errorf("weight %d%%: 100 consecutive new connections got %d-%d answers from the canary, not exactly %d", weight, lo, hi, weight)
 	}
 }
 
