@@ -389,3 +389,42 @@ func TestNginxCanaryDocsExample(t *testing.T) {
 		t.Fatalf("a refused split changed %s", n.file)
 	}
 }
+
+// TestNginxCanaryDown: when the canary's process is gone, nginx retries each
+// request that the canary refused on the active slot, so neither clients of
+// the split nor clients pinned to the canary by their cookie see a failure;
+// the pinned ones keep their cookie (no new one is set).
+func TestNginxCanaryDown(t *testing.T) {
+	t.Parallel()
+	n := newNginx(t, nginxSetup{})
+	ports := map[string]int{"blue": freePort(t), "green": freePort(t)}
+	startDemoApp(t, ports["blue"], "blue", "v1")
+	green := startDemoApp(t, ports["green"], "green", "v2")
+	b := newNginxBalancer(t, n.cfg(), nginx.Options{})
+	ctx := context.Background()
+	if err := b.Flip(ctx, nginxSplitRoute("blue", ports, 1, 50, true)); err != nil {
+		t.Fatalf("flip to a split: %v\nerror log:\n%s", err, n.errorLog())
+	}
+	green.Process.Kill()
+	green.Wait()
+	c := nginxCanaryRequests(t, n.url(), 400, 4, "")
+	t.Logf("50%% canary down: 400 requests without a cookie: %v, %d failed", c.slots, c.failures)
+	if c.slots["blue"] != 400 || c.mislabeled != 0 {
+		t.Errorf("with the canary down: %v, %d failed, %d mislabeled (%q); want all 400 answered by blue", c.slots, c.failures, c.mislabeled, c.samples)
+	}
+	if a := nginxGet(t, n.url()); a.Status != http.StatusOK || a.Slot != "blue" {
+		t.Errorf("with the canary down: status %d from %q", a.Status, a.Slot)
+	}
+	pinned := nginxCanaryRequests(t, n.url(), 100, 2, lb.StickyCookie("app")+"=green")
+	t.Logf("100 requests pinned to the dead canary: %v, %d failed, %d set a cookie", pinned.slots, pinned.failures, pinned.cookies)
+	if pinned.slots["blue"] != 100 || pinned.mislabeled != 0 || pinned.cookies != 0 {
+		t.Errorf("pinned to the dead canary: %v, %d failed, %d mislabeled, %d set a cookie (%q); want all 100 answered by blue, no cookie",
+			pinned.slots, pinned.failures, pinned.mislabeled, pinned.cookies, pinned.samples)
+	}
+	if err := b.Flip(ctx, nginxRoute("blue", ports, 2)); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	if c := nginxCanaryRequests(t, n.url(), 100, 2, lb.StickyCookie("app")+"=green"); c.slots["blue"] != 100 {
+		t.Errorf("after the abort, clients pinned to green: %v, %d failed (%q)", c.slots, c.failures, c.samples)
+	}
+}

@@ -67,7 +67,8 @@
 //
 // A sticky split adds one upstream per colour and routes by the cookie
 // lb.StickyCookie(service): a cookie naming a colour sends the request to
-// that colour's upstream; any other request goes to the split, and its
+// that colour's upstream (the other colour is its backup, for while that
+// colour refuses connections); any other request goes to the split, and its
 // answer carries Set-Cookie: <name>=<colour that served>; Path=/; HttpOnly.
 // A route that does not split renders exactly as before: no cookie is read
 // or set.
