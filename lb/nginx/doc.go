@@ -32,12 +32,52 @@
 //	{{.GenerationHeader}}  X-Bgd-Generation
 //	{{.SlotHeader}}        X-Bgd-Slot
 //
+// and, for weighted splits (a canary):
+//
+//	{{.Split}}             true when new requests are shared between the slots
+//	{{.Active.Weight}}     the active slot's percentage during a split (0 otherwise)
+//	{{.Standby.Weight}}    the canary's percentage during a split, 1-99
+//	{{.Active.AddrRegexp}} Addr as a regular expression for a map on $upstream_addr
+//	{{.Sticky}}            true when the split keeps each client on one colour
+//	{{.StickyCookie}}      that cookie's name, bgd_<service> (lb.StickyCookie)
+//	{{.Vars}}              a prefix for the service's nginx variables, bgd_<service>
+//	{{.ActiveHeader}}      X-Bgd-Active
+//	{{.WeightsHeader}}     X-Bgd-Weights
+//
 // A user template must make the responses of verify_url carry the generation
 // header (add_header {{.GenerationHeader}} {{.Generation}} always;) or no
 // flip can ever be confirmed, and should carry the slot header, which Active
 // reads. The rendered file must contain the active slot's address
 // ({{.Active.Addr}}): that is how bgd makes sure it never writes an empty
 // upstream.
+//
+// # Weighted splits and sticky clients
+//
+// A route that splits (lb.Route.Splits) is written as one upstream holding
+// both slots with weight=<percent>: nginx's smooth weighted round-robin,
+// whose state the upstream's zone shares between all the workers, so any
+// 100 consecutive new requests of the service, whichever worker took them,
+// include exactly the canary's weight of them. A map on $upstream_addr names
+// the colour that served each answer (X-Bgd-Slot); X-Bgd-Active names the
+// route's active, stable colour, which Active reads when the answer has it,
+// and X-Bgd-Weights the weights. A flip to or from a split is confirmed by
+// its generation alone, as any flip. Since nginx reports the address it
+// connected to, a split's slot hosts must be IP addresses; a host name is
+// refused (lb.ErrUnsupported).
+//
+// A sticky split adds one upstream per colour and routes by the cookie
+// lb.StickyCookie(service): a cookie naming a colour sends the request to
+// that colour's upstream (the other colour is its backup, for while that
+// colour refuses connections); any other request goes to the split, and its
+// answer carries Set-Cookie: <name>=<colour that served>; Path=/; HttpOnly.
+// A route that does not split renders exactly as before: no cookie is read
+// or set.
+//
+// A user template written before splits renders today's routes unchanged;
+// asked for a split, its output must contain the canary's
+// server <addr> weight=<percent> line (and, sticky, $cookie_<name>), or the
+// route is refused with config.ErrInvalid saying what to add, rather than
+// sending everything to the active slot while the canary looks healthy.
 //
 // # Keep-alive clients and reloads
 //

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,10 +24,19 @@ import (
 	"github.com/bgd-dev/bgd/templates"
 )
 
-// Response headers the default template sets and the driver reads back.
+// Response headers the default template sets. The driver reads back the
+// generation (to confirm a flip) and the route's active colour: ActiveHeader
+// when the answer has it (a split), else SlotHeader.
 const (
 	GenerationHeader = "X-Bgd-Generation"
-	SlotHeader       = "X-Bgd-Slot"
+	// SlotHeader names the colour that served the answer: the active one,
+	// or during a split the one nginx picked for that request.
+	SlotHeader = "X-Bgd-Slot"
+	// ActiveHeader names the route's active (stable) colour during a split,
+	// whichever colour served the answer.
+	ActiveHeader = "X-Bgd-Active"
+	// WeightsHeader gives a split's weights, e.g. "blue=90,green=10".
+	WeightsHeader = "X-Bgd-Weights"
 )
 
 // ErrRejected: the test command (nginx -t) refused the rendered file. The
@@ -131,6 +141,13 @@ type Slot struct {
 	Host  string
 	Port  int
 	Addr  string // host:port
+	// Weight is the slot's percentage of new requests during a split
+	// (Data.Split), 0 otherwise.
+	Weight int
+	// AddrRegexp is Addr as a regular expression matching the address
+	// nginx writes in $upstream_addr (set only during a split, whose slot
+	// hosts are IP addresses).
+	AddrRegexp string
 }
 
 // Data is what a template receives; see the package documentation.
@@ -144,10 +161,33 @@ type Data struct {
 	HealthPath       string
 	GenerationHeader string
 	SlotHeader       string
+	// Split: new requests are shared between Active and Standby by their
+	// Weight (a canary); false: all go to Active.
+	Split bool
+	// Sticky: the split keeps each client on one colour with the cookie
+	// StickyCookie. Never true without Split.
+	Sticky bool
+	// StickyCookie is the sticky cookie's name, lb.StickyCookie(Service).
+	StickyCookie string
+	// Vars is the prefix of the service's nginx variables, bgd_<service>
+	// with every character but letters, digits and '_' made '_'.
+	Vars          string
+	ActiveHeader  string
+	WeightsHeader string
 }
 
-func slotOf(u lb.Upstream) Slot {
-	return Slot{Color: u.Color.String(), Host: u.Host, Port: u.Port, Addr: u.Addr()}
+func slotOf(u lb.Upstream, split bool) Slot {
+	s := Slot{Color: u.Color.String(), Host: u.Host, Port: u.Port, Addr: u.Addr()}
+	if split {
+		s.Weight = u.Weight
+		a, _ := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+		host := a.String()
+		if a.Is6() {
+			host = "[" + host + "]"
+		}
+		s.AddrRegexp = regexp.QuoteMeta(fmt.Sprintf("%s:%d", host, u.Port))
+	}
+	return s
 }
 
 // Render returns exactly the file a Flip to r writes. A route that names no
@@ -157,17 +197,24 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 	if err := b.checkRoute(r); err != nil {
 		return nil, err
 	}
+	split := r.Splits()
 	d := Data{
 		Service:          b.service,
 		Upstream:         "bgd_" + b.service,
 		Listen:           b.cfg.Listen,
 		Generation:       r.Generation,
 		Color:            r.Active.Color.String(),
-		Active:           slotOf(r.Active),
-		Standby:          slotOf(r.Standby),
+		Active:           slotOf(r.Active, split),
+		Standby:          slotOf(r.Standby, split),
 		HealthPath:       r.HealthPath,
 		GenerationHeader: GenerationHeader,
 		SlotHeader:       SlotHeader,
+		Split:            split,
+		Sticky:           split && r.Sticky,
+		StickyCookie:     lb.StickyCookie(b.service),
+		Vars:             lb.StickyCookie(b.service),
+		ActiveHeader:     ActiveHeader,
+		WeightsHeader:    WeightsHeader,
 	}
 	var buf bytes.Buffer
 	if err := b.tmpl.Execute(&buf, d); err != nil {
@@ -177,17 +224,43 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		return nil, fmt.Errorf("%w: service %q: %s renders no upstream for the active slot (its output does not contain %s): bgd never writes an empty upstream",
 			config.ErrInvalid, b.service, b.tmpl.Name(), d.Active.Addr)
 	}
+	if err := b.checkSplit(d, buf.Bytes()); err != nil {
+		return nil, err
+	}
 	return buf.Bytes(), nil
+}
+
+// checkSplit makes sure that a template asked for a split wrote one (a
+// template written before splits existed would send everything to Active
+// and let the canary look healthy without traffic), and, for a sticky
+// split, reads the cookie.
+func (b *Balancer) checkSplit(d Data, out []byte) error {
+	if !d.Split {
+		return nil
+	}
+	server := regexp.MustCompile(`server\s+` + regexp.QuoteMeta(d.Standby.Addr) + `\s[^;]*\bweight=` + fmt.Sprint(d.Standby.Weight) + `[\s;]`)
+	if !server.Match(out) {
+		return fmt.Errorf("%w: service %q: %s renders no `server %s weight=%d;` for the canary (%s) of a split: a template that splits writes both slots into the upstream with weight={{.Active.Weight}} and weight={{.Standby.Weight}} when {{.Split}} is true (see the default template)",
+			config.ErrInvalid, b.service, b.tmpl.Name(), d.Standby.Addr, d.Standby.Weight, d.Standby.Color)
+	}
+	if cookie := "$cookie_" + d.StickyCookie; d.Sticky && !bytes.Contains(out, []byte(cookie)) {
+		return fmt.Errorf("%w: service %q: %s does not read %s for a sticky split: a template that keeps clients on one colour when {{.Sticky}} is true routes by that cookie (see the default template)",
+			config.ErrInvalid, b.service, b.tmpl.Name(), cookie)
+	}
+	return nil
 }
 
 var _ lb.Capable = (*Balancer)(nil)
 
-// Capabilities: today's routes, with slots on any host. The template
-// writes each slot's Host into the upstream (nginx resolves a name when it
-// loads the file); it has no variable for a weight, a pause or a
-// maintenance page, so routes asking for those are refused.
+// Capabilities: today's routes and weighted splits (sticky or not), with
+// slots on any host. The template writes each slot's Host into the upstream
+// (nginx resolves a name when it loads the file) and, for a split, both
+// slots with their weights; a split's slot hosts must be IP addresses,
+// since nginx names the slot that served by the address it connected to.
+// The template has no variable for a pause or a maintenance page, so
+// routes asking for those are refused.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "nginx", RemoteHosts: true}
+	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true}
 }
 
 func (b *Balancer) checkRoute(r lb.Route) error {
@@ -203,7 +276,18 @@ func (b *Balancer) checkRoute(r lb.Route) error {
 				config.ErrInvalid, b.service, u.role, u.u.Color, u.u.Host, u.u.Port)
 		}
 	}
-	return b.Capabilities().Check(r)
+	if err := b.Capabilities().Check(r); err != nil {
+		return err
+	}
+	if r.Splits() {
+		for _, u := range []lb.Upstream{r.Active, r.Standby} {
+			if _, err := netip.ParseAddr(strings.Trim(u.Host, "[]")); err != nil {
+				return &lb.UnsupportedError{Driver: "nginx", Feature: lb.FeatureWeights, Service: r.Service,
+					Detail: fmt.Sprintf("the %s slot's host %q is a name, and nginx reports the address it resolved it to, so the colour that served a split request could not be told: give the slot's host as an IP address", u.Color, u.Host)}
+			}
+		}
+	}
+	return nil
 }
 
 // Flip writes the file for r, has nginx test and load it, and confirms from
@@ -348,20 +432,25 @@ func (b *Balancer) confirm(ctx context.Context, log *slog.Logger, f *serviceFile
 		lb.ErrNotConfirmed, b.service, quote(b.cfg.Reload), b.cfg.VerifyURL, GenerationHeader, want, err, ans, what, msg, again)
 }
 
-// Active asks nginx which colour it routes to: the slot header of an answer
-// from verify_url.
+// Active asks nginx which colour it routes to: the active header of an
+// answer from verify_url (a split's stable colour, whichever colour served
+// the probe), or, when the answer has none (no split), its slot header.
 func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 	ans := b.probe(ctx)
+	header, color := SlotHeader, ans.slot
+	if ans.active != "" {
+		header, color = ActiveHeader, ans.active
+	}
 	switch {
 	case ans.err != nil:
 		return "", fmt.Errorf("%w: nginx for service %q: %s: %v", lb.ErrUnreachable, b.service, b.cfg.VerifyURL, ans.err)
-	case ans.slot == "":
+	case color == "":
 		return "", fmt.Errorf("nginx for service %q: %s answered %d without a %s header: is bgd's file included, and does its template set the header?",
 			b.service, b.cfg.VerifyURL, ans.status, SlotHeader)
-	case !config.Color(ans.slot).Valid():
-		return "", fmt.Errorf("nginx for service %q: %s answered %s %q, not blue or green", b.service, b.cfg.VerifyURL, SlotHeader, ans.slot)
+	case !config.Color(color).Valid():
+		return "", fmt.Errorf("nginx for service %q: %s answered %s %q, not blue or green", b.service, b.cfg.VerifyURL, header, color)
 	}
-	return config.Color(ans.slot), nil
+	return config.Color(color), nil
 }
 
 func (b *Balancer) run(ctx context.Context, argv []string) ([]byte, error) {

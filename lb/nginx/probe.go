@@ -13,6 +13,7 @@ type answer struct {
 	status     int
 	generation string // the generation header, "" when absent
 	slot       string // the slot header
+	active     string // the active header ("" unless the route splits)
 	err        error  // no answer at all
 }
 
@@ -23,6 +24,9 @@ func (a answer) String() string {
 	case a.generation == "":
 		return fmt.Sprintf("status %d without a %s header", a.status, GenerationHeader)
 	default:
+		if a.active != "" {
+			return fmt.Sprintf("status %d, generation %s, slot %q, active %q", a.status, a.generation, a.slot, a.active)
+		}
 		return fmt.Sprintf("status %d, generation %s, slot %q", a.status, a.generation, a.slot)
 	}
 }
@@ -47,6 +51,7 @@ func (b *Balancer) probe(ctx context.Context) answer {
 		status:     resp.StatusCode,
 		generation: resp.Header.Get(GenerationHeader),
 		slot:       resp.Header.Get(SlotHeader),
+		active:     resp.Header.Get(ActiveHeader),
 	}
 }
 

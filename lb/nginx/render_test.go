@@ -43,6 +43,17 @@ func TestRenderGolden(t *testing.T) {
 			r.Service = "shop.api"
 			return r
 		}()},
+		{"split-blue-90-green-10", "app", "80", lbtest.Route("blue", 4, func(r *lb.Route) {
+			r.Active.Weight, r.Standby.Weight = 90, 10
+		})},
+		{"sticky-split-green-50-blue-50", "shop.api", "127.0.0.1:8080", lbtest.Route("green", 5, func(r *lb.Route) {
+			r.Service = "shop.api"
+			r.Active.Weight, r.Standby.Weight, r.Sticky = 50, 50, true
+		})},
+		{"split-ipv6", "app", "[::1]:8080", lbtest.Route("blue", 6, func(r *lb.Route) {
+			r.Active.Host, r.Standby.Host = "[::1]", "[0:0::1]"
+			r.Active.Weight, r.Standby.Weight, r.Sticky = 99, 1, true
+		})},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
