@@ -23,7 +23,7 @@ import (
 // demoSlot is a slot that answers as bgd's demo app does: X-Slot names its
 // colour and the body starts with "demo app: color=<colour>", which is
 // what testsupport's load clients check.
-func demoSlot(t *testing.T, color config.Color) int {
+func demoSlot(t testing.TB, color config.Color) int {
 	return backend(t, color.String(), func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("X-Slot", color.String())
@@ -41,7 +41,7 @@ func otherColor(c config.Color) config.Color {
 // route writes the state the orchestrator would (active colour, and a canary
 // of the other colour at weight when weight > 0), bumps the generation and
 // returns the matching route, without asking the proxy.
-func writeRouting(t *testing.T, store *state.Store, active config.Color, weight int, sticky bool) lb.Route {
+func writeRouting(t testing.TB, store *state.Store, active config.Color, weight int, sticky bool) lb.Route {
 	t.Helper()
 	st, err := store.Load()
 	if err != nil {
@@ -68,7 +68,7 @@ func writeRouting(t *testing.T, store *state.Store, active config.Color, weight 
 }
 
 // split writes the routing and has Balancer.Flip confirm it.
-func split(t *testing.T, store *state.Store, b *Balancer, active config.Color, weight int, sticky bool) lb.Route {
+func split(t testing.TB, store *state.Store, b *Balancer, active config.Color, weight int, sticky bool) lb.Route {
 	t.Helper()
 	r := writeRouting(t, store, active, weight, sticky)
 	if err := b.Flip(context.Background(), r); err != nil {
@@ -209,6 +209,9 @@ func TestRouteInfoShowsTheSplit(t *testing.T) {
 	}
 	if ri.Active != config.Blue || len(ri.Weights) != 2 || ri.Weights[config.Blue] != 75 || ri.Weights[config.Green] != 25 || !ri.Sticky {
 		t.Fatalf("split blue 75 + green 25 sticky: route info %+v", ri)
+	}
+	if _, page := get(t, b.Listen, "/monitoring"); !strings.Contains(page, "Canary: <b>green</b> gets 25% of new requests (sticky") {
+		t.Errorf("/monitoring does not show the canary green at 25%% (sticky):\n%s", page)
 	}
 	split(t, store, b, config.Blue, 0, false)
 	if ri, err = b.Route(ctx); err != nil {
@@ -482,5 +485,32 @@ func TestCanaryKeepsItsConnectionsWhileInTheSplit(t *testing.T) {
 	}
 	if blue.closed.Load() != 0 {
 		t.Errorf("ending the split closed %d connections to blue, which keeps all traffic", blue.closed.Load())
+	}
+}
+
+// TestStickyColorReadsTheCookieHeader: the sticky cookie is found among
+// other cookies and Cookie lines, in quotes or not; a value naming no
+// colour, or a cookie of another name, is no colour.
+func TestStickyColorReadsTheCookieHeader(t *testing.T) {
+	for _, tc := range []struct {
+		lines []string
+		want  config.Color
+	}{
+		{nil, ""},
+		{[]string{"bgd_app=green"}, config.Green},
+		{[]string{"a=1; bgd_app=blue; b=2"}, config.Blue},
+		{[]string{"a=1", "bgd_app=green"}, config.Green},
+		{[]string{`bgd_app="green"`}, config.Green},
+		{[]string{"bgd_app=purple"}, ""},
+		{[]string{"bgd_app=purple; bgd_app=blue"}, config.Blue},
+		{[]string{"bgd_app2=green; xbgd_app=green"}, ""},
+		{[]string{"bgd_app"}, ""},
+		{[]string{"bgd_app=Green"}, ""},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header["Cookie"] = tc.lines
+		if got := stickyColor(r, "bgd_app"); got != tc.want {
+			t.Errorf("Cookie %q: stickyColor = %q, want %q", tc.lines, got, tc.want)
+		}
 	}
 }

@@ -167,16 +167,25 @@ func (u *upstream) pick(r *http.Request) *side {
 	return &u.side
 }
 
-// stickyColor is the colour the cookie name of r names, "" when r has no
-// such cookie or it names no colour.
+// stickyColor is the colour that r's cookie name names, "" when r has no
+// such cookie or none of them names blue or green (a value in double
+// quotes counts without its quotes, as net/http reads it). It scans the
+// Cookie headers itself rather than parse every cookie into a value.
 func stickyColor(r *http.Request, name string) config.Color {
-	c, err := r.Cookie(name)
-	if err != nil {
-		return ""
-	}
-	switch v := config.Color(c.Value); v {
-	case config.Blue, config.Green:
-		return v
+	for _, line := range r.Header["Cookie"] {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			switch c := config.Color(v); c {
+			case config.Blue, config.Green:
+				return c
+			}
+		}
 	}
 	return ""
 }
