@@ -179,10 +179,7 @@ func describeInfo(ri *RouteInfo) string {
 	if len(ri.Weights) == 0 {
 		return ri.Active.String()
 	}
-	other := config.Blue
-	if ri.Active == config.Blue {
-		other = config.Green
-	}
+	other := ri.Active.Other()
 	return describeSplit(ri.Active, ri.Weights[ri.Active], other, ri.Weights[other], ri.Sticky)
 }
 

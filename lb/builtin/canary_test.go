@@ -31,14 +31,7 @@ func demoSlot(t testing.TB, color config.Color) int {
 	})
 }
 
-func otherColor(c config.Color) config.Color {
-	if c == config.Blue {
-		return config.Green
-	}
-	return config.Blue
-}
-
-// route writes the state the orchestrator would (active colour, and a canary
+// writeRouting writes the state the orchestrator would (active colour, and a canary
 // of the other colour at weight when weight > 0), bumps the generation and
 // returns the matching route, without asking the proxy.
 func writeRouting(t testing.TB, store *state.Store, active config.Color, weight int, sticky bool) lb.Route {
@@ -47,7 +40,7 @@ func writeRouting(t testing.TB, store *state.Store, active config.Color, weight 
 	if err != nil {
 		t.Fatal(err)
 	}
-	standby := otherColor(active)
+	standby := active.Other()
 	st.ActiveVersion = active
 	st.Generation++
 	st.Canary = nil
