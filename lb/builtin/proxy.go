@@ -146,9 +146,9 @@ func (u *upstream) sides() []*side {
 // side. In a split, a sticky client whose cookie names one of the split's
 // colours gets that colour; any other request goes to the canary with
 // probability weight/100 (math/rand/v2's IntN is unbiased and lock-free)
-// and to the active side otherwise. setCookie is true when the answer must
-// get the cookie of the chosen side (the side's ModifyResponse adds it): a
-// sticky split and a client without a valid cookie.
+// and to the active side otherwise. In a sticky split, the answer to a
+// client without a valid cookie gets the cookie of the chosen side (its
+// ModifyResponse adds it).
 func (u *upstream) pick(r *http.Request) *side {
 	if u.canary == nil {
 		return &u.side
