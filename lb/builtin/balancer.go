@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,11 +36,16 @@ type Balancer struct {
 
 var _ lb.Capable = (*Balancer)(nil)
 
-// Capabilities: today's routes only. The proxy sends every request to the
-// active slot of the state file (no weights, no pause, no maintenance
-// page) and dials it on 127.0.0.1 with the state file's port: a route's
-// Host is never read, so any other host is refused rather than ignored.
-func (b *Balancer) Capabilities() lb.Capabilities { return lb.Capabilities{Driver: "builtin"} }
+// Capabilities: weighted splits, nothing else beyond today's routes. The
+// proxy sends new requests to the active slot of the state file or, while
+// the state file holds a canary, splits them between the active slot and
+// the canary by its weight (sticky or not, Route.Sticky). It has no pause
+// and no maintenance page, and dials slots on 127.0.0.1 with the state
+// file's ports: a route's Host is never read, so any other host is refused
+// rather than ignored.
+func (b *Balancer) Capabilities() lb.Capabilities {
+	return lb.Capabilities{Driver: "builtin", Weights: true}
+}
 
 var _ lb.Drainer = (*Balancer)(nil)
 
@@ -128,8 +134,10 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 	}
 }
 
-// Flip waits until the proxy serves r.Generation with r.Active's colour. The
-// state file already says so; the proxy picks it up through fsnotify.
+// Flip waits until the proxy serves r.Generation with r.Active's colour and
+// r's split: the weights of both colours and stickiness while r Splits, no
+// split otherwise (a promote or an abort ends the split). The state file
+// already says so; the proxy picks it up through fsnotify.
 func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	if err := b.Capabilities().Check(r); err != nil {
 		return err
@@ -143,16 +151,69 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		if err != nil {
 			return err
 		}
-		if ri.Generation >= r.Generation && ri.Active == r.Active.Color {
+		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: builtin proxy on %s still serves %s (generation %d) after %s, want %s (generation %d)",
-				lb.ErrNotConfirmed, b.Listen, ri.Active, ri.Generation, timeout, r.Active.Color, r.Generation)
+			return fmt.Errorf("%w: builtin proxy on %s still serves %s (generation %d) after %s, want %s (generation %d)%s",
+				lb.ErrNotConfirmed, b.Listen, describeInfo(ri), ri.Generation, timeout, describeRoute(r), r.Generation, splitHint(ri, r))
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 20*time.Millisecond)
 	}
+}
+
+// servesSplit reports whether ri shows r's split: both weights and the
+// stickiness when r Splits, no weights at all when it does not.
+func servesSplit(ri *RouteInfo, r lb.Route) bool {
+	if !r.Splits() {
+		return len(ri.Weights) == 0
+	}
+	return len(ri.Weights) == 2 && ri.Weights[r.Active.Color] == r.Active.Weight &&
+		ri.Weights[r.Standby.Color] == r.Standby.Weight && ri.Sticky == r.Sticky
+}
+
+// describeInfo names what ri serves: "blue", or "blue 90% + green 10%
+// (sticky)".
+func describeInfo(ri *RouteInfo) string {
+	if len(ri.Weights) == 0 {
+		return ri.Active.String()
+	}
+	other := ri.Active.Other()
+	return describeSplit(ri.Active, ri.Weights[ri.Active], other, ri.Weights[other], ri.Sticky)
+}
+
+// describeRoute names what r asks for, as describeInfo does.
+func describeRoute(r lb.Route) string {
+	if !r.Splits() {
+		return r.Active.Color.String()
+	}
+	return describeSplit(r.Active.Color, r.Active.Weight, r.Standby.Color, r.Standby.Weight, r.Sticky)
+}
+
+func describeSplit(a config.Color, aw int, c config.Color, cw int, sticky bool) string {
+	s := fmt.Sprintf("%s %d%% + %s %d%%", a, aw, c, cw)
+	if sticky {
+		s += " (sticky)"
+	}
+	return s
+}
+
+// splitHint says what to check when the proxy serves r's generation and
+// colour but not its split: the state file's canary, or a proxy too old
+// to split.
+func splitHint(ri *RouteInfo, r lb.Route) string {
+	if ri.Generation < r.Generation || ri.Active != r.Active.Color {
+		return ""
+	}
+	if r.Splits() && len(ri.Weights) == 0 {
+		return fmt.Sprintf(": the state file %s has no canary matching the split, or the proxy (pid %d) is older than weighted splits (restart it)",
+			cmp.Or(ri.StateFile, "followed"), ri.PID)
+	}
+	if !r.Splits() {
+		return fmt.Sprintf(": the state file %s still holds a canary, which this route ends", cmp.Or(ri.StateFile, "followed"))
+	}
+	return fmt.Sprintf(": the state file %s holds another canary than the route", cmp.Or(ri.StateFile, "followed"))
 }
 
 // Active asks the proxy which colour it serves.
@@ -169,8 +230,16 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 	if err := b.Capabilities().Check(r); err != nil {
 		return nil, err
 	}
-	return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n",
-		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation)), nil
+	if !r.Splits() {
+		return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n",
+			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation)), nil
+	}
+	out := fmt.Sprintf("# builtin proxy of service %s on %s: canary split\nupstream %s %s weight %d%% (generation %d)\nupstream %s %s weight %d%% (canary)\n",
+		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Active.Weight, r.Generation, r.Standby.Color, r.Standby.Addr(), r.Standby.Weight)
+	if r.Sticky {
+		out += fmt.Sprintf("sticky cookie %s=<colour>; Path=/; HttpOnly; SameSite=Lax\n", lb.StickyCookie(r.Service))
+	}
+	return []byte(out), nil
 }
 
 func splitPort(addr string) (string, int, error) {

@@ -18,10 +18,10 @@ import (
 // sample is lb.SampleRoute("app") changed by f.
 func sample(f func(*lb.Route)) lb.Route { return lbtest.Route(config.Blue, 1, f) }
 
-// TestBuiltinRefusesWhatTheProxyCannotDo: the proxy sends every request to
-// the state file's active slot on 127.0.0.1, so a weight, a pause,
-// maintenance or any other host is refused by Flip (before it asks the
-// proxy anything) and by Render.
+// TestBuiltinRefusesWhatTheProxyCannotDo: the proxy routes to the state
+// file's slots on 127.0.0.1 (the active one, or a weighted split with the
+// canary), so a pause, maintenance or any other host is refused by Flip
+// (before it asks the proxy anything) and by Render.
 func TestBuiltinRefusesWhatTheProxyCannotDo(t *testing.T) {
 	var asked atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +34,6 @@ func TestBuiltinRefusesWhatTheProxyCannotDo(t *testing.T) {
 		feature lb.Feature
 		route   lb.Route
 	}{
-		{lb.FeatureWeights, sample(func(r *lb.Route) { r.Active.Weight, r.Standby.Weight = 90, 10 })},
 		{lb.FeaturePause, sample(func(r *lb.Route) { r.Pause = time.Second })},
 		{lb.FeatureMaintenance, sample(func(r *lb.Route) { r.Maintenance = true })},
 		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Active.Host = "10.0.0.7" })},
@@ -85,4 +84,25 @@ func TestBuiltinTakesTodaysRoutes(t *testing.T) {
 	if code, body := get(t, b.Listen, "/"); code != http.StatusOK || body != "green" {
 		t.Fatalf("after the flip: %d %q, want 200 from green", code, body)
 	}
+}
+
+// TestBuiltinTakesWeightedSplits: the driver declares weights; a split
+// route renders both slots with their weights (and the sticky cookie), and
+// a split with a remote canary is still refused.
+func TestBuiltinTakesWeightedSplits(t *testing.T) {
+	b := &Balancer{Listen: "127.0.0.1:1"}
+	if !b.Capabilities().Weights {
+		t.Fatal("Capabilities().Weights = false, want true")
+	}
+	r := sample(func(r *lb.Route) { r.Active.Weight, r.Standby.Weight, r.Sticky = 90, 10, true })
+	out, err := b.Render(r)
+	if err != nil {
+		t.Fatalf("Render of a split = %v", err)
+	}
+	for _, want := range []string{"upstream blue 127.0.0.1:5005 weight 90%", "upstream green 127.0.0.1:5006 weight 10% (canary)", "sticky cookie bgd_app="} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("Render of blue 90 + green 10 sticky:\n%s\nlacks %q", out, want)
+		}
+	}
+	lbtest.Refuses(t, b, sample(func(r *lb.Route) { r.Active.Weight, r.Standby.Weight, r.Standby.Host = 90, 10, "10.0.0.8" }), "builtin", lb.FeatureRemoteHosts)
 }

@@ -1,16 +1,45 @@
 // Package builtin is bgd's own load balancer: `bgd proxy`, a reverse proxy
 // (net/http/httputil) that sends every request of one service to its active
-// slot.
+// slot, or splits new requests between the active slot and a canary.
 //
 // The proxy follows the service's state file: it watches the file's
 // directory with fsnotify (the file is replaced by rename, so watching the
 // file itself would lose it) and swaps its upstream pointer atomically when
-// active_version changes. A request keeps the upstream it started with, so
-// in-flight requests finish on the old slot while new ones go to the new.
+// the routing changes (active_version, a slot's port or pid, the canary, the
+// generation). A request keeps the upstream it started with, so in-flight
+// requests finish on the old slot while new ones go to the new.
+//
+// Weighted splits (a canary). While the state file holds a canary (its
+// "canary" object: the standby colour and its weight, 1-99), each new
+// request goes to the canary with probability weight/100 and to the active
+// slot otherwise: an independent, unbiased draw per request (math/rand/v2,
+// no lock), so the shares converge on the weights; over 10 000 requests
+// they are within 2 points. The answer's X-Bgd-Slot header, the in-flight
+// counters and the metrics name the colour that really served;
+// bgd_proxy_slot_weight shows each colour's percentage. A weight change
+// keeps the proxy's connections to both slots; ending the split (a promote
+// flips to the canary, an abort drops it) closes the idle connections to
+// the slot that no longer gets traffic. A canary whose slot is down costs
+// the requests drawn for it, and only those: the proxy answers them 502
+// Bad Gateway (counted for the canary's colour); the active slot serves
+// the rest.
+//
+// Sticky splits (canary.sticky). A client whose cookie
+// lb.StickyCookie(service) ("bgd_" and the service name) names blue or green
+// is sent to that colour, without a draw; any other client is drawn, and
+// the answer of the slot that served it carries
+// "Set-Cookie: <name>=<colour>; Path=/; HttpOnly; SameSite=Lax" beside the
+// slot's own cookies. The proxy's own error answers (502 when the slot does
+// not answer, 499 when the client left) carry no cookie, so a client is
+// never pinned to a side that failed it: its next request draws again.
+// Without a split, or in a split that is not sticky, the cookie is ignored
+// and none is set.
 //
 // Loopback clients also get /metrics (Prometheus text), /monitoring (an HTML
-// status page) and /_bgd/route (JSON naming the active slot and the state
-// generation it serves). Balancer is the CLI's side: a flip is written to
-// the state file by the orchestrator and confirmed by polling /_bgd/route
-// until the proxy serves the new generation.
+// status page) and /_bgd/route (JSON naming the active slot, the state
+// generation it serves and, while it splits, both colours' weights and
+// whether the split is sticky). Balancer is the CLI's side: a flip is
+// written to the state file by the orchestrator and confirmed by polling
+// /_bgd/route until the proxy serves the new generation, the new active
+// colour and the route's split (or no split, after a promote or an abort).
 package builtin

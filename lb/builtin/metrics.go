@@ -17,6 +17,7 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	active     *prometheus.GaugeVec
+	weight     *prometheus.GaugeVec
 	generation prometheus.Gauge
 	flips      prometheus.Counter
 	handler    http.Handler
@@ -37,6 +38,9 @@ func newMetrics(service string, inFlight func(config.Color) int64) *metrics {
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bgd_proxy_active_slot", Help: "1 for the slot receiving traffic, 0 for the other.", ConstLabels: labels,
 		}, []string{"slot"}),
+		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgd_proxy_slot_weight", Help: "Percentage of new requests routed to the slot (100 and 0 without a canary split).", ConstLabels: labels,
+		}, []string{"slot"}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bgd_proxy_generation", Help: "State generation (flip count) the proxy serves.", ConstLabels: labels,
 		}),
@@ -45,7 +49,7 @@ func newMetrics(service string, inFlight func(config.Color) int64) *metrics {
 		}),
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.requests, m.latency, m.active, m.generation, m.flips,
+	reg.MustRegister(m.requests, m.latency, m.active, m.weight, m.generation, m.flips,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range config.Colors {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -57,15 +61,21 @@ func newMetrics(service string, inFlight func(config.Color) int64) *metrics {
 	return m
 }
 
-func (m *metrics) setActive(color config.Color, generation uint64) {
+// setRouting shows u: its active colour, each colour's percentage of new
+// requests and its generation.
+func (m *metrics) setRouting(u *upstream) {
 	for _, c := range config.Colors {
-		v := 0.0
-		if c == color {
-			v = 1
+		active, weight := 0.0, 0.0
+		switch {
+		case c == u.color:
+			active, weight = 1, float64(100-u.weight)
+		case u.canary != nil && c == u.canary.color:
+			weight = float64(u.weight)
 		}
-		m.active.WithLabelValues(c.String()).Set(v)
+		m.active.WithLabelValues(c.String()).Set(active)
+		m.weight.WithLabelValues(c.String()).Set(weight)
 	}
-	m.generation.Set(float64(generation))
+	m.generation.Set(float64(u.generation))
 }
 
 func (m *metrics) observe(slot config.Color, code int, d time.Duration) {

@@ -12,7 +12,8 @@ var monitoringPage = template.Must(template.New("monitoring").Parse(`<!doctype h
 .active{font-weight:bold}.ok{color:#080}.bad{color:#b00}</style></head>
 <body><h1>bgd: {{.Service}}</h1>
 <p>Active slot: <b>{{.State.ActiveVersion}}</b> (generation {{.State.Generation}})</p>
-<table><tr><th>slot</th><th>port</th><th>pid</th><th>release</th><th>healthy (last check)</th></tr>
+{{with .State.Canary}}<p>Canary: <b>{{.Color}}</b> gets {{.Weight}}% of new requests{{if .Sticky}} (sticky: a cookie keeps each client on its side){{end}}</p>
+{{end}}<table><tr><th>slot</th><th>port</th><th>pid</th><th>release</th><th>healthy (last check)</th></tr>
 <tr{{if eq .State.ActiveVersion "blue"}} class="active"{{end}}><td>blue</td><td>{{.State.BluePort}}</td><td>{{.State.BluePID}}</td><td>{{.State.BlueRelease}}</td>
 <td class="{{if .State.BlueHealthy}}ok">yes{{else}}bad">no{{end}}</td></tr>
 <tr{{if eq .State.ActiveVersion "green"}} class="active"{{end}}><td>green</td><td>{{.State.GreenPort}}</td><td>{{.State.GreenPID}}</td><td>{{.State.GreenRelease}}</td>

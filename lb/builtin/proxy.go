@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -43,6 +44,13 @@ type RouteInfo struct {
 	// to, until its answer has been copied to the client). Always both
 	// colours; nil only from a bgd proxy older than this field.
 	InFlight map[config.Color]int64 `json:"in_flight,omitempty"`
+	// Weights is present only while the proxy splits new requests between
+	// the colours (a canary): both colours with their percentages, which
+	// add up to 100. Absent: every new request goes to Active.
+	Weights map[config.Color]int `json:"weights,omitempty"`
+	// Sticky: the split in force keeps each client on one side with the
+	// cookie lb.StickyCookie(Service). Never true without Weights.
+	Sticky bool `json:"sticky,omitempty"`
 }
 
 // Proxy serves one service on Listen.
@@ -89,14 +97,97 @@ func colorIndex(c config.Color) int {
 	return 0
 }
 
+// side is one slot a generation routes to.
+type side struct {
+	color config.Color
+	port  int
+	pid   int
+	proxy *httputil.ReverseProxy
+	// cookie is the sticky cookie's name and setCookie the Set-Cookie
+	// value that keeps a client on this side; both "" unless the
+	// generation is a sticky split.
+	cookie, setCookie string
+}
+
 // upstream is one generation of routing; requests hold on to the one they
-// started with.
+// started with. The embedded side is the active colour.
 type upstream struct {
-	color      config.Color
-	port       int
-	pid        int
+	side
 	generation uint64
-	proxy      *httputil.ReverseProxy
+	// canary is the standby side of a split, which gets weight percent
+	// (1-99) of new requests; nil: no split, every request goes to the
+	// active side.
+	canary *side
+	weight int
+	// sticky: a split that keeps each client on one side with the cookie
+	// lb.StickyCookie(Service).
+	sticky bool
+}
+
+// same reports whether u and v route alike (same slots, processes, split
+// and generation), so that a reload that finds v need not swap.
+func (u *upstream) same(v *upstream) bool {
+	if u.color != v.color || u.port != v.port || u.pid != v.pid || u.generation != v.generation ||
+		u.weight != v.weight || u.sticky != v.sticky || (u.canary == nil) != (v.canary == nil) {
+		return false
+	}
+	return u.canary == nil || u.canary.color == v.canary.color && u.canary.port == v.canary.port && u.canary.pid == v.canary.pid
+}
+
+// sides are the slots u routes to: the active one, then the canary if any.
+func (u *upstream) sides() []*side {
+	if u.canary != nil {
+		return []*side{&u.side, u.canary}
+	}
+	return []*side{&u.side}
+}
+
+// pick chooses the side that serves r. Without a split it is the active
+// side. In a split, a sticky client whose cookie names one of the split's
+// colours gets that colour; any other request goes to the canary with
+// probability weight/100 (math/rand/v2's IntN is unbiased and lock-free)
+// and to the active side otherwise. In a sticky split, the answer to a
+// client without a valid cookie gets the cookie of the chosen side (its
+// ModifyResponse adds it).
+func (u *upstream) pick(r *http.Request) *side {
+	if u.canary == nil {
+		return &u.side
+	}
+	if u.sticky {
+		switch stickyColor(r, u.cookie) {
+		case u.color:
+			return &u.side
+		case u.canary.color:
+			return u.canary
+		}
+	}
+	if rand.IntN(100) < u.weight {
+		return u.canary
+	}
+	return &u.side
+}
+
+// stickyColor is the colour that r's cookie name names, "" when r has no
+// such cookie or none of them names blue or green (a value in double
+// quotes counts without its quotes, as net/http reads it). It scans the
+// Cookie headers itself rather than parse every cookie into a value.
+func stickyColor(r *http.Request, name string) config.Color {
+	for _, line := range r.Header["Cookie"] {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			switch c := config.Color(v); c {
+			case config.Blue, config.Green:
+				return c
+			}
+		}
+	}
+	return ""
 }
 
 // Run serves until ctx ends, then shuts down gracefully (in-flight requests
@@ -181,36 +272,68 @@ func (p *Proxy) reload() error {
 		return err
 	}
 	slot := st.Slot(st.ActiveVersion)
-	next := upstream{color: st.ActiveVersion, port: slot.Port, pid: slot.PID, generation: st.Generation}
+	next := &upstream{side: side{color: st.ActiveVersion, port: slot.Port, pid: slot.PID}, generation: st.Generation}
+	if c := st.Canary; c != nil && c.Color != st.ActiveVersion && c.Weight > 0 && c.Weight < 100 {
+		cs := st.Slot(c.Color)
+		next.canary = &side{color: c.Color, port: cs.Port, pid: cs.PID}
+		next.weight, next.sticky = c.Weight, c.Sticky
+		if c.Sticky {
+			name := lb.StickyCookie(p.Service)
+			for _, s := range next.sides() {
+				s.cookie = name
+				s.setCookie = (&http.Cookie{Name: name, Value: s.color.String(), Path: "/",
+					HttpOnly: true, SameSite: http.SameSiteLaxMode}).String()
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
 	cur := p.route.Load()
-	if cur != nil && cur.color == next.color && cur.port == next.port && cur.pid == next.pid && cur.generation == next.generation {
+	if cur != nil && cur.same(next) {
 		return nil
 	}
-	next.proxy = p.reverseProxy(next)
-	p.route.Store(&next)
-	p.metrics.setActive(next.color, next.generation)
-	if cur != nil && cur.color != next.color {
-		p.metrics.flips.Inc()
-		// Idle connections to the slot that just lost traffic would only
+	for _, s := range next.sides() {
+		s.proxy = p.reverseProxy(*s)
+	}
+	p.route.Store(next)
+	p.metrics.setRouting(next)
+	if cur != nil {
+		if cur.color != next.color {
+			p.metrics.flips.Inc()
+		}
+		// Idle connections to a slot that just lost all traffic would only
 		// delay its stop: a Go server's graceful Shutdown waits up to 5 s
 		// for a connection that was opened but never carried a request
 		// (the transport dials ahead under load). In-flight requests keep
-		// their connections; only idle ones are closed.
-		if t := p.trans[transportKey(cur.port, cur.pid)]; t != nil {
-			t.CloseIdleConnections()
+		// their connections; only idle ones are closed, and only of a slot
+		// the new routing no longer sends to (a canary that stays in the
+		// split keeps its connections when the weights change).
+		kept := map[string]bool{}
+		for _, s := range next.sides() {
+			kept[transportKey(s.port, s.pid)] = true
+		}
+		for _, s := range cur.sides() {
+			if k := transportKey(s.port, s.pid); !kept[k] {
+				if t := p.trans[k]; t != nil {
+					t.CloseIdleConnections()
+				}
+			}
 		}
 	}
-	p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation)
+	if next.canary != nil {
+		p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation,
+			"canary", next.canary.color, "canary_port", next.canary.port, "canary_weight", next.weight, "sticky", next.sticky)
+	} else {
+		p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation)
+	}
 	return nil
 }
 
-// reverseProxy builds the proxy of one upstream. Transports are kept per
+// reverseProxy builds the proxy of one side. Transports are kept per
 // (port, pid): when a slot is restarted, its idle connections to the old
 // process are closed rather than reused.
-func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
+func (p *Proxy) reverseProxy(u side) *httputil.ReverseProxy {
 	key := transportKey(u.port, u.pid)
 	for k, t := range p.trans {
 		if port, _, _ := strings.Cut(k, "/"); port == strconv.Itoa(u.port) && k != key {
@@ -252,6 +375,15 @@ func (p *Proxy) reverseProxy(u upstream) *httputil.ReverseProxy {
 		BufferPool: bufferPool{},
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Set("X-Bgd-Slot", u.color.String())
+			// A sticky split keeps the client on the side that answered
+			// it, unless its cookie already names a colour (the request
+			// forwarded carries the client's cookies). Only answers of
+			// the slot carry the cookie: the proxy's own 502 and 499 do
+			// not, so a client is never pinned to a side that failed it,
+			// and its next request draws again.
+			if u.setCookie != "" && stickyColor(resp.Request, u.cookie) == "" {
+				resp.Header.Add("Set-Cookie", u.setCookie)
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -289,7 +421,7 @@ const statusClientClosed = 499
 func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strconv.Itoa(pid) }
 
 // ServeHTTP answers the loopback-only admin paths itself and proxies
-// everything else to the active slot.
+// everything else to the side of the routing that upstream.pick chooses.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/metrics", "/monitoring", RoutePath:
@@ -304,21 +436,26 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.serveMonitoring(w)
 		default:
 			u := p.route.Load()
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
+			ri := RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
 				PID: os.Getpid(), StateFile: absPath(p.StatePath), InFlight: map[config.Color]int64{
-					config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}})
+					config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}}
+			if u.canary != nil {
+				ri.Weights = map[config.Color]int{u.color: 100 - u.weight, u.canary.color: u.weight}
+				ri.Sticky = u.sticky
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(ri)
 		}
 		return
 	}
-	u := p.route.Load()
+	s := p.route.Load().pick(r)
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	n := &p.inFlight[colorIndex(u.color)]
+	n := &p.inFlight[colorIndex(s.color)]
 	n.Add(1)
 	defer n.Add(-1)
-	u.proxy.ServeHTTP(rec, r)
-	p.metrics.observe(u.color, rec.code, time.Since(start))
+	s.proxy.ServeHTTP(rec, r)
+	p.metrics.observe(s.color, rec.code, time.Since(start))
 }
 
 func isLoopback(remote string) bool {

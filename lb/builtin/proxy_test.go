@@ -22,7 +22,7 @@ import (
 )
 
 // backend is a slot stand-in on 127.0.0.1 that names its colour.
-func backend(t *testing.T, color string, h http.HandlerFunc) int {
+func backend(t testing.TB, color string, h http.HandlerFunc) int {
 	t.Helper()
 	if h == nil {
 		h = func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, color) }
@@ -32,7 +32,7 @@ func backend(t *testing.T, color string, h http.HandlerFunc) int {
 	return srv.Listener.Addr().(*net.TCPAddr).Port
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,7 +43,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // startProxy runs a Proxy following a fresh state file until the test ends.
-func startProxy(t *testing.T, bluePort, greenPort int, opts ...func(*Proxy)) (*Proxy, *state.Store, *Balancer) {
+func startProxy(t testing.TB, bluePort, greenPort int, opts ...func(*Proxy)) (*Proxy, *state.Store, *Balancer) {
 	t.Helper()
 	store := &state.Store{Path: filepath.Join(t.TempDir(), "bg_state.json")}
 	st := state.New(bluePort, greenPort)
