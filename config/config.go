@@ -99,6 +99,10 @@ type Service struct {
 	LB LB `yaml:"lb"`
 	// Canary configures weighted splits (bgd deploy --canary, bgd canary).
 	Canary Canary `yaml:"canary"`
+	// Analysis judges a new release by what the load balancer sees of it
+	// after a deploy's flip and between canary steps, and rolls it back
+	// when a threshold is crossed.
+	Analysis Analysis `yaml:"analysis"`
 	// Runner runs the slots: "process" (a detached process group bgd
 	// starts and signals itself) or "systemd" (a transient unit
 	// bgd-slot-<service>-<colour>.service per slot, started with
@@ -152,6 +156,44 @@ type Canary struct {
 	// the split lasts (a cookie bgd_<service> set by the load balancer).
 	// Default false: every new request is split by the weights.
 	Sticky bool `yaml:"sticky"`
+}
+
+// Analysis is how bgd judges a new release from the load balancer's counts
+// of its answers (lb.Observer): every Interval for Window after a deploy's
+// flip (and during each canary step), the new slot's answers since the flip
+// are compared with the thresholds; once MinRequests have been answered, an
+// error rate above MaxErrorRate, or a latency above MaxP99 or above
+// MaxP99Ratio times the old slot's, rolls the release back by itself.
+type Analysis struct {
+	// Window is how long a deploy stays attached after its flip, watching
+	// the new slot. Default 0: no analysis (bgd deploy --watch D asks for
+	// one deploy).
+	Window Duration `yaml:"window"`
+	// Interval between two looks at the load balancer's counts. Default 1s
+	// (when 0); at least 10ms.
+	Interval Duration `yaml:"interval"`
+	// MaxErrorRate is the highest tolerated share (0-1) of the new slot's
+	// requests answered 5xx or not at all. Default 0.01 when left out; 0
+	// tolerates no error.
+	MaxErrorRate *float64 `yaml:"max_error_rate"`
+	// MaxP99 is the highest tolerated latency (the 99th percentile where
+	// the driver has a histogram, its mean otherwise: HAProxy). Default 0:
+	// not judged.
+	MaxP99 Duration `yaml:"max_p99"`
+	// MaxP99Ratio is the highest tolerated ratio of that latency to the old
+	// slot's (at least 1). Default 0: not judged.
+	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+	// MinRequests is how many requests the new slot must have answered
+	// before it is judged at all. Default 50 (when 0).
+	MinRequests int `yaml:"min_requests"`
+}
+
+// ErrorRate is MaxErrorRate with its default (0.01) when left out.
+func (a Analysis) ErrorRate() float64 {
+	if a.MaxErrorRate == nil {
+		return 0.01
+	}
+	return *a.MaxErrorRate
 }
 
 // LB selects the driver and holds each driver's settings.

@@ -486,3 +486,39 @@ func TestLoadDocumentsAndPaths(t *testing.T) {
 			wantErr: []string{`lb.nginx.template "a\nb" is not a usable path`}},
 	})
 }
+
+// TestLoadAnalysis: the analysis thresholds' defaults, and values that
+// mean nothing refused with the key.
+func TestLoadAnalysis(t *testing.T) {
+	app := func(c *Config) *Service { return c.Services["app"] }
+	runLoadCases(t, []loadCase{
+		{name: "defaults: no window, 1s, 1%, 50 requests", yaml: one(""),
+			check: func(c *Config) string {
+				a := app(c).Analysis
+				return want(fmt.Sprint(a.Window, a.Interval, a.ErrorRate(), a.MaxP99, a.MaxP99Ratio, a.MinRequests), "0s 1s 0.01 0s 0 50")
+			}},
+		{name: "all set", yaml: one("    analysis: {window: 30s, interval: 250ms, max_error_rate: 0, max_p99: 300ms, max_p99_ratio: 2.5, min_requests: 10}\n"),
+			check: func(c *Config) string {
+				a := app(c).Analysis
+				return want(fmt.Sprint(a.Window, a.Interval, a.ErrorRate(), a.MaxP99, a.MaxP99Ratio, a.MinRequests), "30s 250ms 0 300ms 2.5 10")
+			}},
+		{name: "error rate above 1", yaml: one("    analysis: {max_error_rate: 5}\n"),
+			wantErr: []string{`service "app": analysis.max_error_rate is 5: a share of requests, 0-1`}},
+		{name: "negative error rate", yaml: one("    analysis: {max_error_rate: -0.1}\n"),
+			wantErr: []string{"analysis.max_error_rate is -0.1"}},
+		{name: "ratio below 1", yaml: one("    analysis: {max_p99_ratio: 0.5}\n"),
+			wantErr: []string{"analysis.max_p99_ratio is 0.5: at least 1"}},
+		{name: "interval too short", yaml: one("    analysis: {interval: 1ms}\n"),
+			wantErr: []string{"analysis.interval is 1ms: at least 10ms"}},
+		{name: "window shorter than the interval", yaml: one("    analysis: {window: 1s, interval: 2s}\n"),
+			wantErr: []string{"analysis.window 1s is shorter than analysis.interval 2s"}},
+		{name: "negative min_requests", yaml: one("    analysis: {min_requests: -1}\n"),
+			wantErr: []string{"analysis.min_requests is -1"}},
+		{name: "unknown key", yaml: one("    analysis: {max_errors: 3}\n"),
+			wantErr: []string{`unknown key "max_errors"`}},
+		{name: "services whose canary cookies collide",
+			yaml: "services:\n  shop.api:\n    command: [\"true\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n" +
+				"  shop_api:\n    command: [\"true\"]\n    blue: {port: 7103}\n    green: {port: 7104}\n    lb: {builtin: {listen: \"127.0.0.1:7105\"}}\n",
+			wantErr: []string{`services "shop.api" and "shop_api" differ only by '.', '-' or '_'`, "bgd_shop_api"}},
+	})
+}

@@ -301,6 +301,12 @@ func (c *Config) fillDefaults() {
 		s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
 		s.setDur("drain_timeout", &s.DrainTimeout, 30*time.Second)
 		s.setDur("health.restart_window", &h.RestartWindow, 10*time.Minute)
+		if s.Analysis.Interval == 0 {
+			s.Analysis.Interval = Duration(time.Second)
+		}
+		if s.Analysis.MinRequests == 0 {
+			s.Analysis.MinRequests = 50
+		}
 		if _, given := s.given["health.max_restarts"]; !given {
 			h.MaxRestarts = 3
 		}

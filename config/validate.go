@@ -50,9 +50,15 @@ func (c *Config) Validate() error {
 	}
 	addrs := newAddrIndex()
 	ck := newChecker()
+	cookies := map[string]string{} // sticky cookie name: service
 	for _, name := range c.ServiceNames() {
 		s := c.Services[name]
 		validateName(name, add)
+		if other, ok := cookies[cookieName(name)]; ok {
+			add("services %q and %q differ only by '.', '-' or '_': their canaries would share the cookie %s and nginx variables; rename one", other, name, cookieName(name))
+		}
+		cookies[cookieName(name)] = name
+		s.validateAnalysis(name, add)
 		s.validateSlot(name, add, ck)
 		s.validatePorts(name, addrs, add)
 		s.validateDurations(name, add)
@@ -221,6 +227,39 @@ func (s *Service) validateDurations(name string, add adder) {
 			}
 			add("service %q: %s is %s%s: it must be > 0, at least 1ms; leave the key out for the default %s", name, r.key, d, where, r.def)
 		}
+	}
+}
+
+// cookieName is the sticky cookie of a service's canary: "bgd_" and the
+// name with every character but a letter, a digit or '_' replaced by '_'
+// (lb.StickyCookie, which the drivers use).
+func cookieName(service string) string {
+	b := []byte("bgd_" + service)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// validateAnalysis refuses thresholds that mean nothing.
+func (s *Service) validateAnalysis(name string, add adder) {
+	a := s.Analysis
+	if a.Interval < Duration(10*time.Millisecond) {
+		add("service %q: analysis.interval is %s: at least 10ms (the load balancer is asked at each)", name, a.Interval)
+	}
+	if r := a.ErrorRate(); r < 0 || r > 1 {
+		add("service %q: analysis.max_error_rate is %v: a share of requests, 0-1 (0.01 is 1%%)", name, r)
+	}
+	if a.MaxP99Ratio != 0 && a.MaxP99Ratio < 1 {
+		add("service %q: analysis.max_p99_ratio is %v: at least 1 (2 is twice the old slot's latency), or 0 for none", name, a.MaxP99Ratio)
+	}
+	if a.MinRequests < 0 {
+		add("service %q: analysis.min_requests is %d: at least 1", name, a.MinRequests)
+	}
+	if a.Window > 0 && a.Window < a.Interval {
+		add("service %q: analysis.window %s is shorter than analysis.interval %s: nothing would be judged", name, a.Window, a.Interval)
 	}
 }
 

@@ -30,6 +30,9 @@ type Result struct {
 	Drain *Drain `json:"drain,omitempty"`
 	// Canary is the split in force afterwards; absent when none.
 	Canary *state.Canary `json:"canary,omitempty"`
+	// Analysis is what a deploy's watch saw of the new slot; absent when
+	// it was not watched.
+	Analysis *Analysis `json:"analysis,omitempty"`
 }
 
 // result is what the operation did, with color's slot as recorded now, and
@@ -185,6 +188,10 @@ type DeployOptions struct {
 	// StepInterval before the next step; a failing canary is aborted.
 	Steps        []int
 	StepInterval time.Duration
+	// Watch keeps the deploy attached this long after its flip, judging
+	// the new slot by what the load balancer sees (analysis:) and rolling
+	// it back by itself when a threshold is crossed. 0: analysis.window.
+	Watch time.Duration
 }
 
 // check refuses options that contradict each other or the canary rules.

@@ -18,6 +18,9 @@ const (
 	StatusSuccess    = "success"
 	StatusFailed     = "failed"
 	StatusRolledBack = "rolled_back"
+	// StatusAutoRolledBack: bgd rolled the release back by itself after
+	// its analysis crossed a threshold (the reason has the numbers).
+	StatusAutoRolledBack = "auto_rolled_back"
 )
 
 // State is the content of one service's state file.
