@@ -98,8 +98,8 @@ type Service struct {
 	// FailoverAfter is how many consecutive health sweeps must find the
 	// active slot failing its probe before one fails over (each sweep is
 	// one probe; a passing probe starts the count again). Default 3 when
-	// left out; at least 1 (1: the first failed probe fails over). Setting
-	// it without failover: true is refused, as it would do nothing.
+	// left out; at least 1 (1: the first failed probe fails over). Used
+	// only with Failover.
 	FailoverAfter int `yaml:"failover_after"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`

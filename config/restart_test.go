@@ -68,8 +68,9 @@ func TestLoadRestartsAndRunner(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 // TestLoadFailoverAfter: failover_after defaults to 3 (with failover on or
-// off), may be set to 1 or more with failover: true; 0, a negative count,
-// and a count without failover: true are refused, naming the key.
+// off), may be set to 1 or more (with failover off too: the reference
+// config lists both keys); 0 and a negative count are refused, naming the
+// key.
 func TestLoadFailoverAfter(t *testing.T) {
 	svc := "services:\n  app:\n    command: [\"true\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n"
 	for _, c := range []struct {
@@ -83,7 +84,7 @@ func TestLoadFailoverAfter(t *testing.T) {
 		{"five", "    failover: true\n    failover_after: 5\n", 5, ""},
 		{"zero", "    failover: true\n    failover_after: 0\n", 0, `service "app": failover_after 0 must be at least 1`},
 		{"negative", "    failover: true\n    failover_after: -2\n", 0, "failover_after -2 must be at least 1"},
-		{"without failover", "    failover_after: 2\n", 0, "failover_after 2 (line 6) does nothing without failover: true"},
+		{"without failover", "    failover: false\n    failover_after: 2\n", 2, ""},
 		{"not a number", "    failover: true\n    failover_after: thrice\n", 0, "line 7"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -115,8 +115,6 @@ func (s *Service) validateHealth(name string, add adder) {
 	}
 	if n := s.FailoverAfter; n < 1 {
 		add("service %q: failover_after %d must be at least 1 (the consecutive failed probes of the active slot before a sweep fails over; 1: the first one)", name, n)
-	} else if line, given := s.given["failover_after"]; given && !s.Failover {
-		add("service %q: failover_after %d (line %d) does nothing without failover: true: set failover: true or remove failover_after", name, n, line)
 	}
 	if s.Runner != RunnerProcess && s.Runner != RunnerSystemd {
 		add("service %q: runner %q is unknown (use %s or %s)", name, s.Runner, RunnerProcess, RunnerSystemd)
