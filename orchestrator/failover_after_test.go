@@ -161,8 +161,8 @@ func TestSweepExitedActiveFailsOverAtOnce(t *testing.T) {
 		t.Fatalf("sweep: %v, failed over to %q (lb %s); want green at once", err, sw.FailedOver, bal.active)
 	}
 	failover := st.History[len(st.History)-2]
-	if failover.Action != "failover" || !strings.Contains(failover.Reason, "its process has exited") {
-		t.Errorf("failover event %+v, want its reason to say the process exited", failover)
+	if failover.Action != "failover" || !strings.Contains(failover.Reason, "it runs no process") {
+		t.Errorf("failover event %+v, want its reason to say it runs no process", failover)
 	}
 	if st.BlueFailedProbes != 0 || !r.o.running(st, "blue") {
 		t.Errorf("blue restarted as the standby: running %v, blue_failed_probes %d (want 0)", r.o.running(st, "blue"), st.BlueFailedProbes)
@@ -189,5 +189,21 @@ func TestSweepWithoutFailoverStillCounts(t *testing.T) {
 	status, err := r.o.Status(ctx)
 	if err != nil || status.Blue.FailedProbes != 4 {
 		t.Errorf("status: %v, blue failed_probes %d, want 4", err, status.Blue.FailedProbes)
+	}
+}
+
+// TestSweepStoppedActiveFailsOverAtOnce: an active slot stopped with
+// --force (no pid recorded, not meant to run) is failed over at once to a
+// healthy standby, as before failover_after: no probe of it can pass.
+func TestSweepStoppedActiveFailsOverAtOnce(t *testing.T) {
+	r, bal := failingRig(t)
+	r.host.end(r.store.st.BluePID)
+	r.store.st.BluePID, r.store.st.BlueHealthy = 0, false
+	sw, err := r.o.HealthSweep(ctx)
+	if err != nil || sw.FailedOver != "green" || bal.active != "green" || r.state().ActiveVersion != "green" {
+		t.Fatalf("sweep: %v, failed over to %q (lb %s), message %q; want green at once", err, sw.FailedOver, bal.active, sw.Message)
+	}
+	if ev := lastEvent(r.state()); ev.Action != "failover" || !strings.Contains(ev.Reason, "it runs no process") {
+		t.Errorf("last event %+v, want a failover saying blue runs no process", ev)
 	}
 }

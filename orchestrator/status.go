@@ -240,9 +240,9 @@ const sweepLockWait = 200 * time.Millisecond
 // failover, the sweep that finds the active slot failing for the
 // failover_after-th time in a row flips to the standby if that passed its
 // probe; before that, the sweep says "active blue failed 2 of 3 probes; no
-// failover yet". An active slot whose process has exited fails over at
-// once: that is no probe to give a second chance, and the exited slot is
-// restarted as the standby. It returns an error wrapping ErrNotHealthy
+// failover yet". An active slot that runs no process (it exited, or was
+// stopped with --force) fails over at once: no later probe could find it
+// back; an exited slot is then restarted as the standby. It returns an error wrapping ErrNotHealthy
 // (and ErrFailed) when the active slot is unhealthy (after a failover, the
 // new active slot counts), or when the builtin proxy does not answer: that is an
 // outage too. A proxy bgd started (proxy_pid recorded) is restarted and its
@@ -426,7 +426,7 @@ func (o *Orchestrator) failoverAfter() int {
 }
 
 // failover flips to the standby slot when the active one failed its probe
-// failover_after times in a row (or its process has exited) and the
+// failover_after times in a row (or it runs no process) and the
 // standby passed, and records the attempt. When it waits, sw says why.
 func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sweep) {
 	st := p.st
@@ -436,13 +436,13 @@ func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sw
 		return
 	}
 	n, need := st.FailedProbes(active), p.o.failoverAfter()
-	exited := shouldRun(st, active) && p.o.gone(st, active)
+	exited := p.o.gone(st, active) // no process: nothing a later probe could find back
 	wait := ""
 	switch {
 	case n < need && !exited:
 		wait = fmt.Sprintf("active %s failed %d of %d probes; no failover yet", active, n, need)
 	case probes[standby] != nil && exited:
-		wait = fmt.Sprintf("active %s has exited; no failover: standby %s is unhealthy too (%v)", active, standby, probes[standby])
+		wait = fmt.Sprintf("active %s runs no process; no failover: standby %s is unhealthy too (%v)", active, standby, probes[standby])
 	case probes[standby] != nil:
 		wait = fmt.Sprintf("active %s failed %d of %d probes; no failover: standby %s is unhealthy too (%v)", active, n, need, standby, probes[standby])
 	}
@@ -464,7 +464,7 @@ func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sw
 // failoverReason is the history's reason for a failover from active.
 func (o *Orchestrator) failoverReason(active config.Color, failed int, exited bool, probe error) string {
 	if exited {
-		return fmt.Sprintf("active slot %s unhealthy (its process has exited): %v", active, probe)
+		return fmt.Sprintf("active slot %s unhealthy (it runs no process): %v", active, probe)
 	}
 	return fmt.Sprintf("active slot %s unhealthy: failed %d consecutive probes (failover_after %d): %v", active, failed, o.failoverAfter(), probe)
 }
