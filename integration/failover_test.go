@@ -33,6 +33,18 @@ func onlyForRelease(value, def string) string {
 	return fmt.Sprintf(`{{if eq .Release "bad"}}%s{{else}}%s{{end}}`, value, def)
 }
 
+// healthCode is the status of GET /health on port (0: no answer).
+func healthCode(port int) int {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
 // TestFailoverAfterThreeFailedSweeps: with failover: true and
 // failover_after: 3, a deployed release whose /health starts failing
 // (the demo app's --fail-after, real processes behind the real builtin
@@ -41,20 +53,22 @@ func onlyForRelease(value, def string) string {
 // green_failed_probes N; the third sweep fails over to the healthy blue,
 // and the proxy then serves blue.
 func TestFailoverAfterThreeFailedSweeps(t *testing.T) {
-	r := newRig(t, rigOptions{failover: true, slotArgs: []string{"--fail-after", onlyForRelease("3s", "0s")}})
+	r := newRig(t, rigOptions{failover: true, slotArgs: []string{"--fail-after", onlyForRelease("4s", "0s")}})
 	addToService(t, r, "    failover_after: 3\n")
 	r.must("start", "blue")
-	r.must("deploy", "--release", "bad")
+	if out, stderr, code := r.run("deploy", "--release", "bad"); code != 0 {
+		t.Fatalf("deploy --release bad: exit %d (its slot fails /health from 4 s after start: the deploy must be done by then):\n%s%s", code, out, stderr)
+	}
 	r.waitServedBy("green")
-	waitFor(t, 10*time.Second, "green's /health to fail (--fail-after 3s)", func() bool { return releaseHealthy(r.green) == "" })
-	if releaseHealthy(r.blue) != "initial" {
-		t.Fatalf("blue (the standby) answers /health with release %q, want initial", releaseHealthy(r.blue))
+	waitFor(t, 10*time.Second, "green's /health to answer 503 (--fail-after 4s)", func() bool { return healthCode(r.green) == http.StatusServiceUnavailable })
+	if code := healthCode(r.blue); code != http.StatusOK {
+		t.Fatalf("blue (the standby) answers /health with %d, want 200", code)
 	}
 	for i := 1; i <= 2; i++ {
 		out, stderr, code := r.run("health-check")
 		want := fmt.Sprintf("active green failed %d of 3 probes; no failover yet", i)
 		if code != 1 || !strings.Contains(out, want) || !strings.Contains(stderr, want) {
-			t.Fatalf("health-check %d: exit %d, want 1 with %q in its output and its error:\nstdout: %s\nstderr: %s", i, code, want, out, stderr)
+			t.Fatalf("health-check %d: exit %d, want 1 with %q in its output and its error:\nstdout: %s\nstderr: %s\nstate: %+v", i, code, want, out, stderr, r.state())
 		}
 		st := r.state()
 		if st.ActiveVersion != "green" || st.GreenFailedProbes != i || st.BlueFailedProbes != 0 || st.GreenHealthy {
