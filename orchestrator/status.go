@@ -242,10 +242,10 @@ const sweepLockWait = 200 * time.Millisecond
 // probe; before that, the sweep says "active blue failed 2 of 3 probes; no
 // failover yet". An active slot that runs no process (it exited, or was
 // stopped with --force) fails over at once: no later probe could find it
-// back; an exited slot is then restarted as the standby. It returns an error wrapping ErrNotHealthy
-// (and ErrFailed) when the active slot is unhealthy (after a failover, the
-// new active slot counts), or when the builtin proxy does not answer: that is an
-// outage too. A proxy bgd started (proxy_pid recorded) is restarted and its
+// back; an exited slot is then restarted as the standby. It returns an
+// error wrapping ErrNotHealthy (and ErrFailed) when the active slot is
+// unhealthy (after a failover, the new active slot counts), or when the
+// builtin proxy does not answer: that is an outage too. A proxy bgd started (proxy_pid recorded) is restarted and its
 // new pid recorded; one that systemd runs is only reported. It never blocks
 // long on a deploy: if the lock is busy it reports without recording (and
 // restarts nothing: the deploy's flip starts a proxy itself).
