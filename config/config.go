@@ -95,6 +95,12 @@ type Service struct {
 	// Failover lets a health sweep switch to a healthy standby when the
 	// active slot is down. Default false.
 	Failover bool `yaml:"failover"`
+	// FailoverAfter is how many consecutive health sweeps must find the
+	// active slot failing its probe before one fails over (each sweep is
+	// one probe; a passing probe starts the count again). Default 3 when
+	// left out; at least 1 (1: the first failed probe fails over). Used
+	// only with Failover.
+	FailoverAfter int `yaml:"failover_after"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`
 	// Canary configures weighted splits (bgd deploy --canary, bgd canary).

@@ -168,9 +168,10 @@ func Parse(data []byte) (*Config, error) {
 // Duration alone cannot), aliases and merge keys included.
 type givenDurations struct {
 	Services map[string]*struct {
-		StopGrace    yaml.Node `yaml:"stop_grace"`
-		DrainTimeout yaml.Node `yaml:"drain_timeout"`
-		Health       struct {
+		StopGrace     yaml.Node `yaml:"stop_grace"`
+		DrainTimeout  yaml.Node `yaml:"drain_timeout"`
+		FailoverAfter yaml.Node `yaml:"failover_after"`
+		Health        struct {
 			Interval       yaml.Node `yaml:"interval"`
 			Timeout        yaml.Node `yaml:"timeout"`
 			RequestTimeout yaml.Node `yaml:"request_timeout"`
@@ -196,6 +197,7 @@ func markGiven(data []byte, cfg *Config) {
 		for key, n := range map[string]*yaml.Node{
 			"stop_grace":             &gs.StopGrace,
 			"drain_timeout":          &gs.DrainTimeout,
+			"failover_after":         &gs.FailoverAfter,
 			"health.interval":        &gs.Health.Interval,
 			"health.timeout":         &gs.Health.Timeout,
 			"health.request_timeout": &gs.Health.RequestTimeout,
@@ -309,6 +311,9 @@ func (c *Config) fillDefaults() {
 		}
 		if _, given := s.given["health.max_restarts"]; !given {
 			h.MaxRestarts = 3
+		}
+		if _, given := s.given["failover_after"]; !given {
+			s.FailoverAfter = 3
 		}
 		if s.Runner == "" {
 			s.Runner = c.Runner

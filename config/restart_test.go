@@ -66,3 +66,41 @@ func TestLoadRestartsAndRunner(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestLoadFailoverAfter: failover_after defaults to 3 (with failover on or
+// off), may be set to 1 or more (with failover off too: the reference
+// config lists both keys); 0 and a negative count are refused, naming the
+// key.
+func TestLoadFailoverAfter(t *testing.T) {
+	svc := "services:\n  app:\n    command: [\"true\"]\n    blue: {port: 7101}\n    green: {port: 7102}\n"
+	for _, c := range []struct {
+		name, extra string
+		want        int
+		problem     string
+	}{
+		{"default without failover", "", 3, ""},
+		{"default with failover", "    failover: true\n", 3, ""},
+		{"one", "    failover: true\n    failover_after: 1\n", 1, ""},
+		{"five", "    failover: true\n    failover_after: 5\n", 5, ""},
+		{"zero", "    failover: true\n    failover_after: 0\n", 0, `service "app": failover_after 0 must be at least 1`},
+		{"negative", "    failover: true\n    failover_after: -2\n", 0, "failover_after -2 must be at least 1"},
+		{"without failover", "    failover: false\n    failover_after: 2\n", 2, ""},
+		{"not a number", "    failover: true\n    failover_after: thrice\n", 0, "line 7"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Load(Source{Path: writeConfig(t, svc+c.extra), Getenv: envOf(nil)})
+			if c.problem != "" {
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.problem) {
+					t.Fatalf("Load = %v, want ErrInvalid with %q", err, c.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Services["app"].FailoverAfter; got != c.want {
+				t.Errorf("failover_after = %d, want %d", got, c.want)
+			}
+		})
+	}
+}

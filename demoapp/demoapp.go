@@ -4,6 +4,10 @@
 // / (one line naming colour and release; `/?delay=2s` holds that one answer
 // 2 s, at most MaxDelay, to keep a request in flight), and shuts down
 // gracefully on SIGTERM so in-flight requests finish, unless --hard-stop.
+//
+// It can also play a bad release that still passes its health checks:
+// from --bad-after on, --error-rate of the answers to every path but
+// /health are 500s and each of those answers waits --latency more.
 package demoapp
 
 import (
@@ -14,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/bgd-dev/bgd/internal/serve"
@@ -35,6 +40,46 @@ type Options struct {
 	// in-flight requests included, as an app without graceful shutdown
 	// does. Default false: in-flight requests finish (up to 10 s).
 	HardStop bool
+	// ErrorRate is the fraction, 0 to 1, of answers to paths other than
+	// /health that are 500s once BadAfter has passed. It is exact, not
+	// random: the n-th such request (counted from BadAfter on) fails when
+	// floor(n*ErrorRate) > floor((n-1)*ErrorRate), so any N consecutive
+	// requests hold floor or ceil of N*ErrorRate failures (0.1: every
+	// 10th). Default 0.
+	ErrorRate float64
+	// Latency is added to every answer to a path other than /health once
+	// BadAfter has passed. Default 0.
+	Latency time.Duration
+	// BadAfter is when ErrorRate and Latency begin, after start. Default
+	// 0: at once. /health stays healthy throughout: a bad release that
+	// passes its health checks.
+	BadAfter time.Duration
+}
+
+// check refuses options the app cannot honour, naming the flag.
+func (o Options) check() error {
+	if o.Port < 1 || o.Port > 65535 {
+		return fmt.Errorf("demo-app: --port %d is out of range", o.Port)
+	}
+	if !(o.ErrorRate >= 0 && o.ErrorRate <= 1) {
+		return fmt.Errorf("demo-app: --error-rate %v is not a fraction from 0 to 1 (0.1: one request in 10 answers 500)", o.ErrorRate)
+	}
+	if o.Latency < 0 || o.BadAfter < 0 || o.Delay < 0 {
+		return fmt.Errorf("demo-app: --latency %s, --bad-after %s and --delay %s may not be negative", o.Latency, o.BadAfter, o.Delay)
+	}
+	return nil
+}
+
+// failsNth reports whether the n-th bad request (from 1) answers 500 at
+// rate: the exact spread described at Options.ErrorRate.
+func failsNth(n uint64, rate float64) bool {
+	if rate <= 0 {
+		return false
+	}
+	if rate >= 1 {
+		return true
+	}
+	return uint64(float64(n)*rate) > uint64(float64(n-1)*rate)
 }
 
 // MaxDelay caps the ?delay= of a request, so that no client can hold the
@@ -69,12 +114,18 @@ func Handler(o Options, started time.Time) http.Handler {
 		}
 		json.NewEncoder(w).Encode(map[string]any{"ok": true, "app": "demo", "color": o.Color, "release": o.Release})
 	})
+	var bad atomic.Uint64 // requests served since BadAfter
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		d, err := requestDelay(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		fail := false
+		if (o.ErrorRate > 0 || o.Latency > 0) && time.Since(started) >= o.BadAfter {
+			d += o.Latency
+			fail = failsNth(bad.Add(1), o.ErrorRate)
 		}
 		if d += o.Delay; d > 0 {
 			select {
@@ -84,6 +135,11 @@ func Handler(o Options, started time.Time) http.Handler {
 			}
 		}
 		w.Header().Set("X-Slot", o.Color)
+		if fail {
+			http.Error(w, fmt.Sprintf("demo app: color=%s release=%s: failing as told (--error-rate %v)", o.Color, o.Release, o.ErrorRate),
+				http.StatusInternalServerError)
+			return
+		}
 		fmt.Fprintf(w, "demo app: color=%s release=%s\n", o.Color, o.Release)
 	})
 	return mux
@@ -92,8 +148,8 @@ func Handler(o Options, started time.Time) http.Handler {
 // Run serves until ctx is cancelled, then shuts down gracefully (in-flight
 // requests finish, bounded by 10 s).
 func Run(ctx context.Context, o Options) error {
-	if o.Port < 1 || o.Port > 65535 {
-		return fmt.Errorf("demo-app: --port %d is out of range", o.Port)
+	if err := o.check(); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port)))
 	if err != nil {

@@ -102,6 +102,7 @@ func (p *op) restartSlot(ctx context.Context, c config.Color, sw *Sweep) error {
 		st.Record(state.Event{Action: "restart", To: c, Status: state.StatusFailed, Release: release, Reason: firstLine(err.Error())})
 		return err
 	}
+	st.SetFailedProbes(c, 0) // a new process: its probes count afresh
 	what := fmt.Sprintf("restarted %s slot %s (release %s, pid %d): %s; restart %d of %d within %s",
 		role, c, release, st.Slot(c).PID, gone, r.Count, h.MaxRestarts, h.RestartWindow)
 	sw.Actions = append(sw.Actions, what)

@@ -60,7 +60,7 @@ func TestSweepKeepsNewerResults(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			bal := &testLB{active: "blue"}
-			r := newRig(t, bal, func(s *config.Service) { s.Failover = c.failover })
+			r := newRig(t, bal, func(s *config.Service) { s.Failover, s.FailoverAfter = c.failover, 1 })
 			r.slot("blue", "v1")
 			r.slot("green", "v1")
 			r.host.health[r.blue], r.host.health[r.green] = c.blueProbe, c.greenProbe
@@ -114,7 +114,7 @@ func TestSweepLockBusyRecordsNothing(t *testing.T) {
 // failed failover; traffic stays.
 func TestSweepFailoverFlipFails(t *testing.T) {
 	bal := &testLB{active: "blue", flipErr: errors.New("reload failed")}
-	r := newRig(t, bal, func(s *config.Service) { s.Failover = true })
+	r := newRig(t, bal, func(s *config.Service) { s.Failover, s.FailoverAfter = true, 1 })
 	r.slot("blue", "v1")
 	r.slot("green", "v1")
 	r.host.health[r.blue] = errRefused

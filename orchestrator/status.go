@@ -28,6 +28,9 @@ type SlotStatus struct {
 	// Restarts counts the health sweeps' restarts of the slot in the
 	// current window (nil: none).
 	Restarts *state.Restarts `json:"restarts,omitempty"`
+	// FailedProbes counts the slot's consecutive failed sweep probes, as
+	// recorded (0: its last recorded result passed).
+	FailedProbes int `json:"failed_probes,omitempty"`
 }
 
 // Status is a service's state, checked against reality.
@@ -175,7 +178,8 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 func (o *Orchestrator) slotStatus(st *state.State, color config.Color, probe error) SlotStatus {
 	sl := st.Slot(color)
 	ss := SlotStatus{Color: color, Port: sl.Port, PID: sl.PID, Running: o.running(st, color),
-		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion, Restarts: st.Restarts(color)}
+		Healthy: probe == nil, Release: sl.Release, Active: color == st.ActiveVersion, Restarts: st.Restarts(color),
+		FailedProbes: st.FailedProbes(color)}
 	if probe != nil {
 		ss.HealthError = probe.Error()
 	}
@@ -219,6 +223,10 @@ type Sweep struct {
 	// Actions lists what the sweep did: the slots it restarted ([] when none).
 	Actions []string `json:"actions"`
 	Message string   `json:"message"`
+	// failoverWait says why an unhealthy active slot was not failed over
+	// (its count of failed probes is below failover_after, or the standby
+	// fails too); "" otherwise. The sweep's error repeats it.
+	failoverWait string
 }
 
 // sweepCommand names a health sweep in the lock file.
@@ -228,11 +236,18 @@ const sweepCommand = "health-check"
 // before reporting without recording.
 const sweepLockWait = 200 * time.Millisecond
 
-// HealthSweep probes both slots and records the results. It returns an
+// HealthSweep probes both slots and records the results. Each recorded
+// sweep is one probe of each slot: it counts the slot's consecutive failed
+// probes in the state (<colour>_failed_probes; see keepNewer). With
+// failover, the sweep that finds the active slot failing for the
+// failover_after-th time in a row flips to the standby if that passed its
+// probe; before that, the sweep says "active blue failed 2 of 3 probes; no
+// failover yet". An active slot that runs no process (it exited, or was
+// stopped with --force) fails over at once: no later probe could find it
+// back; an exited slot is then restarted as the standby. It returns an
 // error wrapping ErrNotHealthy (and ErrFailed) when the active slot is
-// unhealthy (after a failover, when enabled and possible, the new active
-// slot counts), or when the builtin proxy does not answer: that is an
-// outage too. A proxy bgd started (proxy_pid recorded) is restarted and its
+// unhealthy (after a failover, the new active slot counts), or when the
+// builtin proxy does not answer: that is an outage too. A proxy bgd started (proxy_pid recorded) is restarted and its
 // new pid recorded; one that systemd runs is only reported. It never blocks
 // long on a deploy: if the lock is busy it reports without recording (and
 // restarts nothing: the deploy's flip starts a proxy itself).
@@ -284,8 +299,11 @@ func (o *Orchestrator) fillSweep(sw *Sweep, st *state.State, probes map[config.C
 func (o *Orchestrator) sweepError(sw *Sweep, st *state.State, probes map[config.Color]error, proxyWhat string) error {
 	var errs []error
 	if sw.FailedOver == "" && probes[sw.Active] != nil {
-		errs = append(errs, failure(fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %w", ErrNotHealthy, sw.Active,
-			st.Slot(sw.Active).Port, probes[sw.Active])))
+		err := fmt.Errorf("%w: active slot %s (port %d) is unhealthy: %w", ErrNotHealthy, sw.Active, st.Slot(sw.Active).Port, probes[sw.Active])
+		if sw.failoverWait != "" {
+			err = fmt.Errorf("%w; %s", err, sw.failoverWait)
+		}
+		errs = append(errs, failure(err))
 	}
 	if sw.Proxy != nil && !sw.Proxy.Running {
 		errs = append(errs, o.proxyError(sw.Proxy, proxyWhat))
@@ -348,21 +366,36 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 }
 
 // keepNewer records each probe in st (loaded under the lock) when nobody
-// changed the slot since probed was loaded. For a changed slot the
-// recorded result is newer: it replaces the probe, and the message says
-// so. It reports whether the probes are all fresh (nothing changed, nor
-// the routing).
+// changed the slot since probed was loaded, and counts it: a passing probe
+// sets the slot's consecutive failed probes to 0; a failed one adds 1 when
+// the slot's recorded result was a failure too, else starts the count at
+// 1 (the recorded result was a pass: a previous sweep's probe, or the
+// health wait of a start or deploy, which record the slot healthy). A slot
+// not meant to run (never started, or stopped) counts nothing. For a
+// changed slot the recorded result is newer: it replaces the probe (a
+// recorded pass sets the count to 0), and the message says so. It reports
+// whether the probes are all fresh (nothing changed, nor the routing).
 func keepNewer(st, probed *state.State, probes map[config.Color]error, sw *Sweep) (fresh bool) {
 	fresh = st.ActiveVersion == probed.ActiveVersion && st.Generation == probed.Generation
 	for _, c := range config.Colors {
 		now, then := st.Slot(c), probed.Slot(c)
 		if now.PID == then.PID && now.Port == then.Port && now.Release == then.Release && now.Healthy == then.Healthy {
 			st.UpdateSlot(c, func(sl *state.SlotState) { sl.Healthy = probes[c] == nil })
+			switch {
+			case probes[c] == nil || !shouldRun(st, c):
+				st.SetFailedProbes(c, 0)
+			case now.Healthy:
+				st.SetFailedProbes(c, 1)
+			default:
+				st.SetFailedProbes(c, st.FailedProbes(c)+1)
+			}
 			continue
 		}
 		fresh = false
 		probes[c] = nil
-		if !now.Healthy {
+		if now.Healthy {
+			st.SetFailedProbes(c, 0)
+		} else {
 			probes[c] = fmt.Errorf("%w (as recorded by the operation that changed it since the probe)", ErrNotHealthy)
 		}
 		sw.Message = strings.TrimSpace(sw.Message + " " + c.String() + " changed since it was probed: its newer recorded result is kept.")
@@ -388,13 +421,36 @@ func (o *Orchestrator) recordProxyRestart(st *state.State, px *ProxyStatus) {
 	}
 }
 
+// failoverAfter is the service's failover_after: the consecutive failed
+// probes of the active slot that fail over (at least 1).
+func (o *Orchestrator) failoverAfter() int {
+	return max(o.svc.FailoverAfter, 1)
+}
+
 // failover flips to the standby slot when the active one failed its probe
-// and the standby passed, and records the attempt.
+// failover_after times in a row (or it runs no process) and the
+// standby passed, and records the attempt. When it waits, sw says why.
 func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sweep) {
 	st := p.st
 	active := st.ActiveVersion
 	standby := active.Other()
-	if probes[active] == nil || probes[standby] != nil {
+	if probes[active] == nil {
+		return
+	}
+	n, need := st.FailedProbes(active), p.o.failoverAfter()
+	exited := p.o.gone(st, active) // no process: nothing a later probe could find back
+	wait := ""
+	switch {
+	case n < need && !exited:
+		wait = fmt.Sprintf("active %s failed %d of %d probes; no failover yet", active, n, need)
+	case probes[standby] != nil && exited:
+		wait = fmt.Sprintf("active %s runs no process; no failover: standby %s is unhealthy too (%v)", active, standby, probes[standby])
+	case probes[standby] != nil:
+		wait = fmt.Sprintf("active %s failed %d of %d probes; no failover: standby %s is unhealthy too (%v)", active, n, need, standby, probes[standby])
+	}
+	if wait != "" {
+		sw.failoverWait = wait
+		sw.Message = strings.TrimSpace(sw.Message + " " + wait + ".")
 		return
 	}
 	if err := p.flip(ctx, standby); err != nil {
@@ -402,7 +458,15 @@ func (p *op) failover(ctx context.Context, probes map[config.Color]error, sw *Sw
 		return
 	}
 	st.Record(state.Event{Action: "failover", From: active, To: standby, Status: state.StatusSuccess,
-		Release: st.Slot(standby).Release, Reason: fmt.Sprintf("active slot %s unhealthy: %v", active, probes[active])})
+		Release: st.Slot(standby).Release, Reason: p.o.failoverReason(active, n, exited, probes[active])})
 	sw.FailedOver = standby
 	p.o.log.Error("failed over", "from", active, "to", standby, "err", probes[active])
+}
+
+// failoverReason is the history's reason for a failover from active.
+func (o *Orchestrator) failoverReason(active config.Color, failed int, exited bool, probe error) string {
+	if exited {
+		return fmt.Sprintf("active slot %s unhealthy (it runs no process): %v", active, probe)
+	}
+	return fmt.Sprintf("active slot %s unhealthy: failed %d consecutive probes (failover_after %d): %v", active, failed, o.failoverAfter(), probe)
 }

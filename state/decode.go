@@ -303,6 +303,15 @@ func validate(st *State) error {
 			}
 		}
 	}
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"blue_failed_probes", st.BlueFailedProbes}, {"green_failed_probes", st.GreenFailedProbes}} {
+		if f.n < 0 {
+			// A negative count would hold a failover back for as many sweeps.
+			return fmt.Errorf("%s is %d: a count of failed probes is at least 0", f.name, f.n)
+		}
+	}
 	if c := st.Canary; c != nil {
 		switch {
 		case !c.Color.Valid():

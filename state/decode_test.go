@@ -210,6 +210,7 @@ func TestDecodeHostileValues(t *testing.T) {
 		{"history release", `{"active_version":"blue","deployment_history":[{"status":"success","release":"a/b"}]}`, "deployment_history[0].release"},
 		{"canary of the active colour", `{"active_version":"blue","canary":{"color":"blue","weight":10}}`, "canary.color is blue, which is active_version"},
 		{"canary of no colour", `{"active_version":"blue","canary":{"color":"red","weight":10}}`, `canary.color is "red"`},
+		{"negative failed probes", `{"active_version":"blue","green_failed_probes":-3}`, "green_failed_probes is -3: a count of failed probes is at least 0"},
 		{"canary weight 0", `{"active_version":"blue","canary":{"color":"green","weight":0}}`, "canary.weight is 0"},
 		{"canary weight 100", `{"active_version":"blue","canary":{"color":"green","weight":100}}`, "canary.weight is 100"},
 	}

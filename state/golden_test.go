@@ -25,13 +25,15 @@ func fullState() *State {
 			{Timestamp: at(1), From: config.Green, To: config.Blue, Status: StatusRolledBack, Action: "rollback", Release: "v1.0.0", Reason: "first", Weight: 10},
 			{Timestamp: at(26), From: config.Blue, To: config.Green, Status: StatusSuccess, Action: "deploy", Release: "v1.1.0", Reason: "second", Weight: 100},
 		},
-		ProxyPID:      4242,
-		ProxyPIDStart: 987654,
-		Generation:    7,
-		InProgress:    &Operation{Command: "deploy", PID: 4343, Started: at(50), From: config.Green, To: config.Blue},
-		BlueRestarts:  &Restarts{Count: 1, Since: at(40)},
-		GreenRestarts: &Restarts{Count: 3, Since: at(45)},
-		Canary:        &Canary{Color: config.Blue, Weight: 10, Sticky: true, Started: at(50)},
+		ProxyPID:          4242,
+		ProxyPIDStart:     987654,
+		Generation:        7,
+		InProgress:        &Operation{Command: "deploy", PID: 4343, Started: at(50), From: config.Green, To: config.Blue},
+		BlueRestarts:      &Restarts{Count: 1, Since: at(40)},
+		GreenRestarts:     &Restarts{Count: 3, Since: at(45)},
+		BlueFailedProbes:  2,
+		GreenFailedProbes: 1,
+		Canary:            &Canary{Color: config.Blue, Weight: 10, Sticky: true, Started: at(50)},
 	}
 	st.SetSlot(config.Blue, SlotState{PID: 12345, StartTime: 111111, Port: 5105, Healthy: true, Release: "v1.0.0"})
 	st.SetSlot(config.Green, SlotState{PID: 12399, StartTime: 222222, Port: 5106, Healthy: true, Release: "v1.1.0"})

@@ -57,6 +57,16 @@ type State struct {
 	// operator last started or stopped it).
 	BlueRestarts  *Restarts `json:"blue_restarts,omitempty"`
 	GreenRestarts *Restarts `json:"green_restarts,omitempty"`
+	// The consecutive failed health-sweep probes of each slot (0: its last
+	// recorded result passed). A failed probe adds one to the count when
+	// the slot's recorded result (<colour>_healthy) was a failure, and
+	// starts it at 1 when it was a pass; a passing probe, and the sweep's
+	// own restart of the slot, set it to 0. A start or deploy that records
+	// the slot healthy thereby starts its count afresh too. With failover,
+	// the sweep moves traffic off the active slot once its count reaches
+	// the service's failover_after.
+	BlueFailedProbes  int `json:"blue_failed_probes,omitempty"`
+	GreenFailedProbes int `json:"green_failed_probes,omitempty"`
 	// Canary is the weighted split in force (bgd deploy --canary, bgd
 	// canary): the standby colour gets Canary.Weight percent of new
 	// requests, the active colour the rest. nil: no split, every new
@@ -162,6 +172,23 @@ func (s *State) SetRestarts(color config.Color, r *Restarts) {
 		return
 	}
 	s.BlueRestarts = r
+}
+
+// FailedProbes returns color's count of consecutive failed probes.
+func (s *State) FailedProbes(color config.Color) int {
+	if color == config.Green {
+		return s.GreenFailedProbes
+	}
+	return s.BlueFailedProbes
+}
+
+// SetFailedProbes replaces color's count of consecutive failed probes.
+func (s *State) SetFailedProbes(color config.Color, n int) {
+	if color == config.Green {
+		s.GreenFailedProbes = n
+		return
+	}
+	s.BlueFailedProbes = n
 }
 
 // UpdateSlot changes the fields of the given colour with f.

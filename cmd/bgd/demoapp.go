@@ -27,6 +27,12 @@ func demoAppCommand() *cli.Command {
 			&cli.DurationFlag{Name: "fail-after", Destination: &o.FailAfter, Usage: "answer 503 on /health from this long after start"},
 			&cli.DurationFlag{Name: "delay", Destination: &o.Delay, Usage: "hold every / request this long (one request: /?delay=2s)"},
 			&cli.BoolFlag{Name: "hard-stop", Destination: &o.HardStop, Usage: "on SIGTERM close every connection at once, in-flight requests included"},
+			&cli.Float64Flag{Name: "error-rate", Destination: &o.ErrorRate, EnvVars: []string{"DEMO_ERROR_RATE"},
+				Usage: "answer 500 to this fraction (0-1, exact: 0.1 is every 10th) of requests to paths other than /health, from --bad-after on"},
+			&cli.DurationFlag{Name: "latency", Destination: &o.Latency, EnvVars: []string{"DEMO_LATENCY"},
+				Usage: "add this to every answer to paths other than /health, from --bad-after on"},
+			&cli.DurationFlag{Name: "bad-after", Destination: &o.BadAfter, EnvVars: []string{"DEMO_BAD_AFTER"},
+				Usage: "start --error-rate and --latency this long after start (0: at once); /health stays healthy"},
 		},
 		Action: func(c *cli.Context) error { return demoapp.Run(c.Context, o) },
 	}
