@@ -166,7 +166,11 @@ func (p *op) abort(ctx context.Context, why string) (*Result, error) {
 			Reason: "traffic is back on " + active.String() + ", but stopping the canary failed: " + err.Error()})
 		return nil, failf("all traffic is back on %s, but the canary %s was not stopped: %w", active, c.Color, err)
 	}
-	st.Record(state.Event{Action: "abort", From: c.Color, To: active, Status: state.StatusRolledBack, Release: release, Reason: why})
+	status := state.StatusRolledBack
+	if p.analysis != nil && p.analysis.Failed {
+		status = state.StatusAutoRolledBack
+	}
+	st.Record(state.Event{Action: "abort", From: c.Color, To: active, Status: status, Release: release, Reason: why})
 	p.phase("done", active, "")
 	msg := fmt.Sprintf("canary %s (release %s) %s at %d%%: all new requests go to %s; %s stopped", c.Color, release, why, c.Weight, active, c.Color)
 	if note != "" {
@@ -190,13 +194,11 @@ func (p *op) canaryDeploy(ctx context.Context, d DeployOptions, from, to config.
 	}
 	for _, w := range steps[1:] {
 		p.phase("canary", to, fmt.Sprintf("%d%%, next %d%% in %s", p.st.Canary.Weight, w, d.StepInterval))
-		select {
-		case <-ctx.Done():
-			return nil, failf("canary steps interrupted (%v): %s still gets %d%% of new requests; `bgd canary N`, `bgd promote` or `bgd abort` go on from here",
-				ctx.Err(), to, p.st.Canary.Weight)
-		case <-time.After(d.StepInterval):
-		}
-		if err := p.judgeCanary(ctx, to); err != nil {
+		if err := p.judgeStep(ctx, to, d.StepInterval); err != nil {
+			if ctx.Err() != nil {
+				return nil, failf("canary steps interrupted (%v): %s still gets %d%% of new requests; `bgd canary N`, `bgd promote` or `bgd abort` go on from here",
+					ctx.Err(), to, p.st.Canary.Weight)
+			}
 			return nil, failure(p.abortAfter(ctx, fmt.Errorf("the canary %s failed at %d%%: %w", to, p.st.Canary.Weight, err)))
 		}
 		if w == 100 {
@@ -225,9 +227,27 @@ func (p *op) abortAfter(ctx context.Context, err error) error {
 	return fmt.Errorf("%w; %s", err, res.Message)
 }
 
-// judgeCanary decides, between two steps, whether the canary may get more
-// traffic: it must still answer its health check.
-func (p *op) judgeCanary(ctx context.Context, color config.Color) error {
+// judgeStep watches the canary color for one step: with a load balancer
+// that counts answers (lb.Observer), its analysis (the thresholds of
+// analysis:) over the whole step, ended early by a crossed threshold;
+// otherwise a wait. Then the canary must still answer its health check.
+func (p *op) judgeStep(ctx context.Context, color config.Color, step time.Duration) error {
+	if _, err := p.o.observer(); err == nil {
+		a, err := p.watch(ctx, color, step)
+		if err != nil {
+			return err
+		}
+		p.analysis = a
+		if a.Failed {
+			return fmt.Errorf("%w: %s", errAnalysisFailed, a.Message)
+		}
+	} else {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(step):
+		}
+	}
 	err := p.o.sys.probe(ctx, p.st.Slot(color).Port)
 	p.st.UpdateSlot(color, func(sl *state.SlotState) { sl.Healthy = err == nil })
 	p.st.LastCheck = state.TimePtr(state.Now())

@@ -150,6 +150,8 @@ type op struct {
 	// drained is the drain before a slot that served traffic was stopped
 	// (stopServed), nil if none.
 	drained *Drain
+	// analysis is the last watch of a new slot (a canary step), nil if none.
+	analysis *Analysis
 }
 
 // begin takes the lock, loads the state, records a previous operation that

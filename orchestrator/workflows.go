@@ -43,7 +43,7 @@ func (p *op) result(action string, color config.Color, changed bool, msg string)
 		msg += "; " + p.drained.Message
 	}
 	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
-		Duration: time.Since(p.began), Message: msg, Drain: p.drained, Canary: st.Canary}
+		Duration: time.Since(p.began), Message: msg, Drain: p.drained, Canary: st.Canary, Analysis: p.analysis}
 	if color != "" {
 		s := st.Slot(color)
 		r.Port, r.PID, r.Release = s.Port, s.PID, s.Release
@@ -194,10 +194,23 @@ type DeployOptions struct {
 	Watch time.Duration
 }
 
+// watched reports whether the deploy watches its new slot after the flip
+// (--watch or analysis.window; not with --no-switch, nor for a canary,
+// which is judged between its steps).
+func (d DeployOptions) watched(a config.Analysis) bool {
+	return !d.NoSwitch && d.Canary == 0 && len(d.Steps) == 0 && d.watchWindow(a) > 0
+}
+
 // check refuses options that contradict each other or the canary rules.
 func (d DeployOptions) check() error {
 	canary := d.Canary != 0 || len(d.Steps) > 0
 	switch {
+	case d.Watch < 0:
+		return usagef("--watch %s is negative", d.Watch)
+	case d.Watch > 0 && d.NoSwitch:
+		return usagef("--watch judges the new slot after the flip; --no-switch flips nothing: choose one")
+	case d.Watch > 0 && canary:
+		return usagef("--watch is for a full deploy; a canary is judged during each --step-interval (analysis:)")
 	case canary && d.NoSwitch:
 		return usagef("--canary and --steps route traffic to the new slot; --no-switch routes none: choose one")
 	case d.Canary != 0 && len(d.Steps) > 0 && d.Canary != d.Steps[0]:
@@ -235,6 +248,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 	if err := d.check(); err != nil {
 		return nil, err
 	}
+	if d.watched(o.svc.Analysis) || (d.Canary != 0 || len(d.Steps) > 0) && o.svc.Analysis.Window > 0 {
+		if _, err := o.observer(); err != nil {
+			return nil, err
+		}
+	}
 	p, err := o.begin(ctx, "deploy", "", "")
 	if err != nil {
 		return nil, err
@@ -257,6 +275,12 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 		o.log.Error("deploy failed", "slot", to, "release", d.Release, "err", err)
 		p.phase("failed", to, err.Error())
 		return nil, p.end(err)
+	}
+	if d.watched(o.svc.Analysis) {
+		if err := p.watchDeploy(ctx, d, from, to, res); err != nil {
+			return nil, p.end(err)
+		}
+		res.Duration = time.Since(p.began)
 	}
 	return res, p.end(nil)
 }
