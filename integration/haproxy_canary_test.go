@@ -436,3 +436,73 @@ func TestHAProxyCanaryRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestHAProxyCanaryAcrossReload: a reload during a canary keeps the map
+// entry (the file names the split backend) but restores the configuration's
+// weights (blue 100, green 0 as rendered): every new request goes to blue.
+// With server-state-file and load-server-state-from-file, and the state
+// dumped (`show servers state`) before the reload, the weights survive.
+func TestHAProxyCanaryAcrossReload(t *testing.T) {
+	bluePort, greenPort := freePort(t), freePort(t)
+	startDemoApp(t, bluePort, "blue", "v1")
+	startDemoApp(t, greenPort, "green", "v2")
+	stateDir, err := os.MkdirTemp("", "bgd-hastate-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	stateFile := filepath.Join(stateDir, "servers.state")
+	h := newCanaryHAProxy(t, bluePort, greenPort, canarySetup{
+		globalExtra: "server-state-file " + stateFile,
+		splitExtra:  "load-server-state-from-file global",
+	})
+	h.waitUp(t, "blue", "green")
+	b := h.balancer(t, 5*time.Second)
+	ctx := context.Background()
+	weight := func(color string) int {
+		t.Helper()
+		w, err := admin.New(h.sock).GetWeight(ctx, "app_split", color)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.Current
+	}
+	if err := b.Flip(ctx, canaryRoute("blue", 10, false, bluePort, greenPort)); err != nil {
+		t.Fatal(err)
+	}
+	h.reload(t)
+	h.waitSplitUp(t)
+	if v := h.mapValue(t); v != "app_split" {
+		t.Fatalf("after a reload the entry is %q, want app_split (from the map file)", v)
+	}
+	if weight("blue") != 100 || weight("green") != 0 {
+		t.Errorf("after a reload without saved state: weights blue %d green %d, want the configuration's 100 and 0", weight("blue"), weight("green"))
+	}
+	if c := count(h.url(), 1000, 4, ""); c.slots["blue"] != 1000 {
+		t.Errorf("after a reload without saved state: by slot %v, %d failed; want all on blue", c.slots, c.failures)
+	}
+
+	if err := b.Flip(ctx, canaryRoute("blue", 10, false, bluePort, greenPort)); err != nil {
+		t.Fatal(err)
+	}
+	state, err := testsupport.HAProxyCommand(h.sock, "show servers state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stateFile, []byte(state), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.reload(t)
+	h.waitSplitUp(t)
+	if weight("blue") != 90 || weight("green") != 10 {
+		t.Errorf("after a reload with saved state: weights blue %d green %d, want 90 and 10", weight("blue"), weight("green"))
+	}
+	c := count(h.url(), 10000, 8, "")
+	t.Logf("after a reload with saved server state: by slot %v, green %.2f%%, %d failed", c.slots, c.share("green"), c.failures)
+	if c.failures != 0 || math.Abs(c.share("green")-10) > 2 {
+		t.Errorf("after a reload with saved state: green %.2f%%, %d failed; want 10%% ± 2, none failed", c.share("green"), c.failures)
+	}
+	if got, err := b.Active(ctx); err != nil || got != config.Blue {
+		t.Errorf("Active after the reload: %q, %v", got, err)
+	}
+}
