@@ -3,6 +3,7 @@ package haproxy
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -210,5 +211,27 @@ func TestRenderSplit(t *testing.T) {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("Options.Sticky render lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestFlipSplitMapFileLost: when the map file cannot be rewritten after
+// the split was applied, the entry and the weights are put back, so a
+// reload and HAProxy agree.
+func TestFlipSplitMapFileLost(t *testing.T) {
+	b, f, mapFile := setup(t, Options{})
+	f.answer = func(cmd string) string {
+		if cmd == "set map "+mapFile+" app app_split" {
+			os.Remove(mapFile) // before HAProxy answers: applied, then the file is gone
+		}
+		return ""
+	}
+	err := b.Flip(context.Background(), canary("blue", 10, false))
+	if !errors.Is(err, ErrMapFile) || !strings.Contains(err.Error(), "undone") {
+		t.Fatalf("Flip = %v, want ErrMapFile saying the change was undone", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.maps[mapFile][0].value != "app_blue" || f.weights["blue"] != 100 || f.weights["green"] != 0 {
+		t.Errorf("entry %q weights %v, want app_blue with blue 100 green 0", f.maps[mapFile][0].value, f.weights)
 	}
 }
