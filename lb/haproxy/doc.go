@@ -42,8 +42,9 @@
 // prints. No reload:
 //
 //  1. `show backend` and `show stat`: the split backend must exist with
-//     servers blue and green (ErrNoBackend, saying `bgd render` prints it),
-//     and its cookie must match the route (ErrSticky, below).
+//     servers blue and green at the route's slots (compared for IPv4
+//     addresses; ErrNoBackend, saying `bgd render` prints it), and its
+//     cookie must match the route (ErrSticky, below).
 //  2. `get map` and `get weight` of both servers: what to put back.
 //  3. `set weight <split>/<colour> <percent>` for both: HAProxy's weights
 //     are relative, so the percentages are used as they are (0-256).

@@ -38,6 +38,7 @@ type fakeHAProxy struct {
 	splitStatus  map[string]string
 	weights      map[string]int
 	cookies      map[string]string
+	addrs        map[string]string
 	splitCookie  string
 	log          []string
 	// answer, when set, may replace the answer to a command ("" = default).
@@ -74,6 +75,7 @@ func startFakeHAProxy(t *testing.T, mapFile string) *fakeHAProxy {
 		splitStatus: map[string]string{"blue": "UP", "green": "UP"},
 		weights:     map[string]int{"blue": 100, "green": 0},
 		cookies:     map[string]string{},
+		addrs:       map[string]string{"blue": "127.0.0.1:5005", "green": "127.0.0.1:5006"},
 	}
 	lbtest.ServeLines(t, f.sock, func(c net.Conn, _ *bufio.Reader, cmd string) {
 		ans := f.handle(cmd)
@@ -191,6 +193,8 @@ func (f *fakeHAProxy) handle(cmd string) string {
 						row[i] = cmp.Or(f.splitStatus[srv], "UP")
 					case "type":
 						row[i] = map[bool]string{true: "1", false: "2"}[srv == "BACKEND"]
+					case "addr":
+						row[i] = f.addrs[srv]
 					case "cookie":
 						row[i] = f.cookies[srv]
 						if srv == "BACKEND" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -121,6 +122,14 @@ func (b *Balancer) checkSplit(ctx context.Context, r lb.Route) error {
 		if _, ok := servers[c.String()]; !ok {
 			return fmt.Errorf("%w: cannot split %s: backend %q has no server named %s (it has: %s); bgd sets the weights of servers blue and green: `bgd render` prints the backend",
 				ErrNoBackend, b.service, b.split, c, cmp.Or(strings.Join(names, ", "), "none"))
+		}
+	}
+	for _, u := range []lb.Upstream{r.Active, r.Standby} {
+		// HAProxy shows the address it resolved: compare IPv4 literals only.
+		addr := servers[u.Color.String()].Addr
+		if ip := net.ParseIP(u.Host); ip != nil && ip.To4() != nil && addr != "" && addr != u.Addr() {
+			return fmt.Errorf("%w: cannot split %s: server %s of backend %q is %s, but the %s slot listens on %s; put the split backend `bgd render` prints in the configuration and reload HAProxy",
+				ErrNoBackend, b.service, u.Color, b.split, addr, u.Color, u.Addr())
 		}
 	}
 	name := lb.StickyCookie(b.service)

@@ -109,6 +109,8 @@ func TestFlipSplitFaults(t *testing.T) {
 			[]string{`backend "app_split"`, "lb.haproxy.split_backend", "bgd render", "app_blue, app_green"}},
 		{"no green server", false, func(f *fakeHAProxy) { f.splitServers = []string{"blue", "canary"} }, ErrNoBackend,
 			[]string{`"app_split" has no server named green`, "it has: blue, canary"}},
+		{"a server elsewhere than its slot", false, func(f *fakeHAProxy) { f.addrs["green"] = "127.0.0.1:5999" }, ErrNoBackend,
+			[]string{"server green of backend \"app_split\" is 127.0.0.1:5999, but the green slot listens on 127.0.0.1:5006", "bgd render"}},
 		{"sticky without cookie", true, func(f *fakeHAProxy) {}, ErrSticky,
 			[]string{"cookie bgd_app insert indirect nocache httponly", "canary.sticky: true", "reload"}},
 		{"sticky with servers' cookies missing", true, func(f *fakeHAProxy) { f.splitCookie = "bgd_app" }, ErrSticky,
