@@ -13,14 +13,13 @@ import (
 )
 
 // TestHAProxyRefusesWhatOneMapEntryCannotDo: a flip is one map entry naming
-// one backend, so a weighted split, a pause or maintenance is refused by
-// Flip before any runtime API command, and by Render.
+// one backend (a colour's, or the split backend), so a pause or maintenance
+// is refused by Flip before any runtime API command, and by Render.
 func TestHAProxyRefusesWhatOneMapEntryCannotDo(t *testing.T) {
 	cases := []struct {
 		feature lb.Feature
 		mutate  func(*lb.Route)
 	}{
-		{lb.FeatureWeights, func(r *lb.Route) { r.Active.Weight, r.Standby.Weight = 90, 10 }},
 		{lb.FeaturePause, func(r *lb.Route) { r.Pause = time.Second }},
 		{lb.FeatureMaintenance, func(r *lb.Route) { r.Maintenance = true }},
 	}
@@ -43,6 +42,9 @@ func TestHAProxyRefusesWhatOneMapEntryCannotDo(t *testing.T) {
 		})
 	}
 	b, _, _ := setup(t, Options{})
+	if c := b.Capabilities(); !c.Weights || c.Pause || c.Maintenance || !c.RemoteHosts {
+		t.Errorf("Capabilities() = %+v, want weights and remote hosts only", c)
+	}
 	r := route("blue")
 	r.Standby.Host = ""
 	if _, err := b.Render(r); !errors.Is(err, lb.ErrInvalidRoute) {

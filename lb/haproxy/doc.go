@@ -34,13 +34,70 @@
 // lb.ErrUnreachable with the socket's path. Active reads the entry back
 // with `get map`, so `bgd status` shows what HAProxy really does.
 //
+// # Canaries (weighted splits)
+//
+// A route that Splits is routed to the split backend
+// (lb.haproxy.split_backend, default <service>_split): both colours'
+// servers, named blue and green, `balance roundrobin`, which the snippet
+// prints. No reload:
+//
+//  1. `show backend` and `show stat`: the split backend must exist with
+//     servers blue and green at the route's slots (compared for IPv4
+//     addresses; ErrNoBackend, saying `bgd render` prints it), and its
+//     cookie must match the route (ErrSticky, below).
+//  2. `get map` and `get weight` of both servers: what to put back.
+//  3. `set weight <split>/<colour> <percent>` for both: HAProxy's weights
+//     are relative, so the percentages are used as they are (0-256).
+//  4. `show stat <split> 4 -1` until both servers are UP by HAProxy's own
+//     checks (ErrNoServerUp): a split sends new requests to both.
+//  5. `set map` (or `add map`) to the split backend, unless it already
+//     names it (a new weight during a canary changes only the weights).
+//  6. `get map` and `get weight` of both servers: the entry must name the
+//     split backend and the weights be the percentages, else the previous
+//     entry and weights are put back (lb.ErrNotConfirmed).
+//  7. The map file's line becomes "<service> <split>".
+//
+// Promote and abort are plain flips: the entry names a colour's backend
+// again. HAProxy's roundrobin is exact: at 10% the canary gets 1 request in
+// 10, to the request.
+//
+// Sticky: HAProxy reads a `cookie` directive only from its configuration,
+// so the split backend's stickiness is configuration, and each split
+// checks it against the route through `show stat` (the backend's cookie
+// column names the cookie, each server's its value). A sticky route needs
+// `cookie <lb.StickyCookie(service)> insert indirect nocache httponly` and
+// `cookie blue` / `cookie green` on the servers (Options.Sticky renders
+// them); a route that is not sticky needs no cookie at all, since HAProxy
+// would keep clients on one side. Either mismatch is ErrSticky, naming what
+// to change. HAProxy writes the cookie as "<name>=<colour>; path=/;
+// HttpOnly" (attribute names are case-insensitive), and a client whose
+// cookie names a colour goes to that server whatever its weight; when the
+// entry names a colour's backend, which has no cookie, the cookie is
+// ignored and none is set.
+//
+// Active, while the entry names the split backend, is the colour whose
+// server there has the larger weight: the stable colour gets 100 - w and
+// the canary w, so that is the stable colour for any w < 50. At an even
+// split HAProxy holds nothing that tells them apart and Active returns
+// ErrEvenSplit (bgd reconcile then keeps the state file's colour).
+//
+// A reload or a restart keeps the entry (the map file names the split
+// backend) but gives the servers the configuration's weights again: the
+// snippet renders 100 for the active colour and 0 for the other (a split
+// route's own weights when rendered during one), so a canary reloaded that
+// way sends every new request to the colour that was active when the
+// snippet was rendered, until bgd sets the weights again. HAProxy's
+// `server-state-file` with `load-server-state-from-file`, and `show servers
+// state` saved to that file before each reload, keeps the weights.
+//
 // # The snippet
 //
 // Render (`bgd render`) prints the configuration a user includes: the
 // admin `stats socket` line, a frontend with the map rule and `option
 // idle-close-on-response` (a reload then closes idle keep-alive
 // connections after their response instead of resetting them), and one
-// backend per colour with `option httpchk` on the health path. The default
+// backend per colour with `option httpchk` on the health path, and the
+// split backend of a canary. The default
 // is templates.HAProxy; Options.Template replaces it and gets the same
 // variables (type Data):
 //
@@ -54,6 +111,8 @@
 //	.Check         the server "check" parameters (Options.Check)
 //	.Backends      blue then green: .Color .Name .Addr .Active
 //	.Active        the backend the route makes active
+//	.Split         the split backend: .Name .Cookie .Sticky, and .Servers
+//	               (blue then green: .Color .Addr .Weight)
 //	.Generation    the route's generation number
 //
 // # Protecting the admin socket

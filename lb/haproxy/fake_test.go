@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +30,17 @@ type fakeHAProxy struct {
 	// cur is each backend's one server's scur and qcur ("" = 0).
 	cur  map[string][2]string
 	maps map[string][]entry
-	log  []string
+	// split is the split backend ("" = none), with servers blue and green
+	// (splitServers, "" = absent) whose statuses, weights and cookies
+	// these maps hold; splitCookie is the backend's cookie name.
+	split        string
+	splitServers []string
+	splitStatus  map[string]string
+	weights      map[string]int
+	cookies      map[string]string
+	addrs        map[string]string
+	splitCookie  string
+	log          []string
 	// answer, when set, may replace the answer to a command ("" = default).
 	answer func(cmd string) string
 	// after runs after a command was applied (outside the lock).
@@ -59,6 +71,11 @@ func startFakeHAProxy(t *testing.T, mapFile string) *fakeHAProxy {
 		backends: []string{"app_blue", "app_green"},
 		status:   map[string]string{"app_blue": "UP", "app_green": "UP"},
 		maps:     map[string][]entry{mapFile: {{"app", "app_blue"}}},
+		split:    "app_split", splitServers: []string{"blue", "green"},
+		splitStatus: map[string]string{"blue": "UP", "green": "UP"},
+		weights:     map[string]int{"blue": 100, "green": 0},
+		cookies:     map[string]string{},
+		addrs:       map[string]string{"blue": "127.0.0.1:5005", "green": "127.0.0.1:5006"},
 	}
 	lbtest.ServeLines(t, f.sock, func(c net.Conn, _ *bufio.Reader, cmd string) {
 		ans := f.handle(cmd)
@@ -110,7 +127,28 @@ func (f *fakeHAProxy) handle(cmd string) string {
 	const unknownMap = "Unknown map identifier. Please use #<id> or <file>.\n\n"
 	switch {
 	case cmd == "show backend":
-		return "# name\n" + strings.Join(f.backends, "\n") + "\n\n"
+		all := f.backends
+		if f.split != "" {
+			all = append(slices.Clone(all), f.split)
+		}
+		return "# name\n" + strings.Join(all, "\n") + "\n\n"
+	case len(w) == 3 && w[0] == "get" && w[1] == "weight", len(w) == 4 && w[0] == "set" && w[1] == "weight":
+		be, srv, _ := strings.Cut(w[2], "/")
+		if be != f.split || f.split == "" {
+			return "No such backend.\n\n"
+		}
+		if !slices.Contains(f.splitServers, srv) {
+			return "No such server.\n\n"
+		}
+		if w[0] == "get" {
+			return fmt.Sprintf("%d (initial 1)\n\n", f.weights[srv])
+		}
+		n, err := strconv.Atoi(w[3])
+		if err != nil || n < 0 || n > 256 {
+			return "Absolute weight can only be between 0 and 256 inclusive.\n\n"
+		}
+		f.weights[srv] = n
+		return "\n"
 	case len(w) >= 2 && w[0] == "show" && w[1] == "stat":
 		var b strings.Builder
 		b.WriteString(statHeader + "\n")
@@ -137,6 +175,37 @@ func (f *fakeHAProxy) handle(cmd string) string {
 				}
 			}
 			b.WriteString(strings.Join(row, ",") + "\n")
+		}
+		if f.split != "" && (len(w) == 2 || w[2] == f.split) {
+			rows := append(slices.Clone(f.splitServers), "BACKEND")
+			if len(w) > 2 {
+				rows = rows[:len(rows)-1] // `show stat <backend> 4 -1`: servers only
+			}
+			for _, srv := range rows {
+				row := make([]string, len(cols))
+				for i, c := range cols {
+					switch c {
+					case "pxname":
+						row[i] = f.split
+					case "svname":
+						row[i] = srv
+					case "status":
+						row[i] = cmp.Or(f.splitStatus[srv], "UP")
+					case "type":
+						row[i] = map[bool]string{true: "1", false: "2"}[srv == "BACKEND"]
+					case "addr":
+						row[i] = f.addrs[srv]
+					case "cookie":
+						row[i] = f.cookies[srv]
+						if srv == "BACKEND" {
+							row[i] = f.splitCookie
+						}
+					case "scur", "qcur":
+						row[i] = cmp.Or(f.cur[f.split+"/"+srv][map[string]int{"scur": 0, "qcur": 1}[c]], "0")
+					}
+				}
+				b.WriteString(strings.Join(row, ",") + "\n")
+			}
 		}
 		return b.String() + "\n"
 	case cmd == "show map":

@@ -39,6 +39,15 @@ var (
 	// ErrMapFile: the map file on disk could not be read or rewritten, so a
 	// reload would lose the flip; the runtime change was undone.
 	ErrMapFile = errors.New("haproxy: map file not persisted")
+	// ErrSticky: the split backend's cookie does not match the route: a
+	// sticky split needs `cookie <lb.StickyCookie> insert` in HAProxy's
+	// configuration (the runtime API cannot add it), and a split that is
+	// not sticky must not have one.
+	ErrSticky = errors.New("haproxy: split backend stickiness does not match")
+	// ErrEvenSplit: the map names the split backend and its two servers
+	// have the same weight, so HAProxy cannot tell which colour is the
+	// stable one (Active).
+	ErrEvenSplit = errors.New("haproxy: even split")
 )
 
 // Options tune a Balancer. The zero value gives every default.
@@ -63,6 +72,14 @@ type Options struct {
 	// ("rise 2", "downinter 500ms"). fall 3 keeps a live slot from being
 	// marked DOWN by one slow answer.
 	Check string
+	// Sticky renders the split backend with the sticky cookie (`cookie
+	// <lb.StickyCookie(service)> insert indirect nocache httponly`, and
+	// `cookie blue` / `cookie green` on its servers) even when the rendered
+	// route is not a sticky split: HAProxy reads the cookie only from its
+	// configuration, so it must be there before a sticky canary starts. The
+	// orchestrator passes the service's canary.sticky. A route that is a
+	// sticky split renders it whatever Sticky says.
+	Sticky bool
 	// Template is the text of a snippet template; it receives Data.
 	// Default: the file lb.haproxy.template names, else templates.HAProxy.
 	Template string
@@ -88,6 +105,7 @@ type Balancer struct {
 	client   *admin.Client
 	tmpl     *template.Template
 	backends map[config.Color]string // colour -> backend
+	split    string                  // the backend of a canary: both colours' servers
 }
 
 // New returns the HAProxy driver of service. cfg is the service's
@@ -123,6 +141,7 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 	b := &Balancer{
 		service: service, cfg: cfg, opts: opts, client: client, tmpl: tmpl,
 		backends: map[config.Color]string{config.Blue: cfg.Backends[config.Blue], config.Green: cfg.Backends[config.Green]},
+		split:    cmp.Or(cfg.SplitBackend, service+"_split"),
 	}
 	if _, err := b.Render(lb.SampleRoute(service)); err != nil {
 		return nil, fmt.Errorf("%w: service %q: the HAProxy snippet template does not render: %v", config.ErrInvalid, service, err)
@@ -132,13 +151,14 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 
 var _ lb.Capable = (*Balancer)(nil)
 
-// Capabilities: today's routes, with slots on any host. A flip switches
-// the map entry between the two colours' backends, whose servers are the
-// addresses the snippet (Render) wrote, a remote Host included; one map
-// entry cannot split traffic, and nothing pauses or answers a maintenance
-// page, so routes asking for those are refused.
+// Capabilities: today's routes and weighted splits, with slots on any
+// host. A flip switches the map entry between the two colours' backends,
+// whose servers are the addresses the snippet (Render) wrote, a remote Host
+// included; a split points the entry at the split backend (both colours'
+// servers) after setting its servers' weights. Nothing pauses or answers a
+// maintenance page, so routes asking for those are refused.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "haproxy", RemoteHosts: true}
+	return lb.Capabilities{Driver: "haproxy", Weights: true, RemoteHosts: true}
 }
 
 // Flip routes the service to r.Active's backend: check the backend exists,
@@ -154,6 +174,9 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	}
 	if err := b.Capabilities().Check(r); err != nil {
 		return err
+	}
+	if r.Splits() {
+		return b.flipSplit(ctx, r)
 	}
 	log := b.opts.Logger.With("service", b.service, "slot", color, "backend", target)
 
@@ -347,7 +370,8 @@ var _ lb.Drainer = (*Balancer)(nil)
 
 // InFlight is what HAProxy has in flight to u's colour's backend, from `show
 // stat`: the current sessions (scur) of its servers plus the requests
-// queued on them and on the backend itself (qcur). In HTTP mode a session
+// queued on them and on the backend itself (qcur), plus scur and qcur of
+// the split backend's server of that colour (what a canary sent it). In HTTP mode a session
 // is attached to a server only while one request is being served (an idle
 // keep-alive connection to the server does not count), so this is the
 // number of requests HAProxy is still waiting on that slot for.
@@ -363,11 +387,12 @@ func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
 	}
 	n, seen := 0, false
 	for _, s := range rows {
-		if s.Proxy != backend {
-			continue
-		}
 		var fields []string
 		switch {
+		case s.Proxy == b.split && s.IsServer() && s.Name == color.String():
+			fields = []string{"scur", "qcur"}
+		case s.Proxy != backend:
+			continue
 		case s.IsServer():
 			fields = []string{"scur", "qcur"}
 		case s.Type == admin.StatBackend:
@@ -375,7 +400,7 @@ func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
 		default:
 			continue
 		}
-		seen = true
+		seen = seen || s.Proxy == backend
 		for _, f := range fields {
 			v, err := strconv.Atoi(s.Fields[f])
 			if err != nil {
@@ -390,7 +415,11 @@ func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
 	return n, nil
 }
 
-// Active reads the map entry back from HAProxy and names its colour.
+// Active reads the map entry back from HAProxy and names its colour. While
+// the entry names the split backend (a canary), the active colour is the
+// one whose server there has the larger weight: a split gives the stable
+// colour 100 - w and the canary w, w < 50 for any canary but an even one,
+// which is ErrEvenSplit (HAProxy holds nothing else that tells them apart).
 func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 	m, err := b.lookup(ctx)
 	if err != nil {
@@ -404,8 +433,11 @@ func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("haproxy: %s routes %s to backend %q, which is neither blue (%s) nor green (%s)",
-		b.cfg.MapFile, b.service, m.Value, b.backends[config.Blue], b.backends[config.Green])
+	if m.Value == b.split {
+		return b.activeOfSplit(ctx)
+	}
+	return "", fmt.Errorf("haproxy: %s routes %s to backend %q, which is neither blue (%s), green (%s) nor the split backend (%s)",
+		b.cfg.MapFile, b.service, m.Value, b.backends[config.Blue], b.backends[config.Green], b.split)
 }
 
 // Backend is one colour's backend, as the snippet template sees it.
@@ -414,6 +446,21 @@ type Backend struct {
 	Name   string // the HAProxy backend, lb.haproxy.backends.<colour>
 	Addr   string // the slot, "127.0.0.1:5005"
 	Active bool   // the backend r routes to
+}
+
+// SplitServer is one colour's server in the split backend.
+type SplitServer struct {
+	Color  string // "blue" or "green": the server's name, and its cookie value
+	Addr   string // the slot, "127.0.0.1:5005"
+	Weight int    // the configuration's weight: the route's percentage when it splits, else 100 for the active colour and 0 for the other
+}
+
+// Split is the split backend, as the snippet template sees it.
+type Split struct {
+	Name    string        // lb.haproxy.split_backend, default <service>_split
+	Cookie  string        // the sticky cookie's name, lb.StickyCookie(service)
+	Sticky  bool          // print the cookie lines (Options.Sticky, or a sticky split route)
+	Servers []SplitServer // blue, then green
 }
 
 // Data is what the snippet template receives; see the package doc.
@@ -427,6 +474,7 @@ type Data struct {
 	Check        string
 	Backends     []Backend // blue, then green
 	Active       Backend
+	Split        Split
 	Generation   uint64
 }
 
@@ -463,7 +511,14 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		if be.Active {
 			d.Active = be
 		}
+		w := u.Weight
+		if !r.Splits() {
+			w = map[bool]int{true: 100, false: 0}[be.Active]
+		}
+		d.Split.Servers = append(d.Split.Servers, SplitServer{Color: c.String(), Addr: u.Addr(), Weight: w})
 	}
+	d.Split.Name, d.Split.Cookie = b.split, lb.StickyCookie(b.service)
+	d.Split.Sticky = b.opts.Sticky || (r.Splits() && r.Sticky)
 	if err := b.Capabilities().Check(r); err != nil {
 		return nil, err
 	}

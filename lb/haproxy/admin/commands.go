@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"strings"
 )
 
@@ -89,4 +90,34 @@ func checkArgs(nameValue ...string) error {
 		}
 	}
 	return nil
+}
+
+// MaxWeight is the largest server weight HAProxy accepts.
+const MaxWeight = 256
+
+// SetWeight sets the weight of server in backend (`set weight
+// <backend>/<server> <weight>`), an absolute weight 0-MaxWeight. HAProxy
+// answers nothing on success; an unknown backend or server is a
+// *CommandError ("No such backend.", "No such server.").
+func (c *Client) SetWeight(ctx context.Context, backend, server string, weight int) error {
+	if err := checkArgs("backend", backend, "server", server); err != nil {
+		return err
+	}
+	if weight < 0 || weight > MaxWeight {
+		return fmt.Errorf("%w: weight %d is not in 0-%d", ErrBadArgument, weight, MaxWeight)
+	}
+	return c.Do(ctx, fmt.Sprintf("set weight %s/%s %d", backend, server, weight))
+}
+
+// GetWeight reads the weight of server in backend (`get weight
+// <backend>/<server>`): the one in force and the one of the configuration.
+func (c *Client) GetWeight(ctx context.Context, backend, server string) (Weight, error) {
+	if err := checkArgs("backend", backend, "server", server); err != nil {
+		return Weight{}, err
+	}
+	ans, err := c.query(ctx, "get weight "+backend+"/"+server, errorAnswer)
+	if err != nil {
+		return Weight{}, err
+	}
+	return parseGetWeight(ans)
 }

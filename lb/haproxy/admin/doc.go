@@ -1,7 +1,9 @@
 // Package admin is a small typed client for the HAProxy runtime API (the
 // "stats socket" CLI), covering what bgd needs: show backend, show stat,
-// get/set/add/del map and show map (the list of loaded maps). It exists because
-// github.com/haproxytech/client-native is not available to this module.
+// get/set/add/del map, show map (the list of loaded maps) and get/set
+// weight (a server's weight, which a canary's split changes). It exists
+// because github.com/haproxytech/client-native is not available to this
+// module.
 //
 // Protocol, as HAProxy 2.6 speaks it in non-interactive mode: the client
 // writes one command line ending in "\n", HAProxy answers and closes the
@@ -21,8 +23,8 @@
 // one by one and a failing one does not stop the next, so it buys no
 // atomicity.
 //
-// The parsers (parseStat, parseGetMap, parseMapList, parseBackends) are
-// fuzzed and tested on recorded answers: testdata/answers holds real
-// HAProxy 2.6 answers, used as table-test inputs and as the fuzz seed
-// corpus.
+// The parsers (parseStat, parseGetMap, parseMapList, parseBackends,
+// parseGetWeight) are fuzzed and tested on recorded answers:
+// testdata/answers holds real HAProxy 2.6 answers, used as table-test
+// inputs and as the fuzz seed corpus.
 package admin

@@ -217,3 +217,33 @@ func parseMapList(ans string) ([]MapInfo, error) {
 	}
 	return out, nil
 }
+
+// Weight is the answer of `get weight`.
+type Weight struct {
+	Current int // the weight in force (set weight changes it)
+	Initial int // the configuration's weight, which a reload restores
+}
+
+// parseGetWeight parses `get weight`, e.g. "10 (initial 1)".
+func parseGetWeight(ans string) (Weight, error) {
+	ls := lines(ans)
+	if len(ls) == 0 {
+		return Weight{}, malformed("get weight", "empty answer")
+	}
+	var w Weight
+	var rest string
+	cur, after, ok := strings.Cut(strings.TrimSpace(ls[0]), " (initial ")
+	if ok {
+		rest, ok = strings.CutSuffix(after, ")")
+	}
+	if !ok {
+		return Weight{}, malformed("get weight", "want %q, got %.80q", "<weight> (initial <weight>)", ls[0])
+	}
+	var err1, err2 error
+	w.Current, err1 = strconv.Atoi(cur)
+	w.Initial, err2 = strconv.Atoi(rest)
+	if err1 != nil || err2 != nil || w.Current < 0 || w.Initial < 0 {
+		return Weight{}, malformed("get weight", "weights in %.80q are not numbers", ls[0])
+	}
+	return w, nil
+}

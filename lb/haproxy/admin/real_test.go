@@ -147,3 +147,33 @@ func TestRealHAProxy(t *testing.T) {
 		t.Errorf("Do of an unknown command: %v, want ErrUnknownCommand", err)
 	}
 }
+
+// TestRealHAProxyWeights: set weight and get weight against HAProxy itself,
+// with its own error texts for what it refuses.
+func TestRealHAProxyWeights(t *testing.T) {
+	sock, _ := startHAProxy(t)
+	c, ctx := New(sock), context.Background()
+	w, err := c.GetWeight(ctx, "app_blue", "blue")
+	if err != nil || w != (Weight{Current: 1, Initial: 1}) {
+		t.Fatalf("GetWeight before: %+v, %v; want 1 (initial 1)", w, err)
+	}
+	for _, n := range []int{90, 0, MaxWeight} {
+		if err := c.SetWeight(ctx, "app_blue", "blue", n); err != nil {
+			t.Fatalf("SetWeight %d: %v", n, err)
+		}
+		if w, err := c.GetWeight(ctx, "app_blue", "blue"); err != nil || w != (Weight{Current: n, Initial: 1}) {
+			t.Errorf("GetWeight after SetWeight %d: %+v, %v", n, w, err)
+		}
+	}
+	var ce *CommandError
+	if err := c.SetWeight(ctx, "app_blue", "nope", 5); !errors.As(err, &ce) || ce.Answer != "No such server." {
+		t.Errorf("SetWeight of a missing server: %v", err)
+	}
+	if _, err := c.GetWeight(ctx, "nope", "blue"); !errors.As(err, &ce) || ce.Answer != "No such backend." {
+		t.Errorf("GetWeight of a missing backend: %v", err)
+	}
+	// What the client refuses, HAProxy refuses too.
+	if err := c.Do(ctx, "set weight app_blue/blue 257"); !errors.As(err, &ce) || !strings.Contains(ce.Answer, "between 0 and 256") {
+		t.Errorf("set weight 257 straight to HAProxy: %v", err)
+	}
+}
