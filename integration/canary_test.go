@@ -30,10 +30,10 @@ func checkShare(t *testing.T, what string, c testsupport.SlotCount, color string
 }
 
 // canaryLB is a driver's `lb:` block and the service's URL through it.
-func canaryLB(t *testing.T, driver string, blue, green int) (lbYAML, url string) {
+func canaryLB(t *testing.T, driver string, blue, green int, sticky bool) (lbYAML, url string) {
 	switch driver {
 	case "haproxy":
-		return haproxyLB(t, blue, green)
+		return haproxyLB(t, blue, green, haSetup{sticky: sticky})
 	case "nginx":
 		return nginxLB(t)
 	}
@@ -48,7 +48,7 @@ func TestCanaryThroughEachLoadBalancer(t *testing.T) {
 	for _, driver := range []string{"builtin", "haproxy", "nginx"} {
 		t.Run(driver, func(t *testing.T) {
 			blue, green := freePort(t), freePort(t)
-			lbYAML, url := canaryLB(t, driver, blue, green)
+			lbYAML, url := canaryLB(t, driver, blue, green, false)
 			run := serviceRunner(t, blue, green, lbYAML, "")
 			run("start", "blue", "--release", "v1")
 
@@ -90,7 +90,10 @@ func TestCanaryThroughEachLoadBalancer(t *testing.T) {
 			}
 
 			run("deploy", "--release", "v3", "--canary", "20")
-			checkShare(t, driver+" second canary 20", countSplit(t, url, 2000), "blue", 20)
+			// HAProxy's weighted round robin reaches the new weights within the
+			// first few hundred requests after they change (its tree keeps
+			// positions from the old ones): measured over 10 000, as the goal says.
+			checkShare(t, driver+" second canary 20", countSplit(t, url, 10000), "blue", 20)
 			out = run("abort")
 			if !strings.Contains(out, "canary blue (release v3) aborted at 20%: all new requests go to green; blue stopped") {
 				t.Errorf("abort said %q", out)
@@ -112,7 +115,7 @@ func TestStickyCanary(t *testing.T) {
 	for _, driver := range []string{"builtin", "haproxy", "nginx"} {
 		t.Run(driver, func(t *testing.T) {
 			blue, green := freePort(t), freePort(t)
-			lbYAML, url := canaryLB(t, driver, blue, green)
+			lbYAML, url := canaryLB(t, driver, blue, green, true)
 			run := serviceRunner(t, blue, green, lbYAML, "    canary: {sticky: true}\n")
 			run("start", "blue", "--release", "v1")
 			run("deploy", "--release", "v2", "--canary", "50")

@@ -207,8 +207,8 @@ func builtinLB(t *testing.T) (lbYAML, url string) {
 	return fmt.Sprintf("      driver: builtin\n      builtin: {listen: \"127.0.0.1:%d\"}\n", port), fmt.Sprintf("http://127.0.0.1:%d/", port)
 }
 
-func haproxyLB(t *testing.T, blue, green int) (lbYAML, url string) {
-	h := newHAProxy(t, blue, green, haSetup{})
+func haproxyLB(t *testing.T, blue, green int, s ...haSetup) (lbYAML, url string) {
+	h := newHAProxy(t, blue, green, append(s, haSetup{})[0])
 	return fmt.Sprintf("      driver: haproxy\n      haproxy: {socket: %q, map_file: %q}\n", h.sock, h.mapFile), h.url()
 }
 

@@ -49,6 +49,9 @@ type haSetup struct {
 	// (the snippet ends with the backends, so it goes in before them);
 	// "{{map}}" in it stands for the map file's path.
 	frontendExtra string
+	// sticky renders the split backend with the canary's cookie
+	// (canary.sticky: true).
+	sticky bool
 }
 
 // newHAProxy renders the snippet for service "app" with slots on bluePort
@@ -76,7 +79,7 @@ func newHAProxy(t *testing.T, bluePort, greenPort int, s haSetup) *testHAProxy {
 	if err := os.WriteFile(h.mapFile, []byte(mapInit), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	renderer, err := haproxy.New("app", h.hcfg, haproxy.Options{Bind: fmt.Sprintf("127.0.0.1:%d", h.port), Check: haFastCheck})
+	renderer, err := haproxy.New("app", h.hcfg, haproxy.Options{Bind: fmt.Sprintf("127.0.0.1:%d", h.port), Check: haFastCheck, Sticky: s.sticky})
 	if err != nil {
 		t.Fatal(err)
 	}
