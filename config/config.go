@@ -241,6 +241,11 @@ type Nginx struct {
 	// VerifyURL is probed after a reload until the new generation answers.
 	// Default "http://127.0.0.1:<listen port>/".
 	VerifyURL string `yaml:"verify_url"`
+	// AccessLog, when set, is an absolute path where the default template
+	// has nginx log each request's upstream address, status and time as
+	// JSON: what bgd's analysis reads (analysis:, deploy --watch). Default
+	// "": no such log, and no analysis with nginx.
+	AccessLog string `yaml:"access_log"`
 }
 
 // HAProxy configures the HAProxy driver.

@@ -353,6 +353,9 @@ func (n Nginx) problems(ck *checker) []string {
 	if strings.ContainsAny(n.Template, "\r\n\x00") {
 		add("lb.nginx.template %q is not a usable path", n.Template)
 	}
+	if n.AccessLog != "" && (!filepath.IsAbs(n.AccessLog) || strings.ContainsAny(n.AccessLog, " \t\r\n\"';{}$\\\x00") || strings.HasSuffix(n.AccessLog, "/")) {
+		add("lb.nginx.access_log %q: give an absolute file path without spaces, quotes, ';', '{', '}', '$' or '\\'", n.AccessLog)
+	}
 	for _, c := range []struct {
 		key  string
 		argv []string

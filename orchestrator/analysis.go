@@ -46,6 +46,9 @@ func (o *Orchestrator) observer() (lb.Observer, error) {
 	if !ok {
 		return nil, usagef("analysis needs a load balancer that counts the slots' answers; the %s driver does not", o.svc.LB.Driver)
 	}
+	if o.svc.LB.Driver == "nginx" && o.svc.LB.Nginx.AccessLog == "" {
+		return nil, usagef("analysis with nginx reads the JSON access log the default template writes: set lb.nginx.access_log (e.g. /var/log/nginx/bgd-%s.json.log)", o.svc.Name)
+	}
 	return ob, nil
 }
 

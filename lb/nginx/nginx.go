@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -99,6 +100,9 @@ type Balancer struct {
 	cfg     config.Nginx
 	tmpl    *template.Template
 	opts    Options
+	// log follows lb.nginx.access_log for Observe, from its first call.
+	logOnce sync.Once
+	log     *accessLog
 }
 
 // New returns the nginx balancer of service. cfg is the service's lb.nginx
@@ -174,6 +178,10 @@ type Data struct {
 	Vars          string
 	ActiveHeader  string
 	WeightsHeader string
+	// AccessLog is lb.nginx.access_log: where nginx logs each request's
+	// upstream address, status and time as JSON for bgd's analysis; "":
+	// no such log.
+	AccessLog string
 }
 
 func slotOf(u lb.Upstream, split bool) Slot {
@@ -211,6 +219,7 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		SlotHeader:       SlotHeader,
 		Split:            split,
 		Sticky:           split && r.Sticky,
+		AccessLog:        b.cfg.AccessLog,
 		StickyCookie:     lb.StickyCookie(b.service),
 		Vars:             lb.StickyCookie(b.service),
 		ActiveHeader:     ActiveHeader,

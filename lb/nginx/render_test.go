@@ -31,34 +31,36 @@ func testRoute(active config.Color, gen uint64) lb.Route { return lbtest.Route(a
 // Run `go test ./lb/nginx -update` after changing the template, and read the diff.
 func TestRenderGolden(t *testing.T) {
 	cases := []struct {
-		name    string
-		service string
-		listen  string
-		route   lb.Route
+		name      string
+		service   string
+		listen    string
+		route     lb.Route
+		accessLog string
 	}{
-		{"blue-active", "app", "80", testRoute("blue", 1)},
-		{"green-active", "app", "80", testRoute("green", 2)},
+		{"blue-active", "app", "80", testRoute("blue", 1), ""},
+		{"green-active", "app", "80", testRoute("green", 2), ""},
 		{"listen-address", "shop.api", "127.0.0.1:8080", func() lb.Route {
 			r := testRoute("blue", 18446744073709551615)
 			r.Service = "shop.api"
 			return r
-		}()},
+		}(), ""},
 		{"split-blue-90-green-10", "app", "80", lbtest.Route("blue", 4, func(r *lb.Route) {
 			r.Active.Weight, r.Standby.Weight = 90, 10
-		})},
+		}), ""},
 		{"sticky-split-green-50-blue-50", "shop.api", "127.0.0.1:8080", lbtest.Route("green", 5, func(r *lb.Route) {
 			r.Service = "shop.api"
 			r.Active.Weight, r.Standby.Weight, r.Sticky = 50, 50, true
-		})},
+		}), ""},
 		{"split-ipv6", "app", "[::1]:8080", lbtest.Route("blue", 6, func(r *lb.Route) {
 			r.Active.Host, r.Standby.Host = "[::1]", "[0:0::1]"
 			r.Active.Weight, r.Standby.Weight, r.Sticky = 99, 1, true
-		})},
+		}), ""},
+		{"access-log", "app", "80", testRoute("blue", 7), "/var/log/nginx/bgd-app.json.log"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := testConfig(t.TempDir())
-			cfg.Listen = c.listen
+			cfg.Listen, cfg.AccessLog = c.listen, c.accessLog
 			b, err := New(c.service, cfg, Options{})
 			if err != nil {
 				t.Fatal(err)
