@@ -45,12 +45,24 @@ func drainService(t *testing.T, blue, green int, lbYAML, drainTimeout string) fu
 	return serviceRunner(t, blue, green, lbYAML, "    drain_timeout: "+drainTimeout+"\n", "--hard-stop")
 }
 
-// serviceRunner writes a bluegreen.yml of service "app" whose slots run
-// the demo app (with demoFlags), with lbYAML as its `lb:` block and
-// extraYAML (whole lines, indented four spaces) as more service keys, and
+// serviceRunner writes a bluegreen.yml of service "app" (testService) and
 // returns a runner of bgd on it that fails the test on a non-zero exit.
-// What the state records is killed when the test ends.
 func serviceRunner(t *testing.T, blue, green int, lbYAML, extraYAML string, demoFlags ...string) func(args ...string) string {
+	t.Helper()
+	return testService(t, blue, green, lbYAML, extraYAML, demoFlags...).must
+}
+
+// service is a bluegreen.yml of one service "app" in its own directory.
+type service struct {
+	t   *testing.T
+	dir string
+}
+
+// testService writes a bluegreen.yml of service "app" whose slots run the
+// demo app (with demoFlags), with lbYAML as its `lb:` block and extraYAML
+// (whole lines, indented four spaces) as more service keys. What the state
+// records is killed when the test ends.
+func testService(t *testing.T, blue, green int, lbYAML, extraYAML string, demoFlags ...string) *service {
 	t.Helper()
 	dir := t.TempDir()
 	list := func(argv ...string) string { data, _ := json.Marshal(argv); return string(data) }
@@ -69,14 +81,23 @@ services:
 		t.Fatal(err)
 	}
 	stopAll(t, filepath.Join(dir, "state", "bg_state.json"))
-	return func(args ...string) string {
-		t.Helper()
-		out, errOut, code := bgd(t, dir, []string{"NO_COLOR=1"}, args...)
-		if code != 0 {
-			t.Fatalf("bgd %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errOut)
-		}
-		return out
+	return &service{t: t, dir: dir}
+}
+
+// run runs bgd on the service: stdout, stderr and the exit code.
+func (s *service) run(args ...string) (string, string, int) {
+	s.t.Helper()
+	return bgd(s.t, s.dir, []string{"NO_COLOR=1"}, args...)
+}
+
+// must runs bgd on the service and fails the test on a non-zero exit.
+func (s *service) must(args ...string) string {
+	s.t.Helper()
+	out, errOut, code := s.run(args...)
+	if code != 0 {
+		s.t.Fatalf("bgd %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errOut)
 	}
+	return out
 }
 
 // answer is how a request through the load balancer ended.
@@ -216,8 +237,8 @@ func nginxLB(t *testing.T) (lbYAML, url string) {
 	n := newNginx(t, nginxSetup{})
 	c := n.cfg()
 	list := func(argv []string) string { data, _ := json.Marshal(argv); return string(data) }
-	return fmt.Sprintf("      driver: nginx\n      nginx: {file: %q, listen: %q, test: %s, reload: %s, verify_url: %q}\n",
-		c.File, c.Listen, list(c.Test), list(c.Reload), c.VerifyURL), n.url()
+	return fmt.Sprintf("      driver: nginx\n      nginx: {file: %q, listen: %q, test: %s, reload: %s, verify_url: %q, access_log: %q}\n",
+		c.File, c.Listen, list(c.Test), list(c.Reload), c.VerifyURL, filepath.Join(t.TempDir(), "bgd-app.json.log")), n.url()
 }
 
 // TestDrainBeforeStop: per driver, a 2 s request in flight during switch

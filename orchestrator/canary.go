@@ -141,12 +141,12 @@ func (o *Orchestrator) Abort(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := p.abort(ctx, "aborted")
+	res, err := p.abort(ctx, "bgd abort")
 	return res, p.end(err)
 }
 
 // abort ends the canary in force (flip to the active colour alone), then
-// drains and stops the canary; why is recorded as the reason.
+// drains and stops the canary; why is recorded as the history's reason.
 func (p *op) abort(ctx context.Context, why string) (*Result, error) {
 	st := p.st
 	c := st.Canary
@@ -172,7 +172,7 @@ func (p *op) abort(ctx context.Context, why string) (*Result, error) {
 	}
 	st.Record(state.Event{Action: "abort", From: c.Color, To: active, Status: status, Release: release, Reason: why})
 	p.phase("done", active, "")
-	msg := fmt.Sprintf("canary %s (release %s) %s at %d%%: all new requests go to %s; %s stopped", c.Color, release, why, c.Weight, active, c.Color)
+	msg := fmt.Sprintf("canary %s (release %s) aborted at %d%%: all new requests go to %s; %s stopped", c.Color, release, c.Weight, active, c.Color)
 	if note != "" {
 		msg += "; " + note
 	}
@@ -220,7 +220,7 @@ func (p *op) abortAfter(ctx context.Context, err error) error {
 	if p.st.Canary == nil {
 		return err
 	}
-	res, aerr := p.abort(context.WithoutCancel(ctx), "failed: "+err.Error())
+	res, aerr := p.abort(context.WithoutCancel(ctx), err.Error())
 	if aerr != nil {
 		return fmt.Errorf("%w; ending the canary failed too: %w", err, aerr)
 	}

@@ -55,14 +55,15 @@ func commands(e *env) []*cli.Command {
 		{
 			Name:        "deploy",
 			Usage:       "start the idle slot with a release, health-check it, flip traffic to it, keep the old one for rollback",
-			Description: "Example: bgd deploy --release v2",
+			Description: "With --watch (or analysis.window) the deploy stays attached after the flip and rolls back by itself\nwhen the new slot crosses a threshold of analysis: (exit 1, history status auto_rolled_back).\n\nExamples:\n   bgd deploy --release v2\n   bgd deploy --release v2 --watch 60s\n   bgd deploy --release v2 --canary 10",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "release", Aliases: []string{"r"}, Destination: &deploy.Release, Usage: "release name passed to the command as {{.Release}} (default: a timestamp)"},
 				&cli.BoolFlag{Name: "no-switch", Destination: &deploy.NoSwitch, Usage: "start and health-check only; leave traffic where it is"},
 				&cli.BoolFlag{Name: "force", Destination: &deploy.Force, Usage: "redeploy even when the release is already active and healthy"},
 				&cli.IntFlag{Name: "canary", Destination: &deploy.Canary, Usage: "make the new slot a canary getting this percentage (1-99) of new requests, instead of flipping"},
 				&cli.IntSliceFlag{Name: "steps", Usage: "canary weights one after the other, e.g. 10,50,100 (100 promotes); the command stays attached"},
-				&cli.DurationFlag{Name: "step-interval", Destination: &deploy.StepInterval, Usage: "how long each canary step is watched (health) before the next, e.g. 60s"},
+				&cli.DurationFlag{Name: "step-interval", Destination: &deploy.StepInterval, Usage: "how long each canary step is watched (analysis: thresholds, health) before the next, e.g. 60s"},
+				&cli.DurationFlag{Name: "watch", Destination: &deploy.Watch, Usage: "after the flip, watch the new slot through the load balancer this long (analysis: thresholds) and roll back by itself when it fails (default: analysis.window)"},
 			},
 			Before: checks(noArgs, releaseFlag(&deploy.Release)),
 			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
