@@ -97,6 +97,11 @@ type Route struct {
 	// MaintenancePage is the body of the maintenance answers (HTML); "": the
 	// driver's own short text. Ignored unless Maintenance.
 	MaintenancePage string
+	// Shadow, when true, asks the load balancer to send a copy of each of
+	// the service's requests to Standby and discard its answer: the client
+	// is answered by the routing alone, never delayed or failed by the
+	// copy. false (the zero value): no copies.
+	Shadow bool
 	// Sticky, when the route Splits, keeps each client on one side: the
 	// load balancer answers a client without the cookie StickyCookie(Service)
 	// with a Set-Cookie naming the colour that served it (value "blue" or
@@ -196,6 +201,7 @@ const (
 	FeaturePause       Feature = "pause"
 	FeatureMaintenance Feature = "maintenance"
 	FeatureRemoteHosts Feature = "remote slot hosts"
+	FeatureShadow      Feature = "shadow traffic"
 )
 
 // Capabilities is what a driver can do beyond today's flip. The zero value
@@ -215,6 +221,8 @@ type Capabilities struct {
 	// RemoteHosts: the driver routes to a slot's Host whatever it is.
 	// false: it reaches slots on LocalHost only and refuses any other host.
 	RemoteHosts bool
+	// Shadow: the driver can copy requests to Standby (Route.Shadow).
+	Shadow bool
 }
 
 // Check is the one validation point of a route for a driver: r.Validate,
@@ -236,6 +244,9 @@ func (c Capabilities) Check(r Route) error {
 	}
 	if r.Maintenance && !c.Maintenance {
 		return no(FeatureMaintenance, "it cannot answer 503 instead of routing")
+	}
+	if r.Shadow && !c.Shadow {
+		return no(FeatureShadow, "it cannot copy requests to the standby slot")
 	}
 	if !c.RemoteHosts {
 		for _, u := range []Upstream{r.Active, r.Standby} {

@@ -72,6 +72,23 @@ type State struct {
 	// requests, the active colour the rest. nil: no split, every new
 	// request goes to the active colour.
 	Canary *Canary `json:"canary,omitempty"`
+	// Shadow: the load balancer copies each request to the standby slot
+	// and discards its answer (bgd shadow on).
+	Shadow bool `json:"shadow,omitempty"`
+	// Maintenance: the load balancer answers every request 503 instead of
+	// routing it (bgd maintenance on).
+	Maintenance bool `json:"maintenance,omitempty"`
+	// Paused: the load balancer holds new requests (bgd pause) until bgd
+	// resume, or until Paused.Until, after which it releases them.
+	Paused *Pause `json:"paused,omitempty"`
+}
+
+// Pause is a hold on new requests (bgd pause).
+type Pause struct {
+	Since time.Time `json:"since"`
+	// Until is when the load balancer releases held requests by itself
+	// (pause_timeout after Since).
+	Until time.Time `json:"until"`
 }
 
 // Canary is a weighted split between the active colour and the standby,
