@@ -34,6 +34,9 @@ func fullState() *State {
 		BlueFailedProbes:  2,
 		GreenFailedProbes: 1,
 		Canary:            &Canary{Color: config.Blue, Weight: 10, Sticky: true, Started: at(50)},
+		Shadow:            true,
+		Maintenance:       true,
+		Paused:            &Pause{Since: at(55), Until: at(56)},
 	}
 	st.SetSlot(config.Blue, SlotState{PID: 12345, StartTime: 111111, Port: 5105, Healthy: true, Release: "v1.0.0"})
 	st.SetSlot(config.Green, SlotState{PID: 12399, StartTime: 222222, Port: 5106, Healthy: true, Release: "v1.1.0"})
