@@ -10,6 +10,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb/builtin"
+	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -167,6 +168,8 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 		}
 	} else if active, err := o.lb.Active(ctx); err == nil {
 		s.LBActive = active
+	} else if st.Canary != nil && errors.Is(err, haproxy.ErrEvenSplit) {
+		s.LBActive = st.ActiveVersion // 50/50: either colour; the split is the state's
 	} else {
 		s.LBError = err.Error()
 	}
