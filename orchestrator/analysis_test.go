@@ -196,3 +196,85 @@ func TestCanaryStepJudgedByAnalysis(t *testing.T) {
 		t.Errorf("abort event %+v, want auto_rolled_back with the error rate", abort)
 	}
 }
+
+// TestSweepEnforcesTheWatch: a deploy's watch or a canary's, recorded in
+// the state, is judged by health sweeps too (the deploy may have died):
+// failing, it is rolled back or aborted; a deploy's watch ends at Until.
+func TestSweepEnforcesTheWatch(t *testing.T) {
+	future := func() time.Time { return state.Now().Add(time.Hour) }
+	t.Run("a failing release under a deploy's watch is rolled back", func(t *testing.T) {
+		r, b := analysisRig(t, steady(100, 20, time.Millisecond), nil)
+		r.slot("green", "v2")
+		r.store.st.ActiveVersion, b.active = "green", "green"
+		r.store.st.Watch = &state.Watch{Color: "green", Release: "v2", Since: state.Now(), Until: future()}
+		b.calls["green"] = 1 // 100 requests since the watch began
+		sw, err := r.o.HealthSweep(ctx)
+		st := r.state()
+		if err != nil || st.ActiveVersion != "blue" || b.active != "blue" || st.Watch != nil || len(sw.Actions) != 1 ||
+			!strings.Contains(sw.Actions[0], "rolled back to blue by itself") {
+			t.Fatalf("sweep: %+v %v; active %s watch %+v", sw, err, st.ActiveVersion, st.Watch)
+		}
+		if e := lastEvent(st); e.Status != state.StatusAutoRolledBack || e.Release != "v2" {
+			t.Errorf("last event %+v", e)
+		}
+	})
+	t.Run("a good release's watch ends at its end", func(t *testing.T) {
+		r, b := analysisRig(t, steady(100, 0, time.Millisecond), nil)
+		r.slot("green", "v2")
+		r.store.st.ActiveVersion, b.active = "green", "green"
+		r.store.st.Watch = &state.Watch{Color: "green", Since: state.Now().Add(-time.Minute), Until: state.Now().Add(-time.Second)}
+		b.calls["green"] = 1
+		sw, err := r.o.HealthSweep(ctx)
+		if err != nil || r.state().Watch != nil || r.state().ActiveVersion != "green" || len(sw.Actions) != 1 || !strings.Contains(sw.Actions[0], "green ended its watch") {
+			t.Fatalf("sweep: %+v %v", sw, err)
+		}
+	})
+	t.Run("a watch of what no longer routes is dropped", func(t *testing.T) {
+		r, _ := analysisRig(t, steady(100, 50, time.Millisecond), nil)
+		r.store.st.Watch = &state.Watch{Color: "green", Since: state.Now(), Until: future()}
+		sw, err := r.o.HealthSweep(ctx)
+		if err != nil || r.state().Watch != nil || len(sw.Actions) != 0 || r.state().ActiveVersion != "blue" {
+			t.Fatalf("sweep: %+v %v", sw, err)
+		}
+	})
+	t.Run("a failing canary is aborted", func(t *testing.T) {
+		r, b := analysisRig(t, steady(100, 0, time.Millisecond), func(a *config.Analysis) { a.Window = config.Duration(time.Minute) })
+		r.slot("green", "v2")
+		if _, err := r.o.Canary(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+		w := r.state().Watch
+		if w == nil || w.Color != "green" || !w.Until.IsZero() {
+			t.Fatalf("canary with analysis.window: watch %+v, want green until the canary ends", w)
+		}
+		b.seen["green"] = steady(100, 30, time.Millisecond)
+		sw, err := r.o.HealthSweep(ctx)
+		st := r.state()
+		if err != nil || st.Canary != nil || st.Watch != nil || lastFlip(&b.splitLB) != "blue" || r.o.running(st, "green") ||
+			len(sw.Actions) != 1 || !strings.Contains(sw.Actions[0], "aborted at 10%") {
+			t.Fatalf("sweep of a failing canary: %+v %v; canary %+v", sw, err, st.Canary)
+		}
+		if e := lastEvent(st); e.Action != "abort" || e.Status != state.StatusAutoRolledBack || !strings.Contains(e.Reason, "health sweep: green failed analysis") {
+			t.Errorf("last event %+v", e)
+		}
+	})
+	t.Run("a watched deploy records and clears its watch", func(t *testing.T) {
+		r, _ := analysisRig(t, steady(100, 0, time.Millisecond), nil)
+		var during *state.Watch
+		b := r.o.lb.(*observedLB)
+		green := b.seen["green"]
+		b.seen["green"] = func(n int) lb.Observation {
+			if n == 1 { // the watch's first look: the watch is saved by now
+				during = r.store.st.Watch
+			}
+			return green(n)
+		}
+		res, err := r.o.Deploy(ctx, DeployOptions{Release: "v2", Watch: 3 * time.Millisecond})
+		if err != nil || res.Analysis == nil || r.state().Watch != nil {
+			t.Fatalf("deploy --watch: %v; watch left %+v", err, r.state().Watch)
+		}
+		if during == nil || during.Color != "green" || during.Release != "v2" || during.Until.IsZero() {
+			t.Errorf("watch saved during the deploy's watch = %+v, want green v2 until the window's end", during)
+		}
+	})
+}

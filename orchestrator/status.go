@@ -359,6 +359,10 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 		// slot that died is restarted below, as the standby.
 		p.failover(ctx, probes, sw)
 	}
+	if did := p.enforceWatch(ctx); did != "" {
+		sw.Actions = append(sw.Actions, did)
+		sw.Message = strings.TrimSpace(sw.Message + " " + did + ".")
+	}
 	restartErrs := p.restartDown(ctx, probes, sw)
 	if err := o.store.Save(st); err != nil {
 		return nil, err
