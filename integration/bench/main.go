@@ -130,6 +130,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == crashAppArg {
 		os.Exit(crashApp(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == plainProxyArg {
+		os.Exit(plainProxy(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

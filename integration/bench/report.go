@@ -258,7 +258,7 @@ func (r *Results) markdown() string {
 			return fmt.Sprintf("%.2f×", a/b)
 		}
 		rows = nil
-		for _, t := range []string{"direct", "builtin", "nginx", "haproxy"} {
+		for _, t := range []string{"direct", "builtin", "httputil", "nginx", "haproxy"} {
 			runs, ok := dp.Runs[t]
 			if !ok {
 				if why := dp.Unavailable[t]; why != "" {
