@@ -197,6 +197,20 @@ func TestShadowTraffic(t *testing.T) {
 			if c := demoCounts(t, green); c.Requests != before.Requests {
 				t.Errorf("after shadow off green got %d more requests", c.Requests-before.Requests)
 			}
+			// A client's own X-Bgd-Shadow never reaches a slot.
+			blueBefore := demoCounts(t, blue)
+			for range 5 {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("X-Bgd-Shadow", "1")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+			if c := demoCounts(t, blue); c.Requests-blueBefore.Requests != 5 || c.Shadow != blueBefore.Shadow {
+				t.Errorf("5 client requests marked X-Bgd-Shadow: blue got %d requests, %d of them marked", c.Requests-blueBefore.Requests, c.Shadow-blueBefore.Shadow)
+			}
 			if st := s.must("status"); strings.Contains(st, "Shadow:") {
 				t.Errorf("status after shadow off:\n%s", st)
 			}

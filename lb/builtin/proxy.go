@@ -386,6 +386,8 @@ func (p *Proxy) reverseProxy(u side) *httputil.ReverseProxy {
 			}
 			r.SetXForwarded()
 			r.Out.Host = r.In.Host
+			// Only the proxy's copies say they are copies.
+			r.Out.Header.Del(ShadowHeader)
 		},
 		Transport:  t,
 		BufferPool: bufferPool{},

@@ -177,6 +177,12 @@ func TestShadowComparesAndRefusesLargeBodies(t *testing.T) {
 	p, store, b := startProxy(t, blue, green)
 	setShadow(t, store, b, true)
 	get(t, p.Listen, "/one")
+	// A small body without a length (chunked) is copied whole.
+	resp, err := http.Post("http://"+p.Listen+"/chunked", "text/plain", io.MultiReader(strings.NewReader("small body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	big := bytes.Repeat([]byte("y"), ShadowBodyCap+1)
 	for _, chunked := range []bool{false, true} {
 		var body io.Reader = bytes.NewReader(big)
@@ -192,18 +198,23 @@ func TestShadowComparesAndRefusesLargeBodies(t *testing.T) {
 			t.Fatalf("large body (chunked %v): status %d, the active slot read %d bytes of %d", chunked, resp.StatusCode, blueBytes, len(big))
 		}
 	}
-	counts := shadowCounts(t, b, 3)
-	if counts[ShadowDiffers] != 1 || counts[ShadowTooLarge] != 2 || counts[ShadowSame] != 0 {
-		t.Errorf("counts %v: want differs 1, too_large 2", counts)
+	counts := shadowCounts(t, b, 4)
+	if counts[ShadowDiffers] != 2 || counts[ShadowTooLarge] != 2 || counts[ShadowSame] != 0 {
+		t.Errorf("counts %v: want differs 2, too_large 2", counts)
 	}
-	if got := rec.got(); len(got) != 1 || got[0].uri != "/one" {
-		t.Errorf("the standby got %d requests (%v), want only /one", len(got), got)
+	got := rec.got()
+	uris := map[string]string{}
+	for _, g := range got {
+		uris[g.uri] = string(g.body)
+	}
+	if len(got) != 2 || uris["/chunked"] != "small body" || uris["/one"] != "" {
+		t.Errorf("the standby got %d requests (%v), want /one and /chunked with its body", len(got), uris)
 	}
 	_, metrics := get(t, p.Listen, "/metrics")
 	for _, want := range []string{
-		`bgd_proxy_shadow_requests_total{result="differs",service="app"} 1`,
+		`bgd_proxy_shadow_requests_total{result="differs",service="app"} 2`,
 		`bgd_proxy_shadow_requests_total{result="too_large",service="app"} 2`,
-		`bgd_proxy_shadow_duration_seconds_count{service="app"} 1`,
+		`bgd_proxy_shadow_duration_seconds_count{service="app"} 2`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
@@ -312,5 +323,35 @@ func TestShadowFlipConfirmation(t *testing.T) {
 	out, err := b.Render(shadowRoute(st, true))
 	if err != nil || !strings.Contains(string(out), "shadow copies to") {
 		t.Errorf("Render: %q, %v", out, err)
+	}
+}
+
+// TestShadowHeaderOnlyOnCopies: a client cannot pass its request off as a
+// copy: the X-Bgd-Shadow it sends is removed, with shadow on or off, and
+// only the copy carries it.
+func TestShadowHeaderOnlyOnCopies(t *testing.T) {
+	active, standby := &recorder{}, &recorder{}
+	blue, green := backend(t, "blue", active.handler), backend(t, "green", standby.handler)
+	p, store, b := startProxy(t, blue, green)
+	send := func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.Listen+"/x", nil)
+		req.Header.Set(ShadowHeader, "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	send()
+	setShadow(t, store, b, true)
+	send()
+	shadowCounts(t, b, 1)
+	for _, g := range active.got() {
+		if g.shadow != "" {
+			t.Errorf("the active slot got X-Bgd-Shadow %q from a client", g.shadow)
+		}
+	}
+	if got := standby.got(); len(got) != 1 || got[0].shadow != "1" {
+		t.Errorf("the standby got %v, want one copy marked X-Bgd-Shadow: 1", got)
 	}
 }
