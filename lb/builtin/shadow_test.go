@@ -19,7 +19,7 @@ import (
 
 // setShadow writes shadow on or off into the state, as bgd shadow does,
 // and has the balancer confirm it.
-func setShadow(t *testing.T, store *state.Store, b *Balancer, on bool) {
+func setShadow(t testing.TB, store *state.Store, b *Balancer, on bool) {
 	t.Helper()
 	st, err := store.Load()
 	if err != nil {
@@ -354,4 +354,13 @@ func TestShadowHeaderOnlyOnCopies(t *testing.T) {
 	if got := standby.got(); len(got) != 1 || got[0].shadow != "1" {
 		t.Errorf("the standby got %v, want one copy marked X-Bgd-Shadow: 1", got)
 	}
+}
+
+// BenchmarkServeHTTPShadow: no split, with a copy of each request queued
+// for the standby (the workers' sending runs alongside; copies beyond the
+// queue are dropped).
+func BenchmarkServeHTTPShadow(b *testing.B) {
+	benchServeHTTP(b, func(t testing.TB, store *state.Store, bal *Balancer) {
+		setShadow(t, store, bal, true)
+	}, "")
 }
