@@ -2,7 +2,8 @@
 // slot and the test suite's real process. It serves /health (200 with
 // {"ok": true, ...}, or 503 before --ready-after and after --fail-after) and
 // / (one line naming colour and release; `/?delay=2s` holds that one answer
-// 2 s, at most MaxDelay, to keep a request in flight), and shuts down
+// 2 s, at most MaxDelay, to keep a request in flight), CountsPath (how many
+// requests / got, copies of shadow traffic among them), and shuts down
 // gracefully on SIGTERM so in-flight requests finish, unless --hard-stop.
 //
 // It can also play a bad release that still passes its health checks:
@@ -115,8 +116,11 @@ func Handler(o Options, started time.Time) http.Handler {
 		json.NewEncoder(w).Encode(map[string]any{"ok": true, "app": "demo", "color": o.Color, "release": o.Release})
 	})
 	var bad atomic.Uint64 // requests served since BadAfter
+	var counts requestCounts
+	mux.HandleFunc(CountsPath, counts.serve)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		n, _ := io.Copy(io.Discard, r.Body)
+		counts.count(r, n)
 		d, err := requestDelay(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)

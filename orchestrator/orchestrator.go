@@ -226,7 +226,8 @@ func (p *op) end(err error) error {
 
 // route is the routing that sends traffic to color: all of it, or, while
 // the state records a canary of the other colour, all but the canary's
-// weight.
+// weight; with a copy of each request to the other colour while the state
+// records shadow traffic.
 func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
 	other := color.Other()
 	r := lb.Route{
@@ -235,6 +236,7 @@ func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
 		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: st.Slot(other).Port},
 		HealthPath: o.svc.Health.Path,
 		Generation: st.Generation + 1,
+		Shadow:     st.Shadow,
 	}
 	if c := st.Canary; c != nil && c.Color == other {
 		r.Active.Weight, r.Standby.Weight, r.Sticky = 100-c.Weight, c.Weight, c.Sticky

@@ -62,6 +62,8 @@ type Status struct {
 	StateFile         string `json:"state_file"`
 	// Canary is the split the state records; absent when none.
 	Canary *state.Canary `json:"canary,omitempty"`
+	// Shadow is the shadow traffic in force; absent when off.
+	Shadow *ShadowStatus `json:"shadow,omitempty"`
 }
 
 // ProxyStatus is the builtin proxy of a service, checked against reality.
@@ -159,7 +161,9 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 		}
 	}
 	s.ActivePort = s.Slot(st.ActiveVersion).Port
-	if ps, ri := o.checkProxy(ctx, st); ps != nil {
+	ps, ri := o.checkProxy(ctx, st)
+	s.Shadow = shadowStatus(st, ri)
+	if ps != nil {
 		s.Proxy = ps
 		if ri != nil {
 			s.LBActive = ri.Active

@@ -85,6 +85,19 @@ func commands(e *env) []*cli.Command {
 			}),
 		},
 		{
+			Name:      "shadow",
+			Usage:     "on: copy each request to the standby slot and discard its answers; off: stop the copies",
+			ArgsUsage: "<on|off>",
+			Description: "The standby must run and be healthy to turn it on; flips keep the setting (the copies go to the new standby).\n" +
+				"The clients are answered by the active slot alone. bgd status shows what became of the copies (builtin proxy).\n" +
+				"HAProxy cannot copy requests: shadow on is refused (exit 2).\n\n" +
+				"Examples:\n   bgd deploy --release v2 --no-switch\n   bgd shadow on\n   bgd status\n   bgd shadow off",
+			Before: onOffArg,
+			Action: e.mutate(func(c *cli.Context, o *orchestrator.Orchestrator) (*orchestrator.Result, error) {
+				return o.Shadow(c.Context, c.Args().First() == "on")
+			}),
+		},
+		{
 			Name:        "promote",
 			Usage:       "finish a canary: all new requests go to it; the old slot keeps running for rollback",
 			Description: "Example: bgd promote",
@@ -207,6 +220,14 @@ func oneColor(c *cli.Context) error {
 	}
 	if color := colorArg(c); !color.Valid() {
 		return usagef("unknown colour %q: use blue or green", color)
+	}
+	return nil
+}
+
+// onOffArg is the check of `bgd shadow on|off`.
+func onOffArg(c *cli.Context) error {
+	if c.NArg() != 1 || (c.Args().First() != "on" && c.Args().First() != "off") {
+		return usagef("%s needs one argument: on or off", c.Command.Name)
 	}
 	return nil
 }

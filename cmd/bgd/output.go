@@ -149,6 +149,9 @@ func (p *printer) status(s *orchestrator.Status) error {
 		fmt.Fprintf(&b, "%sCanary: %s gets %d%% of new requests%s (since %s): `bgd canary N`, `bgd promote` or `bgd abort`\n",
 			p.icon("🐤"), strings.ToUpper(c.Color.String()), c.Weight, sticky, c.Started.Format(time.RFC3339))
 	}
+	if sh := s.Shadow; sh != nil {
+		fmt.Fprintf(&b, "%sShadow: %s (`bgd shadow off` stops it)\n", p.icon("👥"), sh.Summary())
+	}
 	for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
 		status := "stopped"
 		if sl.Running {

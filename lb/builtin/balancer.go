@@ -42,9 +42,10 @@ var _ lb.Capable = (*Balancer)(nil)
 // the canary by its weight (sticky or not, Route.Sticky). It has no pause
 // and no maintenance page, and dials slots on 127.0.0.1 with the state
 // file's ports: a route's Host is never read, so any other host is refused
-// rather than ignored.
+// rather than ignored. While the state file says so, it copies each request
+// to the standby slot (shadow traffic, shadow.go).
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "builtin", Weights: true}
+	return lb.Capabilities{Driver: "builtin", Weights: true, Shadow: true}
 }
 
 var _ lb.Drainer = (*Balancer)(nil)
@@ -151,7 +152,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		if err != nil {
 			return err
 		}
-		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) {
+		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) && servesShadow(ri, r) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -176,19 +177,27 @@ func servesSplit(ri *RouteInfo, r lb.Route) bool {
 // describeInfo names what ri serves: "blue", or "blue 90% + green 10%
 // (sticky)".
 func describeInfo(ri *RouteInfo) string {
-	if len(ri.Weights) == 0 {
-		return ri.Active.String()
+	s := ri.Active.String()
+	if len(ri.Weights) > 0 {
+		other := ri.Active.Other()
+		s = describeSplit(ri.Active, ri.Weights[ri.Active], other, ri.Weights[other], ri.Sticky)
 	}
-	other := ri.Active.Other()
-	return describeSplit(ri.Active, ri.Weights[ri.Active], other, ri.Weights[other], ri.Sticky)
+	if ri.Shadow != nil {
+		s += ", shadow to " + ri.Shadow.Standby.String()
+	}
+	return s
 }
 
 // describeRoute names what r asks for, as describeInfo does.
 func describeRoute(r lb.Route) string {
-	if !r.Splits() {
-		return r.Active.Color.String()
+	s := r.Active.Color.String()
+	if r.Splits() {
+		s = describeSplit(r.Active.Color, r.Active.Weight, r.Standby.Color, r.Standby.Weight, r.Sticky)
 	}
-	return describeSplit(r.Active.Color, r.Active.Weight, r.Standby.Color, r.Standby.Weight, r.Sticky)
+	if r.Shadow {
+		s += ", shadow to " + r.Standby.Color.String()
+	}
+	return s
 }
 
 func describeSplit(a config.Color, aw int, c config.Color, cw int, sticky bool) string {
@@ -205,6 +214,9 @@ func describeSplit(a config.Color, aw int, c config.Color, cw int, sticky bool) 
 func splitHint(ri *RouteInfo, r lb.Route) string {
 	if ri.Generation < r.Generation || ri.Active != r.Active.Color {
 		return ""
+	}
+	if servesSplit(ri, r) && !servesShadow(ri, r) {
+		return shadowHint(ri, r)
 	}
 	if r.Splits() && len(ri.Weights) == 0 {
 		return fmt.Sprintf(": the state file %s has no canary matching the split, or the proxy (pid %d) is older than weighted splits (restart it)",
@@ -231,14 +243,15 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		return nil, err
 	}
 	if !r.Splits() {
-		return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n",
-			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation)), nil
+		return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n%s",
+			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation, renderShadow(r))), nil
 	}
 	out := fmt.Sprintf("# builtin proxy of service %s on %s: canary split\nupstream %s %s weight %d%% (generation %d)\nupstream %s %s weight %d%% (canary)\n",
 		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Active.Weight, r.Generation, r.Standby.Color, r.Standby.Addr(), r.Standby.Weight)
 	if r.Sticky {
 		out += fmt.Sprintf("sticky cookie %s=<colour>; Path=/; HttpOnly; SameSite=Lax\n", lb.StickyCookie(r.Service))
 	}
+	out += renderShadow(r)
 	return []byte(out), nil
 }
 

@@ -35,6 +35,14 @@
 // Without a split, or in a split that is not sticky, the cookie is ignored
 // and none is set.
 //
+// Shadow traffic (state "shadow": true, bgd shadow on). Each request the
+// active slot served is copied to the standby slot once the client has its
+// answer, through a bounded queue and a few workers (shadow.go): a copy is
+// dropped, never the client's request, when the queue is full. The
+// standby's answers are discarded, compared by status class with the
+// client's (bgd_proxy_shadow_requests_total{result}, and the counts in
+// /_bgd/route's "shadow").
+//
 // Loopback clients also get /metrics (Prometheus text), /monitoring (an HTML
 // status page) and /_bgd/route (JSON naming the active slot, the state
 // generation it serves and, while it splits, both colours' weights and

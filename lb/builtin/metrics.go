@@ -20,7 +20,10 @@ type metrics struct {
 	weight     *prometheus.GaugeVec
 	generation prometheus.Gauge
 	flips      prometheus.Counter
-	handler    http.Handler
+	// shadowResults and shadowLatency count the copies of shadow traffic.
+	shadowResults *prometheus.CounterVec
+	shadowLatency prometheus.Histogram
+	handler       http.Handler
 }
 
 // newMetrics builds the series of service; inFlight reads the proxy's
@@ -48,8 +51,9 @@ func newMetrics(service string, inFlight func(config.Color) int64) *metrics {
 			Name: "bgd_proxy_flips_total", Help: "Changes of the active slot seen by this proxy.", ConstLabels: labels,
 		}),
 	}
+	m.shadowResults, m.shadowLatency = newShadowMetrics(labels)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.requests, m.latency, m.active, m.weight, m.generation, m.flips,
+	reg.MustRegister(m.requests, m.latency, m.active, m.weight, m.generation, m.flips, m.shadowResults, m.shadowLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range config.Colors {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

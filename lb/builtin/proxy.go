@@ -51,6 +51,9 @@ type RouteInfo struct {
 	// Sticky: the split in force keeps each client on one side with the
 	// cookie lb.StickyCookie(Service). Never true without Weights.
 	Sticky bool `json:"sticky,omitempty"`
+	// Shadow is present only while the proxy copies each request to the
+	// standby slot (shadow traffic), with what became of the copies.
+	Shadow *ShadowInfo `json:"shadow,omitempty"`
 }
 
 // Proxy serves one service on Listen.
@@ -87,6 +90,8 @@ type Proxy struct {
 	// inFlight counts the requests being forwarded, per colour
 	// (colorIndex): two atomics, no lock on the request path.
 	inFlight [2]atomic.Int64
+	// shadow sends the copies of shadow traffic (shadow.go).
+	shadow *shadower
 }
 
 // colorIndex is color's slot in Proxy.inFlight.
@@ -122,6 +127,9 @@ type upstream struct {
 	// sticky: a split that keeps each client on one side with the cookie
 	// lb.StickyCookie(Service).
 	sticky bool
+	// shadow is the standby side that gets a copy of each request (shadow
+	// traffic); nil: no copies.
+	shadow *side
 }
 
 // same reports whether u and v route alike (same slots, processes, split
@@ -129,6 +137,9 @@ type upstream struct {
 func (u *upstream) same(v *upstream) bool {
 	if u.color != v.color || u.port != v.port || u.pid != v.pid || u.generation != v.generation ||
 		u.weight != v.weight || u.sticky != v.sticky || (u.canary == nil) != (v.canary == nil) {
+		return false
+	}
+	if !sameShadow(u, v) {
 		return false
 	}
 	return u.canary == nil || u.canary.color == v.canary.color && u.canary.port == v.canary.port && u.canary.pid == v.canary.pid
@@ -199,6 +210,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	lb.SetDefault(&p.ReadHeaderTimeout, 30*time.Second)
 	p.trans = map[string]*http.Transport{}
 	p.metrics = newMetrics(p.Service, func(c config.Color) int64 { return p.inFlight[colorIndex(c)].Load() })
+	p.startShadow(ctx)
 	if err := p.reload(); err != nil {
 		return err
 	}
@@ -286,6 +298,7 @@ func (p *Proxy) reload() error {
 			}
 		}
 	}
+	next.shadow = shadowSide(st)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
@@ -320,6 +333,9 @@ func (p *Proxy) reload() error {
 				}
 			}
 		}
+	}
+	if next.shadow != nil {
+		p.Logger.Info("proxy copies requests", "service", p.Service, "shadow", next.shadow.color, "shadow_port", next.shadow.port)
 	}
 	if next.canary != nil {
 		p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation,
@@ -370,6 +386,8 @@ func (p *Proxy) reverseProxy(u side) *httputil.ReverseProxy {
 			}
 			r.SetXForwarded()
 			r.Out.Host = r.In.Host
+			// Only the proxy's copies say they are copies.
+			r.Out.Header.Del(ShadowHeader)
 		},
 		Transport:  t,
 		BufferPool: bufferPool{},
@@ -443,12 +461,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				ri.Weights = map[config.Color]int{u.color: 100 - u.weight, u.canary.color: u.weight}
 				ri.Sticky = u.sticky
 			}
+			ri.Shadow = p.shadowInfo(u)
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(ri)
 		}
 		return
 	}
-	s := p.route.Load().pick(r)
+	u := p.route.Load()
+	s := u.pick(r)
+	cp := p.capture(u, s, r)
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	n := &p.inFlight[colorIndex(s.color)]
@@ -456,6 +477,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer n.Add(-1)
 	s.proxy.ServeHTTP(rec, r)
 	p.metrics.observe(s.color, rec.code, time.Since(start))
+	cp.send(rec.code)
 }
 
 func isLoopback(remote string) bool {

@@ -44,6 +44,13 @@
 //	{{.ActiveHeader}}      X-Bgd-Active
 //	{{.WeightsHeader}}     X-Bgd-Weights
 //
+// and, for shadow traffic (copies of each request to the standby):
+//
+//	{{.Shadow}}            true while shadow traffic is on
+//	{{.ShadowPath}}        the internal location of the copies, /_bgd_shadow
+//	{{.ShadowBodyBuffer}}  client_body_buffer_size of the mirrored location, 64k
+//	{{.ShadowTimeout}}     the copies' proxy timeouts, 2s
+//
 // A user template must make the responses of verify_url carry the generation
 // header (add_header {{.GenerationHeader}} {{.Generation}} always;) or no
 // flip can ever be confirmed, and should carry the slot header, which Active

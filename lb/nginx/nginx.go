@@ -182,6 +182,15 @@ type Data struct {
 	// upstream address, status and time as JSON for bgd's analysis; "":
 	// no such log.
 	AccessLog string
+	// Shadow: nginx copies each request to Standby (mirror) and discards
+	// its answers (shadow traffic); ShadowBodyBuffer is the
+	// client_body_buffer_size that keeps a copied body in memory.
+	Shadow           bool
+	ShadowBodyBuffer string
+	// ShadowPath is the internal location of the copies, ShadowTimeout
+	// the copies' proxy timeouts.
+	ShadowPath    string
+	ShadowTimeout string
 }
 
 func slotOf(u lb.Upstream, split bool) Slot {
@@ -224,6 +233,10 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		Vars:             lb.StickyCookie(b.service),
 		ActiveHeader:     ActiveHeader,
 		WeightsHeader:    WeightsHeader,
+		Shadow:           r.Shadow,
+		ShadowBodyBuffer: shadowBodyBuffer,
+		ShadowPath:       ShadowPath,
+		ShadowTimeout:    shadowTimeout,
 	}
 	var buf bytes.Buffer
 	if err := b.tmpl.Execute(&buf, d); err != nil {
@@ -234,6 +247,9 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 			config.ErrInvalid, b.service, b.tmpl.Name(), d.Active.Addr)
 	}
 	if err := b.checkSplit(d, buf.Bytes()); err != nil {
+		return nil, err
+	}
+	if err := b.checkShadow(d, buf.Bytes()); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -266,10 +282,11 @@ var _ lb.Capable = (*Balancer)(nil)
 // (nginx resolves a name when it loads the file) and, for a split, both
 // slots with their weights; a split's slot hosts must be IP addresses,
 // since nginx names the slot that served by the address it connected to.
-// The template has no variable for a pause or a maintenance page, so
-// routes asking for those are refused.
+// Shadow traffic is nginx's mirror (shadow.go). The template has no
+// variable for a pause or a maintenance page, so routes asking for those
+// are refused.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true}
+	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true, Shadow: true}
 }
 
 func (b *Balancer) checkRoute(r lb.Route) error {

@@ -56,6 +56,11 @@ func TestRenderGolden(t *testing.T) {
 			r.Active.Weight, r.Standby.Weight, r.Sticky = 99, 1, true
 		}), ""},
 		{"access-log", "app", "80", testRoute("blue", 7), "/var/log/nginx/bgd-app.json.log"},
+		{"shadow-green-active", "app", "80", lbtest.Route("green", 8, func(r *lb.Route) { r.Shadow = true }), ""},
+		{"shadow-sticky-split", "shop.api", "127.0.0.1:8080", lbtest.Route("blue", 9, func(r *lb.Route) {
+			r.Service = "shop.api"
+			r.Active.Weight, r.Standby.Weight, r.Sticky, r.Shadow = 90, 10, true, true
+		}), ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
