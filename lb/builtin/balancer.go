@@ -36,15 +36,16 @@ type Balancer struct {
 
 var _ lb.Capable = (*Balancer)(nil)
 
-// Capabilities: weighted splits, nothing else beyond today's routes. The
-// proxy sends new requests to the active slot of the state file or, while
-// the state file holds a canary, splits them between the active slot and
-// the canary by its weight (sticky or not, Route.Sticky). It has no pause
-// and no maintenance page, and dials slots on 127.0.0.1 with the state
-// file's ports: a route's Host is never read, so any other host is refused
-// rather than ignored.
+// Capabilities: weighted splits, pause and maintenance. The proxy sends
+// new requests to the active slot of the state file or, while the state
+// file holds a canary, splits them between the active slot and the canary
+// by its weight (sticky or not, Route.Sticky). While the state file pauses
+// it holds new requests (pause.go); in maintenance it answers 503
+// (maintenance.go). It dials slots on 127.0.0.1 with the state file's
+// ports: a route's Host is never read, so any other host is refused rather
+// than ignored.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "builtin", Weights: true}
+	return lb.Capabilities{Driver: "builtin", Weights: true, Pause: true, Maintenance: true}
 }
 
 var _ lb.Drainer = (*Balancer)(nil)
@@ -151,7 +152,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		if err != nil {
 			return err
 		}
-		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) {
+		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) && servesHold(ri, r) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -161,6 +162,11 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		time.Sleep(wait)
 		wait = min(wait*2, 20*time.Millisecond)
 	}
+}
+
+// servesHold reports whether ri pauses and is in maintenance as r asks.
+func servesHold(ri *RouteInfo, r lb.Route) bool {
+	return ri.Paused == (r.Pause > 0) && ri.Maintenance == r.Maintenance
 }
 
 // servesSplit reports whether ri shows r's split: both weights and the
@@ -176,19 +182,32 @@ func servesSplit(ri *RouteInfo, r lb.Route) bool {
 // describeInfo names what ri serves: "blue", or "blue 90% + green 10%
 // (sticky)".
 func describeInfo(ri *RouteInfo) string {
-	if len(ri.Weights) == 0 {
-		return ri.Active.String()
+	s := ri.Active.String()
+	if len(ri.Weights) > 0 {
+		other := ri.Active.Other()
+		s = describeSplit(ri.Active, ri.Weights[ri.Active], other, ri.Weights[other], ri.Sticky)
 	}
-	other := ri.Active.Other()
-	return describeSplit(ri.Active, ri.Weights[ri.Active], other, ri.Weights[other], ri.Sticky)
+	return s + holdSuffix(ri.Paused, ri.Maintenance)
+}
+
+// holdSuffix names a pause or maintenance after the routing.
+func holdSuffix(paused, maintenance bool) string {
+	switch {
+	case paused:
+		return ", paused"
+	case maintenance:
+		return ", in maintenance"
+	}
+	return ""
 }
 
 // describeRoute names what r asks for, as describeInfo does.
 func describeRoute(r lb.Route) string {
-	if !r.Splits() {
-		return r.Active.Color.String()
+	s := r.Active.Color.String()
+	if r.Splits() {
+		s = describeSplit(r.Active.Color, r.Active.Weight, r.Standby.Color, r.Standby.Weight, r.Sticky)
 	}
-	return describeSplit(r.Active.Color, r.Active.Weight, r.Standby.Color, r.Standby.Weight, r.Sticky)
+	return s + holdSuffix(r.Pause > 0, r.Maintenance)
 }
 
 func describeSplit(a config.Color, aw int, c config.Color, cw int, sticky bool) string {
@@ -230,16 +249,23 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 	if err := b.Capabilities().Check(r); err != nil {
 		return nil, err
 	}
+	hold := ""
+	switch {
+	case r.Pause > 0:
+		hold = fmt.Sprintf("paused: new requests are held for at most %s\n", r.Pause)
+	case r.Maintenance:
+		hold = "maintenance: every request is answered 503 (Retry-After " + lb.MaintenanceRetryAfter + ")\n"
+	}
 	if !r.Splits() {
-		return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n",
-			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation)), nil
+		return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n%s",
+			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation, hold)), nil
 	}
 	out := fmt.Sprintf("# builtin proxy of service %s on %s: canary split\nupstream %s %s weight %d%% (generation %d)\nupstream %s %s weight %d%% (canary)\n",
 		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Active.Weight, r.Generation, r.Standby.Color, r.Standby.Addr(), r.Standby.Weight)
 	if r.Sticky {
 		out += fmt.Sprintf("sticky cookie %s=<colour>; Path=/; HttpOnly; SameSite=Lax\n", lb.StickyCookie(r.Service))
 	}
-	return []byte(out), nil
+	return []byte(out + hold), nil
 }
 
 func splitPort(addr string) (string, int, error) {

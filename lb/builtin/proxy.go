@@ -51,6 +51,13 @@ type RouteInfo struct {
 	// Sticky: the split in force keeps each client on one side with the
 	// cookie lb.StickyCookie(Service). Never true without Weights.
 	Sticky bool `json:"sticky,omitempty"`
+	// Paused: the proxy holds new requests (bgd pause) until PausedUntil
+	// at the latest; Held is how many it holds now.
+	Paused      bool      `json:"paused,omitempty"`
+	PausedUntil time.Time `json:"paused_until,omitzero"`
+	Held        int64     `json:"held,omitempty"`
+	// Maintenance: the proxy answers every request 503 (bgd maintenance on).
+	Maintenance bool `json:"maintenance,omitempty"`
 }
 
 // Proxy serves one service on Listen.
@@ -87,6 +94,12 @@ type Proxy struct {
 	// inFlight counts the requests being forwarded, per colour
 	// (colorIndex): two atomics, no lock on the request path.
 	inFlight [2]atomic.Int64
+	// gate is the pause in force (nil: none) and held the requests it
+	// holds; maint the maintenance answer (nil: route). Atomics, so the
+	// request path takes no lock when neither is on.
+	gate  atomic.Pointer[gate]
+	held  atomic.Int64
+	maint atomic.Pointer[maintenance]
 }
 
 // colorIndex is color's slot in Proxy.inFlight.
@@ -219,6 +232,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
 	go p.follow(ctx, watcher)
+	go p.releaseAll(ctx)
 	if p.Ready != nil {
 		p.Ready()
 	}
@@ -289,6 +303,10 @@ func (p *Proxy) reload() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
+	p.applyMaintenance(st)
+	// Held requests are released after the new routing is stored, so a
+	// resume written with a flip sends them to the new routing.
+	defer p.applyPause(st)
 	cur := p.route.Load()
 	if cur != nil && cur.same(next) {
 		return nil
@@ -439,6 +457,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ri := RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
 				PID: os.Getpid(), StateFile: absPath(p.StatePath), InFlight: map[config.Color]int64{
 					config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}}
+			if g := p.gate.Load(); g != nil {
+				ri.Paused, ri.PausedUntil, ri.Held = true, g.until, p.held.Load()
+			}
+			ri.Maintenance = p.maint.Load() != nil
 			if u.canary != nil {
 				ri.Weights = map[config.Color]int{u.color: 100 - u.weight, u.canary.color: u.weight}
 				ri.Sticky = u.sticky
@@ -446,6 +468,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(ri)
 		}
+		return
+	}
+	if p.serveMaintenance(w, r) || !p.hold(w, r) {
 		return
 	}
 	s := p.route.Load().pick(r)
