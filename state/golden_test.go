@@ -36,6 +36,7 @@ func fullState() *State {
 		Canary:            &Canary{Color: config.Blue, Weight: 10, Sticky: true, Started: at(50)},
 		Shadow:            true,
 		Maintenance:       true,
+		MaintenancePage:   "/srv/www/maintenance.html",
 		Paused:            &Pause{Since: at(55), Until: at(56)},
 	}
 	st.SetSlot(config.Blue, SlotState{PID: 12345, StartTime: 111111, Port: 5105, Healthy: true, Release: "v1.0.0"})

@@ -149,6 +149,7 @@ func (p *printer) status(s *orchestrator.Status) error {
 		fmt.Fprintf(&b, "%sCanary: %s gets %d%% of new requests%s (since %s): `bgd canary N`, `bgd promote` or `bgd abort`\n",
 			p.icon("🐤"), strings.ToUpper(c.Color.String()), c.Weight, sticky, c.Started.Format(time.RFC3339))
 	}
+	b.WriteString(p.holdLines(s))
 	for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
 		status := "stopped"
 		if sl.Running {
