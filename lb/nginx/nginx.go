@@ -182,6 +182,13 @@ type Data struct {
 	// upstream address, status and time as JSON for bgd's analysis; "":
 	// no such log.
 	AccessLog string
+	// Maintenance: every request is answered 503 with RetryAfter and
+	// MaintenancePage (a file: the page bgd writes beside lb.nginx.file),
+	// or MaintenanceText when the route has no page.
+	Maintenance     bool
+	MaintenancePage string
+	MaintenanceText string
+	RetryAfter      string
 }
 
 func slotOf(u lb.Upstream, split bool) Slot {
@@ -225,6 +232,7 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		ActiveHeader:     ActiveHeader,
 		WeightsHeader:    WeightsHeader,
 	}
+	setMaintenance(&d, r, b.pageFile())
 	var buf bytes.Buffer
 	if err := b.tmpl.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("%w: service %q: rendering %s: %v", config.ErrInvalid, b.service, b.tmpl.Name(), err)
@@ -266,10 +274,11 @@ var _ lb.Capable = (*Balancer)(nil)
 // (nginx resolves a name when it loads the file) and, for a split, both
 // slots with their weights; a split's slot hosts must be IP addresses,
 // since nginx names the slot that served by the address it connected to.
-// The template has no variable for a pause or a maintenance page, so
-// routes asking for those are refused.
+// Maintenance is rendered by the template (maintenance.go). nginx cannot
+// hold requests and release them later without a reload trick, so a pause
+// is refused.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true}
+	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true, Maintenance: true}
 }
 
 func (b *Balancer) checkRoute(r lb.Route) error {
@@ -320,6 +329,9 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 			log.Info("nginx already serves this generation")
 			return nil
 		}
+	}
+	if err := b.writePage(r); err != nil {
+		return err
 	}
 	if err := fsx.WriteFileAtomic(f.path, data, f.perm); err != nil {
 		return fmt.Errorf("nginx: %w", err)
