@@ -37,8 +37,9 @@ const maxMaintenancePage = 64 << 10
 // still answer 503.
 func (o *Orchestrator) applyHolds(st *state.State, r *lb.Route) {
 	if ps := st.Paused; ps != nil {
+		// What is left, to the millisecond above (so never 0 while paused).
 		if left := time.Until(ps.Until); left > 0 {
-			r.Pause = left
+			r.Pause = (left + time.Millisecond - 1).Truncate(time.Millisecond)
 		}
 	}
 	if !st.Maintenance {
@@ -104,7 +105,7 @@ func (o *Orchestrator) Pause(ctx context.Context, timeout time.Duration) (*Resul
 	ev := state.Event{Action: "pause", From: st.ActiveVersion, To: st.ActiveVersion,
 		Reason: fmt.Sprintf("new requests held for at most %s, until %s", timeout, np.Until.Format(time.RFC3339))}
 	st.Paused = np
-	if err := p.reapply(ctx, func() { st.Paused = prev }); err != nil {
+	if err := p.reapply(ctx, "bgd pause", func() { st.Paused = prev }); err != nil {
 		ev.Status, ev.Reason = state.StatusFailed, err.Error()
 		st.Record(ev)
 		return nil, p.end(err)
@@ -137,7 +138,7 @@ func (o *Orchestrator) Resume(ctx context.Context) (*Result, error) {
 	st.Paused = nil
 	ev := state.Event{Action: "resume", From: st.ActiveVersion, To: st.ActiveVersion,
 		Reason: fmt.Sprintf("paused since %s (%s)", prev.Since.Format(time.RFC3339), held)}
-	if err := p.reapply(ctx, func() { st.Paused = prev }); err != nil {
+	if err := p.reapply(ctx, "bgd resume", func() { st.Paused = prev }); err != nil {
 		ev.Status, ev.Reason = state.StatusFailed, err.Error()
 		st.Record(ev)
 		return nil, p.end(err)
@@ -198,7 +199,7 @@ func (o *Orchestrator) Maintenance(ctx context.Context, on bool, page string) (*
 		action = "maintenance_on"
 	}
 	ev := state.Event{Action: action, From: st.ActiveVersion, To: st.ActiveVersion, Reason: page}
-	if err := p.reapply(ctx, func() { st.Maintenance, st.MaintenancePage = prevOn, prevPage }); err != nil {
+	if err := p.reapply(ctx, "bgd maintenance "+map[bool]string{true: "on", false: "off"}[on], func() { st.Maintenance, st.MaintenancePage = prevOn, prevPage }); err != nil {
 		ev.Status, ev.Reason = state.StatusFailed, err.Error()
 		st.Record(ev)
 		return nil, p.end(err)
@@ -218,10 +219,16 @@ func (o *Orchestrator) Maintenance(ctx context.Context, on bool, page string) (*
 
 // reapply has the load balancer apply the state's routing as it is now (a
 // pause or maintenance changed): a flip to the active colour, the canary
-// kept. On error, undo puts the state's pause or maintenance back, and the
-// state is saved so that a load balancer that follows it sees it back too.
-func (p *op) reapply(ctx context.Context, undo func()) error {
+// kept. A driver that cannot is refused first, naming what (bgd pause,
+// bgd maintenance on) and that nothing changed. On error, undo puts the
+// state's pause or maintenance back, and the state is saved so that a load
+// balancer that follows it sees it back too.
+func (p *op) reapply(ctx context.Context, what string, undo func()) error {
 	st := p.st
+	if err := lb.Supports(p.o.lb, p.o.route(st, st.ActiveVersion)); err != nil {
+		undo()
+		return failf("%s: %w; nothing changed: traffic is routed to %s as before", what, err, routingOf(st))
+	}
 	err := p.flipTo(ctx, st.ActiveVersion, st.Canary)
 	if err == nil {
 		return nil
