@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,13 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bgd-dev/bgd/lb/haproxy"
 )
 
 // pauseDrivers are the drivers that hold requests.
 var pauseDrivers = []string{"builtin"}
 
 // maintenanceDrivers are the drivers that answer maintenance.
-var maintenanceDrivers = []string{"builtin", "nginx"}
+var maintenanceDrivers = []string{"builtin", "nginx", "haproxy"}
 
 // sendHeld sends n requests on new connections through url in the
 // background; each arrives on the channel when answered.
@@ -124,56 +127,103 @@ func testAnswer(url string) (string, error) {
 	return a.slot, nil
 }
 
-// TestMaintenanceThroughEachLoadBalancer: per driver that can, with real
-// slots: maintenance on answers every path 503 with Retry-After and the
-// page; maintenance off routes to the active colour again.
+// getMaintenance GETs url and checks a maintenance answer: 503,
+// Retry-After 60, the content type and the body.
+func getMaintenance(t *testing.T, what, url, body, ctype string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "60" ||
+		string(got) != body || !strings.HasPrefix(resp.Header.Get("Content-Type"), ctype) {
+		t.Errorf("%s, GET %s: %d, Retry-After %q, Content-Type %q, body %q; want 503, 60, %s, %q",
+			what, url, resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"), got, ctype, body)
+	}
+}
+
+// writePage writes an HTML page into a temporary directory.
+func writePage(t *testing.T, html string) string {
+	t.Helper()
+	page := filepath.Join(t.TempDir(), "maintenance.html")
+	if err := os.WriteFile(page, []byte(html), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return page
+}
+
+// TestMaintenanceThroughEachLoadBalancer: per driver, with real slots and
+// maintenance_page: maintenance on answers every path 503 with Retry-After
+// and the page; --page another page is answered by the builtin proxy and
+// nginx, and refused by HAProxy (exit 2: it answers the page it loaded),
+// which stays in maintenance; maintenance off routes to blue again.
 func TestMaintenanceThroughEachLoadBalancer(t *testing.T) {
+	const html, other = "<!doctype html><h1>Back soon</h1>\n", "<!doctype html><h1>Other page</h1>\n"
 	for _, driver := range maintenanceDrivers {
 		t.Run(driver, func(t *testing.T) {
 			blue, green := freePort(t), freePort(t)
+			page, otherPage := writePage(t, html), writePage(t, other)
 			lbYAML, url := canaryLB(t, driver, blue, green, false)
-			page := filepath.Join(t.TempDir(), "maintenance.html")
-			const html = "<!doctype html><h1>Back soon</h1>\n"
-			if err := os.WriteFile(page, []byte(html), 0o644); err != nil {
-				t.Fatal(err)
+			if driver == "haproxy" {
+				lbYAML, url = haproxyLB(t, blue, green, haSetup{maintenancePage: page})
 			}
-			svc := testService(t, blue, green, lbYAML, "")
+			svc := testService(t, blue, green, lbYAML, fmt.Sprintf("    maintenance_page: %q\n", page))
 			svc.must("start", "blue", "--release", "v1")
-			for _, c := range []struct{ args, body, ctype string }{
-				{"--page " + page, html, "text/html"},
-				{"", "503 Service Unavailable: down for maintenance, try again later\n", "text/plain"},
-			} {
-				svc.must(append([]string{"maintenance", "on"}, strings.Fields(c.args)...)...)
-				for _, path := range []string{"", "health", "any/path?x=1"} {
-					resp, err := http.Get(url + path)
-					if err != nil {
-						t.Fatal(err)
-					}
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "60" ||
-						string(body) != c.body || !strings.HasPrefix(resp.Header.Get("Content-Type"), c.ctype) {
-						t.Errorf("%s maintenance on %s, GET /%s: %d, Retry-After %q, Content-Type %q, body %q",
-							driver, c.args, path, resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"), body)
-					}
+
+			svc.must("maintenance", "on")
+			for _, path := range []string{"", "health", "any/path?x=1"} {
+				getMaintenance(t, driver+" maintenance on", url+path, html, "text/html")
+			}
+			if st := svc.must("status"); !strings.Contains(st, "Maintenance: every request is answered 503 with "+page) {
+				t.Errorf("status in maintenance:\n%s", st)
+			}
+			out, errOut, code := svc.run("maintenance", "on", "--page", otherPage)
+			if driver == "haproxy" {
+				if code != 2 || !strings.Contains(errOut, "the haproxy driver does not support maintenance") {
+					t.Errorf("haproxy maintenance on --page another page: exit %d\n%s%s", code, out, errOut)
 				}
-				if st := svc.must("status"); !strings.Contains(st, "Maintenance: every request is answered 503") {
-					t.Errorf("status in maintenance:\n%s", st)
+				t.Logf("haproxy refuses another page: exit %d: %s", code, strings.TrimSpace(errOut))
+				getMaintenance(t, "haproxy after the refused --page", url, html, "text/html")
+			} else {
+				if code != 0 {
+					t.Fatalf("%s maintenance on --page: exit %d\n%s%s", driver, code, out, errOut)
 				}
-				svc.must("maintenance", "off")
-				if a, err := testAnswer(url); err != nil || a != "blue" {
-					t.Errorf("%s after maintenance off: %q %v, want blue", driver, a, err)
-				}
+				getMaintenance(t, driver+" maintenance on --page", url, other, "text/html")
+			}
+			svc.must("maintenance", "off")
+			if a, err := testAnswer(url); err != nil || a != "blue" {
+				t.Errorf("%s after maintenance off: %q %v, want blue", driver, a, err)
 			}
 		})
 	}
 }
 
-// TestHoldsRefusedWithExit2: a driver that cannot pause (nginx) or answer
-// maintenance refuses with exit 2 and a message naming the driver; the
+// TestMaintenanceDefaultText: without a page, each driver answers its own
+// short text (text/plain), and routes again after off.
+func TestMaintenanceDefaultText(t *testing.T) {
+	for _, driver := range maintenanceDrivers {
+		t.Run(driver, func(t *testing.T) {
+			blue, green := freePort(t), freePort(t)
+			lbYAML, url := canaryLB(t, driver, blue, green, false)
+			svc := testService(t, blue, green, lbYAML, "")
+			svc.must("start", "blue", "--release", "v1")
+			svc.must("maintenance", "on")
+			getMaintenance(t, driver+" maintenance on", url+"x", "503 Service Unavailable: down for maintenance, try again later\n", "text/plain")
+			svc.must("maintenance", "off")
+			if a, err := testAnswer(url); err != nil || a != "blue" {
+				t.Errorf("%s after maintenance off: %q %v, want blue", driver, a, err)
+			}
+		})
+	}
+}
+
+// TestHoldsRefusedWithExit2: a driver that cannot pause (nginx, HAProxy)
+// refuses with exit 2 and a message naming the driver; the
 // routing is untouched and the state records no pause.
 func TestHoldsRefusedWithExit2(t *testing.T) {
-	refusals := []struct{ driver, feature string }{{"nginx", "pause"}}
+	refusals := []struct{ driver, feature string }{{"nginx", "pause"}, {"haproxy", "pause"}}
 	for _, r := range refusals {
 		t.Run(r.driver+"/"+r.feature, func(t *testing.T) {
 			blue, green := freePort(t), freePort(t)
@@ -197,4 +247,36 @@ func TestHoldsRefusedWithExit2(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHAProxyMaintenanceSurvivesReload: the maintenance entry is in the map
+// file too, so a reload of HAProxy keeps answering 503, and maintenance off
+// (which a reload also keeps) routes again.
+func TestHAProxyMaintenanceSurvivesReload(t *testing.T) {
+	blue, green := freePort(t), freePort(t)
+	startDemoApp(t, blue, "blue", "v1")
+	startDemoApp(t, green, "green", "v2")
+	page := writePage(t, "<h1>reload-proof</h1>\n")
+	h := newHAProxy(t, blue, green, haSetup{maintenancePage: page})
+	h.waitUp(t, "blue", "green")
+	b, err := haproxy.New("app", h.hcfg, haproxy.Options{UpTimeout: 5 * time.Second, MaintenancePage: page})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := haRoute("blue", blue, green)
+	r.Maintenance, r.MaintenancePage = true, "<h1>reload-proof</h1>\n"
+	if err := b.Flip(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	getMaintenance(t, "haproxy maintenance on", h.url(), r.MaintenancePage, "text/html")
+	h.reload(t)
+	getMaintenance(t, "haproxy maintenance on, after a reload", h.url(), r.MaintenancePage, "text/html")
+	r.Maintenance, r.MaintenancePage = false, ""
+	if err := b.Flip(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	h.assertRoutesTo(t, "blue")
+	h.reload(t)
+	h.waitUp(t, "blue")
+	h.assertRoutesTo(t, "blue")
 }

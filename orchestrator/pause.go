@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,6 +67,17 @@ func readPage(path string) (string, error) {
 		return "", fmt.Errorf("maintenance page %s is %d bytes, more than %d", path, len(b), maxMaintenancePage)
 	}
 	return string(b), nil
+}
+
+// absOrEmpty is path made absolute ("" stays "").
+func absOrEmpty(path string) string {
+	if path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // pausedNow is st's pause if it is still in force (its deadline not
@@ -225,11 +237,19 @@ func (o *Orchestrator) Maintenance(ctx context.Context, on bool, page string) (*
 // balancer that follows it sees it back too.
 func (p *op) reapply(ctx context.Context, what string, undo func()) error {
 	st := p.st
-	if err := lb.Supports(p.o.lb, p.o.route(st, st.ActiveVersion)); err != nil {
-		undo()
-		return failf("%s: %w; nothing changed: traffic is routed to %s as before", what, err, routingOf(st))
+	route := p.o.route(st, st.ActiveVersion)
+	err := lb.Supports(p.o.lb, route)
+	if err == nil {
+		// Render refuses what Flip would (e.g. a page HAProxy cannot answer).
+		if _, rerr := p.o.lb.Render(route); errors.Is(rerr, lb.ErrUnsupported) || errors.Is(rerr, lb.ErrInvalidRoute) {
+			err = rerr
+		}
 	}
-	err := p.flipTo(ctx, st.ActiveVersion, st.Canary)
+	if err != nil {
+		undo()
+		return failf("%s: %w; nothing changed", what, err)
+	}
+	err = p.flipTo(ctx, st.ActiveVersion, st.Canary)
 	if err == nil {
 		return nil
 	}
