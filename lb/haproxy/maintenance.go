@@ -30,7 +30,7 @@ func (b *Balancer) maintenanceKey() string { return b.service + "@maintenance" }
 
 func (b *Balancer) maintenanceData(r lb.Route) Maintenance {
 	return Maintenance{Key: b.maintenanceKey(), Page: b.opts.MaintenancePage,
-		Text: `503 Service Unavailable: down for maintenance, try again later\n`,
+		Text:       `503 Service Unavailable: down for maintenance, try again later\n`,
 		RetryAfter: lb.MaintenanceRetryAfter, On: r.Maintenance}
 }
 
