@@ -249,8 +249,12 @@ func (p *op) reapply(ctx context.Context, what string, undo func()) error {
 		undo()
 		return failf("%s: %w; nothing changed", what, err)
 	}
+	lastSwitch := st.LastSwitch
 	err = p.flipTo(ctx, st.ActiveVersion, st.Canary)
 	if err == nil {
+		// Traffic did not switch: last_switch stays the last real flip's
+		// (p.end saves it).
+		st.LastSwitch = lastSwitch
 		return nil
 	}
 	undo()

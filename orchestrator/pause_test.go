@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,9 +28,15 @@ func TestPauseAndResume(t *testing.T) {
 	r := newRig(t, b, func(s *config.Service) { s.PauseTimeout = config.Duration(45 * time.Second) })
 	r.slot("blue", "v1")
 	r.slot("green", "v2")
-
+	if _, err := r.o.Switch(ctx, "blue", false); err != nil {
+		t.Fatal(err)
+	}
+	switched := r.state().LastSwitch
 	res, err := r.o.Pause(ctx, 0)
 	st := r.state()
+	if fmt.Sprint(st.LastSwitch) != fmt.Sprint(switched) {
+		t.Errorf("pause changed last_switch from %v to %v", switched, st.LastSwitch)
+	}
 	if err != nil || st.Paused == nil || st.Paused.Until.Sub(st.Paused.Since) != 45*time.Second || !res.Changed {
 		t.Fatalf("pause: %+v %v, state %+v", res, err, st.Paused)
 	}
