@@ -257,3 +257,43 @@ func TestBuiltinRendersHolds(t *testing.T) {
 }
 
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+// TestPauseReleasedAtShutdown: a proxy that stops while paused releases its
+// held requests, which are forwarded and answered within the graceful
+// shutdown, rather than dropped.
+func TestPauseReleasedAtShutdown(t *testing.T) {
+	blue, green := backend(t, "blue", nil), backend(t, "green", nil)
+	store := &state.Store{Path: filepath.Join(t.TempDir(), "bg_state.json")}
+	st := state.New(blue, green)
+	now := state.Now()
+	st.Paused = &state.Pause{Since: now, Until: now.Add(30 * time.Second)}
+	if err := store.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Service: "app", Listen: freeAddr(t), StatePath: store.Path, BluePort: blue, GreenPort: green}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(cancel)
+	b := &Balancer{Listen: p.Listen}
+	deadline := time.Now().Add(5 * time.Second)
+	for ri, err := b.Route(ctx); err != nil || !ri.Paused; ri, err = b.Route(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy never paused: %+v %v", ri, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	held := sendHeld(t, b, 3)
+	stopped := time.Now()
+	cancel()
+	for range 3 {
+		r := <-held
+		if r.err != nil || r.code != http.StatusOK || r.body != "blue" {
+			t.Errorf("a request held at shutdown: %d %q %v, want 200 from blue", r.code, r.body, r.err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	t.Logf("3 held requests answered and the proxy stopped %s after its context ended", time.Since(stopped).Round(time.Millisecond))
+}
