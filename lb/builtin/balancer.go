@@ -157,7 +157,7 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: builtin proxy on %s still serves %s (generation %d) after %s, want %s (generation %d)%s",
-				lb.ErrNotConfirmed, b.Listen, describeInfo(ri), ri.Generation, timeout, describeRoute(r), r.Generation, splitHint(ri, r))
+				lb.ErrNotConfirmed, b.Listen, describeInfo(ri), ri.Generation, timeout, describeRoute(r), r.Generation, splitHint(ri, r)+holdHint(ri, r))
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 20*time.Millisecond)

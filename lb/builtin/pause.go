@@ -1,10 +1,13 @@
 package builtin
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -98,4 +101,24 @@ func (p *Proxy) releaseAll(ctx context.Context) {
 	if g := p.gate.Swap(nil); g != nil {
 		g.release()
 	}
+}
+
+// holdHint says what to check when the proxy serves r's routing but not its
+// pause or maintenance: the state file, or a proxy older than both.
+func holdHint(ri *RouteInfo, r lb.Route) string {
+	if ri.Generation < r.Generation || ri.Active != r.Active.Color || servesHold(ri, r) {
+		return ""
+	}
+	return fmt.Sprintf(": the state file %s does not say %s, or the proxy (pid %d) is older than pause and maintenance (restart it)",
+		cmp.Or(ri.StateFile, "followed"), describeHold(r), ri.PID)
+}
+
+func describeHold(r lb.Route) string {
+	switch {
+	case r.Pause > 0:
+		return "paused"
+	case r.Maintenance:
+		return "maintenance"
+	}
+	return "neither paused nor maintenance"
 }

@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -296,4 +297,17 @@ func TestPauseReleasedAtShutdown(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 	t.Logf("3 held requests answered and the proxy stopped %s after its context ended", time.Since(stopped).Round(time.Millisecond))
+}
+
+// TestFlipNotConfirmedWithoutTheHold: a route asking for a pause the state
+// file does not hold is not confirmed, and the error says what to check.
+func TestFlipNotConfirmedWithoutTheHold(t *testing.T) {
+	_, store, b := startProxy(t, backend(t, "blue", nil), backend(t, "green", nil))
+	b.ConfirmTimeout = 200 * time.Millisecond
+	r := writeRouting(t, store, config.Blue, 0, false)
+	r.Pause = time.Minute
+	err := b.Flip(context.Background(), r)
+	if !errors.Is(err, lb.ErrNotConfirmed) || !strings.Contains(err.Error(), "does not say paused") {
+		t.Errorf("Flip of a pause the state does not hold = %v", err)
+	}
 }
