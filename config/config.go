@@ -101,6 +101,15 @@ type Service struct {
 	// left out; at least 1 (1: the first failed probe fails over). Used
 	// only with Failover.
 	FailoverAfter int `yaml:"failover_after"`
+	// PauseTimeout bounds a pause (bgd pause): the load balancer releases
+	// held requests by itself once it has passed. Default 30s; bgd pause
+	// --timeout overrides it.
+	PauseTimeout Duration `yaml:"pause_timeout"`
+	// MaintenancePage is an HTML file answered (with 503 and Retry-After)
+	// to every request while the service is in maintenance (bgd
+	// maintenance on); "" (default): the load balancer's own short text.
+	// bgd maintenance on --page overrides it.
+	MaintenancePage string `yaml:"maintenance_page"`
 	// LB selects and configures the load balancer driver.
 	LB LB `yaml:"lb"`
 	// Canary configures weighted splits (bgd deploy --canary, bgd canary).

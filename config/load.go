@@ -302,6 +302,9 @@ func (c *Config) fillDefaults() {
 		s.setDur("health.request_timeout", &h.RequestTimeout, 2*time.Second)
 		s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
 		s.setDur("drain_timeout", &s.DrainTimeout, 30*time.Second)
+		if s.PauseTimeout == 0 {
+			s.PauseTimeout = Duration(30 * time.Second)
+		}
 		s.setDur("health.restart_window", &h.RestartWindow, 10*time.Minute)
 		if s.Analysis.Interval == 0 {
 			s.Analysis.Interval = Duration(time.Second)

@@ -119,6 +119,9 @@ func (s *Service) validateHealth(name string, add adder) {
 	if n := s.Health.MaxRestarts; n < 0 {
 		add("service %q: health.max_restarts %d is negative: 0 turns the sweep's restarts off", name, n)
 	}
+	if d := s.PauseTimeout; d < 0 {
+		add("service %q: pause_timeout %s is negative: how long bgd pause may hold requests, e.g. 30s", name, d)
+	}
 	if n := s.FailoverAfter; n < 1 {
 		add("service %q: failover_after %d must be at least 1 (the consecutive failed probes of the active slot before a sweep fails over; 1: the first one)", name, n)
 	}

@@ -52,6 +52,9 @@ type haSetup struct {
 	// sticky renders the split backend with the canary's cookie
 	// (canary.sticky: true).
 	sticky bool
+	// maintenancePage is the service's maintenance_page, which the
+	// snippet's maintenance rule answers.
+	maintenancePage string
 }
 
 // newHAProxy renders the snippet for service "app" with slots on bluePort
@@ -79,7 +82,8 @@ func newHAProxy(t *testing.T, bluePort, greenPort int, s haSetup) *testHAProxy {
 	if err := os.WriteFile(h.mapFile, []byte(mapInit), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	renderer, err := haproxy.New("app", h.hcfg, haproxy.Options{Bind: fmt.Sprintf("127.0.0.1:%d", h.port), Check: haFastCheck, Sticky: s.sticky})
+	renderer, err := haproxy.New("app", h.hcfg, haproxy.Options{Bind: fmt.Sprintf("127.0.0.1:%d", h.port), Check: haFastCheck, Sticky: s.sticky,
+		MaintenancePage: s.maintenancePage})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,8 @@ func newBalancer(cfg *config.Config, svc *config.Service, opts Options) (lb.Bala
 		}
 		return b, nil
 	case "haproxy":
-		b, err := haproxy.New(svc.Name, svc.LB.HAProxy, haproxy.Options{UpTimeout: svc.Health.Timeout.D(), Sticky: svc.Canary.Sticky, Logger: opts.Logger})
+		b, err := haproxy.New(svc.Name, svc.LB.HAProxy, haproxy.Options{UpTimeout: svc.Health.Timeout.D(), Sticky: svc.Canary.Sticky, Logger: opts.Logger,
+			MaintenancePage: absOrEmpty(svc.MaintenancePage)})
 		if err != nil {
 			return nil, err
 		}

@@ -241,6 +241,7 @@ func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
 	if c := st.Canary; c != nil && c.Color == other {
 		r.Active.Weight, r.Standby.Weight, r.Sticky = 100-c.Weight, c.Weight, c.Sticky
 	}
+	o.applyHolds(st, &r)
 	return r
 }
 

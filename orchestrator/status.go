@@ -64,6 +64,15 @@ type Status struct {
 	Canary *state.Canary `json:"canary,omitempty"`
 	// Shadow is the shadow traffic in force; absent when off.
 	Shadow *ShadowStatus `json:"shadow,omitempty"`
+	// Paused is the pause the state records (bgd pause), absent when none;
+	// PauseExpired: its deadline has passed, so the load balancer no
+	// longer holds requests (bgd resume clears it).
+	Paused       *state.Pause `json:"paused,omitempty"`
+	PauseExpired bool         `json:"pause_expired,omitempty"`
+	// Maintenance: every request is answered 503 (bgd maintenance on), with
+	// MaintenancePage ("" : the load balancer's own text).
+	Maintenance     bool   `json:"maintenance,omitempty"`
+	MaintenancePage string `json:"maintenance_page,omitempty"`
 }
 
 // ProxyStatus is the builtin proxy of a service, checked against reality.
@@ -148,7 +157,8 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	o.syncUnits(st)
 	s := &Status{Service: o.svc.Name, Driver: o.svc.LB.Driver, ActiveVersion: st.ActiveVersion,
 		LastSwitch: st.LastSwitch, LastCheck: st.LastCheck, History: st.History, ProxyPID: st.ProxyPID,
-		InProgress: st.InProgress, StateFile: o.statePath, Canary: st.Canary}
+		InProgress: st.InProgress, StateFile: o.statePath, Canary: st.Canary,
+		Paused: st.Paused, PauseExpired: st.Paused != nil && pausedNow(st) == nil, Maintenance: st.Maintenance, MaintenancePage: st.MaintenancePage}
 	if st.InProgress != nil {
 		s.InProgressRunning = o.sys.alive(st.InProgress.PID)
 	}

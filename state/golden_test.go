@@ -37,6 +37,7 @@ func fullState() *State {
 		Watch:             &Watch{Color: config.Blue, Release: "v1.0.0", Since: at(50), Until: at(59), Requests: 1200, Errors: 3},
 		Shadow:            true,
 		Maintenance:       true,
+		MaintenancePage:   "/srv/www/maintenance.html",
 		Paused:            &Pause{Since: at(55), Until: at(56)},
 	}
 	st.SetSlot(config.Blue, SlotState{PID: 12345, StartTime: 111111, Port: 5105, Healthy: true, Release: "v1.0.0"})

@@ -78,6 +78,9 @@ type State struct {
 	// Maintenance: the load balancer answers every request 503 instead of
 	// routing it (bgd maintenance on).
 	Maintenance bool `json:"maintenance,omitempty"`
+	// MaintenancePage is the HTML file answered during maintenance (its
+	// absolute path); "": the load balancer's own short text.
+	MaintenancePage string `json:"maintenance_page,omitempty"`
 	// Paused: the load balancer holds new requests (bgd pause) until bgd
 	// resume, or until Paused.Until, after which it releases them.
 	Paused *Pause `json:"paused,omitempty"`

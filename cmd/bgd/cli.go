@@ -148,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	actionRan := false
 	var unknown error // an unknown command (or help topic)
-	cmds := commands(e)
+	cmds := append(commands(e), pauseCommands(e)...)
 	for _, cmd := range cmds {
 		action := cmd.Action
 		cmd.Action = func(c *cli.Context) error { actionRan = true; return action(c) }

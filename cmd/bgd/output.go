@@ -152,6 +152,7 @@ func (p *printer) status(s *orchestrator.Status) error {
 	if sh := s.Shadow; sh != nil {
 		fmt.Fprintf(&b, "%sShadow: %s (`bgd shadow off` stops it)\n", p.icon("👥"), sh.Summary())
 	}
+	b.WriteString(p.holdLines(s))
 	for _, sl := range []orchestrator.SlotStatus{s.Blue, s.Green} {
 		status := "stopped"
 		if sl.Running {

@@ -36,16 +36,17 @@ type Balancer struct {
 
 var _ lb.Capable = (*Balancer)(nil)
 
-// Capabilities: weighted splits, nothing else beyond today's routes. The
-// proxy sends new requests to the active slot of the state file or, while
-// the state file holds a canary, splits them between the active slot and
-// the canary by its weight (sticky or not, Route.Sticky). It has no pause
-// and no maintenance page, and dials slots on 127.0.0.1 with the state
-// file's ports: a route's Host is never read, so any other host is refused
-// rather than ignored. While the state file says so, it copies each request
-// to the standby slot (shadow traffic, shadow.go).
+// Capabilities: weighted splits, shadow traffic, pause and maintenance.
+// The proxy sends new requests to the active slot of the state file or,
+// while the state file holds a canary, splits them between the active slot
+// and the canary by its weight (sticky or not, Route.Sticky). While the
+// state file says so, it copies each request to the standby slot (shadow
+// traffic, shadow.go), holds new requests (a pause, pause.go) or answers
+// 503 (maintenance, maintenance.go). It dials slots on 127.0.0.1 with the
+// state file's ports: a route's Host is never read, so any other host is
+// refused rather than ignored.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "builtin", Weights: true, Shadow: true}
+	return lb.Capabilities{Driver: "builtin", Weights: true, Shadow: true, Pause: true, Maintenance: true}
 }
 
 var _ lb.Drainer = (*Balancer)(nil)
@@ -152,16 +153,21 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 		if err != nil {
 			return err
 		}
-		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) && servesShadow(ri, r) {
+		if ri.Generation >= r.Generation && ri.Active == r.Active.Color && servesSplit(ri, r) && servesShadow(ri, r) && servesHold(ri, r) {
 			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: builtin proxy on %s still serves %s (generation %d) after %s, want %s (generation %d)%s",
-				lb.ErrNotConfirmed, b.Listen, describeInfo(ri), ri.Generation, timeout, describeRoute(r), r.Generation, splitHint(ri, r))
+				lb.ErrNotConfirmed, b.Listen, describeInfo(ri), ri.Generation, timeout, describeRoute(r), r.Generation, splitHint(ri, r)+holdHint(ri, r))
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 20*time.Millisecond)
 	}
+}
+
+// servesHold reports whether ri pauses and is in maintenance as r asks.
+func servesHold(ri *RouteInfo, r lb.Route) bool {
+	return ri.Paused == (r.Pause > 0) && ri.Maintenance == r.Maintenance
 }
 
 // servesSplit reports whether ri shows r's split: both weights and the
@@ -185,7 +191,18 @@ func describeInfo(ri *RouteInfo) string {
 	if ri.Shadow != nil {
 		s += ", shadow to " + ri.Shadow.Standby.String()
 	}
-	return s
+	return s + holdSuffix(ri.Paused, ri.Maintenance)
+}
+
+// holdSuffix names a pause or maintenance after the routing.
+func holdSuffix(paused, maintenance bool) string {
+	switch {
+	case paused:
+		return ", paused"
+	case maintenance:
+		return ", in maintenance"
+	}
+	return ""
 }
 
 // describeRoute names what r asks for, as describeInfo does.
@@ -197,7 +214,7 @@ func describeRoute(r lb.Route) string {
 	if r.Shadow {
 		s += ", shadow to " + r.Standby.Color.String()
 	}
-	return s
+	return s + holdSuffix(r.Pause > 0, r.Maintenance)
 }
 
 func describeSplit(a config.Color, aw int, c config.Color, cw int, sticky bool) string {
@@ -242,9 +259,16 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 	if err := b.Capabilities().Check(r); err != nil {
 		return nil, err
 	}
+	hold := ""
+	switch {
+	case r.Pause > 0:
+		hold = fmt.Sprintf("paused: new requests are held for at most %s\n", r.Pause)
+	case r.Maintenance:
+		hold = "maintenance: every request is answered 503 (Retry-After " + lb.MaintenanceRetryAfter + ")\n"
+	}
 	if !r.Splits() {
 		return []byte(fmt.Sprintf("# builtin proxy of service %s on %s\nupstream %s %s (generation %d)\n%s",
-			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation, renderShadow(r))), nil
+			r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Generation, renderShadow(r)+hold)), nil
 	}
 	out := fmt.Sprintf("# builtin proxy of service %s on %s: canary split\nupstream %s %s weight %d%% (generation %d)\nupstream %s %s weight %d%% (canary)\n",
 		r.Service, b.Listen, r.Active.Color, r.Active.Addr(), r.Active.Weight, r.Generation, r.Standby.Color, r.Standby.Addr(), r.Standby.Weight)
@@ -252,7 +276,7 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		out += fmt.Sprintf("sticky cookie %s=<colour>; Path=/; HttpOnly; SameSite=Lax\n", lb.StickyCookie(r.Service))
 	}
 	out += renderShadow(r)
-	return []byte(out), nil
+	return []byte(out + hold), nil
 }
 
 func splitPort(addr string) (string, int, error) {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
@@ -20,8 +19,8 @@ func sample(f func(*lb.Route)) lb.Route { return lbtest.Route(config.Blue, 1, f)
 
 // TestBuiltinRefusesWhatTheProxyCannotDo: the proxy routes to the state
 // file's slots on 127.0.0.1 (the active one, or a weighted split with the
-// canary), so a pause, maintenance or any other host is refused by Flip
-// (before it asks the proxy anything) and by Render.
+// canary), so any other host is refused by Flip (before it asks the proxy
+// anything) and by Render. (Pause and maintenance it does: pause_test.go.)
 func TestBuiltinRefusesWhatTheProxyCannotDo(t *testing.T) {
 	var asked atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -34,8 +33,6 @@ func TestBuiltinRefusesWhatTheProxyCannotDo(t *testing.T) {
 		feature lb.Feature
 		route   lb.Route
 	}{
-		{lb.FeaturePause, sample(func(r *lb.Route) { r.Pause = time.Second })},
-		{lb.FeatureMaintenance, sample(func(r *lb.Route) { r.Maintenance = true })},
 		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Active.Host = "10.0.0.7" })},
 		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Active.Host = "localhost" })},
 		{lb.FeatureRemoteHosts, sample(func(r *lb.Route) { r.Standby.Host = "10.0.0.8" })},

@@ -43,6 +43,14 @@
 // client's (bgd_proxy_shadow_requests_total{result}, and the counts in
 // /_bgd/route's "shadow").
 //
+// Pause and maintenance. While the state file's "paused" is in force the
+// proxy holds every new request (pause.go) until the state no longer
+// pauses or "paused.until" passes (its own timer), then routes it by the
+// routing in force then; while "maintenance" is true it answers every
+// request 503 with Retry-After and the page "maintenance_page" names
+// (maintenance.go). When neither is on, each costs the request path one
+// atomic load.
+//
 // Loopback clients also get /metrics (Prometheus text), /monitoring (an HTML
 // status page) and /_bgd/route (JSON naming the active slot, the state
 // generation it serves and, while it splits, both colours' weights and

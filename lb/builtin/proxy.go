@@ -54,6 +54,13 @@ type RouteInfo struct {
 	// Shadow is present only while the proxy copies each request to the
 	// standby slot (shadow traffic), with what became of the copies.
 	Shadow *ShadowInfo `json:"shadow,omitempty"`
+	// Paused: the proxy holds new requests (bgd pause) until PausedUntil
+	// at the latest; Held is how many it holds now.
+	Paused      bool      `json:"paused,omitempty"`
+	PausedUntil time.Time `json:"paused_until,omitzero"`
+	Held        int64     `json:"held,omitempty"`
+	// Maintenance: the proxy answers every request 503 (bgd maintenance on).
+	Maintenance bool `json:"maintenance,omitempty"`
 }
 
 // Proxy serves one service on Listen.
@@ -92,6 +99,12 @@ type Proxy struct {
 	inFlight [2]atomic.Int64
 	// shadow sends the copies of shadow traffic (shadow.go).
 	shadow *shadower
+	// gate is the pause in force (nil: none) and held the requests it
+	// holds; maint the maintenance answer (nil: route). Atomics, so the
+	// request path takes no lock when neither is on.
+	gate  atomic.Pointer[gate]
+	held  atomic.Int64
+	maint atomic.Pointer[maintenance]
 }
 
 // colorIndex is color's slot in Proxy.inFlight.
@@ -231,6 +244,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
 	go p.follow(ctx, watcher)
+	go p.releaseAll(ctx)
 	if p.Ready != nil {
 		p.Ready()
 	}
@@ -302,6 +316,10 @@ func (p *Proxy) reload() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
+	p.applyMaintenance(st)
+	// Held requests are released after the new routing is stored, so a
+	// resume written with a flip sends them to the new routing.
+	defer p.applyPause(st)
 	cur := p.route.Load()
 	if cur != nil && cur.same(next) {
 		return nil
@@ -457,6 +475,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ri := RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
 				PID: os.Getpid(), StateFile: absPath(p.StatePath), InFlight: map[config.Color]int64{
 					config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}}
+			if g := p.gate.Load(); g != nil {
+				ri.Paused, ri.PausedUntil, ri.Held = true, g.until, p.held.Load()
+			}
+			ri.Maintenance = p.maint.Load() != nil
 			if u.canary != nil {
 				ri.Weights = map[config.Color]int{u.color: 100 - u.weight, u.canary.color: u.weight}
 				ri.Sticky = u.sticky
@@ -465,6 +487,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(ri)
 		}
+		return
+	}
+	if p.serveMaintenance(w, r) || !p.hold(w, r) {
 		return
 	}
 	u := p.route.Load()

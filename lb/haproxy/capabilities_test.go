@@ -12,16 +12,17 @@ import (
 	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
-// TestHAProxyRefusesWhatOneMapEntryCannotDo: a flip is one map entry naming
-// one backend (a colour's, or the split backend), so a pause or maintenance
-// is refused by Flip before any runtime API command, and by Render.
+// TestHAProxyRefusesWhatOneMapEntryCannotDo: HAProxy cannot hold requests,
+// and answers only the maintenance page its configuration loaded, so a
+// pause, or maintenance with a page other than maintenance_page, is
+// refused by Flip before any runtime API command, and by Render.
 func TestHAProxyRefusesWhatOneMapEntryCannotDo(t *testing.T) {
 	cases := []struct {
 		feature lb.Feature
 		mutate  func(*lb.Route)
 	}{
 		{lb.FeaturePause, func(r *lb.Route) { r.Pause = time.Second }},
-		{lb.FeatureMaintenance, func(r *lb.Route) { r.Maintenance = true }},
+		{lb.FeatureMaintenance, func(r *lb.Route) { r.Maintenance, r.MaintenancePage = true, "<h1>not maintenance_page</h1>" }},
 	}
 	for _, c := range cases {
 		t.Run(string(c.feature), func(t *testing.T) {
@@ -42,8 +43,8 @@ func TestHAProxyRefusesWhatOneMapEntryCannotDo(t *testing.T) {
 		})
 	}
 	b, _, _ := setup(t, Options{})
-	if c := b.Capabilities(); !c.Weights || c.Pause || c.Maintenance || !c.RemoteHosts {
-		t.Errorf("Capabilities() = %+v, want weights and remote hosts only", c)
+	if c := b.Capabilities(); !c.Weights || c.Pause || !c.Maintenance || !c.RemoteHosts {
+		t.Errorf("Capabilities() = %+v, want weights, maintenance and remote hosts", c)
 	}
 	r := route("blue")
 	r.Standby.Host = ""

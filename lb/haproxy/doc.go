@@ -132,4 +132,21 @@
 // still a path on bgd's host: HAProxy's host must see the same file (a
 // shared mount), or a reload there loses the flip. bgd refuses to flip
 // when map_file does not exist on its own host.
+//
+// # Maintenance, and why there is no pause
+//
+// The snippet's frontend answers every request 503 (Retry-After, and the
+// page of Options.MaintenancePage with `file`, else a short text) while
+// the map's entry "<service>@maintenance" is "on"; bgd sets that entry at
+// runtime and in map_file, as it does the colour's entry, so a reload
+// keeps it. HAProxy reads the page when it loads its configuration: a route
+// with any other page is refused (lb.ErrUnsupported), since HAProxy would
+// answer the page it loaded, not the one asked for.
+//
+// A pause is refused: nothing in the runtime API holds requests and
+// releases them on demand. `set maxconn server <b>/<s> 0` means no limit;
+// `disable server` and `set weight <b>/<s> 0` make HAProxy answer 503 at
+// once; `set maxconn frontend <f> 0` leaves new connections waiting, but
+// raising it with connections waiting crashed HAProxy 2.6.12 in
+// dequeue_proxy_listeners when we tried it.
 package haproxy

@@ -85,6 +85,11 @@ type Options struct {
 	Template string
 	// Logger records each flip step. Default: discard.
 	Logger *slog.Logger
+	// MaintenancePage is the HTML file the snippet's maintenance rule
+	// answers (`file`, read when HAProxy loads its configuration); "": the
+	// rule answers lb.DefaultMaintenancePage. The orchestrator passes the
+	// service's maintenance_page.
+	MaintenancePage string
 }
 
 func (o *Options) fill() {
@@ -151,21 +156,36 @@ func New(service string, cfg config.HAProxy, opts Options) (*Balancer, error) {
 
 var _ lb.Capable = (*Balancer)(nil)
 
-// Capabilities: today's routes and weighted splits, with slots on any
-// host. A flip switches the map entry between the two colours' backends,
-// whose servers are the addresses the snippet (Render) wrote, a remote Host
-// included; a split points the entry at the split backend (both colours'
-// servers) after setting its servers' weights. Nothing pauses or answers a
-// maintenance page, so routes asking for those are refused.
+// Capabilities: today's routes, weighted splits and maintenance, with
+// slots on any host. A flip switches the map entry between the two colours'
+// backends, whose servers are the addresses the snippet (Render) wrote, a
+// remote Host included; a split points the entry at the split backend (both
+// colours' servers) after setting its servers' weights; maintenance sets
+// the map entry "<service>@maintenance" that the snippet's frontend reads
+// (maintenance.go). A pause is refused: HAProxy's runtime API has no way
+// to hold requests and release them on demand (see the package doc).
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "haproxy", Weights: true, RemoteHosts: true}
+	return lb.Capabilities{Driver: "haproxy", Weights: true, RemoteHosts: true, Maintenance: true}
 }
 
-// Flip routes the service to r.Active's backend: check the backend exists,
+// Flip routes r (flipRoute), then turns maintenance on or off as r says
+// (setMaintenance). A maintenance page HAProxy cannot answer is refused
+// before anything changes.
+func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+	if err := b.checkPage(r); err != nil {
+		return err
+	}
+	if err := b.flipRoute(ctx, r); err != nil {
+		return err
+	}
+	return b.setMaintenance(ctx, r.Maintenance)
+}
+
+// flipRoute routes the service to r.Active's backend: check the backend exists,
 // wait until HAProxy's checks see a server of it UP, `set map` (or `add
 // map`), confirm with `get map`, then rewrite the map file so a reload keeps
 // it. On any error the previous map value is in force.
-func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+func (b *Balancer) flipRoute(ctx context.Context, r lb.Route) error {
 	start := time.Now()
 	color := r.Active.Color
 	target, ok := b.backends[color]
@@ -476,6 +496,8 @@ type Data struct {
 	Active       Backend
 	Split        Split
 	Generation   uint64
+	// Maintenance is the frontend's maintenance rule.
+	Maintenance Maintenance
 }
 
 // Render returns the snippet a user includes in HAProxy's configuration
@@ -519,7 +541,11 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 	}
 	d.Split.Name, d.Split.Cookie = b.split, lb.StickyCookie(b.service)
 	d.Split.Sticky = b.opts.Sticky || (r.Splits() && r.Sticky)
+	d.Maintenance = b.maintenanceData(r)
 	if err := b.Capabilities().Check(r); err != nil {
+		return nil, err
+	}
+	if err := b.checkPage(r); err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer

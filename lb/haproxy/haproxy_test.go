@@ -77,7 +77,8 @@ func TestFlip(t *testing.T) {
 		t.Errorf("Active after: %q, %v", got, err)
 	}
 	want := []string{"get map " + mapFile + " app", "show backend", "get map " + mapFile + " app",
-		"show stat app_green 4 -1", "set map " + mapFile + " app app_green", "get map " + mapFile + " app", "get map " + mapFile + " app"}
+		"show stat app_green 4 -1", "set map " + mapFile + " app app_green", "get map " + mapFile + " app",
+		"get map " + mapFile + " app@maintenance", "get map " + mapFile + " app"}
 	if got := f.commands(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("commands:\n%q\nwant\n%q", got, want)
 	}

@@ -42,7 +42,7 @@ func TestFlipSplit(t *testing.T) {
 	m := "get map " + mapFile + " app"
 	want := []string{"show backend", "show stat", m, "get weight app_split/blue", "get weight app_split/green",
 		"set weight app_split/blue 90", "set weight app_split/green 10", "show stat app_split 4 -1",
-		"set map " + mapFile + " app app_split", m, "get weight app_split/blue", "get weight app_split/green"}
+		"set map " + mapFile + " app app_split", m, "get weight app_split/blue", "get weight app_split/green", "get map " + mapFile + " app@maintenance"}
 	if got := f.commands(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("commands:\n%q\nwant\n%q", got, want)
 	}

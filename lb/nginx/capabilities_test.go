@@ -14,17 +14,17 @@ import (
 	"github.com/bgd-dev/bgd/lb/lbtest"
 )
 
-// TestNginxRefusesWhatItsTemplateCannotSay: the template has no variable
-// for a pause or a maintenance page, and a split cannot tell which slot
-// served when a slot's host is a name, so Flip refuses such a route before
-// it writes the file or runs a command, and Render refuses it too.
+// TestNginxRefusesWhatItsTemplateCannotSay: nginx cannot hold requests (a
+// pause), and a split cannot tell which slot served when a slot's host is
+// a name, so Flip refuses such a route before it writes the file or runs a
+// command, and Render refuses it too. (Maintenance it renders:
+// maintenance_test.go.)
 func TestNginxRefusesWhatItsTemplateCannotSay(t *testing.T) {
 	cases := []struct {
 		feature lb.Feature
 		mutate  func(*lb.Route)
 	}{
 		{lb.FeaturePause, func(r *lb.Route) { r.Pause = time.Second }},
-		{lb.FeatureMaintenance, func(r *lb.Route) { r.Maintenance, r.MaintenancePage = true, "<h1>later</h1>" }},
 		{lb.FeatureWeights, func(r *lb.Route) {
 			r.Active.Weight, r.Standby.Weight, r.Standby.Host = 90, 10, "slot-b.internal"
 		}},

@@ -51,6 +51,17 @@
 //	{{.ShadowBodyBuffer}}  client_body_buffer_size of the mirrored location, 64k
 //	{{.ShadowTimeout}}     the copies' proxy timeouts, 2s
 //
+// and, for maintenance (bgd maintenance on):
+//
+//	{{.Maintenance}}       true when every request is answered 503 instead of routed
+//	{{.MaintenancePage}}   the page's file (<lb.nginx.file>.maintenance.html, written by bgd), "" without a page
+//	{{.MaintenanceText}}   the short text answered without a page, as an nginx quoted string's content
+//	{{.RetryAfter}}        the Retry-After header's value, 60
+//
+// In maintenance the answers of verify_url must still carry the generation
+// and slot headers (the default template adds them to the 503s), or the
+// flip is not confirmed. nginx cannot hold requests, so a pause is refused.
+//
 // A user template must make the responses of verify_url carry the generation
 // header (add_header {{.GenerationHeader}} {{.Generation}} always;) or no
 // flip can ever be confirmed, and should carry the slot header, which Active

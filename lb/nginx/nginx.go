@@ -191,6 +191,13 @@ type Data struct {
 	// the copies' proxy timeouts.
 	ShadowPath    string
 	ShadowTimeout string
+	// Maintenance: every request is answered 503 with RetryAfter and
+	// MaintenancePage (a file: the page bgd writes beside lb.nginx.file),
+	// or MaintenanceText when the route has no page.
+	Maintenance     bool
+	MaintenancePage string
+	MaintenanceText string
+	RetryAfter      string
 }
 
 func slotOf(u lb.Upstream, split bool) Slot {
@@ -238,6 +245,7 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 		ShadowPath:       ShadowPath,
 		ShadowTimeout:    shadowTimeout,
 	}
+	setMaintenance(&d, r, b.pageFile())
 	var buf bytes.Buffer
 	if err := b.tmpl.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("%w: service %q: rendering %s: %v", config.ErrInvalid, b.service, b.tmpl.Name(), err)
@@ -282,11 +290,11 @@ var _ lb.Capable = (*Balancer)(nil)
 // (nginx resolves a name when it loads the file) and, for a split, both
 // slots with their weights; a split's slot hosts must be IP addresses,
 // since nginx names the slot that served by the address it connected to.
-// Shadow traffic is nginx's mirror (shadow.go). The template has no
-// variable for a pause or a maintenance page, so routes asking for those
-// are refused.
+// Shadow traffic is nginx's mirror (shadow.go); maintenance is rendered by
+// the template (maintenance.go). nginx cannot hold requests and release
+// them later without a reload trick, so a pause is refused.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true, Shadow: true}
+	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true, Shadow: true, Maintenance: true}
 }
 
 func (b *Balancer) checkRoute(r lb.Route) error {
@@ -337,6 +345,9 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 			log.Info("nginx already serves this generation")
 			return nil
 		}
+	}
+	if err := b.writePage(r); err != nil {
+		return err
 	}
 	if err := fsx.WriteFileAtomic(f.path, data, f.perm); err != nil {
 		return fmt.Errorf("nginx: %w", err)
