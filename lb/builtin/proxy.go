@@ -122,6 +122,9 @@ type upstream struct {
 	// sticky: a split that keeps each client on one side with the cookie
 	// lb.StickyCookie(Service).
 	sticky bool
+	// preview is the standby slot, which serves preview requests
+	// (preview.go); nil when the state has no port for it.
+	preview *side
 }
 
 // same reports whether u and v route alike (same slots, processes, split
@@ -129,6 +132,9 @@ type upstream struct {
 func (u *upstream) same(v *upstream) bool {
 	if u.color != v.color || u.port != v.port || u.pid != v.pid || u.generation != v.generation ||
 		u.weight != v.weight || u.sticky != v.sticky || (u.canary == nil) != (v.canary == nil) {
+		return false
+	}
+	if !u.samePreview(v) {
 		return false
 	}
 	return u.canary == nil || u.canary.color == v.canary.color && u.canary.port == v.canary.port && u.canary.pid == v.canary.pid
@@ -286,6 +292,7 @@ func (p *Proxy) reload() error {
 			}
 		}
 	}
+	next.preview = previewSide(st)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
@@ -295,6 +302,9 @@ func (p *Proxy) reload() error {
 	}
 	for _, s := range next.sides() {
 		s.proxy = p.reverseProxy(*s)
+	}
+	if next.preview != nil {
+		next.preview.proxy = p.reverseProxy(*next.preview)
 	}
 	p.route.Store(next)
 	p.metrics.setRouting(next)
@@ -448,7 +458,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	s := p.route.Load().pick(r)
+	u := p.route.Load()
+	s := u.previewed(r)
+	if s == nil {
+		s = u.pick(r)
+	}
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	n := &p.inFlight[colorIndex(s.color)]
