@@ -164,8 +164,9 @@ func (b *Balancer) Capabilities() lb.Capabilities {
 // Flip routes the service to r.Active's backend: check the backend exists,
 // wait until HAProxy's checks see a server of it UP, `set map` (or `add
 // map`), confirm with `get map`, then rewrite the map file so a reload keeps
-// it. On any error the previous map value is in force.
-func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+// it. On any error the previous map value is in force. (Flip, in
+// preview.go, then points the preview entry at the standby.)
+func (b *Balancer) flip(ctx context.Context, r lb.Route) error {
 	start := time.Now()
 	color := r.Active.Color
 	target, ok := b.backends[color]

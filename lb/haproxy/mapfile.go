@@ -34,6 +34,11 @@ func (b *Balancer) checkMapFile(backend string) error {
 // atomically. Services sharing the file serialise on a lock of its
 // directory, so none loses another's line.
 func (b *Balancer) persist(ctx context.Context, value string) error {
+	return b.persistKey(ctx, b.service, value)
+}
+
+// persistKey is persist for any key of the service (its preview entry).
+func (b *Balancer) persistKey(ctx context.Context, key, value string) error {
 	unlock, err := lockDir(ctx, filepath.Dir(b.cfg.MapFile))
 	if err != nil {
 		return err
@@ -47,7 +52,7 @@ func (b *Balancer) persist(ctx context.Context, value string) error {
 	if err != nil {
 		return fmt.Errorf("map file: %w", err)
 	}
-	data, changed := setMapLine(old, b.service, value)
+	data, changed := setMapLine(old, key, value)
 	if !changed {
 		return nil
 	}
