@@ -297,6 +297,11 @@ func (p *op) deploy(ctx context.Context, d DeployOptions, from, to config.Color)
 		return nil, err
 	}
 	st.SetRestarts(to, nil) // a new release begins a new count
+	if !d.NoSwitch {
+		if err := p.smokeNew(ctx, to); err != nil {
+			return nil, err
+		}
+	}
 	if d.Canary != 0 || len(d.Steps) > 0 {
 		return p.canaryDeploy(ctx, d, from, to)
 	}
@@ -384,6 +389,11 @@ func (o *Orchestrator) Switch(ctx context.Context, color config.Color, force boo
 	}
 	if err := p.checkTarget(ctx, color, "switch to", force); err != nil {
 		return nil, p.end(err)
+	}
+	if err := p.smoke(ctx, color); err != nil && !force {
+		return nil, p.end(p.smokeRefused("switch", from, color, 0, err))
+	} else if err != nil {
+		o.log.Warn("switching despite a failed smoke check (--force)", "slot", color, "err", err)
 	}
 	if err := p.flip(ctx, color); err != nil {
 		st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusFailed, Reason: err.Error()})
