@@ -28,15 +28,26 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	if err := b.flip(ctx, r); err != nil {
 		return err
 	}
-	if err := b.PreparePreview(ctx, r); err != nil {
+	if err := b.setPreview(ctx, r); err != nil {
 		b.opts.Logger.Warn("haproxy: the preview entry still names the previous standby", "service", b.service, "err", err)
 	}
 	return nil
 }
 
-// PreparePreview sets the map entry "<service>@preview" to r.Standby's
-// backend in HAProxy (add map when absent) and in the map file.
+// PreparePreview points the preview entry at r.Standby's backend
+// (setPreview), then waits until HAProxy's own checks see a server of it
+// UP, as a flip does: a slot that just became healthy is not yet UP in
+// HAProxy, which would answer 503.
 func (b *Balancer) PreparePreview(ctx context.Context, r lb.Route) error {
+	if err := b.setPreview(ctx, r); err != nil {
+		return err
+	}
+	return b.waitUp(ctx, b.backends[r.Standby.Color], r.Standby.Color)
+}
+
+// setPreview sets the map entry "<service>@preview" to r.Standby's backend
+// in HAProxy (add map when absent) and in the map file.
+func (b *Balancer) setPreview(ctx context.Context, r lb.Route) error {
 	target, ok := b.backends[r.Standby.Color]
 	if !ok {
 		return fmt.Errorf("haproxy: preview of %s: standby colour %q is not blue or green", b.service, r.Standby.Color)
