@@ -209,3 +209,21 @@ func TestSmokeOffAndUnsupported(t *testing.T) {
 		t.Errorf("deploy through a driver without preview = %v (%d flips)", err, len(plain.flips))
 	}
 }
+
+// TestSmokeBeforeACanaryDeploy: deploy --canary runs the smoke check
+// before its first weight; a failure routes nothing and stops the slot.
+func TestSmokeBeforeACanaryDeploy(t *testing.T) {
+	r, b := smokeRig(t, "/")
+	b.status["/"] = http.StatusBadGateway
+	_, err := r.o.Deploy(ctx, DeployOptions{Release: "bad", Canary: 10})
+	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "GET / answered 502 Bad Gateway") || !strings.Contains(err.Error(), "green stopped") {
+		t.Fatalf("deploy --canary 10 = %v", err)
+	}
+	if st := r.state(); len(b.flips) != 0 || st.Canary != nil || r.o.running(st, "green") {
+		t.Errorf("after the refused canary: flips %d, canary %+v, green running %v", len(b.flips), st.Canary, r.o.running(st, "green"))
+	}
+	delete(b.status, "/")
+	if _, err := r.o.Deploy(ctx, DeployOptions{Release: "v2", Canary: 10}); err != nil || lastFlip(&b.splitLB) != "blue 90 green 10" {
+		t.Errorf("deploy --canary 10 of a good release: %v, lb %s", err, lastFlip(&b.splitLB))
+	}
+}
