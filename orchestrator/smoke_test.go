@@ -161,6 +161,14 @@ func TestSmokeBeforeSwitchCanaryAndPromote(t *testing.T) {
 	if e := lastEvent(r.state()); e.Action != "switch" || e.Status != state.StatusFailed {
 		t.Errorf("history after the refused switch: %+v", e)
 	}
+	n0 := len(b.requests())
+	if _, err := r.o.Switch(ctx, "green", true); err != nil || len(b.requests()) != n0 || r.state().ActiveVersion != "green" {
+		t.Fatalf("switch --force: %v, %d smoke requests, active %s; want no check and green", err, len(b.requests())-n0, r.state().ActiveVersion)
+	}
+	if _, err := r.o.Switch(ctx, "blue", true); err != nil {
+		t.Fatal(err)
+	}
+	b.flips = nil
 	if _, err := r.o.Canary(ctx, 10); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "GET /ready answered 503") {
 		t.Errorf("canary 10 = %v", err)
 	}

@@ -390,10 +390,10 @@ func (o *Orchestrator) Switch(ctx context.Context, color config.Color, force boo
 	if err := p.checkTarget(ctx, color, "switch to", force); err != nil {
 		return nil, p.end(err)
 	}
-	if err := p.smoke(ctx, color); err != nil && !force {
+	if force && len(o.svc.Health.Smoke) > 0 {
+		o.log.Warn("smoke check skipped (--force)", "slot", color)
+	} else if err := p.smoke(ctx, color); err != nil {
 		return nil, p.end(p.smokeRefused("switch", from, color, 0, err))
-	} else if err != nil {
-		o.log.Warn("switching despite a failed smoke check (--force)", "slot", color, "err", err)
 	}
 	if err := p.flip(ctx, color); err != nil {
 		st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusFailed, Reason: err.Error()})
