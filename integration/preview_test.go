@@ -207,3 +207,43 @@ func TestSmokeFailsWithoutThePreviewRule(t *testing.T) {
 		t.Errorf("after the refused deploy: answered by %q (%v), want blue", a, err)
 	}
 }
+
+// TestSmokeRefusedWithAnNginxTemplateWithoutPreview: a user template
+// without the preview route cannot be smoke-checked: the deploy is refused
+// before it starts anything (exit 2), and traffic stays on blue.
+func TestSmokeRefusedWithAnNginxTemplateWithoutPreview(t *testing.T) {
+	blue, green := freePort(t), freePort(t)
+	n := newNginx(t, nginxSetup{})
+	c := n.cfg()
+	tmpl := filepath.Join(t.TempDir(), "own.conf.tmpl")
+	own := `upstream {{.Upstream}} { server {{.Active.Addr}}; }
+server {
+    listen {{.Listen}};
+    location / {
+        proxy_pass http://{{.Upstream}};
+        add_header {{.GenerationHeader}} {{.Generation}} always;
+        add_header {{.SlotHeader}} {{.Active.Color}} always;
+    }
+}
+`
+	if err := os.WriteFile(tmpl, []byte(own), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list := func(argv []string) string { return `["` + strings.Join(argv, `", "`) + `"]` }
+	lbYAML := fmt.Sprintf("      driver: nginx\n      nginx: {file: %q, listen: %q, test: %s, reload: %s, verify_url: %q, template: %q}\n",
+		c.File, c.Listen, list(c.Test), list(c.Reload), c.VerifyURL, tmpl)
+	s := testService(t, blue, green, lbYAML, "")
+	withSmoke(t, s, `["/"]`)
+	s.must("start", "blue", "--release", "v1")
+	out, errOut, code := s.run("deploy", "--release", "v2")
+	t.Logf("deploy through an nginx template without the preview route: exit %d: %s", code, strings.TrimSpace(errOut))
+	if code != 2 || !strings.Contains(errOut, "own.conf.tmpl never reads $http_x_bgd_preview") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if hc := healthCode(green); hc != 0 {
+		t.Errorf("green answers /health %d: the refused deploy started it", hc)
+	}
+	if a, err := testsupport.AnsweredBy(n.url()); err != nil || a != "blue" {
+		t.Errorf("after the refused deploy: answered by %q (%v), want blue", a, err)
+	}
+}

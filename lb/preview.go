@@ -21,6 +21,10 @@ const PreviewHeader = "X-Bgd-Preview"
 // load balancer whose configuration lacks the preview rule.
 const SlotHeader = "X-Bgd-Slot"
 
+// FeaturePreview is what a driver (or its configuration) without a
+// preview route lacks; health.smoke needs it.
+const FeaturePreview Feature = "the preview route (health.smoke)"
+
 // Previewer is a Balancer with a preview route to the standby slot.
 type Previewer interface {
 	Balancer

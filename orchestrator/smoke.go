@@ -19,9 +19,6 @@ import (
 // balancer says came from that slot (lb.SlotHeader). Anything else
 // refuses the flip: traffic stays where it is.
 
-// FeaturePreview is what a driver without a preview route lacks.
-const FeaturePreview lb.Feature = "the preview route (health.smoke)"
-
 // smokeClient makes each smoke request on a new connection and reports a
 // redirect as itself (not 2xx), rather than follow it off the preview route.
 var smokeClient = &http.Client{
@@ -39,10 +36,9 @@ func (p *op) smoke(ctx context.Context, color config.Color) error {
 	if len(paths) == 0 {
 		return nil
 	}
-	pv, ok := o.lb.(lb.Previewer)
-	if !ok {
-		return &lb.UnsupportedError{Driver: fmt.Sprintf("%T", o.lb), Feature: FeaturePreview, Service: o.svc.Name,
-			Detail: "it cannot send a request to the standby slot before a flip: leave health.smoke out"}
+	pv, err := o.previewer()
+	if err != nil {
+		return err
 	}
 	if color != st.ActiveVersion.Other() {
 		return failf("smoke check of %s: it is the active colour, not the standby the preview route leads to", color)
@@ -67,6 +63,24 @@ func (p *op) smoke(ctx context.Context, color config.Color) error {
 	}
 	o.log.Info("smoke check passed", "slot", color, "release", release, "paths", len(paths))
 	return nil
+}
+
+// previewer is the load balancer as a Previewer whose preview route the
+// smoke check can use, or why not (lb.ErrUnsupported): a deploy asks
+// before it starts a slot, so a configuration that cannot be checked is
+// refused (exit 2) before anything changes.
+func (o *Orchestrator) previewer() (lb.Previewer, error) {
+	pv, ok := o.lb.(lb.Previewer)
+	if !ok {
+		return nil, &lb.UnsupportedError{Driver: fmt.Sprintf("%T", o.lb), Feature: lb.FeaturePreview, Service: o.svc.Name,
+			Detail: "it cannot send a request to the standby slot before a flip: leave health.smoke out"}
+	}
+	for _, path := range o.svc.Health.Smoke {
+		if _, err := pv.PreviewURL(path); err != nil {
+			return nil, err
+		}
+	}
+	return pv, nil
 }
 
 // smokeOne GETs path through the preview route and checks the answer.
@@ -98,7 +112,7 @@ func (o *Orchestrator) smokeOne(ctx context.Context, pv lb.Previewer, color conf
 		if by == "" {
 			by = "a slot it did not name (no " + lb.SlotHeader + " header)"
 		}
-		return fmt.Errorf("GET %s through the load balancer's preview route (%s) was answered by %s, not by %s: the load balancer's configuration lacks bgd's preview rule (see README \"Preview\"; `bgd render` prints it)",
+		return fmt.Errorf("GET %s through the load balancer's preview route (%s) was answered by %s, not by %s: the load balancer's configuration lacks bgd's preview rule (see README \"Preview and smoke checks\"; `bgd render` prints it)",
 			path, url, by, color)
 	case !ok:
 		msg := strings.TrimSpace(strings.SplitN(string(body), "\n", 2)[0])

@@ -216,6 +216,9 @@ func TestSmokeOffAndUnsupported(t *testing.T) {
 	if !errors.Is(err, lb.ErrUnsupported) || !strings.Contains(err.Error(), "leave health.smoke out") || len(plain.flips) != 0 {
 		t.Errorf("deploy through a driver without preview = %v (%d flips)", err, len(plain.flips))
 	}
+	if len(r2.host.started) != 0 {
+		t.Errorf("deploy through a driver without preview started %d processes before refusing", len(r2.host.started))
+	}
 }
 
 // TestSmokeBeforeACanaryDeploy: deploy --canary runs the smoke check

@@ -253,6 +253,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 			return nil, err
 		}
 	}
+	if len(o.svc.Health.Smoke) > 0 && !d.NoSwitch {
+		if _, err := o.previewer(); err != nil {
+			return nil, err
+		}
+	}
 	p, err := o.begin(ctx, "deploy", "", "")
 	if err != nil {
 		return nil, err

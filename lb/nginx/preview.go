@@ -1,6 +1,7 @@
 package nginx
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/url"
@@ -18,7 +19,9 @@ import (
 var _ lb.PreviewPreparer = (*Balancer)(nil)
 
 // PreviewURL is path on verify_url's scheme, host and port: where bgd
-// already reaches nginx's server for this service.
+// already reaches nginx's server for this service. A template without the
+// preview route (it never reads $http_x_bgd_preview) is refused with
+// lb.ErrUnsupported.
 func (b *Balancer) PreviewURL(path string) (string, error) {
 	u, err := url.Parse(b.cfg.VerifyURL)
 	if err != nil || u.Host == "" {
@@ -26,6 +29,10 @@ func (b *Balancer) PreviewURL(path string) (string, error) {
 	}
 	if len(path) == 0 || path[0] != '/' {
 		return "", fmt.Errorf("nginx for service %q: preview path %q does not start with /", b.service, path)
+	}
+	if out, err := b.Render(lb.SampleRoute(b.service)); err == nil && !bytes.Contains(out, []byte("$http_x_bgd_preview")) {
+		return "", &lb.UnsupportedError{Driver: "nginx", Feature: lb.FeaturePreview, Service: b.service,
+			Detail: fmt.Sprintf("%s never reads $http_x_bgd_preview, so a preview request would reach the active slot: add the preview route (docs/nginx.md, \"Preview and smoke checks\") or leave health.smoke out", b.tmpl.Name())}
 	}
 	return u.Scheme + "://" + u.Host + path, nil
 }
