@@ -112,8 +112,12 @@ func (o *Orchestrator) smokeOne(ctx context.Context, pv lb.Previewer, color conf
 		if by == "" {
 			by = "a slot it did not name (no " + lb.SlotHeader + " header)"
 		}
-		return fmt.Errorf("GET %s through the load balancer's preview route (%s) was answered by %s, not by %s: the load balancer's configuration lacks bgd's preview rule (see README \"Preview and smoke checks\"; `bgd render` prints it)",
-			path, url, by, color)
+		fix := "see README \"Preview and smoke checks\"; `bgd render` prints it"
+		if fs, ok := o.lb.(followsState); ok && fs.FollowsState() {
+			fix = "a `bgd proxy` started by an older bgd has none: restart it"
+		}
+		return fmt.Errorf("GET %s through the load balancer's preview route (%s) was answered by %s, not by %s: the load balancer's configuration lacks bgd's preview rule (%s)",
+			path, url, by, color, fix)
 	case !ok:
 		msg := strings.TrimSpace(strings.SplitN(string(body), "\n", 2)[0])
 		if msg != "" {
