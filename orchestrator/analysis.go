@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
@@ -180,8 +181,12 @@ func windowText(a *Analysis) string {
 // automatic rollback; the error then matches ErrFailed.
 func (p *op) watchDeploy(ctx context.Context, d DeployOptions, from, to config.Color, res *Result) error {
 	window := d.watchWindow(p.o.svc.Analysis)
+	if err := p.recordWatch(ctx, to, d.Release, state.Now().Add(window)); err != nil {
+		return failf("release %s is live on %s, but %w", d.Release, to, err)
+	}
 	a, err := p.watch(ctx, to, window)
-	res.Analysis = a
+	p.analysis, res.Analysis = a, a
+	p.st.Watch = nil
 	if err != nil {
 		return failf("release %s is live on %s, but %w", d.Release, to, err)
 	}
@@ -214,4 +219,72 @@ func (d DeployOptions) watchWindow(a config.Analysis) time.Duration {
 		return d.Watch
 	}
 	return a.Window.D()
+}
+
+// recordWatch records in the state (saved at once) that color is under
+// analysis from now until until (zero: a canary's, while it lasts), with
+// the load balancer's counts of it now, so that health sweeps judge it
+// too, even if this command dies. Only drivers whose counts outlive one
+// bgd process (builtin, HAProxy) are recorded; nginx's access log is read
+// by the watching process alone.
+func (p *op) recordWatch(ctx context.Context, color config.Color, release string, until time.Time) error {
+	o := p.o
+	ob, err := o.observer()
+	if err != nil || o.svc.LB.Driver == "nginx" {
+		return nil
+	}
+	cur, err := ob.Observe(ctx, lb.Upstream{Color: color, Host: slotHost, Port: p.st.Slot(color).Port})
+	if err != nil {
+		return nil // the watch itself will say so
+	}
+	p.st.Watch = &state.Watch{Color: color, Release: release, Since: state.Now(), Until: until, Requests: cur.Requests, Errors: cur.Errors}
+	return p.save()
+}
+
+// enforceWatch is a health sweep's part of the analysis: a slot the state
+// records under watch (recordWatch) is judged on its error rate since the
+// watch began, and rolled back (a deploy's) or aborted (a canary) when it
+// crosses analysis.max_error_rate; a deploy's watch ends at its Until.
+// The sweep holds the lock. It returns what it did ("" when nothing).
+func (p *op) enforceWatch(ctx context.Context) string {
+	st, o := p.st, p.o
+	w := st.Watch
+	if w == nil {
+		return ""
+	}
+	canary := w.Until.IsZero()
+	if canary && (st.Canary == nil || st.Canary.Color != w.Color) || !canary && w.Color != st.ActiveVersion {
+		st.Watch = nil // the routing it watched is gone
+		return ""
+	}
+	ob, err := o.observer()
+	if err != nil {
+		return ""
+	}
+	cur, err := ob.Observe(ctx, lb.Upstream{Color: w.Color, Host: slotHost, Port: st.Slot(w.Color).Port})
+	if err != nil {
+		o.log.Warn("analysis: the load balancer could not be asked", "slot", w.Color, "err", err)
+		return ""
+	}
+	win := cur.Since(lb.Observation{Requests: w.Requests, Errors: w.Errors})
+	win.P99, win.Mean = 0, 0 // the sweep judges the error rate alone
+	a := &Analysis{Slot: w.Color, Watched: time.Since(w.Since)}
+	p.judge(a, win, 0)
+	switch {
+	case a.Failed && canary:
+		p.analysis = a
+		res, err := p.abort(ctx, "health sweep: "+a.Message)
+		if err != nil {
+			return "the canary " + w.Color.String() + " failed its analysis, but aborting it failed: " + err.Error()
+		}
+		return res.Message + " (" + a.Message + ")"
+	case a.Failed:
+		err := p.autoRollback(ctx, a, w.Color.Other(), w.Color, w.Release)
+		st.Watch = nil
+		return strings.TrimPrefix(err.Error(), errAnalysisFailed.Error()+": ")
+	case !canary && !state.Now().Before(w.Until):
+		st.Watch = nil
+		return fmt.Sprintf("%s ended its watch: %s", w.Color, windowText(a))
+	}
+	return ""
 }

@@ -104,6 +104,10 @@ func (p *op) setWeight(ctx context.Context, w int) error {
 	ev.Status = state.StatusSuccess
 	st.Record(ev)
 	p.o.log.Info("canary", "slot", canary, "weight", w)
+	if st.Watch == nil && p.o.svc.Analysis.Window > 0 {
+		// With analysis on, health sweeps judge the canary as long as it lasts.
+		return p.recordWatch(ctx, canary, st.Slot(canary).Release, time.Time{})
+	}
 	return nil
 }
 
@@ -162,7 +166,9 @@ func (p *op) abort(ctx context.Context, why string) (*Result, error) {
 		return nil, usagef("no canary is in force: nothing to abort (`bgd rollback` flips back after a full deploy)")
 	}
 	active := st.ActiveVersion
-	st.InProgress.From, st.InProgress.To = c.Color, active
+	if st.InProgress != nil { // nil in a health sweep, which marks nothing in progress
+		st.InProgress.From, st.InProgress.To = c.Color, active
+	}
 	release := st.Slot(c.Color).Release
 	if err := p.flip(ctx, active); err != nil {
 		st.Record(state.Event{Action: "abort", From: c.Color, To: active, Status: state.StatusFailed, Release: release, Reason: err.Error()})

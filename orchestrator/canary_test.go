@@ -1,7 +1,9 @@
 package orchestrator
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -271,5 +274,37 @@ func TestCanaryRoute(t *testing.T) {
 	// A route to the canary's own colour (a promote) carries no split.
 	if rt := r.o.route(st, "green"); rt.Splits() || rt.Sticky {
 		t.Errorf("route to the canary colour = %s sticky %v, want no split", weights(rt), rt.Sticky)
+	}
+}
+
+// TestReconcileDuringACanary: a load balancer that names the canary's
+// colour (HAProxy names the larger share) or none (HAProxy at 50/50) does
+// not make reconcile rewrite active_version: the state stays valid, with
+// its canary.
+func TestReconcileDuringACanary(t *testing.T) {
+	for name, set := range map[string]func(b *splitLB){
+		"the canary's colour": func(b *splitLB) { b.active = "green" },
+		"an even split":       func(b *splitLB) { b.activeErr = fmt.Errorf("%w: blue 50, green 50", haproxy.ErrEvenSplit) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, b := canaryRig(t, true)
+			if _, err := r.o.Canary(ctx, 60); err != nil {
+				t.Fatal(err)
+			}
+			set(b)
+			res, err := r.o.Reconcile(ctx)
+			st := r.state()
+			if err != nil || st.ActiveVersion != "blue" || st.Canary == nil || st.Canary.Color != "green" {
+				t.Fatalf("reconcile during a canary: %+v %v; state %s %+v", res, err, st.ActiveVersion, st.Canary)
+			}
+			data, _ := json.Marshal(st)
+			if _, err := state.Decode(data); err != nil {
+				t.Errorf("the state reconcile left does not load: %v", err)
+			}
+			s, err := r.o.Status(ctx)
+			if err != nil || s.LBError != "" || (s.LBActive != "blue" && s.LBActive != "green") {
+				t.Errorf("status during the canary: lb %q error %q (%v)", s.LBActive, s.LBError, err)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb/builtin"
+	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -202,6 +203,10 @@ func (o *Orchestrator) reconcileProxy(ctx context.Context, st *state.State, fix 
 		active, err = o.lb.Active(ctx)
 	}
 	switch {
+	case st.Canary != nil && (err == nil && active == st.Canary.Color || errors.Is(err, haproxy.ErrEvenSplit)):
+		// A split names either colour, or neither at 50/50 (HAProxy tells
+		// the colours apart by their weights alone): the state's is kept.
+		fix("the load balancer splits between %s and the canary %s (%d%%): active_version kept as %s", st.ActiveVersion, st.Canary.Color, st.Canary.Weight, st.ActiveVersion)
 	case err != nil:
 		fix("the load balancer could not be asked (%v): active_version kept as %s", err, st.ActiveVersion)
 	case active.Valid() && active != st.ActiveVersion:

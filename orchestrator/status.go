@@ -10,6 +10,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb/builtin"
+	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -167,6 +168,8 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 		}
 	} else if active, err := o.lb.Active(ctx); err == nil {
 		s.LBActive = active
+	} else if st.Canary != nil && errors.Is(err, haproxy.ErrEvenSplit) {
+		s.LBActive = st.ActiveVersion // 50/50: either colour; the split is the state's
 	} else {
 		s.LBError = err.Error()
 	}
@@ -355,6 +358,10 @@ func (o *Orchestrator) recordSweep(ctx context.Context, p *op, probed *state.Sta
 		// First, as ever: traffic moves at once to a healthy standby; the
 		// slot that died is restarted below, as the standby.
 		p.failover(ctx, probes, sw)
+	}
+	if did := p.enforceWatch(ctx); did != "" {
+		sw.Actions = append(sw.Actions, did)
+		sw.Message = strings.TrimSpace(sw.Message + " " + did + ".")
 	}
 	restartErrs := p.restartDown(ctx, probes, sw)
 	if err := o.store.Save(st); err != nil {

@@ -509,9 +509,12 @@ func (p *op) flipTo(ctx context.Context, color config.Color, canary *state.Canar
 	apply := func() {
 		st.ActiveVersion, st.Generation, st.LastSwitch = color, route.Generation, state.TimePtr(state.Now())
 		st.Canary = canary
+		if canary == nil {
+			st.Watch = nil // what it watched no longer routes as it did
+		}
 	}
 	restore := func() {
-		st.ActiveVersion, st.LastSwitch, st.Canary = prev.ActiveVersion, prev.LastSwitch, prev.Canary
+		st.ActiveVersion, st.LastSwitch, st.Canary, st.Watch = prev.ActiveVersion, prev.LastSwitch, prev.Canary, prev.Watch
 	}
 	if fs, ok := o.lb.(followsState); ok && fs.FollowsState() {
 		apply()

@@ -312,6 +312,9 @@ func validate(st *State) error {
 			return fmt.Errorf("%s is %d: a count of failed probes is at least 0", f.name, f.n)
 		}
 	}
+	if w := st.Watch; w != nil && !w.Color.Valid() {
+		return fmt.Errorf("watch.color is %q, not blue or green", w.Color)
+	}
 	if c := st.Canary; c != nil {
 		switch {
 		case !c.Color.Valid():

@@ -212,6 +212,7 @@ func TestDecodeHostileValues(t *testing.T) {
 		{"canary of no colour", `{"active_version":"blue","canary":{"color":"red","weight":10}}`, `canary.color is "red"`},
 		{"negative failed probes", `{"active_version":"blue","green_failed_probes":-3}`, "green_failed_probes is -3: a count of failed probes is at least 0"},
 		{"canary weight 0", `{"active_version":"blue","canary":{"color":"green","weight":0}}`, "canary.weight is 0"},
+		{"watch of no colour", `{"active_version":"blue","watch":{"color":"","since":"2026-01-01T00:00:00Z","requests":1,"errors":0}}`, `watch.color is ""`},
 		{"canary weight 100", `{"active_version":"blue","canary":{"color":"green","weight":100}}`, "canary.weight is 100"},
 	}
 	for _, tc := range cases {

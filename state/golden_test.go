@@ -34,6 +34,7 @@ func fullState() *State {
 		BlueFailedProbes:  2,
 		GreenFailedProbes: 1,
 		Canary:            &Canary{Color: config.Blue, Weight: 10, Sticky: true, Started: at(50)},
+		Watch:             &Watch{Color: config.Blue, Release: "v1.0.0", Since: at(50), Until: at(59), Requests: 1200, Errors: 3},
 		Shadow:            true,
 		Maintenance:       true,
 		Paused:            &Pause{Since: at(55), Until: at(56)},

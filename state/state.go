@@ -81,6 +81,22 @@ type State struct {
 	// Paused: the load balancer holds new requests (bgd pause) until bgd
 	// resume, or until Paused.Until, after which it releases them.
 	Paused *Pause `json:"paused,omitempty"`
+	// Watch is a new slot under analysis that health sweeps judge too: the
+	// slot a deploy flipped to, until Until, or a canary (Until zero) for
+	// as long as it lasts. nil: none.
+	Watch *Watch `json:"watch,omitempty"`
+}
+
+// Watch is a slot under analysis, with the load balancer's counts of it
+// when the watch began: what a health sweep measures it from.
+type Watch struct {
+	Color   config.Color `json:"color"`
+	Release string       `json:"release,omitempty"`
+	Since   time.Time    `json:"since"`
+	// Until ends a deploy's watch; zero for a canary's.
+	Until    time.Time `json:"until,omitzero"`
+	Requests uint64    `json:"requests"`
+	Errors   uint64    `json:"errors"`
 }
 
 // Pause is a hold on new requests (bgd pause).
@@ -240,6 +256,15 @@ func (s *State) Clone() *State {
 			c.SetRestarts(col, &cp)
 		}
 	}
+	c.Canary, c.Paused, c.Watch = clonePtr(s.Canary), clonePtr(s.Paused), clonePtr(s.Watch)
+	return &c
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	c := *p
 	return &c
 }
 

@@ -521,3 +521,15 @@ func update(s *Store, ctx context.Context, command string, timeout time.Duration
 	}
 	return s.Save(st)
 }
+
+// TestCloneIsDeep: changing a clone's records never changes the original.
+func TestCloneIsDeep(t *testing.T) {
+	st := fullState()
+	c := st.Clone()
+	c.Canary.Weight, c.Watch.Errors, c.Paused.Until = 99, 1000, time.Time{}
+	c.InProgress.PID, c.BlueRestarts.Count, c.History[0].Status = 1, 99, "changed"
+	if st.Canary.Weight == 99 || st.Watch.Errors == 1000 || st.Paused.Until.IsZero() || st.InProgress.PID == 1 ||
+		st.BlueRestarts.Count == 99 || st.History[0].Status == "changed" {
+		t.Errorf("the clone shares records with the original: %+v", st)
+	}
+}

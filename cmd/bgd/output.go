@@ -137,7 +137,7 @@ func (p *printer) status(s *orchestrator.Status) error {
 	}
 	if s.LBError != "" && (s.Proxy == nil || s.Proxy.Running) {
 		fmt.Fprintf(&b, "%sLoad balancer (%s): %s\n", p.icon("⚠️"), s.Driver, s.LBError)
-	} else if s.LBError == "" && s.LBActive != s.ActiveVersion {
+	} else if s.LBError == "" && s.LBActive != s.ActiveVersion && (s.Canary == nil || s.LBActive != s.Canary.Color) {
 		fmt.Fprintf(&b, "%sLoad balancer (%s) routes to %s, but the state says %s: run `bgd reconcile`\n",
 			p.icon("⚠️"), s.Driver, strings.ToUpper(s.LBActive.String()), strings.ToUpper(s.ActiveVersion.String()))
 	}

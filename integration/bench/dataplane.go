@@ -78,6 +78,20 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		}
 		targets = append(targets, dpTarget{d, loopURL(port)})
 	}
+	// Go's own reverse proxy, plain, beside the builtin one.
+	var plainPort int
+	if err := freePorts(&plainPort); err != nil {
+		return err
+	}
+	plain, err := b.startHarness(dir, "plain-proxy.log", plainProxyArg, fmt.Sprintf("127.0.0.1:%d", plainPort), loopURL(appPort))
+	if err != nil {
+		return err
+	}
+	if err := ts.WaitListening(plainPort, 5*time.Second, plain); err != nil {
+		return err
+	}
+	at := slices.IndexFunc(targets, func(t dpTarget) bool { return t.name == "builtin" }) + 1
+	targets = slices.Insert(targets, at, dpTarget{"httputil", loopURL(plainPort)})
 	for _, t := range targets {
 		if err := waitAnswer(t.url, "blue", 50*time.Millisecond); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
@@ -130,10 +144,21 @@ func (b *bench) startDemoApp(dir string, port int, color, release string) (*ts.P
 	return b.startOwn(dir, "demo-app", "", "demo-app", "--port", strconv.Itoa(port), "--color", color, "--release", release)
 }
 
+// startHarness runs this harness itself (args name its role, e.g.
+// plainProxyArg) as the harness's own process, its output in dir/logFile.
+func (b *bench) startHarness(dir, logFile string, args ...string) (*ts.Proc, error) {
+	return b.startCmd(dir, args[0], logFile, exec.Command(b.exe, args...))
+}
+
 // startOwn runs bgd with args as the harness's own process, its output in
 // dir/logFile ("": discarded).
 func (b *bench) startOwn(dir, name, logFile string, args ...string) (*ts.Proc, error) {
-	cmd := exec.Command(b.bgd, args...)
+	return b.startCmd(dir, name, logFile, exec.Command(b.bgd, args...))
+}
+
+// startCmd starts cmd in dir with the harness's environment, its output
+// in dir/logFile ("": discarded), and tracks it for the end of the run.
+func (b *bench) startCmd(dir, name, logFile string, cmd *exec.Cmd) (*ts.Proc, error) {
 	cmd.Dir, cmd.Env = dir, b.env
 	if logFile != "" {
 		log, err := os.Create(filepath.Join(dir, logFile))

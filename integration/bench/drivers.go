@@ -94,7 +94,7 @@ func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, e
 	return s, nil
 }
 
-// driverPhases measures figures 1-4 and 8 (and the status process's memory) on
+// driverPhases measures figures 1-4, 8 and 9 (and the status process's memory) on
 // one driver, then stops its slots.
 func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 	s, err := b.setupService(ctx, dr)
@@ -166,6 +166,8 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		}},
 		// Figure 8: a canary's weights under load, and its split.
 		{"canary", func() error { return b.canaries(ctx, s, dr) }},
+		// Figure 9: bad releases rolled back by the analysis, good ones kept.
+		{"automatic rollback", func() error { return b.autoRollbacks(ctx, s, dr) }},
 	}
 	var errs []error
 	for _, st := range steps {

@@ -57,7 +57,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.short, "short", false, "run every path briefly (CI smoke mode); the numbers mean little")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) for inspection")
 	drivers := fs.String("drivers", "builtin,nginx,haproxy", "drivers to measure")
-	phases := fs.String("phases", "drivers,dataplane,sweep", "phases to run: drivers (figures 1-4, 7, 8), dataplane (5, 7), sweep (6)")
+	phases := fs.String("phases", "drivers,dataplane,sweep", "phases to run: drivers (figures 1-4, 7-9), dataplane (5, 7), sweep (6)")
 	fs.IntVar(&o.flips, "flips", 0, "flips under load per driver, and idle flips (default 20; -short 3)")
 	fs.IntVar(&o.deploys, "deploys", 0, "deploys per driver (default 20; -short 3)")
 	fs.IntVar(&o.crashes, "crashes", 0, "crashing deploys per driver (default 20; -short 3)")
@@ -129,6 +129,9 @@ func parseList(flagName, what, value string, known []string) ([]string, error) {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == crashAppArg {
 		os.Exit(crashApp(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == plainProxyArg {
+		os.Exit(plainProxy(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -291,6 +294,7 @@ func (b *bench) front(driver, service string) (map[string]any, int, error) {
 		"test":       b.nginx.Command("-t", "-q"),
 		"reload":     b.nginx.Command("-s", "reload"),
 		"verify_url": loopURL(port),
+		"access_log": filepath.Join(b.work, "nginx-"+service+".json.log"),
 	}}, port, nil
 }
 

@@ -54,9 +54,13 @@ type DriverResult struct {
 	Crashes     []Timed `json:"crashing_deploys"`
 	Status      []Timed `json:"status_runs"`
 	// Canary is figure 8: a canary's weights, one after the other.
-	Canary     []CanaryStep `json:"canary,omitempty"`
-	ProxyHWMKB int64        `json:"proxy_vmhwm_after_flips_kb,omitempty"`
-	Errors     []string     `json:"errors,omitempty"`
+	Canary []CanaryStep `json:"canary,omitempty"`
+	// AutoRollbacks and GoodWatches are figure 9: bad releases rolled back
+	// by bgd's analysis, good ones it kept.
+	AutoRollbacks []AutoRollback `json:"auto_rollbacks,omitempty"`
+	GoodWatches   []GoodWatch    `json:"good_watches,omitempty"`
+	ProxyHWMKB    int64          `json:"proxy_vmhwm_after_flips_kb,omitempty"`
+	Errors        []string       `json:"errors,omitempty"`
 	// Notes are what the run saw that is not a failure of the harness.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -242,6 +246,7 @@ func (r *Results) markdown() string {
 		"flip, idle", "flip, under load", "deploy overhead", "crash detection"}, rows...)
 
 	r.canaryTable(&b)
+	r.analysisTable(&b)
 
 	if dp := r.DataPlane; dp != nil && len(dp.Runs) > 0 {
 		fmt.Fprintf(&b, "### Data plane (figure 5): one demo-app backend, wrk 1 thread, %v keep-alive connections, median of %v rounds\n\n",
@@ -253,7 +258,7 @@ func (r *Results) markdown() string {
 			return fmt.Sprintf("%.2f×", a/b)
 		}
 		rows = nil
-		for _, t := range []string{"direct", "builtin", "nginx", "haproxy"} {
+		for _, t := range []string{"direct", "builtin", "httputil", "nginx", "haproxy"} {
 			runs, ok := dp.Runs[t]
 			if !ok {
 				if why := dp.Unavailable[t]; why != "" {

@@ -75,7 +75,9 @@ func observation(families map[string]*dto.MetricFamily, slot string) lb.Observat
 			for _, bk := range m.GetHistogram().GetBucket() {
 				o.Buckets = append(o.Buckets, lb.Bucket{LE: seconds(bk.GetUpperBound()), Count: bk.GetCumulativeCount()})
 			}
-			o.Buckets = append(o.Buckets, lb.Bucket{LE: math.MaxInt64, Count: m.GetHistogram().GetSampleCount()})
+			if n := len(o.Buckets); n == 0 || o.Buckets[n-1].LE != math.MaxInt64 {
+				o.Buckets = append(o.Buckets, lb.Bucket{LE: math.MaxInt64, Count: m.GetHistogram().GetSampleCount()})
+			}
 		}
 	}
 	return o
