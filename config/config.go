@@ -162,6 +162,11 @@ type Health struct {
 	// RestartWindow is the period MaxRestarts counts over, from the first
 	// restart. Default 10m when left out; at least 1ms.
 	RestartWindow Duration `yaml:"restart_window"`
+	// Smoke are paths (each starting with '/') that bgd GETs through the
+	// load balancer's preview route, on the standby slot, before a flip to
+	// it (deploy, switch, promote, a canary's first weight): each must
+	// answer 2xx from that slot, or the flip is refused. Default none.
+	Smoke []string `yaml:"smoke"`
 }
 
 // Canary configures a service's canaries: the standby slot getting a

@@ -63,6 +63,7 @@ func (c *Config) Validate() error {
 		s.validatePorts(name, addrs, add)
 		s.validateDurations(name, add)
 		s.validateHealth(name, add)
+		s.validateSmoke(name, add)
 		switch s.LB.Driver {
 		case "builtin":
 			s.validateBuiltin(name, addrs, add)

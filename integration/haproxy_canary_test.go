@@ -208,8 +208,8 @@ func TestHAProxyCanarySplit(t *testing.T) {
 		if v := h.mapValue(t); v != "app_split" {
 			t.Fatalf("map entry %q, want app_split", v)
 		}
-		if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_split\n" {
-			t.Errorf("map file %q, want app app_split", data)
+		if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_split\napp@preview app_green\n" {
+			t.Errorf("map file %q, want app app_split and the preview entry app_green", data)
 		}
 		for color, want := range map[string]int{"blue": 100 - w, "green": w} {
 			if got, err := admin.New(h.sock).GetWeight(ctx, "app_split", color); err != nil || got.Current != want {
@@ -256,8 +256,8 @@ func TestHAProxyCanaryPromoteAndAbort(t *testing.T) {
 		if err := b.Flip(ctx, r); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if data, _ := os.ReadFile(h.mapFile); string(data) != "app "+file+"\n" {
-			t.Fatalf("%s: map file %q, want app %s", what, data, file)
+		if data, _ := os.ReadFile(h.mapFile); string(data) != "app "+file+"\napp@preview app_"+r.Standby.Color.String()+"\n" {
+			t.Fatalf("%s: map file %q, want app %s and the preview entry of %s", what, data, file, r.Standby.Color)
 		}
 		if routes != "" {
 			h.assertRoutesTo(t, routes)

@@ -44,7 +44,7 @@ func TestHAProxyFlip(t *testing.T) {
 			t.Fatalf("Active: %q, %v; want %s", got, err, color)
 		}
 		data, _ := os.ReadFile(h.mapFile)
-		if string(data) != "app app_"+color+"\n" {
+		if string(data) != "app app_"+color+"\napp@preview app_"+config.Color(color).Other().String()+"\n" {
 			t.Fatalf("map file %q after flip to %s", data, color)
 		}
 	}
@@ -70,7 +70,7 @@ func TestHAProxyFlipAddsAMissingEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.assertRoutesTo(t, "blue")
-	if data, _ := os.ReadFile(h.mapFile); string(data) != "# bgd routes\napp app_blue\n" {
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "# bgd routes\napp app_blue\napp@preview app_green\n" {
 		t.Errorf("map file %q", data)
 	}
 }
@@ -462,7 +462,7 @@ services:
 	expect("switch blue", "blue", "")
 	run(0, "rollback")
 	expect("rollback", "green", "v2")
-	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_green\n" {
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_green\napp@preview app_blue\n" {
 		t.Errorf("map file %q after rollback", data)
 	}
 	rendered, _ := run(0, "render")

@@ -243,7 +243,7 @@ func TestUpHAProxyAfterARestart(t *testing.T) {
 	if v := h.mapValue(t); v != "app_green" {
 		t.Errorf("HAProxy's map says %q after up, want app_green", v)
 	}
-	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_green\n" {
+	if data, _ := os.ReadFile(h.mapFile); string(data) != "app app_green\napp@preview app_blue\n" {
 		t.Errorf("map file %q after up", data)
 	}
 	h.assertRoutesTo(t, "green")

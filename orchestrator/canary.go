@@ -63,6 +63,11 @@ func (o *Orchestrator) Canary(ctx context.Context, w int) (*Result, error) {
 	if err := p.checkTarget(ctx, canary, "send traffic to the canary", false); err != nil {
 		return nil, p.end(err)
 	}
+	if st.Canary == nil {
+		if err := p.smoke(ctx, canary); err != nil {
+			return nil, p.end(p.smokeRefused("canary", st.ActiveVersion, canary, w, err))
+		}
+	}
 	was := 0
 	if st.Canary != nil {
 		was = st.Canary.Weight
@@ -127,6 +132,9 @@ func (p *op) promote(ctx context.Context) (*Result, error) {
 	st.InProgress.From, st.InProgress.To = from, c.Color
 	if err := p.checkTarget(ctx, c.Color, "promote", false); err != nil {
 		return nil, err
+	}
+	if err := p.smoke(ctx, c.Color); err != nil {
+		return nil, p.smokeRefused("promote", from, c.Color, 100, err)
 	}
 	if err := p.flip(ctx, c.Color); err != nil {
 		st.Record(state.Event{Action: "promote", From: from, To: c.Color, Status: state.StatusFailed, Weight: 100, Reason: err.Error()})

@@ -253,6 +253,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, d DeployOptions) (*Result, er
 			return nil, err
 		}
 	}
+	if len(o.svc.Health.Smoke) > 0 && !d.NoSwitch {
+		if _, err := o.previewer(); err != nil {
+			return nil, err
+		}
+	}
 	p, err := o.begin(ctx, "deploy", "", "")
 	if err != nil {
 		return nil, err
@@ -297,6 +302,11 @@ func (p *op) deploy(ctx context.Context, d DeployOptions, from, to config.Color)
 		return nil, err
 	}
 	st.SetRestarts(to, nil) // a new release begins a new count
+	if !d.NoSwitch {
+		if err := p.smokeNew(ctx, to); err != nil {
+			return nil, err
+		}
+	}
 	if d.Canary != 0 || len(d.Steps) > 0 {
 		return p.canaryDeploy(ctx, d, from, to)
 	}
@@ -384,6 +394,11 @@ func (o *Orchestrator) Switch(ctx context.Context, color config.Color, force boo
 	}
 	if err := p.checkTarget(ctx, color, "switch to", force); err != nil {
 		return nil, p.end(err)
+	}
+	if force && len(o.svc.Health.Smoke) > 0 {
+		o.log.Warn("smoke check skipped (--force)", "slot", color)
+	} else if err := p.smoke(ctx, color); err != nil {
+		return nil, p.end(p.smokeRefused("switch", from, color, 0, err))
 	}
 	if err := p.flip(ctx, color); err != nil {
 		st.Record(state.Event{Action: "switch", From: from, To: color, Status: state.StatusFailed, Reason: err.Error()})

@@ -143,6 +143,9 @@ type upstream struct {
 	// shadow is the standby side that gets a copy of each request (shadow
 	// traffic); nil: no copies.
 	shadow *side
+	// preview is the standby slot, which serves preview requests
+	// (preview.go); nil when the state has no port for it.
+	preview *side
 }
 
 // same reports whether u and v route alike (same slots, processes, split
@@ -152,7 +155,7 @@ func (u *upstream) same(v *upstream) bool {
 		u.weight != v.weight || u.sticky != v.sticky || (u.canary == nil) != (v.canary == nil) {
 		return false
 	}
-	if !sameShadow(u, v) {
+	if !sameShadow(u, v) || !u.samePreview(v) {
 		return false
 	}
 	return u.canary == nil || u.canary.color == v.canary.color && u.canary.port == v.canary.port && u.canary.pid == v.canary.pid
@@ -313,6 +316,7 @@ func (p *Proxy) reload() error {
 		}
 	}
 	next.shadow = shadowSide(st)
+	next.preview = previewSide(st)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
@@ -326,6 +330,9 @@ func (p *Proxy) reload() error {
 	}
 	for _, s := range next.sides() {
 		s.proxy = p.reverseProxy(*s)
+	}
+	if next.preview != nil {
+		next.preview.proxy = p.reverseProxy(*next.preview)
 	}
 	p.route.Store(next)
 	p.metrics.setRouting(next)
@@ -489,11 +496,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// Maintenance and a pause apply to previews too: a preview answers
+	// what a client would get.
 	if p.serveMaintenance(w, r) || !p.hold(w, r) {
 		return
 	}
 	u := p.route.Load()
-	s := u.pick(r)
+	s := u.previewed(r)
+	if s == nil {
+		s = u.pick(r)
+	}
 	cp := p.capture(u, s, r)
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}

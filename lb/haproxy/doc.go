@@ -29,6 +29,8 @@
 //  6. Rewrite map_file atomically (temp file, fsync, rename), changing only
 //     the service's line, so a reload or restart keeps the colour; on
 //     failure the runtime entry is restored (ErrMapFile).
+//  7. Point the preview entry "<service>@preview" at the standby's backend
+//     (preview.go); the flip stands even if that step fails (logged).
 //
 // An unreachable socket (missing, permission denied, refused) is
 // lb.ErrUnreachable with the socket's path. Active reads the entry back

@@ -169,8 +169,11 @@ func (b *Balancer) Capabilities() lb.Capabilities {
 }
 
 // Flip routes r (flipRoute), then turns maintenance on or off as r says
-// (setMaintenance). A maintenance page HAProxy cannot answer is refused
-// before anything changes.
+// (setMaintenance) and points the preview entry at the standby
+// (setPreview, preview.go). A maintenance page HAProxy cannot answer is
+// refused before anything changes. A preview entry that cannot be set
+// leaves the flip standing: it is logged, and the next smoke check, which
+// needs it, fails saying so.
 func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	if err := b.checkPage(r); err != nil {
 		return err
@@ -178,7 +181,13 @@ func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
 	if err := b.flipRoute(ctx, r); err != nil {
 		return err
 	}
-	return b.setMaintenance(ctx, r.Maintenance)
+	if err := b.setMaintenance(ctx, r.Maintenance); err != nil {
+		return err
+	}
+	if err := b.setPreview(ctx, r); err != nil {
+		b.opts.Logger.Warn("haproxy: the preview entry still names the previous standby", "service", b.service, "err", err)
+	}
+	return nil
 }
 
 // flipRoute routes the service to r.Active's backend: check the backend exists,

@@ -66,7 +66,7 @@ func TestFlip(t *testing.T) {
 	if v, _ := f.value(mapFile, "app"); v != "app_green" {
 		t.Errorf("runtime entry %q, want app_green", v)
 	}
-	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_green\n" {
+	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_green\napp@preview app_blue\n" {
 		t.Errorf("map file:\n%s", got)
 	}
 	fi, _ := os.Stat(mapFile)
@@ -78,7 +78,7 @@ func TestFlip(t *testing.T) {
 	}
 	want := []string{"get map " + mapFile + " app", "show backend", "get map " + mapFile + " app",
 		"show stat app_green 4 -1", "set map " + mapFile + " app app_green", "get map " + mapFile + " app",
-		"get map " + mapFile + " app@maintenance", "get map " + mapFile + " app"}
+		"get map " + mapFile + " app@maintenance", "get map " + mapFile + " app@preview", "add map " + mapFile + " app@preview app_blue", "get map " + mapFile + " app"}
 	if got := f.commands(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("commands:\n%q\nwant\n%q", got, want)
 	}
@@ -100,7 +100,7 @@ func TestFlipAddsAMissingEntry(t *testing.T) {
 	if v, ok := f.value(mapFile, "app"); !ok || v != "app_green" {
 		t.Errorf("runtime entry %q %v", v, ok)
 	}
-	if got := fileText(t, mapFile); got != "other other_blue\napp app_green\n" {
+	if got := fileText(t, mapFile); got != "other other_blue\napp app_green\napp@preview app_blue\n" {
 		t.Errorf("map file %q", got)
 	}
 	if !strings.Contains(strings.Join(f.commands(), "|"), "add map "+mapFile+" app app_green") {
@@ -118,7 +118,7 @@ func TestFlipToTheActiveColourWaitsUpAndFixesTheFile(t *testing.T) {
 	}
 	checked := false
 	for _, c := range f.commands() {
-		if strings.HasPrefix(c, "set ") || strings.HasPrefix(c, "add ") {
+		if (strings.HasPrefix(c, "set ") || strings.HasPrefix(c, "add ")) && !strings.HasSuffix(c, " app@preview app_green") {
 			t.Errorf("sent %q for a flip to the active colour", c)
 		}
 		checked = checked || strings.HasPrefix(c, "show stat app_blue")
@@ -126,7 +126,7 @@ func TestFlipToTheActiveColourWaitsUpAndFixesTheFile(t *testing.T) {
 	if !checked {
 		t.Errorf("no show stat of app_blue in %q: the flip must wait for HAProxy to see it UP", f.commands())
 	}
-	if got := fileText(t, mapFile); got != "app app_blue\n" {
+	if got := fileText(t, mapFile); got != "app app_blue\napp@preview app_green\n" {
 		t.Errorf("map file %q, want it to agree with HAProxy", got)
 	}
 }

@@ -36,7 +36,7 @@ func TestFlipSetsTheMaintenanceEntry(t *testing.T) {
 	if v, _ := f.value(mapFile, "app@maintenance"); v != "on" {
 		t.Errorf("runtime maintenance entry %q, want on", v)
 	}
-	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_blue\napp@maintenance on\n" {
+	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_blue\napp@maintenance on\napp@preview app_green\n" {
 		t.Errorf("map file:\n%s", got)
 	}
 	f.mu.Lock()
@@ -56,7 +56,7 @@ func TestFlipSetsTheMaintenanceEntry(t *testing.T) {
 	if v, _ := f.value(mapFile, "app@maintenance"); v != "off" {
 		t.Errorf("runtime maintenance entry %q after off, want off", v)
 	}
-	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_green\napp@maintenance off\n" {
+	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_green\napp@maintenance off\napp@preview app_blue\n" {
 		t.Errorf("map file after off:\n%s", got)
 	}
 	lbtest.Refuses(t, b, lbtest.Route("blue", 8, func(r *lb.Route) { r.Maintenance, r.MaintenancePage = true, "<p>x</p>" }), "haproxy", lb.FeatureMaintenance)

@@ -37,7 +37,8 @@ func (b *Balancer) persist(ctx context.Context, value string) error {
 	return b.persistKey(ctx, b.service, value)
 }
 
-// persistKey is persist for any key of the map file.
+// persistKey is persist for any key of the map file (the service's
+// maintenance and preview entries too).
 func (b *Balancer) persistKey(ctx context.Context, key, value string) error {
 	unlock, err := lockDir(ctx, filepath.Dir(b.cfg.MapFile))
 	if err != nil {

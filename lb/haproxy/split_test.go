@@ -36,13 +36,14 @@ func TestFlipSplit(t *testing.T) {
 	if f.weights["blue"] != 90 || f.weights["green"] != 10 {
 		t.Errorf("weights %v, want blue 90 green 10", f.weights)
 	}
-	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_split\n" {
+	if got := fileText(t, mapFile); got != "# managed by bgd\nother other_blue\napp app_split\napp@preview app_green\n" {
 		t.Errorf("map file:\n%s", got)
 	}
 	m := "get map " + mapFile + " app"
 	want := []string{"show backend", "show stat", m, "get weight app_split/blue", "get weight app_split/green",
 		"set weight app_split/blue 90", "set weight app_split/green 10", "show stat app_split 4 -1",
-		"set map " + mapFile + " app app_split", m, "get weight app_split/blue", "get weight app_split/green", "get map " + mapFile + " app@maintenance"}
+		"set map " + mapFile + " app app_split", m, "get weight app_split/blue", "get weight app_split/green", "get map " + mapFile + " app@maintenance",
+		"get map " + mapFile + " app@preview", "add map " + mapFile + " app@preview app_green"}
 	if got := f.commands(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("commands:\n%q\nwant\n%q", got, want)
 	}
@@ -89,7 +90,7 @@ func TestFlipSplit(t *testing.T) {
 	if err := b.Flip(ctx, route("green")); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := f.value(mapFile, "app"); v != "app_green" || fileText(t, mapFile) != "# managed by bgd\nother other_blue\napp app_green\n" {
+	if v, _ := f.value(mapFile, "app"); v != "app_green" || fileText(t, mapFile) != "# managed by bgd\nother other_blue\napp app_green\napp@preview app_blue\n" {
 		t.Errorf("after abort: entry %q, file %q", v, fileText(t, mapFile))
 	}
 }

@@ -69,6 +69,14 @@
 // ({{.Active.Addr}}): that is how bgd makes sure it never writes an empty
 // upstream.
 //
+// # Preview
+//
+// The default template routes a request with X-Bgd-Preview: 1 from a
+// loopback address (a geo on $remote_addr) to an upstream holding only the
+// standby slot, and names the standby in X-Bgd-Slot on its answers
+// (preview.go); PreviewURL is verify_url's scheme, host and port. A user
+// template without that route makes the smoke check fail, never pass.
+//
 // # Weighted splits and sticky clients
 //
 // A route that splits (lb.Route.Splits) is written as one upstream holding

@@ -35,8 +35,9 @@ type fakeNginx struct {
 }
 
 var (
-	genLine  = regexp.MustCompile(`X-Bgd-Generation (\d+)`)
-	slotLine = regexp.MustCompile(`X-Bgd-Slot (\w+)`)
+	genLine = regexp.MustCompile(`X-Bgd-Generation (\d+)`)
+	// the live colour, as the file's first comment names it
+	slotLine = regexp.MustCompile(`# Generation \d+: (?:canary split: )?(\w+) \(`)
 )
 
 func newFake(t *testing.T) (*fakeNginx, *Balancer) {
