@@ -44,6 +44,15 @@ func (p *op) smoke(ctx context.Context, color config.Color) error {
 		return failf("smoke check of %s: it is the active colour, not the standby the preview route leads to", color)
 	}
 	release := st.Slot(color).Release
+	switch {
+	case st.Maintenance:
+		// Maintenance answers every request 503, previews included.
+		return failf("smoke check of %s (release %s): maintenance is on, so the preview route answers 503 like every route: `bgd maintenance off` first, or `switch --force` (no smoke check); traffic stays on %s",
+			color, release, routingOf(st))
+	case st.Paused != nil && state.Now().Before(st.Paused.Until):
+		return failf("smoke check of %s (release %s): a pause holds every request, previews included: `bgd resume` first; traffic stays on %s",
+			color, release, routingOf(st))
+	}
 	p.phase("smoke", color, fmt.Sprintf("%d path(s) through the preview route", len(paths)))
 	if err := p.ensureProxy(ctx, color); err != nil {
 		return err

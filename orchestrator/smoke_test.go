@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
@@ -236,5 +237,26 @@ func TestSmokeBeforeACanaryDeploy(t *testing.T) {
 	delete(b.status, "/")
 	if _, err := r.o.Deploy(ctx, DeployOptions{Release: "v2", Canary: 10}); err != nil || lastFlip(&b.splitLB) != "blue 90 green 10" {
 		t.Errorf("deploy --canary 10 of a good release: %v, lb %s", err, lastFlip(&b.splitLB))
+	}
+}
+
+// TestSmokeDuringMaintenanceOrPause: the preview route answers 503 in
+// maintenance and holds during a pause, so the smoke check says so at
+// once instead of failing on a 503 or waiting for the pause.
+func TestSmokeDuringMaintenanceOrPause(t *testing.T) {
+	for name, set := range map[string]func(st *state.State){
+		"maintenance": func(st *state.State) { st.Maintenance = true },
+		"pause":       func(st *state.State) { st.Paused = &state.Pause{Since: state.Now(), Until: state.Now().Add(time.Hour)} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, b := smokeRig(t, "/")
+			r.slot("green", "v2")
+			set(r.store.st)
+			_, err := r.o.Switch(ctx, "green", false)
+			if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "smoke check of green (release v2): ") ||
+				len(b.requests()) != 0 || len(b.flips) != 0 || r.state().ActiveVersion != "blue" {
+				t.Fatalf("switch with %s = %v (%d smoke requests, %d flips)", name, err, len(b.requests()), len(b.flips))
+			}
+		})
 	}
 }
