@@ -96,9 +96,15 @@ type portUses struct {
 
 // addrIndex finds colliding addresses in constant time per use, so that
 // validation stays linear in the number of services.
-type addrIndex struct{ ports map[int]*portUses }
+type addrIndex struct {
+	ports map[int]*portUses
+	// sockets are the admin unix sockets named so far: path to service.
+	sockets map[string]string
+}
 
-func newAddrIndex() *addrIndex { return &addrIndex{ports: map[int]*portUses{}} }
+func newAddrIndex() *addrIndex {
+	return &addrIndex{ports: map[int]*portUses{}, sockets: map[string]string{}}
+}
 
 // add records u unless it collides with a use already recorded, which it
 // returns. A wildcard collides with everything on its port; a specific

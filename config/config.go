@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -126,6 +127,9 @@ type Service struct {
 	// command needs the runner; loading the config does not check it.
 	Runner string `yaml:"runner"`
 
+	// embedded marks the service of the embedded default (no config file),
+	// whose admin endpoints stay on the proxy's own port.
+	embedded bool
 	// given holds the duration keys the file sets (even to 0), with their
 	// lines: a Duration alone cannot tell 0 from unset.
 	given map[string]int
@@ -233,6 +237,31 @@ type Builtin struct {
 	// p, "localhost:p" overlaps 127.0.0.1 and ::1; slot ports are taken on
 	// every address.
 	Listen string `yaml:"listen"`
+	// AdminListen is where the proxy serves its admin endpoints (/metrics,
+	// /monitoring, /_bgd/route and every /_bgd/ path); on Listen every path
+	// then reaches the app. It is a unix socket, "unix:<path>" (or an
+	// absolute path), made mode 0600; a loopback "host:port", whose
+	// endpoints answer loopback clients only; or Listen itself, where the
+	// admin paths shadow the app's (loopback clients only, as on the admin
+	// port). Default: "unix:<state dir>/<service>.admin.sock" (the
+	// directory of the state file), which no port can collide with; for
+	// the embedded default (no config file) it is Listen, so that
+	// :5004/metrics and :5004/monitoring answer as they always did (the
+	// demo app has no such paths). Config.AdminListen resolves it.
+	AdminListen string `yaml:"admin_listen"`
+}
+
+// AdminSocket splits an admin address (Builtin.AdminListen): a unix socket
+// ("unix:<path>", or a path starting with "/") gives its path and true; a
+// host:port gives "" and false.
+func AdminSocket(addr string) (path string, ok bool) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return p, true
+	}
+	if strings.HasPrefix(addr, "/") {
+		return addr, true
+	}
+	return "", false
 }
 
 // Nginx configures the nginx driver.

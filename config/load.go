@@ -86,9 +86,10 @@ func Load(src Source) (*Config, error) {
 func Default(self string) *Config {
 	return &Config{Services: map[string]*Service{
 		"app": {
-			Command: []string{self, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"},
-			Blue:    Slot{Port: 5005},
-			Green:   Slot{Port: 5006},
+			Command:  []string{self, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"},
+			Blue:     Slot{Port: 5005},
+			Green:    Slot{Port: 5006},
+			embedded: true,
 		},
 	}}
 }
@@ -330,6 +331,9 @@ func (c *Config) fillDefaults() {
 		if s.LB.Builtin.Listen == "" {
 			s.LB.Builtin.Listen = "127.0.0.1:5004"
 		}
+		if s.LB.Builtin.AdminListen == "" && s.embedded {
+			s.LB.Builtin.AdminListen = s.LB.Builtin.Listen
+		}
 		n := &s.LB.Nginx
 		if n.File == "" {
 			n.File = "/etc/nginx/conf.d/bgd-" + name + ".conf"
@@ -434,6 +438,17 @@ func (c *Config) StatePath(service string) string {
 		return filepath.Join(c.StateDir, "bg_state.json")
 	}
 	return filepath.Join(c.StateDir, service+".json")
+}
+
+// AdminListen is where the builtin proxy of service serves its admin
+// endpoints: lb.builtin.admin_listen, or by default the unix socket
+// <service>.admin.sock beside the state file ("unix:<path>"). It follows
+// the state file, which --state-file may set after Load.
+func (c *Config) AdminListen(service string) string {
+	if s := c.Services[service]; s != nil && s.LB.Builtin.AdminListen != "" {
+		return s.LB.Builtin.AdminListen
+	}
+	return "unix:" + filepath.Join(filepath.Dir(c.StatePath(service)), service+".admin.sock")
 }
 
 // LogPath is where the slot's stdout and stderr go.

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -140,6 +141,57 @@ func (s *Service) validateBuiltin(name string, addrs *addrIndex, add adder) {
 		return
 	}
 	s.addListen(name, key, host, pn, "", addrs, add)
+	s.validateAdmin(name, host, pn, addrs, add)
+}
+
+// validateAdmin checks lb.builtin.admin_listen: a unix socket path, the
+// proxy's listen itself, or a loopback host:port of its own, recorded
+// among the addresses so that nothing else of the config binds it. Unix
+// socket paths are left to the proxy, which reports one it cannot bind
+// (two services naming the same path: the second finds the first's).
+func (s *Service) validateAdmin(name, listenHost string, listenPort int, addrs *addrIndex, add adder) {
+	const key = "lb.builtin.admin_listen"
+	a := s.LB.Builtin.AdminListen
+	if a == "" {
+		return
+	}
+	if p, ok := AdminSocket(a); ok {
+		if p == "" || strings.ContainsRune(p, 0) {
+			add("service %q: %s %q: give the socket's path after \"unix:\"", name, key, a)
+			return
+		}
+		p = filepath.Clean(p)
+		if other, ok := addrs.sockets[p]; ok {
+			add("service %q: %s %q is already the admin socket of service %q: give each service its own", name, key, a, other)
+			return
+		}
+		addrs.sockets[p] = name
+		return
+	}
+	host, port, err := net.SplitHostPort(a)
+	pn, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || pn < 1 || pn > 65535 || !digits(port) {
+		add("service %q: %s %q is neither unix:<path> nor host:port (port 1-65535)", name, key, a)
+		return
+	}
+	if pn == listenPort && normHost(host) == normHost(listenHost) {
+		return // the proxy's own listener: admin paths shadow the app's
+	}
+	if !loopbackHost(host) {
+		add("service %q: %s %q is not a loopback address: the admin endpoints answer loopback clients only; use 127.0.0.1:%d, a unix socket (unix:<path>), or lb.builtin.listen itself", name, key, a, pn)
+		return
+	}
+	s.addListen(name, key, host, pn, "", addrs, add)
+}
+
+// loopbackHost reports whether host names only loopback addresses.
+func loopbackHost(host string) bool {
+	h := normHost(host)
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
 }
 
 func (s *Service) validateNginx(name string, addrs *addrIndex, ck *checker, add adder) {

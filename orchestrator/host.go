@@ -71,7 +71,7 @@ func RunProxy(ctx context.Context, cfg *config.Config, service string, logger *s
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("proxy: state directory: %w", err)
 	}
-	p := &builtin.Proxy{Service: svc.Name, Listen: svc.LB.Builtin.Listen, StatePath: path,
+	p := &builtin.Proxy{Service: svc.Name, Listen: svc.LB.Builtin.Listen, AdminListen: cfg.AdminListen(svc.Name), StatePath: path,
 		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, Logger: logger,
 		// Under a Type=notify unit (bgd-proxy@), systemd counts the unit
 		// started only now, so what is ordered after it finds it serving.

@@ -79,6 +79,9 @@ type Status struct {
 type ProxyStatus struct {
 	// Listen is lb.builtin.listen.
 	Listen string `json:"listen"`
+	// Admin is where the proxy serves its admin endpoints
+	// (lb.builtin.admin_listen; "unix:<path>" for a socket).
+	Admin string `json:"admin,omitempty"`
 	// Running: a bgd proxy that follows this service's state file answers
 	// on Listen. False is an outage.
 	Running bool `json:"running"`
@@ -102,7 +105,7 @@ func (o *Orchestrator) checkProxy(ctx context.Context, st *state.State) (*ProxyS
 	if !ok {
 		return nil, nil
 	}
-	ps := &ProxyStatus{Listen: b.Listen, PID: st.ProxyPID, Managed: st.ProxyPID != 0}
+	ps := &ProxyStatus{Listen: b.Listen, Admin: b.Admin, PID: st.ProxyPID, Managed: st.ProxyPID != 0}
 	ri, err := b.Route(ctx)
 	if err == nil {
 		ps.Running, ps.PID = true, ri.PID

@@ -3,7 +3,6 @@ package builtin
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,6 +20,10 @@ import (
 type Balancer struct {
 	// Listen is the proxy's address, e.g. "127.0.0.1:5004".
 	Listen string
+	// Admin is where the proxy serves its admin endpoints (its
+	// AdminListen: "unix:<path>" or host:port), which the Balancer asks.
+	// Default "": Listen.
+	Admin string
 	// StatePath is the state file the proxy must follow; a bgd proxy on
 	// Listen that follows another one is refused. Default "": not checked.
 	StatePath string
@@ -30,7 +33,8 @@ type Balancer struct {
 	// ConfirmTimeout bounds the wait for the proxy to serve a new
 	// generation. Default 3s.
 	ConfirmTimeout time.Duration
-	// Client asks the proxy. Default: a client with a 1 s timeout.
+	// Client asks the proxy on a TCP admin address. Default: a client with
+	// a 1 s timeout (a unix socket always gets its own such client).
 	Client *http.Client
 }
 
@@ -72,35 +76,35 @@ func (b *Balancer) FollowsState() bool { return true }
 
 // Route asks the proxy what it serves.
 func (b *Balancer) Route(ctx context.Context) (*RouteInfo, error) {
-	client := b.Client
-	if client == nil {
-		client = adminClient
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.Listen+RoutePath, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return nil, fmt.Errorf("%w: no builtin proxy answers on %s (bgd start and deploy start one; under systemd, run `bgd proxy`)", lb.ErrUnreachable, b.Listen)
+	resp, err := b.get(ctx, RoutePath)
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+		if old := b.oldProxy(ctx); old != nil {
+			return nil, old
+		}
+		return nil, fmt.Errorf("%w: no builtin proxy answers on %s (bgd start and deploy start one; under systemd, run `bgd proxy`)", lb.ErrUnreachable, b.describeAdmin())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: builtin proxy on %s: %v", lb.ErrUnreachable, b.Listen, err)
+		return nil, fmt.Errorf("%w: builtin proxy on %s: %v", lb.ErrUnreachable, b.describeAdmin(), err)
 	}
 	defer resp.Body.Close()
-	var ri RouteInfo
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ri) != nil || ri.Active == "" {
-		return nil, fmt.Errorf("%w: %s answers, but %w (status %d)%s", lb.ErrUnreachable, b.Listen, errNotProxy, resp.StatusCode, b.holder())
+	ri, err := decodeRoute(resp)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s answers, but %w (status %d)%s", lb.ErrUnreachable, b.describeAdmin(), errNotProxy, resp.StatusCode, b.holder())
 	}
 	if b.StatePath != "" && ri.StateFile != "" && ri.StateFile != absPath(b.StatePath) {
-		return nil, fmt.Errorf("%w: %s is served by %w (pid %d) that follows %s, not %s: stop it (kill %d), or give this service another lb.builtin.listen (BG_PROXY_PORT)",
-			lb.ErrUnreachable, b.Listen, errOtherProxy, ri.PID, ri.StateFile, absPath(b.StatePath), ri.PID)
+		return nil, fmt.Errorf("%w: %s is served by %w (pid %d) that follows %s, not %s: stop it (kill %d), or give this service another lb.builtin.listen (BG_PROXY_PORT) and admin_listen",
+			lb.ErrUnreachable, b.describeAdmin(), errOtherProxy, ri.PID, ri.StateFile, absPath(b.StatePath), ri.PID)
 	}
-	return &ri, nil
+	return ri, nil
 }
 
+// holder names the process that holds the admin port, when the admin
+// endpoints are on TCP.
 func (b *Balancer) holder() string {
-	_, port, _ := splitPort(b.Listen)
+	if _, ok := config.AdminSocket(b.adminAddr()); ok {
+		return ""
+	}
+	_, port, _ := splitPort(b.adminAddr())
 	if o, ok := slots.ListenerOf(port); ok && o.PID > 0 {
 		return fmt.Sprintf(": the port is held by pid %d (%s)", o.PID, o.Command)
 	}
@@ -114,7 +118,7 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 	if err == nil {
 		return 0, nil
 	}
-	if errors.Is(err, errNotProxy) || errors.Is(err, errOtherProxy) || b.Spawn == nil {
+	if errors.Is(err, errNotProxy) || errors.Is(err, errOtherProxy) || errors.Is(err, errOldProxy) || b.Spawn == nil {
 		return 0, err
 	}
 	pid, err := b.Spawn()
@@ -130,7 +134,7 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("%w: the builtin proxy (pid %d) exited at start: see its log", lb.ErrUnreachable, pid)
 		}
 		if time.Now().After(deadline) {
-			return pid, fmt.Errorf("%w: the builtin proxy (pid %d) does not answer on %s after 5s", lb.ErrUnreachable, pid, b.Listen)
+			return pid, fmt.Errorf("%w: the builtin proxy (pid %d) does not answer on %s after 5s", lb.ErrUnreachable, pid, b.describeAdmin())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -2,10 +2,12 @@ package builtin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -18,32 +20,29 @@ import (
 var _ lb.Observer = (*Balancer)(nil)
 
 // Observe reads the proxy's own Prometheus series for u's colour (on its
-// loopback-only /metrics): the requests it proxied and their status codes
+// admin /metrics): the requests it proxied and their status codes
 // (bgd_proxy_requests_total; 5xx, including the proxy's own 502 when the
 // slot did not answer, are errors; 499, a client that went away, is not a
 // request the slot failed and is left out), and the latency histogram
 // (bgd_proxy_request_duration_seconds). The counts start with the proxy.
 func (b *Balancer) Observe(ctx context.Context, u lb.Upstream) (lb.Observation, error) {
-	client := b.Client
-	if client == nil {
-		client = adminClient
+	resp, err := b.get(ctx, MetricsPath)
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+		if old := b.oldProxy(ctx); old != nil {
+			return lb.Observation{}, old
+		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.Listen+"/metrics", nil)
 	if err != nil {
-		return lb.Observation{}, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return lb.Observation{}, fmt.Errorf("%w: builtin proxy on %s: %v", lb.ErrUnreachable, b.Listen, err)
+		return lb.Observation{}, fmt.Errorf("%w: builtin proxy on %s: %v", lb.ErrUnreachable, b.describeAdmin(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return lb.Observation{}, fmt.Errorf("%w: builtin proxy on %s: /metrics answers %s", lb.ErrUnreachable, b.Listen, resp.Status)
+		return lb.Observation{}, fmt.Errorf("%w: builtin proxy on %s: /metrics answers %s", lb.ErrUnreachable, b.describeAdmin(), resp.Status)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return lb.Observation{}, fmt.Errorf("builtin proxy on %s: /metrics: %w", b.Listen, err)
+		return lb.Observation{}, fmt.Errorf("builtin proxy on %s: /metrics: %w", b.describeAdmin(), err)
 	}
 	return observation(families, u.Color.String()), nil
 }

@@ -61,6 +61,10 @@ type RouteInfo struct {
 	Held        int64     `json:"held,omitempty"`
 	// Maintenance: the proxy answers every request 503 (bgd maintenance on).
 	Maintenance bool `json:"maintenance,omitempty"`
+	// Admin is where the proxy serves its admin endpoints, this one
+	// included: its AdminListen, or its Listen when they share it. ""
+	// only from a bgd proxy older than admin_listen.
+	Admin string `json:"admin,omitempty"`
 }
 
 // Proxy serves one service on Listen.
@@ -69,6 +73,12 @@ type Proxy struct {
 	Service string
 	// Listen is the address to serve on, e.g. "127.0.0.1:5004".
 	Listen string
+	// AdminListen is where the admin endpoints are served (admin.go):
+	// "unix:<path>" (or an absolute path) for a unix socket of mode 0600,
+	// or a host:port. "" or Listen: on Listen itself, where the admin paths
+	// (/metrics, /monitoring, /_bgd/...) shadow the app's. Only loopback
+	// clients are answered on TCP.
+	AdminListen string
 	// StatePath is the state file to follow.
 	StatePath string
 	// BluePort and GreenPort are used while the state file does not exist.
@@ -84,9 +94,10 @@ type Proxy struct {
 	// request's headers (a slow-header client holds a connection no
 	// longer). Default 30s.
 	ReadHeaderTimeout time.Duration
-	// Ready, when set, is called once the proxy listens and follows the
-	// state file: from then on a connection to Listen is served (`bgd
-	// proxy` tells systemd so, for a Type=notify unit).
+	// Ready, when set, is called once the proxy listens (on Listen and
+	// AdminListen) and follows the state file: from then on a connection
+	// to either is served (`bgd proxy` tells systemd so, for a Type=notify
+	// unit).
 	Ready func()
 
 	route   atomic.Pointer[upstream]
@@ -94,6 +105,9 @@ type Proxy struct {
 	trans   map[string]*http.Transport
 	snap    *state.State
 	metrics *metrics
+	// adminMux routes the admin endpoints (admin.go), made once.
+	adminMux  *http.ServeMux
+	adminOnce sync.Once
 	// inFlight counts the requests being forwarded, per colour
 	// (colorIndex): two atomics, no lock on the request path.
 	inFlight [2]atomic.Int64
@@ -234,25 +248,54 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen on %s: %w", p.Listen, err)
 	}
-	watcher, err := fsnotify.NewWatcher()
+	adminLn, adminTCP, err := p.listenAdmin()
 	if err != nil {
 		ln.Close()
+		return err
+	}
+	closeAll := func() {
+		ln.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
+	}
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		closeAll()
 		return fmt.Errorf("proxy: watch state: %w", err)
 	}
 	defer watcher.Close()
 	dir := filepath.Dir(p.StatePath)
 	if err := watcher.Add(dir); err != nil {
-		ln.Close()
+		closeAll()
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
-	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
+	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "admin", p.adminAddr(), "state", p.StatePath)
 	go p.follow(ctx, watcher)
 	go p.releaseAll(ctx)
 	if p.Ready != nil {
 		p.Ready()
 	}
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
-	return serve.Until(ctx, srv, ln, 10*time.Second)
+	if adminLn == nil {
+		return serve.Until(ctx, srv, ln, 10*time.Second)
+	}
+	// Both servers stop together: when one fails, the other is shut down.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	asrv := &http.Server{Handler: adminHandler{p: p, loopbackOnly: adminTCP}, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
+	aerr := make(chan error, 1)
+	go func() {
+		err := serve.Until(sctx, asrv, adminLn, 10*time.Second)
+		stop()
+		aerr <- err
+	}()
+	err = serve.Until(sctx, srv, ln, 10*time.Second)
+	stop()
+	if e := <-aerr; err == nil && !errors.Is(e, http.ErrServerClosed) {
+		err = e
+	}
+	return err
 }
 
 // follow reloads the state on every change of the state file.
@@ -463,37 +506,12 @@ const statusClientClosed = 499
 
 func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strconv.Itoa(pid) }
 
-// ServeHTTP answers the loopback-only admin paths itself and proxies
-// everything else to the side of the routing that upstream.pick chooses.
+// ServeHTTP proxies every request to the side of the routing that
+// upstream.pick chooses; when the admin endpoints share Listen, it answers
+// the admin paths itself (loopback clients only).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/metrics", "/monitoring", RoutePath:
-		if !isLoopback(r.RemoteAddr) {
-			http.Error(w, "forbidden: only loopback clients may read "+r.URL.Path, http.StatusForbidden)
-			return
-		}
-		switch r.URL.Path {
-		case "/metrics":
-			p.metrics.handler.ServeHTTP(w, r)
-		case "/monitoring":
-			p.serveMonitoring(w)
-		default:
-			u := p.route.Load()
-			ri := RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
-				PID: os.Getpid(), StateFile: absPath(p.StatePath), InFlight: map[config.Color]int64{
-					config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}}
-			if g := p.gate.Load(); g != nil {
-				ri.Paused, ri.PausedUntil, ri.Held = true, g.until, p.held.Load()
-			}
-			ri.Maintenance = p.maint.Load() != nil
-			if u.canary != nil {
-				ri.Weights = map[config.Color]int{u.color: 100 - u.weight, u.canary.color: u.weight}
-				ri.Sticky = u.sticky
-			}
-			ri.Shadow = p.shadowInfo(u)
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(ri)
-		}
+	if p.adminShared() && isAdminPath(r.URL.Path) {
+		p.serveAdmin(w, r, true)
 		return
 	}
 	// Maintenance and a pause apply to previews too: a preview answers
@@ -515,6 +533,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.proxy.ServeHTTP(rec, r)
 	p.metrics.observe(s.color, rec.code, time.Since(start))
 	cp.send(rec.code)
+}
+
+// serveRoute answers RoutePath: what the proxy serves now.
+func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request) {
+	u := p.route.Load()
+	ri := RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
+		PID: os.Getpid(), StateFile: absPath(p.StatePath), Admin: p.adminAddr(), InFlight: map[config.Color]int64{
+			config.Blue: p.inFlight[colorIndex(config.Blue)].Load(), config.Green: p.inFlight[colorIndex(config.Green)].Load()}}
+	if g := p.gate.Load(); g != nil {
+		ri.Paused, ri.PausedUntil, ri.Held = true, g.until, p.held.Load()
+	}
+	ri.Maintenance = p.maint.Load() != nil
+	if u.canary != nil {
+		ri.Weights = map[config.Color]int{u.color: 100 - u.weight, u.canary.color: u.weight}
+		ri.Sticky = u.sticky
+	}
+	ri.Shadow = p.shadowInfo(u)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(ri)
 }
 
 func isLoopback(remote string) bool {
