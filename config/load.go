@@ -446,7 +446,11 @@ func (c *Config) StatePath(service string) string {
 // the state file, which --state-file may set after Load.
 func (c *Config) AdminListen(service string) string {
 	if s := c.Services[service]; s != nil && s.LB.Builtin.AdminListen != "" {
-		return s.LB.Builtin.AdminListen
+		b := s.LB.Builtin
+		if sameHostPort(b.AdminListen, b.Listen) {
+			return b.Listen // the proxy's own listener, however it is spelt
+		}
+		return b.AdminListen
 	}
 	return "unix:" + filepath.Join(filepath.Dir(c.StatePath(service)), service+".admin.sock")
 }
@@ -454,4 +458,20 @@ func (c *Config) AdminListen(service string) string {
 // LogPath is where the slot's stdout and stderr go.
 func (c *Config) LogPath(service string, color Color) string {
 	return filepath.Join(filepath.Dir(c.StatePath(service)), "logs", service+"-"+color.String()+".log")
+}
+
+// sameHostPort reports whether a and b are one TCP address: the same port
+// and the same host, once normalised (":80" and "0.0.0.0:80" are one).
+func sameHostPort(a, b string) bool {
+	ah, ap, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	bh, bp, err := net.SplitHostPort(b)
+	if err != nil || normHost(ah) != normHost(bh) {
+		return false
+	}
+	an, aerr := strconv.Atoi(ap)
+	bn, berr := strconv.Atoi(bp)
+	return aerr == nil && berr == nil && an == bn
 }

@@ -174,7 +174,7 @@ func (s *Service) validateAdmin(name, listenHost string, listenPort int, addrs *
 		add("service %q: %s %q is neither unix:<path> nor host:port (port 1-65535)", name, key, a)
 		return
 	}
-	if pn == listenPort && normHost(host) == normHost(listenHost) {
+	if sameHostPort(a, net.JoinHostPort(listenHost, strconv.Itoa(listenPort))) {
 		return // the proxy's own listener: admin paths shadow the app's
 	}
 	if !loopbackHost(host) {
