@@ -255,9 +255,23 @@ func (b *Balancer) get(ctx context.Context, path string) (*http.Response, error)
 // not on the admin address this bgd expects: it is older than admin_listen.
 var errOldProxy = errors.New("a bgd proxy older than lb.builtin.admin_listen")
 
-// oldProxy looks for a proxy from an older bgd, which serves /_bgd/route on
-// the service port itself, when nothing answers on the admin address. It
-// returns the error that says to restart it, or nil.
+// AdminProbeHeader marks a request for RoutePath on the service port that
+// asks where the proxy serves its admin endpoints: a proxy whose admin
+// endpoints are elsewhere answers it itself, from loopback clients
+// (RouteInfo with Service, PID, StateFile and Admin only), rather than
+// forward it to the app. A proxy older than admin_listen answers its full
+// RouteInfo, without Admin.
+const AdminProbeHeader = "X-Bgd-Admin-Probe"
+
+func (p *Proxy) serveAdminProbe(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(RouteInfo{Service: p.Service, PID: os.Getpid(), StateFile: absPath(p.StatePath), Admin: p.adminAddr()})
+}
+
+// oldProxy asks the service port which proxy holds it, when nothing answers
+// on the admin address: a proxy from an older bgd (admin endpoints on the
+// service port), or one whose admin address differs from this config's. It
+// returns the error that says what to do, or nil (none of them).
 func (b *Balancer) oldProxy(ctx context.Context) error {
 	if b.adminShared() {
 		return nil
@@ -266,17 +280,44 @@ func (b *Balancer) oldProxy(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
+	req.Header.Set(AdminProbeHeader, "1")
 	resp, err := adminClient.Do(req)
 	if err != nil {
 		return nil
 	}
 	defer resp.Body.Close()
-	ri, err := decodeRoute(resp)
-	if err != nil || ri.Admin != "" {
+	var ri RouteInfo
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ri) != nil || ri.PID == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: the builtin proxy on %s (pid %d) is %w: it serves its admin endpoints on the service port, and nothing answers on %s; restart it (stop pid %d, then bgd start or bgd health-check starts a new one; under systemd, restart its unit)",
-		lb.ErrUnreachable, b.Listen, ri.PID, errOldProxy, b.adminAddr(), ri.PID)
+	restart := fmt.Sprintf("restart it (stop pid %d, then bgd start or bgd health-check starts a new one; under systemd, restart its unit)", ri.PID)
+	switch {
+	case ri.Admin == "" && ri.Active != "":
+		return fmt.Errorf("%w: the builtin proxy on %s (pid %d) is %w: it serves its admin endpoints on the service port, and nothing answers on %s; %s",
+			lb.ErrUnreachable, b.Listen, ri.PID, errOldProxy, b.adminAddr(), restart)
+	case ri.Admin != "" && !sameAdmin(ri.Admin, b.adminAddr()):
+		return fmt.Errorf("%w: the builtin proxy on %s (pid %d) %w: on %s, not on %s (lb.builtin.admin_listen); it was started with another configuration: %s with this one",
+			lb.ErrUnreachable, b.Listen, ri.PID, errAdminElsewhere, ri.Admin, b.adminAddr(), restart)
+	case ri.Admin != "":
+		return fmt.Errorf("%w: the builtin proxy on %s (pid %d) serves its admin endpoints on %s, which does not answer (was the socket removed?); %s",
+			lb.ErrUnreachable, b.Listen, ri.PID, ri.Admin, restart)
+	}
+	return nil
+}
+
+// errAdminElsewhere: the proxy on the service port serves its admin
+// endpoints elsewhere than this config says.
+var errAdminElsewhere = errors.New("serves its admin endpoints elsewhere")
+
+// sameAdmin reports whether two admin addresses are one: the same socket
+// file (relative paths from the working directory), or the same string.
+func sameAdmin(a, b string) bool {
+	pa, oka := config.AdminSocket(a)
+	pb, okb := config.AdminSocket(b)
+	if !oka || !okb {
+		return a == b
+	}
+	return absPath(pa) == absPath(pb)
 }
 
 // decodeRoute reads a RouteInfo answer: an error unless it is one.

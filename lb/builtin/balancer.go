@@ -118,7 +118,7 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 	if err == nil {
 		return 0, nil
 	}
-	if errors.Is(err, errNotProxy) || errors.Is(err, errOtherProxy) || errors.Is(err, errOldProxy) || b.Spawn == nil {
+	if errors.Is(err, errNotProxy) || errors.Is(err, errOtherProxy) || errors.Is(err, errOldProxy) || errors.Is(err, errAdminElsewhere) || b.Spawn == nil {
 		return 0, err
 	}
 	pid, err := b.Spawn()

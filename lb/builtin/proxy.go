@@ -244,14 +244,19 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := p.reload(); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", p.Listen)
-	if err != nil {
-		return fmt.Errorf("proxy: listen on %s: %w", p.Listen, err)
-	}
+	// The admin listener opens first: once the service port answers, so
+	// does the admin address (a CLI that finds the port but not the admin
+	// address takes the proxy for an older one, and asks the port).
 	adminLn, adminTCP, err := p.listenAdmin()
 	if err != nil {
-		ln.Close()
 		return err
+	}
+	ln, err := net.Listen("tcp", p.Listen)
+	if err != nil {
+		if adminLn != nil {
+			adminLn.Close()
+		}
+		return fmt.Errorf("proxy: listen on %s: %w", p.Listen, err)
 	}
 	closeAll := func() {
 		ln.Close()
@@ -512,6 +517,10 @@ func transportKey(port, pid int) string { return strconv.Itoa(port) + "/" + strc
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.adminShared() && isAdminPath(r.URL.Path) {
 		p.serveAdmin(w, r, true)
+		return
+	}
+	if r.URL.Path == RoutePath && r.Header[AdminProbeHeader] != nil && isLoopback(r.RemoteAddr) {
+		p.serveAdminProbe(w)
 		return
 	}
 	// Maintenance and a pause apply to previews too: a preview answers

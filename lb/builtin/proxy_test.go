@@ -64,7 +64,7 @@ func startProxy(t testing.TB, bluePort, greenPort int, opts ...func(*Proxy)) (*P
 			t.Errorf("proxy Run: %v", err)
 		}
 	})
-	b := &Balancer{Listen: p.Listen}
+	b := &Balancer{Listen: p.Listen, Admin: p.AdminListen}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := b.Route(ctx); err == nil {
