@@ -75,7 +75,9 @@ func newCanaryRig(t *testing.T) *canaryRig {
 		}
 		logf.Close()
 	})
-	r.bal = &builtin.Balancer{Listen: fmt.Sprintf("127.0.0.1:%d", proxyPort), StatePath: statePath}
+	// The config leaves admin_listen out: the admin socket beside the state file.
+	r.bal = &builtin.Balancer{Listen: fmt.Sprintf("127.0.0.1:%d", proxyPort), StatePath: statePath,
+		Admin: "unix:" + filepath.Join(filepath.Dir(statePath), "app.admin.sock")}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := r.bal.Route(context.Background()); err == nil {

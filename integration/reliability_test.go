@@ -976,6 +976,8 @@ func TestReliabilitySecurity(t *testing.T) {
 		// own, where `bgd proxy` and its slot run, and a client connects
 		// once to 127.0.0.1 and once to the namespace's 10.x address, which
 		// is then the connection's source address.
+		// admin_listen is the service's listen itself: the admin paths
+		// shadow the app's there, for loopback clients only.
 		ns := newNetNamespace(t)
 		dir := t.TempDir()
 		blue, green, port := freePort(t), freePort(t), freePort(t)
@@ -986,7 +988,7 @@ services:
     command: [%q, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"]
     blue: {port: %d}
     green: {port: %d}
-    lb: {driver: builtin, builtin: {listen: "0.0.0.0:%d"}}
+    lb: {driver: builtin, builtin: {listen: "0.0.0.0:%[5]d", admin_listen: "0.0.0.0:%[5]d"}}
 `, filepath.Join(dir, "state"), bgdBin, blue, green, port)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
