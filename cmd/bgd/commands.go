@@ -155,7 +155,9 @@ func commands(e *env) []*cli.Command {
 		{
 			Name:        "proxy",
 			Usage:       "run the builtin proxy in the foreground (for systemd); it follows the state file",
-			Description: "Example: bgd --config /etc/bgd/bluegreen.yml -s web proxy",
+			Description: "It serves the service on lb.builtin.listen and its /metrics, /monitoring and /_bgd/route on lb.builtin.admin_listen\n" +
+				"(default: the unix socket <state dir>/<service>.admin.sock; without a config file, the listen itself).\n" +
+				"Example: bgd --config /etc/bgd/bluegreen.yml -s web proxy",
 			Before:      noArgs,
 			Action:      e.proxy,
 		},

@@ -51,11 +51,15 @@
 // (maintenance.go). When neither is on, each costs the request path one
 // atomic load.
 //
-// Loopback clients also get /metrics (Prometheus text), /monitoring (an HTML
-// status page) and /_bgd/route (JSON naming the active slot, the state
+// Admin endpoints (admin.go): /metrics (Prometheus text), /monitoring (an
+// HTML status page) and /_bgd/route (JSON naming the active slot, the state
 // generation it serves and, while it splits, both colours' weights and
-// whether the split is sticky). Balancer is the CLI's side: a flip is
-// written to the state file by the orchestrator and confirmed by polling
+// whether the split is sticky), and every /_bgd/ path, are served on
+// Proxy.AdminListen: a unix socket (mode 0600), a TCP address (loopback
+// clients only), or Listen itself, where they shadow the app's paths
+// (loopback clients only). Elsewhere every path on Listen reaches the app.
+// Balancer is the CLI's side, which asks Balancer.Admin: a flip is written
+// to the state file by the orchestrator and confirmed by polling
 // /_bgd/route until the proxy serves the new generation, the new active
 // colour and the route's split (or no split, after a promote or an abort).
 package builtin
