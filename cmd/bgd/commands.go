@@ -155,9 +155,7 @@ func commands(e *env) []*cli.Command {
 		{
 			Name:        "proxy",
 			Usage:       "run the builtin proxy in the foreground (for systemd); it follows the state file",
-			Description: "It serves the service on lb.builtin.listen and its /metrics, /monitoring and /_bgd/route on lb.builtin.admin_listen\n" +
-				"(default: the unix socket <state dir>/<service>.admin.sock; without a config file, the listen itself).\n" +
-				"Example: bgd --config /etc/bgd/bluegreen.yml -s web proxy",
+			Description: proxyDescription,
 			Before:      noArgs,
 			Action:      e.proxy,
 		},
@@ -390,6 +388,10 @@ func (e *env) healthCheck(c *cli.Context, watch bool) error {
 	}
 	return err
 }
+
+const proxyDescription = "It serves the service on lb.builtin.listen and its /metrics, /monitoring and /_bgd/route on lb.builtin.admin_listen\n" +
+	"(default: the unix socket <state dir>/<service>.admin.sock; without a config file, the listen itself).\n" +
+	"Example: bgd --config /etc/bgd/bluegreen.yml -s web proxy"
 
 func (e *env) proxy(c *cli.Context) error {
 	cfg, err := e.loadConfig()
