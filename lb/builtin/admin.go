@@ -201,24 +201,33 @@ func dialUnix(ctx context.Context, path string) (net.Conn, error) {
 // adminClients are the clients of admin unix sockets, by path.
 var adminClients sync.Map
 
+// AdminClient is an HTTP client that reaches the admin endpoints of a
+// proxy on admin (its AdminListen: "unix:<path>", a path, or host:port),
+// with a 1 s timeout, and the base URL of its requests: base+"/metrics" is
+// the proxy's /metrics. Clients are shared, one per socket.
+func AdminClient(admin string) (client *http.Client, base string) {
+	path, ok := config.AdminSocket(admin)
+	if !ok {
+		return adminClient, "http://" + admin
+	}
+	if c, ok := adminClients.Load(path); ok {
+		return c.(*http.Client), "http://bgd-admin"
+	}
+	c, _ := adminClients.LoadOrStore(path, &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		Proxy: nil, MaxIdleConnsPerHost: 1,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dialUnix(ctx, path) },
+	}})
+	return c.(*http.Client), "http://bgd-admin"
+}
+
 // client is the HTTP client that reaches the proxy's admin endpoints, and
 // the base URL of its requests.
 func (b *Balancer) client() (*http.Client, string) {
-	admin := b.adminAddr()
-	if path, ok := config.AdminSocket(admin); ok {
-		if c, ok := adminClients.Load(path); ok {
-			return c.(*http.Client), "http://bgd-admin"
-		}
-		c, _ := adminClients.LoadOrStore(path, &http.Client{Timeout: time.Second, Transport: &http.Transport{
-			Proxy: nil, MaxIdleConnsPerHost: 1,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dialUnix(ctx, path) },
-		}})
-		return c.(*http.Client), "http://bgd-admin"
+	c, base := AdminClient(b.adminAddr())
+	if _, unix := config.AdminSocket(b.adminAddr()); !unix && b.Client != nil {
+		c = b.Client
 	}
-	if b.Client != nil {
-		return b.Client, "http://" + admin
-	}
-	return adminClient, "http://" + admin
+	return c, base
 }
 
 // adminAddr is where the proxy serves its admin endpoints.

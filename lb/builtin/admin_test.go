@@ -28,13 +28,11 @@ func appWithAdminPaths(t *testing.T, color string) int {
 	})
 }
 
-// unixGet GETs path from the admin unix socket.
+// unixGet GETs path from the admin unix socket, with AdminClient.
 func unixGet(t *testing.T, sock, path string) (int, string) {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dialUnix(ctx, sock) }}}
-	defer c.CloseIdleConnections()
-	resp, err := c.Get("http://admin" + path)
+	c, base := AdminClient("unix:" + sock)
+	resp, err := c.Get(base + path)
 	if err != nil {
 		t.Fatalf("GET %s on %s: %v", path, sock, err)
 	}
