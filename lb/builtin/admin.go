@@ -297,13 +297,19 @@ func (b *Balancer) oldProxy(ctx context.Context) error {
 	defer resp.Body.Close()
 	var ri RouteInfo
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ri) != nil || ri.PID == 0 {
-		return nil
+		// Something holds the service port, and no bgd proxy answers
+		// there: starting one would fail.
+		return fmt.Errorf("%w: nothing answers on %s, and the service port %s answers, but %w (status %d)%s",
+			lb.ErrUnreachable, b.adminAddr(), b.Listen, errNotProxy, resp.StatusCode, holderOf(b.Listen))
 	}
 	restart := fmt.Sprintf("restart it (stop pid %d, then bgd start or bgd health-check starts a new one; under systemd, restart its unit)", ri.PID)
 	switch {
 	case ri.Admin == "" && ri.Active != "":
 		return fmt.Errorf("%w: the builtin proxy on %s (pid %d) is %w: it serves its admin endpoints on the service port, and nothing answers on %s; %s",
 			lb.ErrUnreachable, b.Listen, ri.PID, errOldProxy, b.adminAddr(), restart)
+	case b.StatePath != "" && ri.StateFile != "" && ri.StateFile != absPath(b.StatePath):
+		return fmt.Errorf("%w: %s is served by %w (pid %d) that follows %s, not %s: stop it (kill %d), or give this service another lb.builtin.listen (BG_PROXY_PORT)",
+			lb.ErrUnreachable, b.Listen, errOtherProxy, ri.PID, ri.StateFile, absPath(b.StatePath), ri.PID)
 	case ri.Admin != "" && !sameAdmin(ri.Admin, b.adminAddr()):
 		return fmt.Errorf("%w: the builtin proxy on %s (pid %d) %w: on %s, not on %s (lb.builtin.admin_listen); it was started with another configuration: %s with this one",
 			lb.ErrUnreachable, b.Listen, ri.PID, errAdminElsewhere, ri.Admin, b.adminAddr(), restart)

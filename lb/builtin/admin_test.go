@@ -237,6 +237,16 @@ func TestBalancerWithoutProxyNamesTheAdminAddress(t *testing.T) {
 	if !errors.Is(err, lb.ErrUnreachable) || !strings.Contains(err.Error(), "no builtin proxy answers on unix:"+sock) || !strings.Contains(err.Error(), b.Listen) {
 		t.Errorf("Route with no proxy: %v", err)
 	}
+	// Something else on the service port: not a proxy, and none is started.
+	other := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+	held := &Balancer{Listen: other.Listener.Addr().String(), Admin: b.Admin, Spawn: func() (int, error) {
+		t.Error("Ensure started a proxy while something else holds the service port")
+		return 0, errors.New("no")
+	}}
+	if _, err := held.Ensure(context.Background()); !errors.Is(err, errNotProxy) || !strings.Contains(err.Error(), held.Listen) {
+		t.Errorf("Ensure with the service port held by another server: %v, want not a bgd proxy, naming the port", err)
+	}
 	// A proxy that shares its port is not mistaken for an older one.
 	p, _, _ := startProxy(t, backend(t, "blue", nil), backend(t, "green", nil), func(p *Proxy) { p.AdminListen = p.Listen })
 	b.Listen = p.Listen

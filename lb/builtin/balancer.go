@@ -100,11 +100,15 @@ func (b *Balancer) Route(ctx context.Context) (*RouteInfo, error) {
 
 // holder names the process that holds the admin port, when the admin
 // endpoints are on TCP.
-func (b *Balancer) holder() string {
-	if _, ok := config.AdminSocket(b.adminAddr()); ok {
+func (b *Balancer) holder() string { return holderOf(b.adminAddr()) }
+
+// holderOf names the process that holds the TCP port of addr ("" for a
+// unix socket, or when it cannot be told).
+func holderOf(addr string) string {
+	if _, ok := config.AdminSocket(addr); ok {
 		return ""
 	}
-	_, port, _ := splitPort(b.adminAddr())
+	_, port, _ := splitPort(addr)
 	if o, ok := slots.ListenerOf(port); ok && o.PID > 0 {
 		return fmt.Sprintf(": the port is held by pid %d (%s)", o.PID, o.Command)
 	}
