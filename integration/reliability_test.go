@@ -976,64 +976,94 @@ func TestReliabilitySecurity(t *testing.T) {
 		// own, where `bgd proxy` and its slot run, and a client connects
 		// once to 127.0.0.1 and once to the namespace's 10.x address, which
 		// is then the connection's source address.
-		// admin_listen is the service's listen itself: the admin paths
-		// shadow the app's there, for loopback clients only.
-		ns := newNetNamespace(t)
-		dir := t.TempDir()
-		blue, green, port := freePort(t), freePort(t), freePort(t)
-		cfgPath := filepath.Join(dir, "bluegreen.yml")
-		cfg := fmt.Sprintf(`state_dir: %q
+		for _, shared := range []bool{true, false} {
+			// shared: admin_listen is the service's listen itself, where
+			// the admin paths shadow the app's, for loopback clients only.
+			// Otherwise a loopback port of its own: on the service port
+			// every client reaches the app.
+			ns := newNetNamespace(t)
+			dir := t.TempDir()
+			blue, green, port, adminPort := freePort(t), freePort(t), freePort(t), freePort(t)
+			admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
+			if shared {
+				admin = fmt.Sprintf("0.0.0.0:%d", port)
+			}
+			t.Logf("admin_listen %s, listen 0.0.0.0:%d", admin, port)
+			cfgPath := filepath.Join(dir, "bluegreen.yml")
+			cfg := fmt.Sprintf(`state_dir: %q
 services:
   app:
     command: [%q, "demo-app", "--port", "{{.Port}}", "--color", "{{.Color}}", "--release", "{{.Release}}"]
     blue: {port: %d}
     green: {port: %d}
-    lb: {driver: builtin, builtin: {listen: "0.0.0.0:%[5]d", admin_listen: "0.0.0.0:%[5]d"}}
-`, filepath.Join(dir, "state"), bgdBin, blue, green, port)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		slot := ns.start(t, bgdBin, "demo-app", "--port", strconv.Itoa(blue), "--color", "blue", "--release", "r1")
-		st := state.New(blue, green)
-		st.BluePID, st.BlueRelease, st.BlueHealthy = slot.Process.Pid, "r1", true
-		if err := (&state.Store{Path: filepath.Join(dir, "state", "bg_state.json")}).Save(st); err != nil {
-			t.Fatal(err)
-		}
-		ns.start(t, bgdBin, "--config", cfgPath, "proxy")
-		ns.waitListening(t, "127.0.0.1", blue, 5*time.Second)
-		ns.waitListening(t, "127.0.0.1", port, 5*time.Second)
+    lb: {driver: builtin, builtin: {listen: "0.0.0.0:%d", admin_listen: %q}}
+`, filepath.Join(dir, "state"), bgdBin, blue, green, port, admin)
+			if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			slot := ns.start(t, bgdBin, "demo-app", "--port", strconv.Itoa(blue), "--color", "blue", "--release", "r1")
+			st := state.New(blue, green)
+			st.BluePID, st.BlueRelease, st.BlueHealthy = slot.Process.Pid, "r1", true
+			if err := (&state.Store{Path: filepath.Join(dir, "state", "bg_state.json")}).Save(st); err != nil {
+				t.Fatal(err)
+			}
+			ns.start(t, bgdBin, "--config", cfgPath, "proxy")
+			ns.waitListening(t, "127.0.0.1", blue, 5*time.Second)
+			ns.waitListening(t, "127.0.0.1", port, 5*time.Second)
 
-		client := ns.client()
-		get := func(host string, path string) (int, string) {
-			t.Helper()
-			req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/%s", net.JoinHostPort(host, strconv.Itoa(port)), strings.TrimPrefix(path, "/")), nil)
-			// None of these may buy access: only the connection's address counts.
-			req.Header.Set("X-Forwarded-For", "127.0.0.1")
-			req.Header.Set("X-Real-IP", "127.0.0.1")
-			req.Header.Set("Forwarded", "for=127.0.0.1")
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatalf("GET %s from %s: %v", path, host, err)
+			client := ns.client()
+			get := func(host string, port int, path string) (int, string, error) {
+				t.Helper()
+				req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/%s", net.JoinHostPort(host, strconv.Itoa(port)), strings.TrimPrefix(path, "/")), nil)
+				// None of these may buy access: only the connection's address counts.
+				req.Header.Set("X-Forwarded-For", "127.0.0.1")
+				req.Header.Set("X-Real-IP", "127.0.0.1")
+				req.Header.Set("Forwarded", "for=127.0.0.1")
+				resp, err := client.Do(req)
+				if err != nil {
+					return 0, "", err
+				}
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 200)) // enough to tell the answers apart
+				resp.Body.Close()
+				return resp.StatusCode, string(body), nil
 			}
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 200)) // enough to tell the answers apart
-			resp.Body.Close()
-			return resp.StatusCode, string(body)
-		}
-		paths := []string{"/metrics", "/monitoring", builtin.RoutePath}
-		for _, path := range paths {
-			if code, body := get("127.0.0.1", path); code != http.StatusOK {
-				t.Errorf("GET %s from 127.0.0.1: %d %q, want 200", path, code, body)
+			must := func(host string, port int, path string) (int, string) {
+				t.Helper()
+				code, body, err := get(host, port, path)
+				if err != nil {
+					t.Fatalf("GET %s from %s on port %d: %v", path, host, port, err)
+				}
+				return code, body
 			}
-		}
-		t.Logf("non-loopback client: real connections from %s inside the namespace", ns.addr)
-		for _, path := range paths {
-			if code, body := get(ns.addr, path); code != http.StatusForbidden || !strings.Contains(body, "only loopback clients") {
-				t.Errorf("GET %s from %s: %d %q, want 403", path, ns.addr, code, body)
+			paths := []string{"/metrics", "/monitoring", builtin.RoutePath}
+			adminAt := port
+			if !shared {
+				adminAt = adminPort
 			}
-		}
-		// Only admin pages are refused: the service itself answers.
-		if code, body := get(ns.addr, "/"); code != http.StatusOK || !strings.Contains(body, "color=blue") {
-			t.Errorf("GET / from %s: %d %q, want 200 from the blue slot", ns.addr, code, body)
+			for _, path := range paths {
+				if code, body := must("127.0.0.1", adminAt, path); code != http.StatusOK || strings.Contains(body, "color=blue") {
+					t.Errorf("GET %s from 127.0.0.1 on the admin port %d: %d %q, want the proxy's 200", path, adminAt, code, body)
+				}
+			}
+			t.Logf("non-loopback client: real connections from %s inside the namespace", ns.addr)
+			for _, path := range paths {
+				code, body := must(ns.addr, port, path)
+				switch {
+				case shared && (code != http.StatusForbidden || !strings.Contains(body, "only loopback clients")):
+					t.Errorf("GET %s from %s: %d %q, want 403", path, ns.addr, code, body)
+				case !shared && (code != http.StatusOK || !strings.Contains(body, "color=blue")):
+					t.Errorf("GET %s from %s on the service port, admin apart: %d %q, want the blue slot's answer", path, ns.addr, code, body)
+				}
+			}
+			if !shared {
+				if code, body, err := get(ns.addr, adminPort, "/metrics"); err == nil {
+					t.Errorf("GET /metrics from %s on the loopback admin port: %d %q, want no connection", ns.addr, code, body)
+				}
+			}
+			// Only admin pages are refused: the service itself answers.
+			if code, body := must(ns.addr, port, "/"); code != http.StatusOK || !strings.Contains(body, "color=blue") {
+				t.Errorf("GET / from %s: %d %q, want 200 from the blue slot", ns.addr, code, body)
+			}
 		}
 	})
 }
