@@ -90,13 +90,26 @@ func (t *Totals) count(e Event) {
 // are counted once, the older ones it dropped are lost.
 func (s *State) totals() *Totals {
 	if s.Totals == nil {
-		t := &Totals{}
-		for _, e := range s.History {
-			t.count(e)
-		}
-		s.Totals = t
+		s.Totals = s.CurrentTotals()
 	}
 	return s.Totals
+}
+
+// CurrentTotals returns s.Totals, or, for a file that has none yet, the
+// totals of its history (its last deploy without a duration); never nil.
+// It changes nothing.
+func (s *State) CurrentTotals() *Totals {
+	if s.Totals != nil {
+		return s.Totals
+	}
+	t := &Totals{}
+	for _, e := range s.History {
+		t.count(e)
+		if actionKey(e.Action) == "deploy" {
+			t.LastDeploy = &DeployOutcome{Ended: e.Timestamp, Status: e.Status}
+		}
+	}
+	return t
 }
 
 // countEvent adds e to the totals; a deploy's entry recorded while this

@@ -67,6 +67,9 @@ func TestTotalsOutliveTheHistory(t *testing.T) {
 func TestTotalsStartFromAnOlderHistory(t *testing.T) {
 	st := New(5005, 5006)
 	st.History = []Event{{Action: "deploy", Status: StatusSuccess}, {Action: "deploy", Status: StatusFailed}}
+	if tt := st.CurrentTotals(); tt.Count("deploy", StatusFailed) != 1 || tt.LastDeploy == nil || tt.LastDeploy.Status != StatusFailed || st.Totals != nil {
+		t.Fatalf("CurrentTotals = %+v (state's %v): want the history's counts, its last deploy, the state unchanged", tt, st.Totals)
+	}
 	st.Record(Event{Action: "deploy", Status: StatusSuccess})
 	if n := st.Totals.Count("deploy", StatusSuccess); n != 2 {
 		t.Errorf("deploy success = %d, want 2 (one in the old history, one recorded)", n)
