@@ -181,6 +181,7 @@ func TestTextfileCountsDeploys(t *testing.T) {
 	check(f, "after the automatic rollback", "bgd_deploys_total", 1, "status", "auto_rolled_back")
 	check(f, "after the automatic rollback", "bgd_deploys_total", 0, "status", "rolled_back")
 	check(f, "after the automatic rollback", "bgd_auto_rollbacks_total", 1)
+	check(f, "after the automatic rollback", "bgd_last_deploy_success", 0)
 	check(f, "after the automatic rollback", "bgd_flips_total", 3)
 	check(f, "after the automatic rollback", "bgd_active_slot", 1, "slot", "green")
 	check(f, "after the automatic rollback", "bgd_canary_weight", 0)

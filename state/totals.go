@@ -26,10 +26,12 @@ type Totals struct {
 
 // DeployOutcome is when a deploy ended, how, and how long it took.
 type DeployOutcome struct {
-	// Ended is the time of the deploy's history entry: its flip (or, with
-	// --no-switch, its new slot healthy), or its failure.
-	Ended  time.Time `json:"ended"`
-	Status string    `json:"status"`
+	// Ended is the time of the deploy's last history entry: its flip (or,
+	// with --no-switch, its new slot healthy), its automatic rollback, its
+	// canary's last step, promote or abort, or its failure.
+	Ended time.Time `json:"ended"`
+	// Status is that entry's: success, failed, auto_rolled_back.
+	Status string `json:"status"`
 	// Duration is from the deploy's start to Ended; 0 when unknown (a
 	// deploy that was interrupted, found by a later command).
 	Duration time.Duration `json:"duration_ns"`
@@ -112,17 +114,21 @@ func (s *State) CurrentTotals() *Totals {
 	return t
 }
 
-// countEvent adds e to the totals; a deploy's entry recorded while this
-// process runs that deploy (in_progress) is also the last deploy, with its
-// duration.
+// countEvent adds e to the totals. The last deploy is the latest entry a
+// deploy this process runs (in_progress) recorded, whatever its action (a
+// deploy's flip, then its automatic rollback; a canary's steps, then its
+// promote or abort), with its duration since the deploy began; or a deploy
+// entry recorded otherwise (one found interrupted), without a duration.
 func (s *State) countEvent(e Event) {
 	t := s.totals()
 	t.count(e)
-	if actionKey(e.Action) != "deploy" {
+	p := s.InProgress
+	mine := p != nil && p.PID == os.Getpid() && actionKey(p.Command) == "deploy"
+	if !mine && actionKey(e.Action) != "deploy" {
 		return
 	}
 	out := &DeployOutcome{Ended: e.Timestamp, Status: e.Status}
-	if p := s.InProgress; p != nil && p.PID == os.Getpid() && actionKey(p.Command) == "deploy" && !p.Started.After(e.Timestamp) {
+	if mine && !p.Started.After(e.Timestamp) {
 		out.Duration = e.Timestamp.Sub(p.Started)
 	}
 	t.LastDeploy = out

@@ -96,10 +96,25 @@ func TestLastDeployDuration(t *testing.T) {
 	if d := st.Totals.LastDeploy; d.Duration != 0 || d.Status != StatusFailed {
 		t.Fatalf("LastDeploy = %+v, want failed with no duration", d)
 	}
+	// A deploy rolled back by its analysis ends as that rollback.
+	st.InProgress = &Operation{Command: "deploy --release bad --watch 20s", PID: os.Getpid(), Started: start}
+	st.Record(Event{Action: "deploy", Status: StatusSuccess, Timestamp: start.Add(time.Second)})
+	st.Record(Event{Action: "rollback", Status: StatusAutoRolledBack, Timestamp: start.Add(3 * time.Second)})
+	if d := st.Totals.LastDeploy; d.Duration != 3*time.Second || d.Status != StatusAutoRolledBack {
+		t.Fatalf("LastDeploy = %+v, want auto_rolled_back after 3s", d)
+	}
+	// Another command's entries leave the last deploy alone.
+	st.InProgress = &Operation{Command: "switch blue", PID: os.Getpid(), Started: start}
+	st.Record(Event{Action: "switch", Status: StatusSuccess, Timestamp: start.Add(time.Hour)})
+	if d := st.Totals.LastDeploy; d.Status != StatusAutoRolledBack {
+		t.Fatalf("after a switch: LastDeploy = %+v, want the deploy's", d)
+	}
+	st.InProgress = &Operation{Command: "deploy", PID: os.Getpid() + 1, Started: start}
+	st.Record(Event{Action: "deploy", Status: StatusFailed, Timestamp: start.Add(time.Hour)})
 	c := st.Clone()
 	c.Totals.Events["deploy"][StatusFailed] = 99
 	c.Totals.LastDeploy.Status = "x"
-	if st.Totals.Count("deploy", StatusFailed) != 1 || st.Totals.LastDeploy.Status != StatusFailed {
+	if st.Totals.Count("deploy", StatusFailed) != 2 || st.Totals.LastDeploy.Status != StatusFailed {
 		t.Fatal("changing a clone's totals changed the original")
 	}
 }

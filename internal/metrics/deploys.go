@@ -12,19 +12,20 @@ import (
 var (
 	svcLabel    = []string{"service"}
 	deploysDesc = prometheus.NewDesc("bgd_deploys_total",
-		"Deploys by outcome, from the state file's totals: success and failed (bgd deploy, an interrupted one as failed), "+
-			"rolled_back (bgd rollback, or abort of a canary) and auto_rolled_back (rolled back or aborted by bgd's analysis).",
+		"Deploys by outcome, from the state file's totals: success (a release went live: a deploy's flip, a canary's promote), "+
+			"failed (a deploy that failed or was interrupted), rolled_back (bgd rollback, bgd abort) and "+
+			"auto_rolled_back (rolled back or aborted by bgd's analysis).",
 		[]string{"service", "status"}, nil)
 	flipsDesc = prometheus.NewDesc("bgd_flips_total",
 		"Times all traffic moved from one colour to the other (deploy, switch, rollback, promote, failover).", svcLabel, nil)
 	autoRollbacksDesc = prometheus.NewDesc("bgd_auto_rollbacks_total",
 		"Releases bgd rolled back or aborted by itself after its analysis crossed a threshold.", svcLabel, nil)
 	lastDurationDesc = prometheus.NewDesc("bgd_last_deploy_duration_seconds",
-		"How long the last deploy took, from its start to its flip (or failure); absent when unknown.", svcLabel, nil)
+		"How long the last deploy took, from its start to its last step (its flip, automatic rollback, promote or failure); absent when unknown.", svcLabel, nil)
 	lastTimestampDesc = prometheus.NewDesc("bgd_last_deploy_timestamp_seconds",
-		"When the last deploy ended (its flip or its failure), in seconds since the Unix epoch.", svcLabel, nil)
+		"When the last deploy ended (its last step), in seconds since the Unix epoch.", svcLabel, nil)
 	lastSuccessDesc = prometheus.NewDesc("bgd_last_deploy_success",
-		"1 when the last deploy went live (or, with --no-switch, came up healthy), 0 when it failed.", svcLabel, nil)
+		"1 when the last deploy went live (or, with --no-switch, came up healthy) and stayed, 0 when it failed or was rolled back by the analysis.", svcLabel, nil)
 	activeDesc = prometheus.NewDesc("bgd_active_slot",
 		"1 for the colour the state says is active, 0 for the other.", []string{"service", "slot"}, nil)
 	healthyDesc = prometheus.NewDesc("bgd_slot_healthy",
@@ -101,11 +102,15 @@ func emitState(ch chan<- prometheus.Metric, service string, st *state.State) {
 	gauge(canaryDesc, float64(w))
 }
 
-// deploys is bgd_deploys_total{status}: a deploy's own entries for success
-// and failed; every rollback or abort for the rolled back ones.
+// deploys is bgd_deploys_total{status}: success counts the releases that
+// went live (a deploy's flip, or --no-switch's healthy slot; a canary's
+// promote); failed a deploy's failures; the rolled back ones every
+// rollback or abort with that status.
 func deploys(t *state.Totals, status string) uint64 {
 	switch status {
-	case state.StatusSuccess, state.StatusFailed:
+	case state.StatusSuccess:
+		return t.Count("deploy", status) + t.Count("promote", status)
+	case state.StatusFailed:
 		return t.Count("deploy", status)
 	}
 	return t.CountStatus(status)

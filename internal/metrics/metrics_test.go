@@ -156,11 +156,16 @@ func TestSlotCollectorHistogramAndMean(t *testing.T) {
 	if _, ok := value(fam, "bgd_slot_observe_success", map[string]string{"service": "static"}); ok {
 		t.Error("a service without an observer has slot series")
 	}
-	h := fam["bgd_slot_request_duration_seconds"].GetMetric()[0].GetHistogram()
+	var h *dto.Histogram
 	for _, m := range fam["bgd_slot_request_duration_seconds"].GetMetric() {
-		if value := m.GetLabel(); len(value) == 2 && value[1].GetValue() == "blue" {
-			h = m.GetHistogram()
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "slot" && l.GetValue() == "blue" {
+				h = m.GetHistogram()
+			}
 		}
+	}
+	if h == nil {
+		t.Fatal("no histogram of blue")
 	}
 	if h.GetSampleSum() != 0.6 || h.GetBucket()[0].GetUpperBound() != 0.005 || h.GetBucket()[0].GetCumulativeCount() != 100 {
 		t.Errorf("histogram = %v, want sum 0.6 and 100 within 5ms", h)
@@ -196,6 +201,8 @@ func TestDeployCollector(t *testing.T) {
 			st.Record(state.Event{Action: "deploy", Status: state.StatusSuccess})
 		}
 		st.Record(state.Event{Action: "deploy", Status: state.StatusFailed})
+		st.Record(state.Event{Action: "canary", Status: state.StatusSuccess, Weight: 10})
+		st.Record(state.Event{Action: "promote", Status: state.StatusSuccess, Weight: 100}) // a canary went live
 		st.Record(state.Event{Action: "rollback", Status: state.StatusRolledBack})
 		st.Record(state.Event{Action: "rollback", Status: state.StatusAutoRolledBack})
 		st.Record(state.Event{Action: "abort", Status: state.StatusAutoRolledBack})
@@ -216,7 +223,7 @@ func TestDeployCollector(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"bgd_deploys_total", map[string]string{"service": "web", "status": "success"}, 61},
+		{"bgd_deploys_total", map[string]string{"service": "web", "status": "success"}, 62},
 		{"bgd_deploys_total", map[string]string{"service": "web", "status": "failed"}, 1},
 		{"bgd_deploys_total", map[string]string{"service": "web", "status": "rolled_back"}, 1},
 		{"bgd_deploys_total", map[string]string{"service": "web", "status": "auto_rolled_back"}, 2},
