@@ -24,11 +24,19 @@ type monitor struct {
 // startMonitoring starts sampling the proxy's own series every
 // dashboard.DefaultInterval until ctx ends.
 func (p *Proxy) startMonitoring(ctx context.Context) {
+	s := dashboard.NewSampler(dashboard.Options{}, p.selfSource())
+	p.monitor = &monitor{sampler: s, handler: dashboard.Handler(s)}
+	go s.Run(ctx)
+}
+
+// selfSource is the proxy's own series and state, read in its process:
+// the same counts as Balancer.Observe reads on /metrics, without HTTP.
+func (p *Proxy) selfSource() dashboard.Source {
 	// A registry of the two series the dashboard reads, apart from the one
-	// /metrics serves: gathering it costs nothing to other collectors.
+	// /metrics serves: gathering it gathers nothing else.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(p.metrics.requests, p.metrics.latency)
-	s := dashboard.NewSampler(dashboard.Options{}, dashboard.Source{
+	return dashboard.Source{
 		Service: p.Service,
 		Driver:  "builtin",
 		Observe: func(_ context.Context, u lb.Upstream) (lb.Observation, error) {
@@ -43,9 +51,7 @@ func (p *Proxy) startMonitoring(ctx context.Context) {
 			return observation(byName, u.Color.String()), nil
 		},
 		State: p.stateSnapshot,
-	})
-	p.monitor = &monitor{sampler: s, handler: dashboard.Handler(s)}
-	go s.Run(ctx)
+	}
 }
 
 // errNoState: the proxy has not read its state file yet.
