@@ -45,7 +45,7 @@ func browser(t *testing.T) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1500))
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1200, 900))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
@@ -222,8 +222,14 @@ func TestDashboardInABrowser(t *testing.T) {
 			}
 			began := time.Now()
 			seen := lookAt(t, ctx, dash, shot)
-			t.Logf("%s: bgd dashboard loaded and live-updated in Chromium in %s: %d series, markers %+v",
-				driver, time.Since(began).Round(time.Millisecond), len(seen.Series), seen.Markers)
+			var labels []string
+			for _, m := range seen.Markers {
+				if m.Chart == "chart-rate" {
+					labels = append(labels, m.Label)
+				}
+			}
+			t.Logf("%s: bgd dashboard loaded and live-updated in Chromium in %s: %d series, markers %q",
+				driver, time.Since(began).Round(time.Millisecond), len(seen.Series), labels)
 			checkCharts(t, driver+": bgd dashboard", seen)
 			checkPage(t, dash)
 

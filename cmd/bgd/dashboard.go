@@ -65,7 +65,7 @@ func (e *env) dashboard(c *cli.Context, listen string, interval time.Duration) e
 		sources = append(sources, dashboard.Source{Service: svc.Name, Driver: svc.LB.Driver, Observe: ob.Observe, State: store.Load})
 	}
 	if len(refused) > 0 {
-		what := "bgd dashboard cannot show "
+		what := "the dashboard cannot show "
 		if len(orchs) > 1 {
 			what += "every service (select others with --service)"
 		} else {
