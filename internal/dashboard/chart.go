@@ -16,7 +16,7 @@ import (
 // The charts' geometry, in SVG user units.
 const (
 	chartW, chartH                   = 960, 190
-	padL, padR, padT, padB           = 58, 14, 34, 22
+	padL, padR, padT, padB           = 58, 14, 42, 22
 	plotW, plotH                     = chartW - padL - padR, chartH - padT - padB
 	blueStroke, greenStroke, mkColor = "#1f6fd1", "#1e9e4a", "#555"
 )
@@ -73,8 +73,11 @@ func chart(v *View, id, title, unit string, lines []line, labels bool) template.
 		}
 		fmt.Fprintf(&b, `<text class="xlab" x="%.1f" y="%d" text-anchor="%s">%s</text>`, xOf(t), chartH-6, anchor, t.UTC().Format("15:04:05"))
 	}
-	// Markers under the lines.
-	for i, e := range v.Markers {
+	// Markers under the lines. Each label takes the first of two rows
+	// where it does not overlap the one before; a marker with no room
+	// keeps its line and its tooltip.
+	rowEnd := [2]float64{math.Inf(-1), math.Inf(-1)}
+	for _, e := range v.Markers {
 		x := xOf(e.Timestamp)
 		cls := "marker"
 		if e.Status != state.StatusSuccess {
@@ -82,13 +85,25 @@ func chart(v *View, id, title, unit string, lines []line, labels bool) template.
 		}
 		fmt.Fprintf(&b, `<g class="%s" data-action="%s" data-status="%s" data-time="%s"><title>%s</title><line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>`,
 			cls, html.EscapeString(e.Action), html.EscapeString(e.Status), e.Timestamp.UTC().Format(time.RFC3339Nano),
-			html.EscapeString(eventTitle(e)), x, x, padT-12, padT+plotH)
+			html.EscapeString(eventTitle(e)), x, x, padT-22, padT+plotH)
 		if labels {
-			anchor := "start"
+			label := markerLabel(e)
+			width := 6.0 * float64(len(label))
+			start, anchor := x+2, "start"
 			if x > padL+plotW*0.8 {
-				anchor = "end"
+				start, anchor = x-2-width, "end"
 			}
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="%s">%s</text>`, x+2, padT-14+(i%2)*9+9, anchor, html.EscapeString(markerLabel(e)))
+			for row := range rowEnd {
+				if start > rowEnd[row]+4 {
+					rowEnd[row] = start + width
+					ax := x + 2
+					if anchor == "end" {
+						ax = x - 2
+					}
+					fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="%s">%s</text>`, ax, padT-14+row*9, anchor, html.EscapeString(label))
+					break
+				}
+			}
 		}
 		b.WriteString(`</g>`)
 	}

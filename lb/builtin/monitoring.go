@@ -70,5 +70,9 @@ func (p *Proxy) stateSnapshot() (*state.State, error) {
 // serveMonitoring answers /monitoring: the dashboard of the service
 // (?format=json for its data).
 func (p *Proxy) serveMonitoring(w http.ResponseWriter, r *http.Request) {
+	if p.monitor == nil {
+		http.Error(w, "the proxy is not running (Proxy.Run starts its dashboard)", http.StatusServiceUnavailable)
+		return
+	}
 	p.monitor.handler.ServeHTTP(w, r)
 }
