@@ -213,6 +213,9 @@ func TestDashboardInABrowser(t *testing.T) {
 			}
 			step()
 			c := load.Stop()
+			// The load's failures are the bad release's 500s (and, through
+			// nginx, keep-alive resets at its reloads: README "Zero
+			// downtime, measured").
 			t.Logf("%s: load %s; bad release: %s", driver, c, strings.TrimSpace(errOut))
 
 			var png []byte

@@ -28,7 +28,7 @@ const style = `body{font-family:system-ui,sans-serif;margin:1.2em 2em;color:#222
 h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.1em;margin:1em 0 .3em}
 table{border-collapse:collapse}td,th{padding:.15em .8em;text-align:left;border-bottom:1px solid #eee}
 .blue{color:#1f6fd1}.green{color:#1e9e4a}.ok{color:#080}.bad{color:#b00}.active td{font-weight:bold}
-.note{color:#666;font-size:.9em}.err{color:#b00}
+.note{color:#666;font-size:.9em}.err{color:#b00}#slots td,#slots th,#history td:nth-child(-n+5){white-space:nowrap}
 svg.chart{max-width:980px;display:block;margin:.3em 0 .6em;font-size:11px}
 svg .plot{fill:#fcfcfc;stroke:#ccc}svg .grid{stroke:#e4e4e4}
 svg .ylab{text-anchor:end;fill:#666}svg .xlab{fill:#666}svg .ctitle{font-weight:bold;fill:#333}
