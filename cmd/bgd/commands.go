@@ -198,6 +198,7 @@ func commands(e *env) []*cli.Command {
 				return newPrinter(e).version()
 			},
 		},
+		dashboardCommand(e),
 		demoAppCommand(),
 	}
 }

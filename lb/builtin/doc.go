@@ -51,8 +51,8 @@
 // (maintenance.go). When neither is on, each costs the request path one
 // atomic load.
 //
-// Loopback clients also get /metrics (Prometheus text), /monitoring (an HTML
-// status page) and /_bgd/route (JSON naming the active slot, the state
+// Loopback clients also get /metrics (Prometheus text), /monitoring (the
+// live dashboard of internal/dashboard, sampled in the proxy) and /_bgd/route (JSON naming the active slot, the state
 // generation it serves and, while it splits, both colours' weights and
 // whether the split is sticky). Balancer is the CLI's side: a flip is
 // written to the state file by the orchestrator and confirmed by polling

@@ -105,6 +105,8 @@ type Proxy struct {
 	gate  atomic.Pointer[gate]
 	held  atomic.Int64
 	maint atomic.Pointer[maintenance]
+	// monitor is the /monitoring dashboard (monitoring.go).
+	monitor *monitor
 }
 
 // colorIndex is color's slot in Proxy.inFlight.
@@ -246,6 +248,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "state", p.StatePath)
+	p.startMonitoring(ctx)
 	go p.follow(ctx, watcher)
 	go p.releaseAll(ctx)
 	if p.Ready != nil {
@@ -476,7 +479,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case "/metrics":
 			p.metrics.handler.ServeHTTP(w, r)
 		case "/monitoring":
-			p.serveMonitoring(w)
+			p.serveMonitoring(w, r)
 		default:
 			u := p.route.Load()
 			ri := RouteInfo{Service: p.Service, Active: u.color, Port: u.port, Generation: u.generation,
