@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"io"
 	"net/http"
 	"os"
@@ -235,6 +237,7 @@ func TestDashboardInABrowser(t *testing.T) {
 				driver, time.Since(began).Round(time.Millisecond), len(seen.Series), labels)
 			checkCharts(t, driver+": bgd dashboard", seen)
 			checkPage(t, dash)
+			checkDashboardMetrics(t, dash)
 
 			if driver == "builtin" {
 				mon := strings.TrimSuffix(url, "/") + "/monitoring"
@@ -293,5 +296,48 @@ func checkPage(t *testing.T, url string) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || len(v.Slots) != 2 || len(v.Points) < 2 {
 		t.Errorf("%s?format=json: %d slots, %d points (%v)", url, len(v.Slots), len(v.Points), err)
+	}
+}
+
+// checkDashboardMetrics: the dashboard's /metrics has both slots' request
+// counts from the load balancer and bgd's deploy counters, in the
+// Prometheus text format.
+func checkDashboardMetrics(t *testing.T, dash string) {
+	t.Helper()
+	url := strings.TrimSuffix(dash, "/") + "/metrics"
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		f := families[name]
+		if f == nil {
+			return -1
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+		}
+		return -1
+	}
+	blue := value("bgd_slot_requests_total", map[string]string{"slot": "blue"})
+	green := value("bgd_slot_requests_total", map[string]string{"slot": "green"})
+	auto := value("bgd_deploys_total", map[string]string{"status": "auto_rolled_back"})
+	t.Logf("%s: requests blue %v, green %v; auto-rolled-back deploys %v", url, blue, green, auto)
+	if blue <= 0 || green <= 0 || auto != 1 {
+		t.Errorf("%s: requests blue %v, green %v, auto_rolled_back deploys %v; want both slots counted and 1", url, blue, green, auto)
 	}
 }

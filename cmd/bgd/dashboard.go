@@ -7,11 +7,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/bgd-dev/bgd/internal/dashboard"
+	"github.com/bgd-dev/bgd/internal/metrics"
 	"github.com/bgd-dev/bgd/internal/serve"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -28,7 +31,8 @@ func dashboardCommand(e *env) *cli.Command {
 		Description: "Every --interval bgd asks the load balancer what it counted of each slot and keeps 15 minutes of it.\n" +
 			"It needs a driver that counts the slots' answers: builtin and haproxy always do; nginx only with\n" +
 			"lb.nginx.access_log set (the default template then logs what bgd reads).\n" +
-			"The page has no external scripts; ?format=json returns its data.\n\n" +
+			"The page has no external scripts; ?format=json returns its data; /metrics the same services'\n" +
+			"series for Prometheus (each slot's requests, errors, latency; bgd's deploy counters).\n\n" +
 			"Example: bgd dashboard --listen 127.0.0.1:5007",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5007", Destination: &listen, Usage: "address to serve the page on"},
@@ -91,8 +95,22 @@ func (e *env) dashboard(c *cli.Context, listen string, interval time.Duration) e
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: dashboard.Handler(s), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: dashboardMux(s, orchs), ReadHeaderTimeout: 10 * time.Second}
 	return serve.Until(c.Context, srv, ln, 2*time.Second)
+}
+
+// dashboardMux serves the page, and on /metrics the Prometheus series of
+// the same services: each slot's requests, errors and latency (collected
+// from the load balancer at each scrape) and bgd's deploy counters.
+func dashboardMux(s *dashboard.Sampler, orchs []*orchestrator.Orchestrator) http.Handler {
+	var svcs []metrics.Service
+	for _, o := range orchs {
+		svcs = append(svcs, metrics.FromOrchestrator(o))
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry(svcs, 2*time.Second, false), promhttp.HandlerOpts{}))
+	mux.Handle("/", dashboard.Handler(s))
+	return mux
 }
 
 func isLoopbackHost(host string) bool {
