@@ -48,12 +48,24 @@ type Config struct {
 	Services map[string]*Service `yaml:"services"`
 	// Runner is the default of every service's runner. Default "process".
 	Runner string `yaml:"runner"`
+	// Metrics is where bgd leaves its Prometheus metrics.
+	Metrics Metrics `yaml:"metrics"`
 
 	// Path is the file the config came from; "" for the embedded default.
 	Path string `yaml:"-"`
 	// StateFile overrides the single-service state path (env BG_STATE_FILE,
 	// flag --state-file). Default "" (derived from StateDir).
 	StateFile string `yaml:"-"`
+}
+
+// Metrics is the top-level metrics: section.
+type Metrics struct {
+	// TextfileDir is node_exporter's textfile collector directory
+	// (--collector.textfile.directory, e.g.
+	// /var/lib/prometheus/node-exporter): after every command that changes
+	// or checks a service, bgd replaces <dir>/bgd_<service>.prom there.
+	// Default "": no file.
+	TextfileDir string `yaml:"textfile_dir"`
 }
 
 // Service is one blue/green pair and the load balancer in front of it.

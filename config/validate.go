@@ -49,6 +49,9 @@ func (c *Config) Validate() error {
 	if hasNUL(c.StateDir, c.StateFile) {
 		add("state_dir %q or BG_STATE_FILE %q contains a NUL byte, which no path can hold", c.StateDir, c.StateFile)
 	}
+	if hasNUL(c.Metrics.TextfileDir) {
+		add("metrics.textfile_dir %q contains a NUL byte, which no path can hold", c.Metrics.TextfileDir)
+	}
 	addrs := newAddrIndex()
 	ck := newChecker()
 	cookies := map[string]string{} // sticky cookie name: service

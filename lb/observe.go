@@ -32,6 +32,9 @@ type Observation struct {
 	// upper bound, in increasing order, how many requests were answered
 	// within it (cumulative, as Prometheus buckets). nil: none.
 	Buckets []Bucket
+	// Sum is the total answer time of the requests the histogram counts
+	// (a Prometheus histogram's _sum); 0 without Buckets.
+	Sum time.Duration
 	// Mean is the driver's average answer time when it has no histogram
 	// (HAProxy: the mean of the last 1 024 answers); 0: unknown.
 	Mean time.Duration

@@ -12,6 +12,14 @@
 // balancer itself, record, and keep the old slot running for an instant
 // rollback.
 //
+// Beyond the all-or-nothing flip, the same workflows carry progressive
+// delivery, each a routing recorded in the state and handed to the driver
+// in lb.Route: a canary (Canary, Promote, Abort, deploy steps: a weighted
+// split), shadow traffic (Shadow), a pause and maintenance (Pause, Resume,
+// Maintenance), smoke checks through the preview route before a flip, and
+// the analysis of a new slot through lb.Observer after it (deploy --watch,
+// and health sweeps), which rolls a failing release back by itself.
+//
 // With the builtin driver the proxy is part of the service: Status reports
 // it (Status.Proxy), and HealthSweep treats a proxy that does not answer as
 // an outage, restarting it when bgd started it (proxy_pid recorded) and

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/bgd-dev/bgd/internal/fsx"
 	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/state"
 )
 
@@ -30,7 +31,7 @@ import (
 
 // maxMaintenancePage bounds a maintenance page: the drivers answer it from
 // memory (HAProxy from a buffer).
-const maxMaintenancePage = 64 << 10
+const maxMaintenancePage = builtin.MaxMaintenancePage
 
 // applyHolds sets r's pause (what is left of the state's, if any) and
 // maintenance from st. A maintenance page that can no longer be read is
@@ -57,14 +58,12 @@ func (o *Orchestrator) applyHolds(st *state.State, r *lb.Route) {
 	}
 }
 
-// readPage reads a maintenance page, refusing one too big to answer.
+// readPage reads a maintenance page: a regular file (never a FIFO or a
+// device, which could block a root-run bgd), refusing one too big to answer.
 func readPage(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsx.ReadRegular(path, maxMaintenancePage)
 	if err != nil {
-		return "", err
-	}
-	if len(b) > maxMaintenancePage {
-		return "", fmt.Errorf("maintenance page %s is %d bytes, more than %d", path, len(b), maxMaintenancePage)
+		return "", fmt.Errorf("maintenance page: %w", err)
 	}
 	return string(b), nil
 }
@@ -201,6 +200,11 @@ func (o *Orchestrator) Maintenance(ctx context.Context, on bool, page string) (*
 		}
 		return p.result("maintenance", "", false, "maintenance "+state), p.end(nil)
 	}
+	if on && page != "" {
+		if err := o.copyPage(page); err != nil {
+			return nil, p.end(err)
+		}
+	}
 	prevOn, prevPage := st.Maintenance, st.MaintenancePage
 	st.Maintenance, st.MaintenancePage = on, page
 	if !on {
@@ -227,6 +231,24 @@ func (o *Orchestrator) Maintenance(ctx context.Context, on bool, page string) (*
 		msg = fmt.Sprintf("maintenance on: every request is answered 503 (Retry-After %s) with %s; `bgd maintenance off` routes again", lb.MaintenanceRetryAfter, what)
 	}
 	return p.result("maintenance", "", true, msg), p.end(nil)
+}
+
+// copyPage copies the maintenance page where the builtin proxy reads it
+// (builtin.PagePath beside the state file), before the state names it: the
+// proxy never opens a path the state file chooses. Other drivers get the
+// page in the route.
+func (o *Orchestrator) copyPage(page string) error {
+	if fs, ok := o.lb.(followsState); !ok || !fs.FollowsState() {
+		return nil
+	}
+	body, err := readPage(page)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := fsx.WriteFileAtomic(builtin.PagePath(o.statePath), []byte(body), 0o644); err != nil {
+		return failf("maintenance page: copying it beside the state file for the proxy: %w", err)
+	}
+	return nil
 }
 
 // reapply has the load balancer apply the state's routing as it is now (a

@@ -531,13 +531,23 @@ func (p *op) flipTo(ctx context.Context, color config.Color, canary *state.Canar
 			}
 			return failf("%s: %w; traffic stays on %s", what, err, was)
 		}
+		countFlip(st, prev.ActiveVersion)
 		return nil
 	}
 	if err := o.lb.Flip(ctx, route); err != nil {
 		return failf("%s: %w; traffic stays on %s", what, err, was)
 	}
 	apply()
+	countFlip(st, prev.ActiveVersion)
 	return p.save()
+}
+
+// countFlip counts a confirmed flip in the state's totals when it moved
+// all traffic from the colour that was active (not a canary's weight).
+func countFlip(st *state.State, was config.Color) {
+	if st.ActiveVersion != was {
+		st.CountFlip()
+	}
 }
 
 // routingOf names where st routes traffic: "blue", or "blue, with 10% to

@@ -325,6 +325,9 @@ func validate(st *State) error {
 			return fmt.Errorf("canary.weight is %d, not a percentage in 1-99", c.Weight)
 		}
 	}
+	if err := validateTotals(st.Totals); err != nil {
+		return err
+	}
 	for i, e := range st.History {
 		if e.Status == "" {
 			return fmt.Errorf("deployment_history[%d] has no status", i)

@@ -39,6 +39,11 @@ func fullState() *State {
 		Maintenance:       true,
 		MaintenancePage:   "/srv/www/maintenance.html",
 		Paused:            &Pause{Since: at(55), Until: at(56)},
+		Totals: &Totals{
+			Events:     map[string]map[string]uint64{"deploy": {StatusSuccess: 12, StatusFailed: 2}, "rollback": {StatusRolledBack: 1, StatusAutoRolledBack: 1}},
+			Flips:      14,
+			LastDeploy: &DeployOutcome{Ended: at(26), Status: StatusSuccess, Duration: 2500 * time.Millisecond},
+		},
 	}
 	st.SetSlot(config.Blue, SlotState{PID: 12345, StartTime: 111111, Port: 5105, Healthy: true, Release: "v1.0.0"})
 	st.SetSlot(config.Green, SlotState{PID: 12399, StartTime: 222222, Port: 5106, Healthy: true, Release: "v1.1.0"})

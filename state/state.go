@@ -88,6 +88,10 @@ type State struct {
 	// slot a deploy flipped to, until Until, or a canary (Until zero) for
 	// as long as it lasts. nil: none.
 	Watch *Watch `json:"watch,omitempty"`
+	// Totals count what the history cannot keep (it is bounded): every
+	// entry ever recorded, the flips, the last deploy. nil: none recorded
+	// yet (made from the history at the first Record).
+	Totals *Totals `json:"totals,omitempty"`
 }
 
 // Watch is a slot under analysis, with the load balancer's counts of it
@@ -234,11 +238,13 @@ func (s *State) UpdateSlot(color config.Color, f func(*SlotState)) {
 	s.SetSlot(color, sl)
 }
 
-// Record appends an event, keeping at most MaxHistory.
+// Record appends an event, keeping at most MaxHistory, and counts it in
+// Totals.
 func (s *State) Record(e Event) {
 	if e.Timestamp.IsZero() {
 		e.Timestamp = Now()
 	}
+	s.countEvent(e)
 	s.History = append(s.History, e)
 	if len(s.History) > MaxHistory {
 		s.History = append([]Event(nil), s.History[len(s.History)-MaxHistory:]...)
@@ -260,6 +266,7 @@ func (s *State) Clone() *State {
 		}
 	}
 	c.Canary, c.Paused, c.Watch = clonePtr(s.Canary), clonePtr(s.Paused), clonePtr(s.Watch)
+	c.Totals = s.Totals.clone()
 	return &c
 }
 

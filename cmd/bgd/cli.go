@@ -107,6 +107,8 @@ type env struct {
 	getenv         func(string) string
 	opts           options  // the global flags, bound by opts.flags()
 	out            *printer // made by newPrinter on first use
+	// textfileDir is the loaded config's metrics.textfile_dir ("": none).
+	textfileDir string
 }
 
 // options are the global flags of a run.
@@ -342,6 +344,7 @@ func (e *env) loadConfig() (*config.Config, error) {
 	if sf := e.opts.stateFile; sf != "" {
 		cfg.StateFile = sf
 	}
+	e.textfileDir = cfg.Metrics.TextfileDir
 	if cfg.StateFile != "" && len(cfg.Services) > 1 {
 		from := "--state-file"
 		if e.opts.stateFile == "" {

@@ -198,6 +198,7 @@ func commands(e *env) []*cli.Command {
 				return newPrinter(e).version()
 			},
 		},
+		dashboardCommand(e),
 		demoAppCommand(),
 	}
 }
@@ -294,6 +295,7 @@ func (e *env) mutate(fn func(*cli.Context, *orchestrator.Orchestrator) (*orchest
 			return err
 		}
 		res, err := fn(c, o)
+		e.writeMetrics(o)
 		out := newPrinter(e)
 		out.endProgress()
 		if err != nil {
@@ -362,6 +364,7 @@ func (e *env) up(c *cli.Context) error {
 		}
 		results, errs = append(results, res), append(errs, err)
 	}
+	e.writeMetrics(orchs...)
 	out := newPrinter(e)
 	out.endProgress()
 	err = errors.Join(errs...)
@@ -380,9 +383,13 @@ func (e *env) healthCheck(c *cli.Context, watch bool) error {
 	}
 	out := newPrinter(e)
 	if watch {
-		return orchestrator.WatchHealth(c.Context, orchs, out.sweeps)
+		return orchestrator.WatchHealth(c.Context, orchs, func(sw []*orchestrator.Sweep, err error) error {
+			e.writeMetrics(orchs...)
+			return out.sweeps(sw, err)
+		})
 	}
 	sweeps, err := orchestrator.HealthSweepAll(c.Context, orchs)
+	e.writeMetrics(orchs...)
 	if perr := out.sweeps(sweeps, err); perr != nil {
 		return perr
 	}
@@ -407,6 +414,7 @@ func (e *env) reconcile(c *cli.Context) error {
 		return err
 	}
 	rec, err := o.Reconcile(c.Context)
+	e.writeMetrics(o)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func (p *Proxy) adminAddr() string {
 func (p *Proxy) newAdminMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc(MetricsPath, func(w http.ResponseWriter, r *http.Request) { p.metrics.handler.ServeHTTP(w, r) })
-	mux.HandleFunc(MonitoringPath, func(w http.ResponseWriter, r *http.Request) { p.serveMonitoring(w) })
+	mux.HandleFunc(MonitoringPath, p.serveMonitoring)
 	mux.HandleFunc(RoutePath, p.serveRoute)
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

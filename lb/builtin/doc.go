@@ -51,10 +51,11 @@
 // (maintenance.go). When neither is on, each costs the request path one
 // atomic load.
 //
-// Admin endpoints (admin.go): /metrics (Prometheus text), /monitoring (an
-// HTML status page) and /_bgd/route (JSON naming the active slot, the state
-// generation it serves and, while it splits, both colours' weights and
-// whether the split is sticky), and every /_bgd/ path, are served on
+// Admin endpoints (admin.go): /metrics (Prometheus text), /monitoring (the
+// live dashboard of internal/dashboard, sampled in the proxy) and
+// /_bgd/route (JSON naming the active slot, the state generation it serves
+// and, while it splits, both colours' weights and whether the split is
+// sticky), and every /_bgd/ path, are served on
 // Proxy.AdminListen: a unix socket (mode 0600), a TCP address (loopback
 // clients only), or Listen itself, where they shadow the app's paths
 // (loopback clients only). Elsewhere every path on Listen reaches the app.

@@ -2,17 +2,26 @@ package builtin
 
 import (
 	"net/http"
-	"os"
 	"strconv"
 
+	"github.com/bgd-dev/bgd/internal/fsx"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 )
 
+// MaxMaintenancePage bounds the maintenance page the proxy answers.
+const MaxMaintenancePage = 64 << 10
+
+// PagePath is where the proxy of the state file statePath reads its
+// maintenance page: bgd maintenance on copies the operator's page there.
+// The proxy never opens the path the state file names (a state file is
+// not trusted to choose what a root-run proxy reads and serves).
+func PagePath(statePath string) string { return statePath + ".maintenance.html" }
+
 // maintenance is the answer the proxy gives every request of the service
 // while the state file says "maintenance": 503, Retry-After and the page.
 type maintenance struct {
-	path        string // the page file, "" for lb.DefaultMaintenancePage
+	path        string // the operator's page file (the state's), "" for lb.DefaultMaintenancePage
 	body        []byte
 	contentType string
 }
@@ -35,7 +44,7 @@ func (p *Proxy) applyMaintenance(st *state.State) {
 	}
 	m := &maintenance{path: st.MaintenancePage, body: []byte(lb.DefaultMaintenancePage), contentType: "text/plain; charset=utf-8"}
 	if m.path != "" {
-		if b, err := os.ReadFile(m.path); err != nil {
+		if b, err := fsx.ReadRegular(PagePath(p.StatePath), MaxMaintenancePage); err != nil {
 			p.Logger.Error("proxy maintenance page unreadable: answering the default text", "service", p.Service, "page", m.path, "err", err)
 		} else {
 			m.body, m.contentType = b, "text/html; charset=utf-8"

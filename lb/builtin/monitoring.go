@@ -1,43 +1,78 @@
 package builtin
 
 import (
-	"html/template"
+	"context"
+	"errors"
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/bgd-dev/bgd/internal/dashboard"
+	"github.com/bgd-dev/bgd/lb"
+	"github.com/bgd-dev/bgd/state"
 )
 
-var monitoringPage = template.Must(template.New("monitoring").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>bgd: {{.Service}}</title>
-<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}
-.active{font-weight:bold}.ok{color:#080}.bad{color:#b00}</style></head>
-<body><h1>bgd: {{.Service}}</h1>
-<p>Active slot: <b>{{.State.ActiveVersion}}</b> (generation {{.State.Generation}})</p>
-{{with .State.Canary}}<p>Canary: <b>{{.Color}}</b> gets {{.Weight}}% of new requests{{if .Sticky}} (sticky: a cookie keeps each client on its side){{end}}</p>
-{{end}}<table><tr><th>slot</th><th>port</th><th>pid</th><th>release</th><th>healthy (last check)</th></tr>
-<tr{{if eq .State.ActiveVersion "blue"}} class="active"{{end}}><td>blue</td><td>{{.State.BluePort}}</td><td>{{.State.BluePID}}</td><td>{{.State.BlueRelease}}</td>
-<td class="{{if .State.BlueHealthy}}ok">yes{{else}}bad">no{{end}}</td></tr>
-<tr{{if eq .State.ActiveVersion "green"}} class="active"{{end}}><td>green</td><td>{{.State.GreenPort}}</td><td>{{.State.GreenPID}}</td><td>{{.State.GreenRelease}}</td>
-<td class="{{if .State.GreenHealthy}}ok">yes{{else}}bad">no{{end}}</td></tr></table>
-<h2>Recent history</h2>
-<table><tr><th>time</th><th>action</th><th>from</th><th>to</th><th>status</th><th>reason</th></tr>
-{{range .History}}<tr><td>{{.Timestamp.Format "2006-01-02 15:04:05Z07:00"}}</td><td>{{.Action}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Status}}</td><td>{{.Reason}}</td></tr>
-{{end}}</table>
-<p><a href="/metrics">metrics</a></p></body></html>
-`))
+// monitor is the proxy's dashboard: a sampler of its own series, read in
+// its process from the collectors the request path already feeds (never
+// from the request path itself), and the page that shows them.
+type monitor struct {
+	sampler *dashboard.Sampler
+	handler http.Handler
+}
 
-func (p *Proxy) serveMonitoring(w http.ResponseWriter) {
+// startMonitoring starts sampling the proxy's own series every
+// dashboard.DefaultInterval until ctx ends.
+func (p *Proxy) startMonitoring(ctx context.Context) {
+	s := dashboard.NewSampler(dashboard.Options{}, p.selfSource())
+	p.monitor = &monitor{sampler: s, handler: dashboard.Handler(s)}
+	go s.Run(ctx)
+}
+
+// selfSource is the proxy's own series and state, read in its process:
+// the same counts as Balancer.Observe reads on /metrics, without HTTP.
+func (p *Proxy) selfSource() dashboard.Source {
+	// A registry of the two series the dashboard reads, apart from the one
+	// /metrics serves: gathering it gathers nothing else.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.metrics.requests, p.metrics.latency)
+	return dashboard.Source{
+		Service: p.Service,
+		Driver:  "builtin",
+		Observe: func(_ context.Context, u lb.Upstream) (lb.Observation, error) {
+			families, err := reg.Gather()
+			if err != nil {
+				return lb.Observation{}, err
+			}
+			byName := make(map[string]*dto.MetricFamily, len(families))
+			for _, f := range families {
+				byName[f.GetName()] = f
+			}
+			return observation(byName, u.Color.String()), nil
+		},
+		State: p.stateSnapshot,
+	}
+}
+
+// errNoState: the proxy has not read its state file yet.
+var errNoState = errors.New("the proxy has not read its state file yet")
+
+// stateSnapshot is a copy of the state the proxy serves.
+func (p *Proxy) stateSnapshot() (*state.State, error) {
 	p.mu.Lock()
-	st := p.snap.Clone()
-	p.mu.Unlock()
-	hist := st.History
-	if len(hist) > 10 {
-		hist = hist[len(hist)-10:]
+	defer p.mu.Unlock()
+	if p.snap == nil {
+		return nil, errNoState
 	}
-	// newest first
-	rev := make([]any, 0, len(hist))
-	for i := len(hist) - 1; i >= 0; i-- {
-		rev = append(rev, hist[i])
+	return p.snap.Clone(), nil
+}
+
+// serveMonitoring answers /monitoring: the dashboard of the service
+// (?format=json for its data).
+func (p *Proxy) serveMonitoring(w http.ResponseWriter, r *http.Request) {
+	if p.monitor == nil {
+		http.Error(w, "the proxy is not running (Proxy.Run starts its dashboard)", http.StatusServiceUnavailable)
+		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	monitoringPage.Execute(w, map[string]any{"Service": p.Service, "State": st, "History": rev})
+	p.monitor.handler.ServeHTTP(w, r)
 }

@@ -74,6 +74,7 @@ func observation(families map[string]*dto.MetricFamily, slot string) lb.Observat
 			for _, bk := range m.GetHistogram().GetBucket() {
 				o.Buckets = append(o.Buckets, lb.Bucket{LE: seconds(bk.GetUpperBound()), Count: bk.GetCumulativeCount()})
 			}
+			o.Sum += time.Duration(m.GetHistogram().GetSampleSum() * float64(time.Second))
 			if n := len(o.Buckets); n == 0 || o.Buckets[n-1].LE != math.MaxInt64 {
 				o.Buckets = append(o.Buckets, lb.Bucket{LE: math.MaxInt64, Count: m.GetHistogram().GetSampleCount()})
 			}

@@ -46,6 +46,9 @@ bgd_proxy_request_duration_seconds_count{service="app",slot="green"} 104
 			t.Errorf("bucket %d = %+v, want %v %d", i, o.Buckets[i], w.le, w.n)
 		}
 	}
+	if o.Sum != 1500*time.Millisecond {
+		t.Errorf("sum = %s, want the histogram's 1.5s", o.Sum)
+	}
 	if b := observation(families, "blue"); b.Requests != 40 || b.Errors != 40 || b.Buckets != nil {
 		t.Errorf("blue = %+v", b)
 	}

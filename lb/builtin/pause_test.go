@@ -205,9 +205,15 @@ func TestMaintenanceAnswers503(t *testing.T) {
 	var reached sync.Map
 	blue := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) { reached.Store("blue", true); io.WriteString(w, "blue") })
 	_, store, b := startProxy(t, blue, backend(t, "green", nil))
+	// The operator's page, and its copy beside the state file (what bgd
+	// maintenance on makes): the proxy answers the copy, never the file
+	// the state names.
 	page := filepath.Join(t.TempDir(), "maint.html")
 	const html = "<html><body>back soon</body></html>\n"
-	if err := os.WriteFile(page, []byte(html), 0o644); err != nil {
+	if err := os.WriteFile(page, []byte("not the copy"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(PagePath(store.Path), []byte(html), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -309,5 +315,21 @@ func TestFlipNotConfirmedWithoutTheHold(t *testing.T) {
 	err := b.Flip(context.Background(), r)
 	if !errors.Is(err, lb.ErrNotConfirmed) || !strings.Contains(err.Error(), "does not say paused") {
 		t.Errorf("Flip of a pause the state does not hold = %v", err)
+	}
+}
+
+// TestMaintenancePageNamedByAHostileState: a state file that names
+// /dev/zero (or any file) as the maintenance page makes the proxy neither
+// hang nor serve that file: it reads only the copy beside the state file,
+// and without one answers the default text.
+func TestMaintenancePageNamedByAHostileState(t *testing.T) {
+	_, store, b := startProxy(t, backend(t, "blue", nil), backend(t, "green", nil))
+	for _, named := range []string{"/dev/zero", "/etc/hostname"} {
+		setHold(t, store, b, config.Blue, 0, true, named)
+		code, body := get(t, b.Listen, "/")
+		if code != http.StatusServiceUnavailable || body != lb.DefaultMaintenancePage {
+			t.Errorf("maintenance page %s named by the state: %d %q, want 503 with the default text", named, code, body)
+		}
+		setHold(t, store, b, config.Blue, 0, false, "")
 	}
 }

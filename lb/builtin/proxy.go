@@ -119,6 +119,8 @@ type Proxy struct {
 	gate  atomic.Pointer[gate]
 	held  atomic.Int64
 	maint atomic.Pointer[maintenance]
+	// monitor is the /monitoring dashboard (monitoring.go).
+	monitor *monitor
 }
 
 // colorIndex is color's slot in Proxy.inFlight.
@@ -276,6 +278,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return fmt.Errorf("proxy: watch %s: %w", dir, err)
 	}
 	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "admin", p.adminAddr(), "state", p.StatePath)
+	p.startMonitoring(ctx)
 	go p.follow(ctx, watcher)
 	go p.releaseAll(ctx)
 	if p.Ready != nil {

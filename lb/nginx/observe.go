@@ -138,6 +138,7 @@ func (l *accessLog) add(ll logLine) {
 		if i < len(times) {
 			if s, err := strconv.ParseFloat(times[i], 64); err == nil {
 				d := time.Duration(s * float64(time.Second))
+				o.Sum += d
 				for j := range o.Buckets {
 					if d <= o.Buckets[j].LE {
 						o.Buckets[j].Count++

@@ -48,6 +48,9 @@ func TestObserveReadsTheAccessLog(t *testing.T) {
 	if err != nil || o.Requests != 3 || o.Errors != 1 {
 		t.Fatalf("blue = %+v, %v; want 3 requests, 1 error", o, err)
 	}
+	if o.Sum != 36*time.Millisecond {
+		t.Errorf("blue sum = %s, want 36ms (4 + 30 + 2)", o.Sum)
+	}
 	w := o.Since(lb.Observation{})
 	if w.P99 != 50*time.Millisecond {
 		t.Errorf("blue p99 = %s, want the 50ms bucket (the 30 ms answer)", w.P99)
