@@ -281,3 +281,28 @@ func TestAdminProbeOnTheServicePort(t *testing.T) {
 		t.Errorf("the admin probe from 192.0.2.10: %d %q, want the app's answer", rec.Code, rec.Body.String())
 	}
 }
+
+// BenchmarkRoute: what the CLI pays to ask the proxy (a flip's
+// confirmation polls it), on a loopback admin port and on the admin unix
+// socket, over a kept-alive connection.
+func BenchmarkRoute(b *testing.B) {
+	blue, green := backend(b, "blue", nil), backend(b, "green", nil)
+	for _, tc := range []struct {
+		name  string
+		admin func() string
+	}{
+		{"tcp", func() string { return freeAddr(b) }},
+		{"unix", func() string { return "unix:" + filepath.Join(b.TempDir(), "a.sock") }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			_, _, bal := startProxy(b, blue, green, func(p *Proxy) { p.AdminListen = tc.admin() })
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bal.Route(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
