@@ -252,7 +252,8 @@ type Builtin struct {
 	// AdminListen is where the proxy serves its admin endpoints (/metrics,
 	// /monitoring, /_bgd/route and every /_bgd/ path); on Listen every path
 	// then reaches the app. It is a unix socket, "unix:<path>" (or an
-	// absolute path), made mode 0600; a loopback "host:port", whose
+	// absolute path; a relative one is taken from bgd's working directory,
+	// like state_dir), made mode 0600; a loopback "host:port", whose
 	// endpoints answer loopback clients only; or Listen itself, where the
 	// admin paths shadow the app's (loopback clients only, as on the admin
 	// port). Default: "unix:<state dir>/<service>.admin.sock" (the
