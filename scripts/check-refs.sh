@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Code comments and docs cite only files that are in the repository: every
 # relative Markdown link of a tracked .md file must resolve, and every
-# upper-case document name (DESIGN.md, STYLE.md, ...) or seed-era directory
-# (shared/, seed/) named in a tracked source or doc file must exist.
+# upper-case document name (NAME.md) or seed-era directory (a top-level
+# folder of the original tool's documents) named in a tracked source or doc
+# file must exist.
 # Exits 1 listing each dangling citation as file:line: name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
