@@ -174,6 +174,9 @@ func TestBuiltinAdminListenLeavesAppPathsToTheApp(t *testing.T) {
 			if out := mustBgd(t, dir, env, "--config", cfg, "--json", "status"); json.Unmarshal([]byte(out), &st) != nil || !st.Proxy.Running || st.Proxy.Admin == "" {
 				t.Errorf("bgd status --json: the proxy is not running with an admin address:\n%s", out)
 			}
+			if out := mustBgd(t, dir, env, "--config", cfg, "status"); !strings.Contains(out, ", admin endpoints on "+st.Proxy.Admin) {
+				t.Errorf("bgd status does not name the admin address %s:\n%s", st.Proxy.Admin, out)
+			}
 			mustBgd(t, dir, env, "--config", cfg, "deploy", "--release", "r2")
 			if a := fetch(t, tcpClient, svc+"/metrics"); a.slot != "green" || !strings.Contains(a.body, `metricsapp_requests_total{color="green"}`) {
 				t.Errorf("after deploy, /metrics on the service port: slot %q %q; want the green app's", a.slot, a.body)

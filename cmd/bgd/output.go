@@ -190,7 +190,11 @@ func (p *printer) status(s *orchestrator.Status) error {
 // proxyLine is one line on the builtin proxy: an outage when it is down.
 func (p *printer) proxyLine(px *orchestrator.ProxyStatus) string {
 	if px.Running {
-		return fmt.Sprintf("Proxy: running (pid %d) on %s\n", px.PID, px.Listen)
+		admin := ""
+		if px.Admin != "" && px.Admin != px.Listen {
+			admin = fmt.Sprintf(", admin endpoints on %s", px.Admin)
+		}
+		return fmt.Sprintf("Proxy: running (pid %d) on %s%s\n", px.PID, px.Listen, admin)
 	}
 	line := fmt.Sprintf("%sProxy: NOT RUNNING on %s: %s", p.icon("⚠️"), px.Listen, px.Error)
 	switch {
