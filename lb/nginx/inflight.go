@@ -30,7 +30,13 @@ var procNetTCP = []string{"/proc/net/tcp", "/proc/net/tcp6"}
 // moment (a monitoring probe, a keep-alive client that bypasses nginx)
 // counts too, so a drain can only end later than it should, never earlier.
 // nginx must run in bgd's network namespace (the same host, or container).
+//
+// In mode runtime it is a count of requests: those nginx's Lua code sent
+// to u's colour and whose log phase has not run yet.
 func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
+	if b.runtime() {
+		return b.inFlightRuntime(ctx, u)
+	}
 	addrs, err := slotAddrs(ctx, u.Host)
 	if err != nil {
 		return 0, fmt.Errorf("nginx: in-flight connections to %s (%s): %w", u.Addr(), u.Color, err)
