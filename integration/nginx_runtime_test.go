@@ -2,8 +2,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/internal/testsupport"
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/lb/nginx"
 )
 
@@ -123,4 +128,247 @@ func TestNginxRuntimeFlipsUnderLoad(t *testing.T) {
 	t.Logf("reload: keep-alive clients (POST): %s", counts2.keepAlive)
 	t.Logf("failed keep-alive requests over %d flips: runtime %d, reload %d; flip median: runtime %s, reload %s",
 		flips, ka.Failures, counts2.keepAlive.Failures, took[len(took)/2], took2[len(took2)/2])
+}
+
+// runtimeAnswers sends count GETs on new connections and checks each one
+// came from color under generation gen.
+func runtimeAnswers(t *testing.T, n *testNginx, step, color string, gen uint64, count int) {
+	t.Helper()
+	for i := 0; i < count; i++ {
+		got := nginxGet(t, n.url())
+		if got.Status != http.StatusOK || got.Slot != color || got.Generation != strconv.FormatUint(gen, 10) {
+			t.Fatalf("after %s: answer %d: status %d from %q under generation %q; want %s, generation %d\nerror log:\n%s",
+				step, i+1, got.Status, got.Slot, got.Generation, color, gen, n.errorLog())
+		}
+	}
+}
+
+// TestNginxRuntimeKeepsRouteAcrossReloadAndRestart: the route set at
+// runtime survives `nginx -s reload` (the shared dict is kept) and a
+// restart of nginx (the Lua code reads bgd's route file), and flips go on
+// without a reload afterwards.
+func TestNginxRuntimeKeepsRouteAcrossReloadAndRestart(t *testing.T) {
+	t.Parallel()
+	n, ports := nginxPair(t, nginxSetup{mainExtra: luaModules(t)})
+	b := newNginxBalancer(t, runtimeCfg(n), nginx.Options{})
+	ctx := context.Background()
+	if err := b.Flip(ctx, nginxRoute("green", ports, 2)); err != nil {
+		t.Fatalf("%v\nerror log:\n%s", err, n.errorLog())
+	}
+	if err := b.Flip(ctx, nginxRoute("blue", ports, 3)); err != nil {
+		t.Fatal(err)
+	}
+	runtimeAnswers(t, n, "the flip to blue", "blue", 3, 10)
+	route, err := os.ReadFile(b.RouteFile())
+	if err != nil || string(route) != "generation=3\nactive=blue\nblue=100\ngreen=0\n" {
+		t.Fatalf("route file %s: %q (%v)", b.RouteFile(), route, err)
+	}
+
+	reloads := n.reloads()
+	if out, err := exec.Command(n.Command("-s", "reload")[0], n.Command("-s", "reload")[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -s reload: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n.reloads() == reloads && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // the old workers stop accepting
+	runtimeAnswers(t, n, "nginx -s reload", "blue", 3, 20)
+
+	n.Stop()
+	if _, err := nginxGetErr(n.url()); err == nil {
+		t.Fatal("nginx still answers after it was stopped")
+	}
+	n.start(t)
+	runtimeAnswers(t, n, "a restart of nginx", "blue", 3, 20)
+	if c, err := b.Active(ctx); err != nil || c != config.Blue {
+		t.Fatalf("Active after the restart: %q, %v", c, err)
+	}
+
+	reloads = n.reloads()
+	if err := b.Flip(ctx, nginxRoute("green", ports, 4)); err != nil {
+		t.Fatal(err)
+	}
+	runtimeAnswers(t, n, "a flip after the restart", "green", 4, 10)
+	if r := n.reloads(); r != reloads {
+		t.Fatalf("a flip after the restart reloaded nginx (%d reloads)", r-reloads)
+	}
+}
+
+func nginxGetErr(url string) (testsupport.Answer, error) { return testsupport.Get(url) }
+
+// TestNginxRuntimeCanary: a 10% split in mode runtime is exact over any
+// 100 consecutive requests (one sequence in the shared dict for all the
+// workers), the headers name the stable colour and the weights, a
+// loopback preview request goes to the standby, and a promote sends all
+// to the canary.
+func TestNginxRuntimeCanary(t *testing.T) {
+	t.Parallel()
+	n, ports := nginxPair(t, nginxSetup{mainExtra: luaModules(t)})
+	b := newNginxBalancer(t, runtimeCfg(n), nginx.Options{})
+	ctx := context.Background()
+	if err := b.Flip(ctx, nginxRoute("blue", ports, 1)); err != nil {
+		t.Fatalf("%v\nerror log:\n%s", err, n.errorLog())
+	}
+	r := nginxRoute("blue", ports, 2)
+	r.Active.Weight, r.Standby.Weight = 90, 10
+	if err := b.Flip(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	var seq []string
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < 500; i++ {
+		resp, err := client.Get(n.url())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Bgd-Active") != "blue" || resp.Header.Get("X-Bgd-Weights") != "blue=90,green=10" ||
+			resp.Header.Get("X-Bgd-Slot") != resp.Header.Get("X-Slot") || resp.Header.Get("X-Bgd-Generation") != "2" {
+			t.Fatalf("answer %d: %d %v", i, resp.StatusCode, resp.Header)
+		}
+		seq = append(seq, resp.Header.Get("X-Slot"))
+	}
+	for i := 0; i+100 <= len(seq); i++ {
+		if g := countOf(seq[i:i+100], "green"); g != 10 {
+			t.Fatalf("requests %d-%d: %d from the canary, want exactly 10", i+1, i+100, g)
+		}
+	}
+	t.Logf("10%% split: %d of %d requests from the canary, exactly 10 in every 100 consecutive", countOf(seq, "green"), len(seq))
+	if c, err := b.Active(ctx); err != nil || c != config.Blue {
+		t.Fatalf("Active during the split: %q, %v", c, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, n.url(), nil)
+	req.Header.Set(lb.PreviewHeader, "1")
+	for i := 0; i < 20; i++ {
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if s := resp.Header.Get("X-Slot"); s != "green" || resp.Header.Get(lb.SlotHeader) != "green" {
+			t.Fatalf("a loopback preview request went to %q", s)
+		}
+	}
+	if err := b.Flip(ctx, nginxRoute("green", ports, 3)); err != nil {
+		t.Fatal(err)
+	}
+	runtimeAnswers(t, n, "the promote", "green", 3, 50)
+}
+
+func countOf(xs []string, x string) int {
+	c := 0
+	for _, v := range xs {
+		if v == x {
+			c++
+		}
+	}
+	return c
+}
+
+// TestNginxRuntimeInFlight: in mode runtime, InFlight counts requests
+// (nginx's Lua code counts them per colour): a slow request to blue is in
+// flight after a flip to green, and no more once answered.
+func TestNginxRuntimeInFlight(t *testing.T) {
+	t.Parallel()
+	n, ports := nginxPair(t, nginxSetup{mainExtra: luaModules(t)})
+	b := newNginxBalancer(t, runtimeCfg(n), nginx.Options{})
+	ctx := context.Background()
+	if err := b.Flip(ctx, nginxRoute("blue", ports, 1)); err != nil {
+		t.Fatalf("%v\nerror log:\n%s", err, n.errorLog())
+	}
+	done := make(chan testsupport.Answer, 1)
+	go func() {
+		a, _ := testsupport.Get(n.url() + "?delay=1500ms")
+		done <- a
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := b.Flip(ctx, nginxRoute("green", ports, 2)); err != nil {
+		t.Fatal(err)
+	}
+	blue, green := lb.Upstream{Color: config.Blue, Host: "127.0.0.1", Port: ports["blue"]}, lb.Upstream{Color: config.Green, Host: "127.0.0.1", Port: ports["green"]}
+	if c, err := b.InFlight(ctx, blue); err != nil || c != 1 {
+		t.Fatalf("InFlight(blue) with a slow request: %d, %v; want 1", c, err)
+	}
+	if c, err := b.InFlight(ctx, green); err != nil || c != 0 {
+		t.Fatalf("InFlight(green): %d, %v; want 0", c, err)
+	}
+	if a := <-done; a.Status != 200 || a.Slot != "blue" {
+		t.Fatalf("the slow request: %d from %q", a.Status, a.Slot)
+	}
+	if c, err := b.InFlight(ctx, blue); err != nil || c != 0 {
+		t.Fatalf("InFlight(blue) once answered: %d, %v; want 0", c, err)
+	}
+}
+
+// TestNginxRuntimeWithoutLuaModule: mode runtime is refused at the
+// driver's New (exit 2 from the CLI) when the module file is missing or
+// does not load into this nginx; an nginx.conf that does not load_module
+// it makes the first flip fail with nginx's refusal and the hint, the
+// previous file back.
+func TestNginxRuntimeWithoutLuaModule(t *testing.T) {
+	t.Parallel()
+	n, ports := nginxPair(t, nginxSetup{}) // no load_module lines
+	cfg := runtimeCfg(n)
+
+	missing := cfg
+	missing.LuaModule = filepath.Join(t.TempDir(), "ngx_http_lua_module.so")
+	_, err := nginx.New("app", missing, nginx.Options{})
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "libnginx-mod-http-lua") {
+		t.Fatalf("New with a missing module: %v", err)
+	}
+	t.Logf("missing module: %v", err)
+
+	bogus := cfg
+	bogus.LuaModule = filepath.Join(t.TempDir(), "ngx_http_lua_module.so")
+	os.WriteFile(bogus.LuaModule, []byte("not a module"), 0o644)
+	_, err = nginx.New("app", bogus, nginx.Options{})
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "cannot load") {
+		t.Fatalf("New with a module nginx cannot load: %v", err)
+	}
+	t.Logf("bogus module: %v", err)
+
+	if _, err := os.Stat(config.DefaultLuaModule); err != nil {
+		skipOrFail(t, "nginx's Lua module is not installed: apt-get install libnginx-mod-http-lua")
+	}
+	b := newNginxBalancer(t, cfg, nginx.Options{})
+	err = b.Flip(context.Background(), nginxRoute("blue", ports, 1))
+	if !errors.Is(err, nginx.ErrRejected) || !strings.Contains(err.Error(), "does not load its Lua module") {
+		t.Fatalf("a flip on an nginx that does not load the module: %v", err)
+	}
+	if _, serr := os.Stat(cfg.File); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("the refused file is left in place: %v", serr)
+	}
+	t.Logf("nginx without load_module: %v", err)
+
+	// The CLI: exit 2 and the message, before anything runs.
+	dir := t.TempDir()
+	list := func(argv []string) string { data, _ := json.Marshal(argv); return string(data) }
+	yml := fmt.Sprintf(`state_dir: %q
+services:
+  app:
+    command: %s
+    blue: {port: %d}
+    green: {port: %d}
+    lb:
+      driver: nginx
+      nginx:
+        file: %q
+        listen: %q
+        test: %s
+        reload: %s
+        mode: runtime
+        lua_module: %q
+`, filepath.Join(dir, "state"), list([]string{bgdBin, "demo-app", "--port", "{{.Port}}"}), freePort(t), freePort(t),
+		cfg.File, cfg.Listen, list(cfg.Test), list(cfg.Reload), missing.LuaModule)
+	if err := os.WriteFile(filepath.Join(dir, "bluegreen.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"render"}, {"switch", "blue"}} {
+		out, errOut, code := bgd(t, dir, []string{"NO_COLOR=1"}, args...)
+		if code != 2 || !strings.Contains(errOut, "lb.nginx.mode runtime needs nginx's Lua module") {
+			t.Fatalf("bgd %v without the module: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errOut)
+		}
+		t.Logf("bgd %v: exit %d: %s", args, code, strings.TrimSpace(errOut))
+	}
 }
