@@ -115,6 +115,16 @@ func New(service string, cfg config.Nginx, o Options) (*Balancer, error) {
 	if err := cfg.Check(service); err != nil {
 		return nil, err
 	}
+	if cfg.Mode == config.NginxRuntime {
+		b := &Balancer{service: service, cfg: cfg, opts: o}
+		if err := b.newRuntime(); err != nil {
+			return nil, err
+		}
+		if _, err := b.Render(lb.SampleRoute(service)); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
 	text, name := templates.Nginx, "default nginx template"
 	if cfg.Template != "" {
 		data, err := os.ReadFile(cfg.Template)
@@ -128,11 +138,6 @@ func New(service string, cfg config.Nginx, o Options) (*Balancer, error) {
 		return nil, fmt.Errorf("%w: service %q: lb.nginx.template does not parse: %v", config.ErrInvalid, service, err)
 	}
 	b := &Balancer{service: service, cfg: cfg, tmpl: tmpl, opts: o}
-	if b.runtime() {
-		if err := b.newRuntime(); err != nil {
-			return nil, err
-		}
-	}
 	if _, err := b.Render(lb.SampleRoute(service)); err != nil {
 		return nil, err
 	}
