@@ -31,12 +31,11 @@ var procNetTCP = []string{"/proc/net/tcp", "/proc/net/tcp6"}
 // counts too, so a drain can only end later than it should, never earlier.
 // nginx must run in bgd's network namespace (the same host, or container).
 //
-// In mode runtime it is a count of requests: those nginx's Lua code sent
-// to u's colour and whose log phase has not run yet.
+// In mode runtime no reload ends the old workers: nginx keeps its idle
+// connections to the old slot until the runtime file's upstream
+// keepalive_timeout (1s) closes them, so a drain ends at most about 1s
+// after the slot's last request.
 func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
-	if b.runtime() {
-		return b.inFlightRuntime(ctx, u)
-	}
 	addrs, err := slotAddrs(ctx, u.Host)
 	if err != nil {
 		return 0, fmt.Errorf("nginx: in-flight connections to %s (%s): %w", u.Addr(), u.Color, err)

@@ -33,8 +33,7 @@ import (
 )
 
 // AdminPath is the runtime mode's loopback-only location: GET says the
-// route in force and the requests in flight to each colour, PUT sets a
-// route.
+// route in force, PUT sets a route.
 const AdminPath = "/_bgd/runtime"
 
 // RuntimeHeader is set on every answer of AdminPath, naming the service,
@@ -198,12 +197,11 @@ func (b *Balancer) adminURL() (string, error) {
 
 // runtimeState is an answer of AdminPath.
 type runtimeState struct {
-	status   int
-	runtime  bool // the answer came from the runtime location
-	values   map[string]string
-	body     string
-	err      error
-	inFlight map[string]int
+	status  int
+	runtime bool // the answer came from the runtime location
+	values  map[string]string
+	body    string
+	err     error
 }
 
 // admin sends one request to AdminPath (body "" for a GET).
@@ -230,14 +228,11 @@ func (b *Balancer) admin(ctx context.Context, body string) runtimeState {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	s := runtimeState{status: resp.StatusCode, runtime: resp.Header.Get(RuntimeHeader) == b.service,
-		values: map[string]string{}, body: strings.TrimSpace(string(data)), inFlight: map[string]int{}}
+		values: map[string]string{}, body: strings.TrimSpace(string(data))}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
 			s.values[k] = v
-			if c, ok := strings.CutPrefix(k, "inflight_"); ok {
-				s.inFlight[c], _ = strconv.Atoi(v)
-			}
 		}
 	}
 	return s
@@ -361,17 +356,6 @@ func (b *Balancer) waitRuntime(ctx context.Context, want string, reloaded time.T
 		case <-time.After(b.opts.VerifyInterval):
 		}
 	}
-}
-
-// inFlightRuntime asks nginx's runtime location for the requests in flight
-// to u's colour: counted by the Lua code, from the choice of the slot to
-// the request's log phase.
-func (b *Balancer) inFlightRuntime(ctx context.Context, u lb.Upstream) (int, error) {
-	s := b.admin(ctx, "")
-	if s.err != nil || !s.runtime || s.status != http.StatusOK {
-		return 0, fmt.Errorf("%w: nginx for service %q: requests in flight to %s: GET %s: %s", lb.ErrUnreachable, b.service, u.Color, AdminPath, s)
-	}
-	return s.inFlight[u.Color.String()], nil
 }
 
 // luaHint adds, to nginx -t's refusal of an unknown Lua directive, that

@@ -53,7 +53,7 @@ func TestRuntimeRenderIsOneFile(t *testing.T) {
 	}
 	for _, want := range []string{
 		"lua_shared_dict bgd_app 1m;", "balancer_by_lua_block", "set_current_peer", "keepalive 16;",
-		`c.bgd_host, c.bgd_port = "127.0.0.1", 5005`, `c.bgd_host, c.bgd_port = "127.0.0.1", 5006`,
+		`blue = {"127.0.0.1", 5005}, green = {"127.0.0.1", 5006}`, "keepalive_timeout 1s;",
 		"location = " + AdminPath, "allow 127.0.0.1;", "allow ::1;", "deny all;",
 		"[==[" + b.RouteFile() + "]==]", "$http_x_bgd_preview", "add_header X-Bgd-Generation $bgd_app_gen always;",
 	} {
