@@ -311,7 +311,7 @@ var _ lb.Capable = (*Balancer)(nil)
 // slots on any IP address; no shadow traffic, no maintenance.
 func (b *Balancer) Capabilities() lb.Capabilities {
 	if b.runtime() {
-		return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true}
+		return lb.Capabilities{Driver: runtimeDriver, Weights: true, RemoteHosts: true}
 	}
 	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true, Shadow: true, Maintenance: true}
 }

@@ -41,6 +41,11 @@ const AdminPath = "/_bgd/runtime"
 // the location proxies the path to the app) for nginx's.
 const RuntimeHeader = "X-Bgd-Runtime"
 
+// runtimeDriver names the driver in mode runtime in refusals ("the nginx
+// (mode runtime) driver does not support maintenance"), so that they say
+// that mode reload would do it.
+const runtimeDriver = "nginx (mode runtime)"
+
 // RuntimeSlot is one slot as the runtime template sees it.
 type RuntimeSlot struct {
 	IP   string // an IP address, without brackets (what ngx.balancer takes)
@@ -140,7 +145,7 @@ func fileExists(path string) bool {
 func (b *Balancer) runtimeSlot(u lb.Upstream) (RuntimeSlot, error) {
 	a, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
 	if err != nil {
-		return RuntimeSlot{}, &lb.UnsupportedError{Driver: "nginx", Feature: lb.FeatureRemoteHosts, Service: b.service,
+		return RuntimeSlot{}, &lb.UnsupportedError{Driver: runtimeDriver, Feature: lb.FeatureRemoteHosts, Service: b.service,
 			Detail: fmt.Sprintf("in mode runtime the Lua balancer connects to IP addresses, and the %s slot's host %q is a name: give it as an IP address, or use mode reload", u.Color, u.Host)}
 	}
 	return RuntimeSlot{IP: a.String(), Port: u.Port, Addr: u.Addr()}, nil
@@ -150,7 +155,7 @@ func (b *Balancer) runtimeSlot(u lb.Upstream) (RuntimeSlot, error) {
 // these slot addresses, whatever the active colour, weights or generation.
 func (b *Balancer) renderRuntime(r lb.Route) ([]byte, error) {
 	if r.Sticky && r.Splits() {
-		return nil, &lb.UnsupportedError{Driver: "nginx", Feature: lb.FeatureWeights, Service: b.service,
+		return nil, &lb.UnsupportedError{Driver: runtimeDriver, Feature: lb.FeatureWeights, Service: b.service,
 			Detail: "a sticky split (canary.sticky) in mode runtime: its Lua balancer splits per request; use mode reload for sticky splits"}
 	}
 	d := RuntimeData{
