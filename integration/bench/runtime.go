@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,10 @@ type NginxRuntime struct {
 	Unavailable string                    `json:"unavailable,omitempty"`
 	Flips       map[string][]Flip         `json:"flips_under_load"` // mode -> flips
 	Runs        map[string][]ts.WrkResult `json:"data_plane"`       // mode -> rounds
+	// CPUPerReqUs is the CPU time (user + system) nginx's workers spent per
+	// request of each round: the Lua balancer's cost, which other work on
+	// the host disturbs far less than req/s and p99.
+	CPUPerReqUs map[string][]float64 `json:"nginx_cpu_per_request_us"`
 }
 
 var nginxModes = []string{config.NginxReload, config.NginxRuntime}
@@ -42,7 +47,7 @@ func luaModuleLines() (string, error) {
 
 // nginxRuntime measures figure 10.
 func (b *bench) nginxRuntime(ctx context.Context) error {
-	nr := &NginxRuntime{Flips: map[string][]Flip{}, Runs: map[string][]ts.WrkResult{}}
+	nr := &NginxRuntime{Flips: map[string][]Flip{}, Runs: map[string][]ts.WrkResult{}, CPUPerReqUs: map[string][]float64{}}
 	b.res.NginxRuntime = nr
 	mods, err := luaModuleLines()
 	if err == nil && b.nginxBin == "" {
@@ -109,23 +114,71 @@ func (b *bench) nginxRuntime(ctx context.Context) error {
 				"keep_alive_failed", f.KeepAlive.Failures, "new_conn_failed", f.NewConn.Failures)
 		}
 	}
+	// The old workers of the last reload are gone before the CPU counts.
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return err
+	}
+	master := ng.Proc().Pid()
 	for round := range b.o.dpRounds + 1 {
-		for _, mode := range nginxModes {
+		order := nginxModes
+		if round%2 == 0 {
+			order = []string{nginxModes[1], nginxModes[0]} // ABBA: neither mode always goes first
+		}
+		for _, mode := range order {
 			d := b.o.dpDuration
 			if round == 0 {
 				d = min(time.Second, d/2)
+			}
+			cpu0, err := workersCPU(master)
+			if err != nil {
+				return err
 			}
 			res, err := b.fixedLoad(ctx, svcs[mode].url, d)
 			if err != nil {
 				return fmt.Errorf("mode %s round %d: %w", mode, round, err)
 			}
-			if round > 0 {
+			cpu1, err := workersCPU(master)
+			if err != nil {
+				return err
+			}
+			if round > 0 && res.Requests > 0 {
+				us := float64((cpu1 - cpu0).Microseconds()) / float64(res.Requests)
 				nr.Runs[mode] = append(nr.Runs[mode], res)
-				b.log.Info("nginx mode data plane", "mode", mode, "round", round, "rps", int(res.RPS), "p99_ms", res.P99Ms, "failures", res.Failures)
+				nr.CPUPerReqUs[mode] = append(nr.CPUPerReqUs[mode], us)
+				b.log.Info("nginx mode data plane", "mode", mode, "round", round, "rps", int(res.RPS), "p99_ms", res.P99Ms,
+					"nginx_cpu_us_per_request", us, "failures", res.Failures)
 			}
 		}
 	}
 	return nil
+}
+
+// workersCPU is the user + system CPU time of the children of nginx's
+// master (its workers), from /proc/<pid>/stat.
+func workersCPU(master int) (time.Duration, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var ticks int64
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone
+		}
+		_, rest, ok := strings.Cut(string(data), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 13 || f[1] != strconv.Itoa(master) {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ is 100 on Linux
 }
 
 // nginxRuntimeTable renders figure 10.
@@ -138,7 +191,7 @@ func (r *Results) nginxRuntimeTable(b *strings.Builder) {
 	var rows [][]string
 	for _, mode := range nginxModes {
 		if nr.Unavailable != "" {
-			rows = append(rows, unavailableRow(mode, nr.Unavailable, 7))
+			rows = append(rows, unavailableRow(mode, nr.Unavailable, 8))
 			continue
 		}
 		fl := nr.Flips[mode]
@@ -150,7 +203,8 @@ func (r *Results) nginxRuntimeTable(b *strings.Builder) {
 			medMax(pick(fl, func(f Flip) float64 { return f.InProcessMs }), " ms"),
 			medMax(pick(fl, switchMs), " ms"),
 			num(median(pick(nr.Runs[mode], rps))),
-			fmt.Sprintf("%.2f ms", median(pick(nr.Runs[mode], p99)))})
+			fmt.Sprintf("%.2f ms", median(pick(nr.Runs[mode], p99))),
+			fmt.Sprintf("%.1f µs", median(nr.CPUPerReqUs[mode]))})
 	}
 	if nr.Unavailable == "" {
 		rt, rl := nginxModes[1], nginxModes[0]
@@ -161,8 +215,12 @@ func (r *Results) nginxRuntimeTable(b *strings.Builder) {
 			}
 			return fmt.Sprintf("%.2f×", a/c)
 		}
-		rows = append(rows, []string{"runtime / reload", "", "", "", "", ratio(rps), ratio(p99)})
+		cpu := "–"
+		if c := median(nr.CPUPerReqUs[rl]); c > 0 {
+			cpu = fmt.Sprintf("%.2f×", median(nr.CPUPerReqUs[rt])/c)
+		}
+		rows = append(rows, []string{"runtime / reload", "", "", "", "", ratio(rps), ratio(p99), cpu})
 	}
 	table(b, []string{"mode", "failed keep-alive requests per flip", "failed new-conn requests per flip",
-		"flip in bgd (in-process)", "`bgd switch` (whole process)", "data plane req/s", "data plane p99"}, rows...)
+		"flip in bgd (in-process)", "`bgd switch` (whole process)", "data plane req/s", "data plane p99", "nginx CPU per request"}, rows...)
 }
