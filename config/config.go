@@ -302,7 +302,28 @@ type Nginx struct {
 	// JSON: what bgd's analysis reads (analysis:, deploy --watch). Default
 	// "": no such log, and no analysis with nginx.
 	AccessLog string `yaml:"access_log"`
+	// Mode is how a flip reaches nginx: "reload" (the default) renders the
+	// file, tests it and reloads nginx on every flip; "runtime" renders
+	// the file once (a Lua balancer, nginx's ngx_http_lua_module) and
+	// flips with one HTTP call to a loopback-only location, without a
+	// reload.
+	Mode string `yaml:"mode"`
+	// LuaModule is the nginx Lua module's file that mode runtime needs
+	// (nginx must load it, with load_module, in its main context). Default
+	// /usr/lib/nginx/modules/ngx_http_lua_module.so (Debian's
+	// libnginx-mod-http-lua). Ignored in mode reload.
+	LuaModule string `yaml:"lua_module"`
 }
+
+// The values of lb.nginx.mode.
+const (
+	NginxReload  = "reload"
+	NginxRuntime = "runtime"
+)
+
+// DefaultLuaModule is where Debian's libnginx-mod-http-lua installs nginx's
+// Lua module.
+const DefaultLuaModule = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
 
 // HAProxy configures the HAProxy driver.
 type HAProxy struct {

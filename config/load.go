@@ -350,6 +350,12 @@ func (c *Config) fillDefaults() {
 		if n.VerifyURL == "" {
 			n.VerifyURL = verifyURL(n.Listen)
 		}
+		if n.Mode == "" {
+			n.Mode = NginxReload
+		}
+		if n.LuaModule == "" {
+			n.LuaModule = DefaultLuaModule
+		}
 		hp := &s.LB.HAProxy
 		if hp.Socket == "" {
 			hp.Socket = "/run/haproxy/admin.sock"

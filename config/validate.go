@@ -437,6 +437,15 @@ func (n Nginx) problems(ck *checker) []string {
 	if u, err := url.Parse(n.VerifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("lb.nginx.verify_url %q is not an http(s) URL", n.VerifyURL)
 	}
+	switch n.Mode {
+	case "", NginxReload:
+	case NginxRuntime:
+		if !filepath.IsAbs(n.LuaModule) || strings.ContainsAny(n.LuaModule, " \t\r\n\"';{}$\\\x00") {
+			add("lb.nginx.lua_module %q: give the absolute path of nginx's ngx_http_lua_module.so", n.LuaModule)
+		}
+	default:
+		add("lb.nginx.mode %q is unknown (use reload or runtime)", n.Mode)
+	}
 	return out
 }
 

@@ -13,3 +13,12 @@ import _ "embed"
 //
 //go:embed nginx/default.conf.tmpl
 var Nginx string
+
+// NginxRuntime is the template of the nginx driver's runtime mode
+// (lb.nginx.mode: runtime): rendered once, with both slots' addresses; a
+// Lua balancer (ngx_http_lua_module) picks each request's slot from a
+// shared dict that bgd sets through a loopback-only location, so a flip
+// needs no reload. The variables it receives are documented in lb/nginx.
+//
+//go:embed nginx/runtime.conf.tmpl
+var NginxRuntime string

@@ -57,7 +57,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.short, "short", false, "run every path briefly (CI smoke mode); the numbers mean little")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) for inspection")
 	drivers := fs.String("drivers", "builtin,nginx,haproxy", "drivers to measure")
-	phases := fs.String("phases", "drivers,dataplane,sweep", "phases to run: drivers (figures 1-4, 7-9), dataplane (5, 7), sweep (6)")
+	phases := fs.String("phases", "drivers,dataplane,sweep,nginxmodes", "phases to run: drivers (figures 1-4, 7-9), dataplane (5, 7), sweep (6), nginxmodes (10)")
 	fs.IntVar(&o.flips, "flips", 0, "flips under load per driver, and idle flips (default 20; -short 3)")
 	fs.IntVar(&o.deploys, "deploys", 0, "deploys per driver (default 20; -short 3)")
 	fs.IntVar(&o.crashes, "crashes", 0, "crashing deploys per driver (default 20; -short 3)")
@@ -88,7 +88,7 @@ func parseFlags(args []string) (options, error) {
 	if o.drivers, err = parseList("-drivers", "driver", *drivers, driverOrder); err != nil {
 		return o, err
 	}
-	phaseList, err := parseList("-phases", "phase", *phases, []string{"drivers", "dataplane", "sweep"})
+	phaseList, err := parseList("-phases", "phase", *phases, []string{"drivers", "dataplane", "sweep", "nginxmodes"})
 	if err != nil {
 		return o, err
 	}
@@ -270,6 +270,9 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 	if b.o.phases["sweep"] {
 		step("health sweep", func() error { return b.healthSweep(ctx) })
+	}
+	if b.o.phases["nginxmodes"] && b.wants("nginx") {
+		step("nginx modes", func() error { return b.nginxRuntime(ctx) })
 	}
 }
 

@@ -19,8 +19,10 @@ type Results struct {
 	Drivers   map[string]*DriverResult `json:"drivers"`
 	DataPlane *DataPlane               `json:"data_plane,omitempty"`
 	Sweep     *SweepResult             `json:"health_sweep,omitempty"`
-	Targets   []Target                 `json:"targets"`
-	Errors    []string                 `json:"errors,omitempty"`
+	// NginxRuntime is figure 10 (runtime.go).
+	NginxRuntime *NginxRuntime `json:"nginx_runtime,omitempty"`
+	Targets      []Target      `json:"targets"`
+	Errors       []string      `json:"errors,omitempty"`
 }
 
 // Meta describes the run and the machine.
@@ -246,6 +248,7 @@ func (r *Results) markdown() string {
 		"flip, idle", "flip, under load", "deploy overhead", "crash detection"}, rows...)
 
 	r.canaryTable(&b)
+	r.nginxRuntimeTable(&b)
 	r.analysisTable(&b)
 
 	if dp := r.DataPlane; dp != nil && len(dp.Runs) > 0 {

@@ -114,4 +114,21 @@
 // that retry idempotent requests (Go's net/http does) never notice;
 // non-idempotent requests on a reused connection can fail. Clients that open a
 // new connection per request never fail during a flip.
+//
+// # Runtime mode
+//
+// With lb.nginx.mode runtime (runtime.go) the file comes from
+// templates.NginxRuntime instead (a user template is refused): it is the
+// same for every route with the same slot addresses, so it is written,
+// tested and reloaded only when it differs (the first flip, new slot
+// addresses). A flip writes the route (generation, active colour, both
+// weights; key=value lines) to RouteFile, PUTs it to AdminPath, a location
+// that answers loopback clients only, and checks that the answer names the
+// generation and then that verify_url answers with it. nginx's Lua code
+// keeps the route in a lua_shared_dict, which a reload keeps, and reads
+// RouteFile when the dict is empty (after a restart); a Lua balancer picks
+// each request's slot. nginx must load ngx_http_lua_module (and, with
+// Debian's build, the NDK) with load_module; New refuses the mode when
+// lb.nginx.lua_module is missing or, when the test command is nginx, when
+// that nginx cannot load it.
 package nginx

@@ -30,6 +30,11 @@ var procNetTCP = []string{"/proc/net/tcp", "/proc/net/tcp6"}
 // moment (a monitoring probe, a keep-alive client that bypasses nginx)
 // counts too, so a drain can only end later than it should, never earlier.
 // nginx must run in bgd's network namespace (the same host, or container).
+//
+// In mode runtime no reload ends the old workers: nginx keeps its idle
+// connections to the old slot until the runtime file's upstream
+// keepalive_timeout (1s) closes them, so a drain ends at most about 1s
+// after the slot's last request.
 func (b *Balancer) InFlight(ctx context.Context, u lb.Upstream) (int, error) {
 	addrs, err := slotAddrs(ctx, u.Host)
 	if err != nil {

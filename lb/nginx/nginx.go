@@ -115,6 +115,16 @@ func New(service string, cfg config.Nginx, o Options) (*Balancer, error) {
 	if err := cfg.Check(service); err != nil {
 		return nil, err
 	}
+	if cfg.Mode == config.NginxRuntime {
+		b := &Balancer{service: service, cfg: cfg, opts: o}
+		if err := b.newRuntime(); err != nil {
+			return nil, err
+		}
+		if _, err := b.Render(lb.SampleRoute(service)); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
 	text, name := templates.Nginx, "default nginx template"
 	if cfg.Template != "" {
 		data, err := os.ReadFile(cfg.Template)
@@ -221,6 +231,9 @@ func (b *Balancer) Render(r lb.Route) ([]byte, error) {
 	if err := b.checkRoute(r); err != nil {
 		return nil, err
 	}
+	if b.runtime() {
+		return b.renderRuntime(r)
+	}
 	split := r.Splits()
 	d := Data{
 		Service:          b.service,
@@ -293,7 +306,13 @@ var _ lb.Capable = (*Balancer)(nil)
 // Shadow traffic is nginx's mirror (shadow.go); maintenance is rendered by
 // the template (maintenance.go). nginx cannot hold requests and release
 // them later without a reload trick, so a pause is refused.
+//
+// In mode runtime: today's routes and weighted splits (not sticky), with
+// slots on any IP address; no shadow traffic, no maintenance.
 func (b *Balancer) Capabilities() lb.Capabilities {
+	if b.runtime() {
+		return lb.Capabilities{Driver: runtimeDriver, Weights: true, RemoteHosts: true}
+	}
 	return lb.Capabilities{Driver: "nginx", Weights: true, RemoteHosts: true, Shadow: true, Maintenance: true}
 }
 
@@ -328,6 +347,9 @@ func (b *Balancer) checkRoute(r lb.Route) error {
 // nginx's own answers that generation r.Generation is live. On error the
 // previous file is back in place and the error says what happened to nginx.
 func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
+	if b.runtime() {
+		return b.flipRuntime(ctx, r)
+	}
 	start := time.Now()
 	log := b.opts.Logger.With("service", b.service, "slot", r.Active.Color, "generation", r.Generation)
 	data, err := b.Render(r)
