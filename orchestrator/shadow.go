@@ -104,7 +104,7 @@ func (p *op) shadow(ctx context.Context, on bool) (*Result, error) {
 		r := p.o.route(st, active)
 		r.Shadow = true
 		if err := lb.Supports(p.o.lb, r); err != nil {
-			return nil, fmt.Errorf("shadow on: %w; nothing was changed: shadow traffic needs lb.driver builtin or nginx", err)
+			return nil, fmt.Errorf("shadow on: %w; nothing was changed: shadow traffic needs lb.driver builtin, or nginx in lb.nginx.mode reload", err)
 		}
 		if err := p.checkTarget(ctx, standby, "copy traffic to", false); err != nil {
 			return nil, err

@@ -90,7 +90,7 @@ func TestShadowRefusedByDriver(t *testing.T) {
 	r := newRig(t, b)
 	r.slot("blue", "v1")
 	_, err := r.o.Shadow(ctx, true)
-	if !errors.Is(err, lb.ErrUnsupported) || !strings.Contains(err.Error(), "shadow traffic") || !strings.Contains(err.Error(), "lb.driver builtin or nginx") {
+	if !errors.Is(err, lb.ErrUnsupported) || !strings.Contains(err.Error(), "shadow traffic") || !strings.Contains(err.Error(), "lb.driver builtin, or nginx in lb.nginx.mode reload") {
 		t.Fatalf("shadow on with a driver that cannot copy = %v", err)
 	}
 	if r.state().Shadow || len(b.flips) != 0 || len(r.state().History) != 0 {
