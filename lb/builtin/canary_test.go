@@ -406,7 +406,10 @@ func TestSplitWithCanarySlotDown(t *testing.T) {
 	if len(c.failures) > 0 || c.codes[http.StatusOK]+bad != n || c.slots["blue"] != c.codes[http.StatusOK] {
 		t.Fatalf("want every request answered 200 by blue or 502: %s", c)
 	}
-	if share := 100 * float64(bad) / n; share < 17 || share > 23 {
+	// Each request is drawn on its own: at 20% over 2 000 requests one
+	// standard deviation is 0.9 points; ±4.5 (five of them) keeps a fair
+	// draw from failing the test by chance (a ±3 band did, once in CI).
+	if share := 100 * float64(bad) / n; share < 15.5 || share > 24.5 {
 		t.Errorf("%d of %d requests (%.1f%%) answered 502, want about 20%% (the canary's weight)", bad, n, share)
 	}
 	if c.cookies != c.slots["blue"] {
