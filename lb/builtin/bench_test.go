@@ -1,8 +1,10 @@
 package builtin
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/bgd-dev/bgd/config"
@@ -14,13 +16,23 @@ import (
 // loopback, with the routing that route sets up (parallel clients; the slot
 // round trip is included).
 func benchServeHTTP(b *testing.B, route func(testing.TB, *state.Store, *Balancer), cookie string) {
+	benchServeHTTPMethod(b, route, cookie, http.MethodGet)
+}
+
+// benchServeHTTPMethod: benchServeHTTP with requests of method; a POST
+// carries a small body.
+func benchServeHTTPMethod(b *testing.B, route func(testing.TB, *state.Store, *Balancer), cookie, method string) {
 	p, store, bal := startProxy(b, demoSlot(b, config.Blue), demoSlot(b, config.Green))
 	route(b, store, bal)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader(`{"order":42}`)
+			}
+			req := httptest.NewRequest(method, "/", body)
 			req.RemoteAddr = "127.0.0.1:40000"
 			if cookie != "" {
 				req.AddCookie(&http.Cookie{Name: lb.StickyCookie("app"), Value: cookie})
@@ -37,6 +49,13 @@ func benchServeHTTP(b *testing.B, route func(testing.TB, *state.Store, *Balancer
 // BenchmarkServeHTTP: no split, every request to the active slot.
 func BenchmarkServeHTTP(b *testing.B) {
 	benchServeHTTP(b, func(testing.TB, *state.Store, *Balancer) {}, "")
+}
+
+// BenchmarkServeHTTPPost: no split, a POST with a body: the path of
+// net/http's Transport (BenchmarkServeHTTP's GETs take the kept-connection
+// path).
+func BenchmarkServeHTTPPost(b *testing.B) {
+	benchServeHTTPMethod(b, func(testing.TB, *state.Store, *Balancer) {}, "", http.MethodPost)
 }
 
 // BenchmarkServeHTTPSplit: a 90/10 split, a draw per request.

@@ -1,16 +1,20 @@
 package builtin
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"slices"
@@ -102,7 +106,7 @@ type Proxy struct {
 
 	route   atomic.Pointer[upstream]
 	mu      sync.Mutex // guards transports and snapshot
-	trans   map[string]*http.Transport
+	trans   map[string]*slotTransport
 	snap    *state.State
 	metrics *metrics
 	// adminMux routes the admin endpoints (admin.go), made once.
@@ -240,7 +244,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.UpstreamHost = cmp.Or(p.UpstreamHost, "127.0.0.1")
 	lb.SetDefault(&p.Resync, 2*time.Second)
 	lb.SetDefault(&p.ReadHeaderTimeout, 30*time.Second)
-	p.trans = map[string]*http.Transport{}
+	p.trans = map[string]*slotTransport{}
 	p.metrics = newMetrics(p.Service, func(c config.Color) int64 { return p.inFlight[colorIndex(c)].Load() })
 	p.startShadow(ctx)
 	if err := p.reload(); err != nil {
@@ -433,18 +437,12 @@ func (p *Proxy) reverseProxy(u side) *httputil.ReverseProxy {
 			delete(p.trans, k)
 		}
 	}
+	target := net.JoinHostPort(p.UpstreamHost, strconv.Itoa(u.port))
 	t, ok := p.trans[key]
 	if !ok {
-		t = &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        512,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
-		}
+		t = newSlotTransport(target)
 		p.trans[key] = t
 	}
-	target := net.JoinHostPort(p.UpstreamHost, strconv.Itoa(u.port))
 	return &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = "http"
@@ -633,4 +631,226 @@ func absPath(p string) string {
 		return a
 	}
 	return p
+}
+
+// slotTransport carries one slot's requests. A plain request (GET or HEAD,
+// no body, no upgrade, no Expect) is sent on a kept connection and its
+// answer read in the request's own goroutine: net/http's Transport hands
+// each request to a writer and a reader goroutine per connection, two
+// wake-ups per request that a proxy on a small host pays for in
+// throughput and tail latency. Anything else goes through std, which
+// handles request bodies, 100-continue, upgrades and their retries.
+type slotTransport struct {
+	std  *http.Transport
+	addr string
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu   sync.Mutex
+	idle []*keptConn
+}
+
+// keptConn is one connection to the slot, idle in slotTransport.idle or
+// carrying one request.
+type keptConn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+}
+
+const (
+	maxIdlePerSlot  = 256
+	idleConnTimeout = 90 * time.Second
+)
+
+func newSlotTransport(addr string) *slotTransport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &slotTransport{
+		addr: addr,
+		dial: dialer.DialContext,
+		std: &http.Transport{
+			Proxy:               nil,
+			DialContext:         dialer.DialContext,
+			MaxIdleConns:        2 * maxIdlePerSlot,
+			MaxIdleConnsPerHost: maxIdlePerSlot,
+			IdleConnTimeout:     idleConnTimeout,
+		},
+	}
+}
+
+// CloseIdleConnections closes the idle connections of both paths.
+func (t *slotTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.conn.Close()
+	}
+	t.std.CloseIdleConnections()
+}
+
+// plainRequest: a request the kept-connection path carries.
+func plainRequest(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		(r.Body == nil || r.Body == http.NoBody) &&
+		r.Header["Upgrade"] == nil && r.Header["Expect"] == nil && r.URL.Scheme == "http"
+}
+
+func (t *slotTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !plainRequest(r) {
+		return t.std.RoundTrip(r)
+	}
+	for {
+		c, reused, err := t.get(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		resp, retry, err := t.roundTrip(c, r)
+		if err == nil {
+			return resp, nil
+		}
+		// A kept connection that the slot closed while it was idle fails
+		// before any answer: GET and HEAD are sent again on a new one, as
+		// net/http's Transport does.
+		if !reused || !retry || r.Context().Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// get takes an idle connection (reused) or dials a new one.
+func (t *slotTransport) get(ctx context.Context) (c *keptConn, reused bool, err error) {
+	t.mu.Lock()
+	for len(t.idle) > 0 {
+		c = t.idle[len(t.idle)-1]
+		t.idle = t.idle[:len(t.idle)-1]
+		if time.Since(c.idleAt) < idleConnTimeout {
+			t.mu.Unlock()
+			return c, true, nil
+		}
+		c.conn.Close()
+	}
+	t.mu.Unlock()
+	conn, err := t.dial(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &keptConn{conn: conn, br: bufio.NewReaderSize(conn, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, false, nil
+}
+
+// put keeps c for the next request, or closes it when enough are kept.
+func (t *slotTransport) put(c *keptConn) {
+	c.idleAt = time.Now()
+	t.mu.Lock()
+	if len(t.idle) < maxIdlePerSlot {
+		t.idle = append(t.idle, c)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	c.conn.Close()
+}
+
+// aLongTimeAgo is a deadline in the past: set on a connection, it makes
+// its pending reads and writes fail at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// roundTrip sends r on c and reads the answer's head; retry reports that
+// the slot sent nothing at all (the request may be sent again). On error c
+// is closed. The answer's body keeps c until it is read to its end (then
+// c is kept) or closed before (then c is closed); until then the request's
+// context still cuts the connection when the client goes away.
+func (t *slotTransport) roundTrip(c *keptConn, r *http.Request) (resp *http.Response, retry bool, err error) {
+	ctx := r.Context()
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+	fail := func(err error) (*http.Response, bool, error) {
+		stop()
+		c.conn.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, retry, err
+	}
+	if err := r.Write(c.bw); err != nil {
+		retry = true
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		retry = true
+		return fail(err)
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		retry = true
+		return fail(err)
+	}
+	for {
+		resp, err = http.ReadResponse(c.br, r)
+		if err != nil {
+			return fail(err)
+		}
+		if resp.StatusCode >= 200 {
+			break
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return fail(errors.New("slot switched protocols without an upgrade request"))
+		}
+		// 1xx answers (103 Early Hints) go to the client as they come.
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	b := &keptBody{ReadCloser: resp.Body, t: t, c: c, stop: stop, keep: !r.Close && !resp.Close}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp, false, nil
+	}
+	resp.Body = b
+	return resp, false, nil
+}
+
+// keptBody is the body of an answer read from a keptConn.
+type keptBody struct {
+	io.ReadCloser
+	t    *slotTransport
+	c    *keptConn
+	stop func() bool
+	keep bool
+	done bool
+}
+
+func (b *keptBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+// Close before the end closes the connection (the rest of the answer is
+// not read: it may never end).
+func (b *keptBody) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish releases the connection: kept when the answer was read to its
+// end, the connection may be reused and the client's context did not
+// cut it.
+func (b *keptBody) finish(ended bool) {
+	b.done = true
+	if b.stop() && ended && b.keep {
+		b.t.put(b.c)
+		return
+	}
+	b.c.conn.Close()
 }
