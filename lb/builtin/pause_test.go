@@ -219,6 +219,9 @@ func TestMaintenanceAnswers503(t *testing.T) {
 	for _, c := range []struct {
 		page, body, ctype string
 	}{{page, html, "text/html; charset=utf-8"}, {"", lb.DefaultMaintenancePage, "text/plain; charset=utf-8"}} {
+		// Off first: Flip confirms maintenance by its flag, and a page
+		// change alone could be confirmed before the proxy read it.
+		setHold(t, store, b, config.Blue, 0, false, "")
 		setHold(t, store, b, config.Blue, 0, true, c.page)
 		for _, path := range []string{"/", "/api/x", "/health"} {
 			resp, err := http.Get("http://" + b.Listen + path)
