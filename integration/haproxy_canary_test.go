@@ -39,59 +39,22 @@ type canarySetup struct {
 // mode, with the map file saying "app app_blue".
 func newCanaryHAProxy(t *testing.T, bluePort, greenPort int, s canarySetup) *testHAProxy {
 	t.Helper()
-	bin := requireBinary(t, "haproxy")
-	dir, err := os.MkdirTemp("", "bgd-hac-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &testHAProxy{dir: dir, snippet: filepath.Join(dir, "snippet.cfg"),
-		sock: filepath.Join(dir, "admin.sock"), master: filepath.Join(dir, "master.sock"),
-		mapFile: filepath.Join(dir, "bgd.map"),
-		port:    freePort(t), bluePort: bluePort, greenPort: greenPort,
-	}
-	// SplitBackend left "": the driver's default, app_split.
-	h.hcfg = config.HAProxy{Socket: h.sock, MapFile: h.mapFile,
-		Backends: map[config.Color]string{config.Blue: "app_blue", config.Green: "app_green"}}
-	if err := os.WriteFile(h.mapFile, []byte("app app_blue\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	renderer, err := haproxy.New("app", h.hcfg, haproxy.Options{Bind: fmt.Sprintf("127.0.0.1:%d", h.port), Check: haFastCheck, Sticky: s.sticky})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snippet, err := renderer.Render(haRoute("blue", bluePort, greenPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const splitStart = "\n# both colours"
-	if !bytes.Contains(snippet, []byte(splitStart+", for a canary")) || !bytes.Contains(snippet, []byte("\nbackend app_split\n")) {
-		t.Fatalf("the rendered snippet has no split backend app_split:\n%s", snippet)
-	}
-	if s.noSplit {
-		snippet = snippet[:bytes.Index(snippet, []byte(splitStart))]
-	}
-	if s.splitExtra != "" {
-		snippet = append(snippet, []byte("    "+s.splitExtra+"\n")...)
-	}
-	if s.globalExtra != "" {
-		snippet = bytes.Replace(snippet, []byte(" level admin\n"), []byte(" level admin\n    "+s.globalExtra+"\n"), 1)
-	}
-	if err := os.WriteFile(h.snippet, snippet, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.HAProxy, err = testsupport.StartHAProxy(bin, dir, testsupport.HAProxyOptions{
-		Files: []string{h.snippet}, Sockets: []string{h.sock}, MasterWorker: true})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, snippet)
-	}
-	t.Cleanup(func() {
-		h.Stop()
-		if t.Failed() {
-			t.Logf("haproxy output:\n%s", h.Output())
+	return newHAProxy(t, bluePort, greenPort, haSetup{sticky: s.sticky, edit: func(t *testing.T, snippet []byte) []byte {
+		const splitStart = "\n# both colours"
+		if !bytes.Contains(snippet, []byte(splitStart+", for a canary")) || !bytes.Contains(snippet, []byte("\nbackend app_split\n")) {
+			t.Fatalf("the rendered snippet has no split backend app_split:\n%s", snippet)
 		}
-	})
-	return h
+		if s.noSplit {
+			snippet = snippet[:bytes.Index(snippet, []byte(splitStart))]
+		}
+		if s.splitExtra != "" {
+			snippet = append(snippet, []byte("    "+s.splitExtra+"\n")...)
+		}
+		if s.globalExtra != "" {
+			snippet = bytes.Replace(snippet, []byte(" level admin\n"), []byte(" level admin\n    "+s.globalExtra+"\n"), 1)
+		}
+		return snippet
+	}})
 }
 
 // canaryRoute keeps active and gives the other colour weight percent.

@@ -55,6 +55,9 @@ type haSetup struct {
 	// maintenancePage is the service's maintenance_page, which the
 	// snippet's maintenance rule answers.
 	maintenancePage string
+	// edit, when set, changes the rendered snippet last, before HAProxy
+	// loads it.
+	edit func(t *testing.T, snippet []byte) []byte
 }
 
 // newHAProxy renders the snippet for service "app" with slots on bluePort
@@ -94,6 +97,9 @@ func newHAProxy(t *testing.T, bluePort, greenPort int, s haSetup) *testHAProxy {
 	if s.frontendExtra != "" {
 		extra := strings.ReplaceAll(s.frontendExtra, "{{map}}", h.mapFile)
 		snippet = bytes.Replace(snippet, []byte("\n# blue"), []byte("    "+extra+"\n\n# blue"), 1)
+	}
+	if s.edit != nil {
+		snippet = s.edit(t, snippet)
 	}
 	if err := os.WriteFile(h.snippet, snippet, 0o644); err != nil {
 		t.Fatal(err)
