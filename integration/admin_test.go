@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bgd-dev/bgd/internal/testsupport"
 )
 
 var (
@@ -280,20 +282,11 @@ func TestBuiltinOlderProxyIsNamed(t *testing.T) {
 	proxy.Dir = dir
 	var log bytes.Buffer
 	proxy.Stdout, proxy.Stderr = &log, &log
-	if err := proxy.Start(); err != nil {
+	older, err := testsupport.Start("older bgd proxy", proxy)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		proxy.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { proxy.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			proxy.Process.Kill()
-			<-done
-		}
-	})
+	t.Cleanup(func() { older.Stop(syscall.SIGTERM, 5*time.Second) })
 	waitListening(t, proxyPort, 5*time.Second)
 	if r := fetch(t, tcpClient, fmt.Sprintf("http://127.0.0.1:%d/_bgd/route", proxyPort)); r.code != 200 || strings.Contains(r.body, `"admin"`) {
 		t.Fatalf("the older proxy does not serve /_bgd/route on its port as expected: %d %q\n%s", r.code, r.body, log.String())
@@ -316,7 +309,7 @@ func TestBuiltinOlderProxyIsNamed(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "older than lb.builtin.admin_listen") || !strings.Contains(errOut, "restart it") {
 		t.Errorf("bgd start with an older proxy on the port: exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
-	if proxy.ProcessState != nil {
+	if older.Exited() {
 		t.Errorf("the older proxy exited: %s", log.String())
 	}
 }

@@ -60,19 +60,12 @@ func newCanaryRig(t *testing.T) *canaryRig {
 	}
 	proxy := exec.Command(bgdBin, "--config", cfg, "proxy")
 	proxy.Dir, proxy.Stdout, proxy.Stderr = dir, logf, logf
-	if err := proxy.Start(); err != nil {
+	started, err := testsupport.Start("bgd proxy", proxy)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		proxy.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { proxy.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			proxy.Process.Kill()
-			<-done
-		}
+		started.Stop(syscall.SIGTERM, 5*time.Second)
 		logf.Close()
 	})
 	// The config leaves admin_listen out: the admin socket beside the state file.
