@@ -58,10 +58,10 @@ func (c *Config) Validate() error {
 	for _, name := range c.ServiceNames() {
 		s := c.Services[name]
 		validateName(name, add)
-		if other, ok := cookies[cookieName(name)]; ok {
-			add("services %q and %q differ only by '.', '-' or '_': their canaries would share the cookie %s and nginx variables; rename one", other, name, cookieName(name))
+		if other, ok := cookies[StickyCookie(name)]; ok {
+			add("services %q and %q differ only by '.', '-' or '_': their canaries would share the cookie %s and nginx variables; rename one", other, name, StickyCookie(name))
 		}
-		cookies[cookieName(name)] = name
+		cookies[StickyCookie(name)] = name
 		s.validateAnalysis(name, add)
 		s.validateSlot(name, add, ck)
 		s.validatePorts(name, addrs, add)
@@ -292,10 +292,12 @@ func (s *Service) validateDurations(name string, add adder) {
 	}
 }
 
-// cookieName is the sticky cookie of a service's canary: "bgd_" and the
-// name with every character but a letter, a digit or '_' replaced by '_'
-// (lb.StickyCookie, which the drivers use).
-func cookieName(service string) string {
+// StickyCookie is the name of the cookie that keeps a client on one side
+// of a sticky canary of service: "bgd_" and the service name, with every
+// character other than a letter, a digit or '_' replaced by '_' (nginx
+// reads it as $cookie_<name>, which allows nothing else). Validate refuses
+// two services whose names give the same cookie.
+func StickyCookie(service string) string {
 	b := []byte("bgd_" + service)
 	for i, c := range b {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {

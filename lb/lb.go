@@ -112,18 +112,9 @@ type Route struct {
 }
 
 // StickyCookie is the name of the cookie that keeps a client on one side of
-// a sticky split of service: "bgd_" and the service name, with every
-// character other than a letter, a digit or '_' replaced by '_' (nginx
-// reads it as $cookie_<name>, which allows nothing else).
-func StickyCookie(service string) string {
-	b := []byte("bgd_" + service)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
-}
+// a sticky split of service (config.StickyCookie: "bgd_" and the service
+// name with anything but letters, digits and '_' made '_').
+func StickyCookie(service string) string { return config.StickyCookie(service) }
 
 // Splits reports whether the route splits new requests between the colours
 // (Standby.Weight > 0) rather than sending them all to Active.
