@@ -40,10 +40,11 @@ images:
 	docker build -q -t bgd/systemd-host images/systemd-host
 	$(MAKE) compose-images
 
-## compose-images: bgd built here (CGO_ENABLED=0) into the build context images/bin, then docker-compose.yml's images
+## compose-images: bgd built here (CGO_ENABLED=0) into the build context images/bin, then docker-compose.yml's images and the fleet's etcd
 compose-images:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o images/bin/bgd ./cmd/bgd
 	docker-compose build --parallel -q
+	docker-compose -f docker-compose.fleet.yml build -q etcd
 
 ## compose-test: the docker-compose topology under load and faults, per driver (after make images, which makes the base; CI=1: no skip)
 compose-test: compose-images

@@ -1,0 +1,538 @@
+//go:build compose
+
+package compose
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bgd-dev/bgd/internal/testsupport"
+)
+
+// The fleet topology (docker-compose.fleet.yml): etcd, the app host where
+// the slots and the operator's CLI run, three LB hosts each running its load
+// balancer and `bgd agent`, and a client. It is brought up by TestFleet
+// under a project name of its own, beside the topology of TestMain.
+
+// fleetLB is one LB host of the fleet.
+type fleetLB struct {
+	// host is the compose service, the container's hostname and the name
+	// its agent reports under.
+	host, driver string
+	// url is the load balancer as the client reaches it over the data
+	// network; local is the load balancer from inside its own host.
+	url, local string
+	// keepAliveClean: keep-alive clients see no failure across a flip
+	// (every nginx reload closes idle keep-alive connections).
+	keepAliveClean bool
+}
+
+var fleetLBs = []fleetLB{
+	{host: "lb1", driver: "nginx", url: "http://lb1:80/", local: "http://127.0.0.1:80/"},
+	{host: "lb2", driver: "haproxy", url: "http://lb2:80/", local: "http://127.0.0.1:80/", keepAliveClean: true},
+	{host: "lb3", driver: "builtin", url: "http://lb3:5004/", local: "http://127.0.0.1:5004/", keepAliveClean: true},
+}
+
+// The settings of images/fleet/*.yml the tests depend on.
+const (
+	// fleetLeaseTTL is state.lease_ttl.
+	fleetLeaseTTL = 3 * time.Second
+	// fleetAgentsTimeout is state.agents_timeout.
+	fleetAgentsTimeout = 5 * time.Second
+	// fleetStateKey and fleetHolderKey are the service app's state and
+	// lock holder under state.prefix /bgd.
+	fleetStateKey  = "/bgd/app/state"
+	fleetHolderKey = "/bgd/app/lock-holder"
+)
+
+// fleetImages are the images docker-compose.fleet.yml runs (`make images`
+// builds them).
+var fleetImages = []string{"bgd/etcd:dev", "bgd/lb-nginx:dev", "bgd/lb-haproxy:dev", "bgd/lb-builtin:dev", "bgd/client:dev"}
+
+// fleet is the fleet topology of this run, brought up by startFleet.
+var fleet struct {
+	project, file string
+	ids           map[string]string // compose service -> container id
+}
+
+// needFleet fails the test when the fleet cannot run: a loud skip on a
+// machine without Docker or the images, a failure in CI.
+func needFleet(t *testing.T) {
+	t.Helper()
+	msg := topo.unavailable
+	if msg == "" {
+		for _, img := range fleetImages {
+			if exec.Command("docker", "image", "inspect", img).Run() != nil {
+				msg = "image " + img + " is missing: run `make images` first"
+				break
+			}
+		}
+	}
+	switch {
+	case msg != "" && testsupport.InCI():
+		t.Fatalf("%s, and CI must not skip: install it (see .ci/run) and run make images", msg)
+	case msg != "":
+		t.Skipf("SKIP (loud): %s; the fleet tests did not run", msg)
+	}
+}
+
+// startFleet brings the fleet up under a project name of its own, waits
+// until every load balancer answers and every agent reports the recorded
+// generation, and takes it down when the test ends (after printing the
+// containers' last log lines if it failed).
+func startFleet(t *testing.T) {
+	needFleet(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet.file = filepath.Join(root, "docker-compose.fleet.yml")
+	b := make([]byte, 4)
+	rand.Read(b)
+	fleet.project = fmt.Sprintf("bgdfleet%d%s", os.Getpid(), hex.EncodeToString(b))
+	stopGuard := fleetDownOnTimeoutOrSignal()
+	t.Cleanup(func() {
+		stopGuard()
+		if t.Failed() {
+			logs, _ := fleetCompose("logs", "--no-color", "--tail", "60")
+			fmt.Printf("fleet: the containers' last log lines:\n%s\n", logs)
+		}
+		if out, err := fleetCompose("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
+			t.Errorf("fleet: docker-compose down: %v\n%s", err, out)
+		}
+	})
+	began := time.Now()
+	if out, err := fleetCompose("up", "-d", "--no-build"); err != nil {
+		t.Fatalf("fleet: docker-compose up: %v\n%s", err, out)
+	}
+	fleet.ids = map[string]string{}
+	for _, svc := range []string{"etcd", "app", "lb1", "lb2", "lb3", "client"} {
+		out, err := fleetCompose("ps", "-q", svc)
+		id := strings.TrimSpace(out)
+		if err != nil || id == "" {
+			t.Fatalf("fleet: docker-compose ps -q %s: %v %s", svc, err, out)
+		}
+		fleet.ids[svc] = id
+	}
+	st := waitAgents(t, 0, time.Minute)
+	for _, lb := range fleetLBs {
+		if err := waitFleetColour(lb, st.Active, 30*time.Second); err != nil {
+			t.Fatalf("fleet: not serving after up: %v", err)
+		}
+	}
+	t.Logf("fleet: project %s up, every agent on generation %d and every LB serving %s, in %s",
+		fleet.project, st.Generation, st.Active, time.Since(began).Round(time.Millisecond))
+}
+
+// fleetDownOnTimeoutOrSignal takes the fleet down when the test binary is
+// interrupted (SIGINT, SIGTERM) or 45 s before -timeout would make it panic
+// (TestMain's own guard, 30 s before, then takes its project down and
+// exits); the returned func disarms it.
+func fleetDownOnTimeoutOrSignal() func() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var expired <-chan time.Time
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil && d > 2*time.Minute {
+			expired = time.NewTimer(d - 45*time.Second).C
+		}
+	}
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "fleet: %v: taking project %s down\n", s, fleet.project)
+		case <-expired:
+			fmt.Fprintf(os.Stderr, "fleet: -timeout is 45 s away: taking project %s down\n", fleet.project)
+		case <-stop:
+			return
+		}
+		logs, _ := fleetCompose("logs", "--no-color", "--tail", "60")
+		fmt.Printf("fleet: the containers' last log lines:\n%s\n", logs)
+		fleetCompose("down", "-v", "--remove-orphans", "-t", "5")
+	}()
+	return func() { signal.Stop(sigs); close(stop) }
+}
+
+// fleetCompose runs docker-compose on the fleet's project and returns its
+// output.
+func fleetCompose(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"-p", fleet.project, "-f", fleet.file}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// fleetNetwork is the docker name of one of the fleet's networks (control
+// or data).
+func fleetNetwork(name string) string { return fleet.project + "_" + name }
+
+// fleetExec runs argv in the fleet service's container (docker exec, no
+// shell of ours) and returns what it printed and its exit code; the error
+// is for a docker exec that could not run it.
+func fleetExec(service string, argv ...string) (run, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"exec", fleet.ids[service]}, argv...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := run{stdout: out.String(), stderr: errb.String()}
+	var xe *exec.ExitError
+	if errors.As(err, &xe) {
+		r.code = xe.ExitCode()
+		err = nil
+	}
+	return r, err
+}
+
+// appBgd runs `bgd ARGS` on the app host and returns its run and how long it
+// took; a docker exec that could not run it fails the test.
+func appBgd(t *testing.T, args ...string) (run, time.Duration) {
+	t.Helper()
+	began := time.Now()
+	r, err := fleetExec("app", append([]string{"bgd"}, args...)...)
+	took := time.Since(began)
+	if err != nil {
+		t.Fatalf("app: bgd %q: %v", args, err)
+	}
+	return r, took
+}
+
+// mustAppBgd runs `bgd ARGS` on the app host and fails the test unless it
+// exits 0.
+func mustAppBgd(t *testing.T, args ...string) (run, time.Duration) {
+	t.Helper()
+	r, took := appBgd(t, args...)
+	if r.code != 0 {
+		t.Fatalf("app: bgd %q exited %d, want 0\n%s%s", args, r.code, r.stdout, r.stderr)
+	}
+	return r, took
+}
+
+// fleetAgent is one agent of `bgd status --json`'s "agents".
+type fleetAgent struct {
+	Host       string `json:"host"`
+	Live       bool   `json:"live"`
+	Generation uint64 `json:"generation"`
+	Active     string `json:"active"`
+	Applied    string `json:"applied"`
+	Error      string `json:"error"`
+}
+
+// appliedAt is when the agent applied the generation it reports.
+func (a fleetAgent) appliedAt() (time.Time, error) {
+	at, err := time.Parse(time.RFC3339Nano, a.Applied)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("agent %s: applied %q is not RFC 3339: %w", a.Host, a.Applied, err)
+	}
+	return at, nil
+}
+
+// fleetStatus is the parts of `bgd status --json` on the app host the fleet
+// tests read, with the generation of the state in etcd.
+type fleetStatus struct {
+	Active     string       `json:"active_version"`
+	LastSwitch *time.Time   `json:"last_switch"`
+	Agents     []fleetAgent `json:"agents"`
+	// Generation is the state's, read from etcd (fleetStateKey).
+	Generation uint64 `json:"-"`
+}
+
+// agent returns the host's agent in the status, or false.
+func (s fleetStatus) agent(host string) (fleetAgent, bool) {
+	for _, a := range s.Agents {
+		if a.Host == host {
+			return a, true
+		}
+	}
+	return fleetAgent{}, false
+}
+
+// lagging says which LB hosts do not serve the status's generation and
+// colour through a live agent, or "" when none.
+func (s fleetStatus) lagging() string {
+	var lag []string
+	for _, lb := range fleetLBs {
+		a, ok := s.agent(lb.host)
+		switch {
+		case !ok:
+			lag = append(lag, lb.host+" (no agent in status)")
+		case !a.Live:
+			lag = append(lag, lb.host+" (not live)")
+		case a.Generation != s.Generation || a.Active != s.Active:
+			lag = append(lag, fmt.Sprintf("%s (generation %d on %s, want %d on %s; error %q)", lb.host, a.Generation, a.Active, s.Generation, s.Active, a.Error))
+		case a.Error != "":
+			lag = append(lag, fmt.Sprintf("%s (error %q)", lb.host, a.Error))
+		}
+	}
+	return strings.Join(lag, ", ")
+}
+
+// etcdState is the parts of the service's state in etcd the tests read.
+type etcdState struct {
+	Active     string     `json:"active_version"`
+	Generation uint64     `json:"generation"`
+	LastSwitch *time.Time `json:"last_switch"`
+}
+
+// readEtcdState reads the service's state from etcd itself (etcdctl in the
+// etcd container).
+func readEtcdState() (etcdState, error) {
+	r, err := fleetExec("etcd", "etcdctl", "get", "--print-value-only", fleetStateKey)
+	if err != nil || r.code != 0 {
+		return etcdState{}, fmt.Errorf("etcdctl get %s: exit %d, %v %s", fleetStateKey, r.code, err, r.stderr)
+	}
+	if strings.TrimSpace(r.stdout) == "" {
+		return etcdState{}, fmt.Errorf("etcd has no %s", fleetStateKey)
+	}
+	var st etcdState
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		return etcdState{}, fmt.Errorf("%s in etcd: %w\n%s", fleetStateKey, err, r.stdout)
+	}
+	return st, nil
+}
+
+// getFleetStatus is `bgd --json status` on the app host with the state's
+// generation from etcd; the two must agree on the active colour.
+func getFleetStatus(t *testing.T) fleetStatus {
+	t.Helper()
+	st, err := tryFleetStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func tryFleetStatus() (fleetStatus, error) {
+	r, err := fleetExec("app", "bgd", "--json", "status")
+	if err != nil || r.code != 0 {
+		return fleetStatus{}, fmt.Errorf("app: bgd status: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	var st fleetStatus
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		return fleetStatus{}, fmt.Errorf("app: bgd status --json: %w\n%s", err, r.stdout)
+	}
+	es, err := readEtcdState()
+	if err != nil {
+		return fleetStatus{}, err
+	}
+	if es.Active != st.Active {
+		return fleetStatus{}, fmt.Errorf("bgd status shows %s active, the state in etcd %s", st.Active, es.Active)
+	}
+	st.Generation = es.Generation
+	return st, nil
+}
+
+// waitAgents waits until every LB host's agent is live and reports the
+// recorded generation and colour, which must be at least minGen, and
+// returns the status then.
+func waitAgents(t *testing.T, minGen uint64, within time.Duration) fleetStatus {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := tryFleetStatus()
+		if err == nil && st.Generation >= minGen && st.lagging() == "" {
+			return st
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("generation %d (want at least %d), lagging: %s", st.Generation, minGen, st.lagging())
+			}
+			t.Fatalf("fleet: the agents did not all report the recorded state within %s: %v", within, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// fleetAnswer is one request to url with curl in the service's container:
+// the colour and release that answered.
+func fleetAnswer(service, url string) (colour, release string, err error) {
+	r, err := fleetExec(service, "curl", "-sS", "-m", "5", "-f", url)
+	if err != nil {
+		return "", "", err
+	}
+	if r.code != 0 {
+		return "", "", fmt.Errorf("curl %s in %s: exit %d: %s", url, service, r.code, strings.TrimSpace(r.stderr))
+	}
+	m := answerRE.FindStringSubmatch(r.stdout)
+	if m == nil {
+		return "", "", fmt.Errorf("curl %s in %s: not the demo app's answer: %q", url, service, r.stdout)
+	}
+	return m[1], m[2], nil
+}
+
+// waitFleetColour polls the client's view of the LB host until colour
+// answers; failed requests and the other colour are retried.
+func waitFleetColour(lb fleetLB, colour string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, _, err := fleetAnswer("client", lb.url)
+		if err == nil && c == colour {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%s answered", c)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (%s): %s did not answer %s within %s: %v", lb.host, lb.driver, lb.url, colour, within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// expectFleetColours fails the test unless every LB host in lbs answers the
+// client with colour, now: each request is made once, at the same time.
+func expectFleetColours(t *testing.T, lbs []fleetLB, colour, after string) {
+	t.Helper()
+	errs := make([]error, len(lbs))
+	var wg sync.WaitGroup
+	for i, lb := range lbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, _, err := fleetAnswer("client", lb.url)
+			if err == nil && c != colour {
+				err = fmt.Errorf("%s answered, want %s", c, colour)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("%s (%s) after %s: %w", lb.host, lb.driver, after, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lbsExcept is fleetLBs without the named host.
+func lbsExcept(host string) []fleetLB {
+	return slices.DeleteFunc(slices.Clone(fleetLBs), func(lb fleetLB) bool { return lb.host == host })
+}
+
+// fleetWrk is a wrk running in the fleet's client container.
+type fleetWrk struct {
+	tag     string
+	load    testsupport.WrkLoad
+	cmd     *exec.Cmd
+	out     bytes.Buffer
+	errb    bytes.Buffer
+	done    chan struct{}
+	stopped bool
+}
+
+// startFleetWrk runs wrk in the fleet's client against url with the load's
+// script (testsupport.WrkScript prints the results as JSON); the test's
+// cleanup stops it if the test did not.
+func startFleetWrk(t *testing.T, url string, l testsupport.WrkLoad) *fleetWrk {
+	t.Helper()
+	wrkSeq.Lock()
+	wrkSeq.n++
+	w := &fleetWrk{tag: fmt.Sprintf("fleet-wrk-%d", wrkSeq.n), load: l, done: make(chan struct{})}
+	wrkSeq.Unlock()
+	script := "/tmp/" + w.tag + ".lua"
+	write := exec.Command("docker", "exec", "-i", fleet.ids["client"], "sh", "-c", "cat > "+script)
+	write.Stdin = strings.NewReader(testsupport.WrkScript(l))
+	if out, err := write.CombinedOutput(); err != nil {
+		t.Fatalf("writing %s in the fleet's client: %v %s", script, err, out)
+	}
+	args := fmt.Sprintf("-t1 -c%d -d600s --timeout 5s -s %s", l.Conns, script)
+	if l.NewConn {
+		args += ` -H "Connection: close"`
+	}
+	// The shell records wrk's pid (exec keeps it) so that stop can send it
+	// SIGINT: docker exec does not pass signals on.
+	w.cmd = exec.Command("docker", "exec", fleet.ids["client"], "sh", "-c",
+		fmt.Sprintf("echo $$ > /tmp/%s.pid; exec wrk %s %s", w.tag, args, url))
+	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.errb
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.cmd.Wait(); close(w.done) }()
+	t.Cleanup(func() {
+		if !w.stopped {
+			w.stop()
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if r, err := fleetExec("client", "test", "-s", "/tmp/"+w.tag+".pid"); err == nil && r.code == 0 {
+			return w
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wrk %s did not start in the fleet's client: %s", w.tag, w.errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop interrupts wrk (it prints its results on SIGINT) and parses them.
+func (w *fleetWrk) stop() (testsupport.WrkResult, error) {
+	w.stopped = true
+	fleetExec("client", "sh", "-c", fmt.Sprintf("kill -INT $(cat /tmp/%s.pid)", w.tag))
+	select {
+	case <-w.done:
+	case <-time.After(10 * time.Second):
+		w.cmd.Process.Signal(syscall.SIGKILL)
+		fleetExec("client", "sh", "-c", fmt.Sprintf("kill -KILL $(cat /tmp/%s.pid)", w.tag))
+		return testsupport.WrkResult{}, fmt.Errorf("wrk %s did not stop within 10 s of SIGINT", w.tag)
+	}
+	return testsupport.ParseWrk(w.out.String(), w.errb.String(), w.load.Delay > 0)
+}
+
+// fleetMedian and fleetMax are the median and maximum of durations (0 for none).
+func fleetMedian(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fleetMax(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Max(ds)
+}
+
+// fleetMs formats a duration in milliseconds with one decimal.
+func fleetMs(d time.Duration) string {
+	return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond))
+}
+
+// fleetTable prints a Markdown table to the test output.
+func fleetTable(title string, header []string, rows [][]string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%s\n\n| %s |\n|", title, strings.Join(header, " | "))
+	for range header {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(r, " | "))
+	}
+	fmt.Println(b.String())
+}

@@ -1,0 +1,492 @@
+//go:build compose
+
+package compose
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bgd-dev/bgd/internal/testsupport"
+)
+
+// TestFleet brings up docker-compose.fleet.yml (three LB hosts sharing one
+// state in etcd, each applying it with `bgd agent`) and runs, in order:
+// switch convergence, zero downtime under load, an LB host cut from etcd,
+// etcd restarted, and a CLI SIGKILLed while it holds the lock. Every
+// measured number is logged and printed as a Markdown table.
+func TestFleet(t *testing.T) {
+	startFleet(t)
+	t.Run("convergence", fleetConvergence)
+	t.Run("zero-downtime", fleetZeroDowntime)
+	t.Run("partition", fleetPartition)
+	t.Run("etcd-restart", fleetEtcdRestart)
+	t.Run("killed-lock-holder", fleetKilledLockHolder)
+}
+
+// fleetConvergenceSwitches is how many switches the convergence test makes.
+const fleetConvergenceSwitches = 20
+
+// fleetSwitch runs `bgd switch to` on the app host, which must exit 0
+// having waited for every agent, and checks that the status then shows
+// every agent live on the new generation and colour, and that the command
+// printed a line for each. It returns the status and how long each agent
+// took: its applied time minus the state's last_switch.
+func fleetSwitch(t *testing.T, to string, args ...string) (fleetStatus, map[string]time.Duration, time.Duration) {
+	t.Helper()
+	before := getFleetStatus(t)
+	r, took := mustAppBgd(t, append([]string{"switch", to}, args...)...)
+	st := getFleetStatus(t)
+	if st.Active != to || st.Generation <= before.Generation {
+		t.Fatalf("after bgd switch %s: %s active at generation %d (before: generation %d), want %s at a newer one",
+			to, st.Active, st.Generation, before.Generation, to)
+	}
+	if lag := st.lagging(); lag != "" {
+		t.Fatalf("bgd switch %s exited 0, but the status shows agents lagging: %s\n%s%s", to, lag, r.stdout, r.stderr)
+	}
+	if st.LastSwitch == nil {
+		t.Fatalf("after bgd switch %s the status has no last_switch", to)
+	}
+	conv := map[string]time.Duration{}
+	for _, lb := range fleetLBs {
+		if !strings.Contains(r.stdout+r.stderr, lb.host) {
+			t.Errorf("bgd switch %s printed no line for the agent %s:\n%s%s", to, lb.host, r.stdout, r.stderr)
+		}
+		a, _ := st.agent(lb.host)
+		at, err := a.appliedAt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := at.Sub(*st.LastSwitch)
+		if d < 0 {
+			t.Fatalf("agent %s reports generation %d applied at %s, before the switch's last_switch %s",
+				lb.host, a.Generation, a.Applied, st.LastSwitch.Format(time.RFC3339Nano))
+		}
+		conv[lb.host] = d
+	}
+	return st, conv, took
+}
+
+// fleetConvergence: 20 switches alternating colours, each exiting 0 once
+// every agent reports it; per switch, its convergence is the slowest
+// agent's applied time minus the state's last_switch. The median must be
+// under 1 s; after every switch every LB answers the new colour.
+func fleetConvergence(t *testing.T) {
+	colour := getFleetStatus(t).Active
+	var worst, cmd []time.Duration
+	perHost := map[string][]time.Duration{}
+	for i := 1; i <= fleetConvergenceSwitches; i++ {
+		colour = other(colour)
+		st, conv, took := fleetSwitch(t, colour)
+		var w time.Duration
+		for h, d := range conv {
+			perHost[h] = append(perHost[h], d)
+			w = max(w, d)
+		}
+		worst, cmd = append(worst, w), append(cmd, took)
+		t.Logf("switch %2d to %-5s generation %d: converged in %s ms (lb1 %s, lb2 %s, lb3 %s); the command took %s ms",
+			i, colour, st.Generation, fleetMs(w), fleetMs(conv["lb1"]), fleetMs(conv["lb2"]), fleetMs(conv["lb3"]), fleetMs(took))
+		expectFleetColours(t, fleetLBs, colour, fmt.Sprintf("switch %d to %s", i, colour))
+	}
+	rows := [][]string{{"all (slowest agent)", strconv.Itoa(len(worst)), fleetMs(fleetMedian(worst)), fleetMs(fleetMax(worst))}}
+	for _, lb := range fleetLBs {
+		d := perHost[lb.host]
+		rows = append(rows, []string{lb.host + " (" + lb.driver + ")", strconv.Itoa(len(d)), fleetMs(fleetMedian(d)), fleetMs(fleetMax(d))})
+	}
+	rows = append(rows, []string{"`bgd switch` command (docker exec)", strconv.Itoa(len(cmd)), fleetMs(fleetMedian(cmd)), fleetMs(fleetMax(cmd))})
+	fleetTable("fleet convergence: applied - last_switch per switch", []string{"agent", "switches", "median ms", "max ms"}, rows)
+	t.Logf("convergence over %d switches: median %s ms, max %s ms", len(worst), fleetMs(fleetMedian(worst)), fleetMs(fleetMax(worst)))
+	if m := fleetMedian(worst); m >= time.Second {
+		t.Errorf("median convergence %s, want under 1 s", m)
+	}
+}
+
+// fleetZeroDowntimeSwitches is how many switches run under load.
+const fleetZeroDowntimeSwitches = 10
+
+// The fleet's loads: one new-connection and one keep-alive wrk per LB host,
+// paced (six of them share two cores with bgd and the load balancers).
+var (
+	fleetNewConnLoad   = testsupport.WrkLoad{Conns: 2, NewConn: true, Delay: 10 * time.Millisecond}
+	fleetKeepAliveLoad = testsupport.WrkLoad{Conns: 2, Delay: 10 * time.Millisecond}
+)
+
+// fleetZeroDowntime: wrk from the client against every LB host, new
+// connections and keep-alive, during 10 switches. No request may fail,
+// except keep-alive requests through nginx (its reloads close idle
+// keep-alive connections: counted and printed).
+func fleetZeroDowntime(t *testing.T) {
+	colour := getFleetStatus(t).Active
+	type load struct {
+		lb    fleetLB
+		kind  string
+		clean bool
+		w     *fleetWrk
+	}
+	var loads []load
+	for _, lb := range fleetLBs {
+		loads = append(loads,
+			load{lb, "new connection", true, startFleetWrk(t, lb.url, fleetNewConnLoad)},
+			load{lb, "keep-alive", lb.keepAliveClean, startFleetWrk(t, lb.url, fleetKeepAliveLoad)})
+	}
+	time.Sleep(500 * time.Millisecond) // load before the first switch
+	began := time.Now()
+	for i := 1; i <= fleetZeroDowntimeSwitches; i++ {
+		colour = other(colour)
+		fleetSwitch(t, colour)
+		expectFleetColours(t, fleetLBs, colour, fmt.Sprintf("switch %d to %s under load", i, colour))
+	}
+	took := time.Since(began)
+	time.Sleep(500 * time.Millisecond) // load after the last switch
+	var rows [][]string
+	for _, l := range loads {
+		r, err := l.w.stop()
+		if err != nil {
+			t.Fatalf("%s %s: %v", l.lb.host, l.kind, err)
+		}
+		t.Logf("%s (%s), %s clients: %d switches in %s; %d requests, %d failed (connect %d, read %d, write %d, timeout %d, non-2xx %d), p99 %.1f ms, max %.1f ms",
+			l.lb.host, l.lb.driver, l.kind, fleetZeroDowntimeSwitches, took.Round(time.Millisecond), r.Requests, r.Failures,
+			r.Connect, r.Read, r.Write, r.Timeout, r.Non2xx, r.P99Ms, r.MaxMs)
+		rows = append(rows, []string{l.lb.host, l.lb.driver, l.kind, strconv.Itoa(fleetZeroDowntimeSwitches),
+			fmt.Sprint(r.Requests), fmt.Sprint(r.Failures), fmt.Sprintf("%.1f", r.P99Ms), fmt.Sprintf("%.1f", r.MaxMs)})
+		if r.Requests < 100 {
+			t.Errorf("%s %s clients sent only %d requests: the load did not run", l.lb.host, l.kind, r.Requests)
+		}
+		if l.clean && r.Failures != 0 {
+			t.Errorf("%s (%s): %d of %d %s requests failed across %d switches, want 0",
+				l.lb.host, l.lb.driver, r.Failures, r.Requests, l.kind, fleetZeroDowntimeSwitches)
+		}
+	}
+	fleetTable("fleet zero downtime: wrk -t1 -c2 (10 ms pacing) per client kind from the client, during the switches",
+		[]string{"host", "driver", "clients", "switches", "requests", "failed", "p99 ms", "max ms"}, rows)
+}
+
+// fleetPartition: lb2 cut from the control network (no etcd; the data
+// network still joins it to the slots and the client) before a switch. The
+// switch records the new routing and exits 1 naming lb2; lb2 keeps serving
+// the old colour, lb1 and lb3 the new one. Connected again, lb2 converges
+// on its own, and the status shows every agent on the new generation.
+func fleetPartition(t *testing.T) {
+	const cut = "lb2"
+	var lb2 fleetLB
+	for _, lb := range fleetLBs {
+		if lb.host == cut {
+			lb2 = lb
+		}
+	}
+	before := getFleetStatus(t)
+	from, to := before.Active, other(before.Active)
+	network, id := fleetNetwork("control"), fleet.ids[cut]
+	if out, err := exec.Command("docker", "network", "disconnect", network, id).CombinedOutput(); err != nil {
+		t.Fatalf("docker network disconnect %s %s: %v %s", network, cut, err, out)
+	}
+	connected := false
+	connect := func() error {
+		if connected {
+			return nil
+		}
+		out, err := exec.Command("docker", "network", "connect", network, id).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("docker network connect %s %s: %v %s", network, cut, err, out)
+		}
+		connected = true
+		return nil
+	}
+	t.Cleanup(func() {
+		if err := connect(); err != nil {
+			t.Error(err)
+		}
+	})
+
+	r, took := appBgd(t, "switch", to)
+	out := r.stdout + r.stderr
+	t.Logf("bgd switch %s with %s cut from etcd: exit %d after %s ms:\n%s", to, cut, r.code, fleetMs(took), out)
+	if r.code != 1 {
+		t.Fatalf("bgd switch %s with %s cut from etcd exited %d, want 1\n%s", to, cut, r.code, out)
+	}
+	if !regexp.MustCompile(`agents lagging: .*\b` + cut + `\b`).MatchString(out) {
+		t.Errorf("bgd switch %s with %s cut from etcd: the message does not name %s as lagging:\n%s", to, cut, cut, out)
+	}
+	for _, lb := range lbsExcept(cut) {
+		if regexp.MustCompile(`\b` + lb.host + ` \(`).MatchString(out) {
+			t.Errorf("bgd switch %s: %s is named as lagging, but only %s was cut:\n%s", to, lb.host, cut, out)
+		}
+	}
+	st := getFleetStatus(t)
+	if st.Active != to || st.Generation <= before.Generation {
+		t.Fatalf("after the partial switch the state has %s at generation %d, want %s recorded at a generation after %d", st.Active, st.Generation, to, before.Generation)
+	}
+	want := st.Generation
+	a, _ := st.agent(cut)
+	t.Logf("status after the partial switch: %s %+v", cut, a)
+	if a.Live && a.Generation == want {
+		t.Fatalf("status shows %s live on generation %d although it was cut from etcd", cut, want)
+	}
+	// lb2 keeps the old routing, seen from inside it and from the client;
+	// the others serve the new colour.
+	if c, _, err := fleetAnswer(cut, lb2.local); err != nil || c != from {
+		t.Fatalf("%s cut from etcd, from inside: %s answered (%v), want the old colour %s", cut, c, err, from)
+	}
+	expectFleetColours(t, []fleetLB{lb2}, from, "the switch it missed")
+	expectFleetColours(t, lbsExcept(cut), to, "the switch with "+cut+" cut")
+	// Past its lease, it still does not flip on its own.
+	time.Sleep(fleetLeaseTTL + time.Second)
+	expectFleetColours(t, []fleetLB{lb2}, from, "a lease's time cut from etcd")
+
+	began := time.Now()
+	if err := connect(); err != nil {
+		t.Fatal(err)
+	}
+	var served, reported time.Duration
+	deadline := began.Add(60 * time.Second)
+	for served == 0 || reported == 0 {
+		if served == 0 {
+			if c, _, err := fleetAnswer(cut, lb2.local); err == nil && c == to {
+				served = time.Since(began)
+			}
+		}
+		if reported == 0 {
+			if st, err := tryFleetStatus(); err == nil {
+				if a, ok := st.agent(cut); ok && a.Live && a.Generation == want && a.Active == to {
+					reported = time.Since(began)
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			st, _ := tryFleetStatus()
+			a, _ := st.agent(cut)
+			t.Fatalf("%s connected again did not converge within 60 s: serving %s after %s, reporting %s after %s; its agent: %+v",
+				cut, to, served, to, reported, a)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	final := waitAgents(t, want, 10*time.Second)
+	t.Logf("%s connected again: serves %s after %s ms, reports generation %d after %s ms; every agent on generation %d",
+		cut, to, fleetMs(served), want, fleetMs(reported), final.Generation)
+	fleetTable("fleet partition: lb2 (haproxy) cut from etcd during a switch",
+		[]string{"measure", "value"}, [][]string{
+			{"`bgd switch` with lb2 cut: exit code", strconv.Itoa(r.code)},
+			{"`bgd switch` with lb2 cut: duration ms", fleetMs(took)},
+			{"lb2 reconnected → serves the new colour, ms", fleetMs(served)},
+			{"lb2 reconnected → status shows it on the new generation, ms", fleetMs(reported)},
+		})
+}
+
+// etcdHealthy reports whether etcd answers its health check.
+func etcdHealthy() bool {
+	r, err := fleetExec("etcd", "etcdctl", "--command-timeout", "1s", "endpoint", "health")
+	return err == nil && r.code == 0
+}
+
+// fleetEtcdLoad is the light load of the etcd restart: one new-connection
+// client per LB host.
+var fleetEtcdLoad = testsupport.WrkLoad{Conns: 1, NewConn: true, Delay: 20 * time.Millisecond}
+
+// fleetEtcdRestart: etcd stopped, for longer than the agents' lease, then
+// started again, under a light load. The LB hosts keep serving the active
+// colour throughout (no request fails), and once etcd is back a switch
+// converges on every host.
+func fleetEtcdRestart(t *testing.T) {
+	colour := getFleetStatus(t).Active
+	var loads []*fleetWrk
+	for _, lb := range fleetLBs {
+		loads = append(loads, startFleetWrk(t, lb.url, fleetEtcdLoad))
+	}
+	time.Sleep(500 * time.Millisecond)
+	began := time.Now()
+	if out, err := fleetCompose("stop", "-t", "10", "etcd"); err != nil {
+		t.Fatalf("docker-compose stop etcd: %v\n%s", err, out)
+	}
+	stopped := time.Since(began)
+	t.Cleanup(func() {
+		if !etcdHealthy() {
+			fleetCompose("start", "etcd")
+		}
+	})
+	expectFleetColours(t, fleetLBs, colour, "etcd stopped")
+	if r, _ := appBgd(t, "--json", "status"); r.code == 0 {
+		t.Logf("bgd status with etcd down exited 0:\n%s", r.stdout)
+	} else {
+		t.Logf("bgd status with etcd down: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	}
+	time.Sleep(fleetLeaseTTL + time.Second)
+	expectFleetColours(t, fleetLBs, colour, "etcd down past the agents' lease")
+	down := time.Since(began)
+	if out, err := fleetCompose("start", "etcd"); err != nil {
+		t.Fatalf("docker-compose start etcd: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !etcdHealthy() {
+		if time.Now().After(deadline) {
+			t.Fatal("etcd started again is not healthy within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	back := time.Since(began)
+	expectFleetColours(t, fleetLBs, colour, "etcd back")
+
+	// The agents' etcd clients reconnect with a backoff of their own: this
+	// switch waits up to 15 s for them rather than state.agents_timeout.
+	to := other(colour)
+	st, conv, took := fleetSwitch(t, to, "--agents-timeout", "15s")
+	expectFleetColours(t, fleetLBs, to, "the switch after etcd came back")
+	var rows [][]string
+	for i, l := range loads {
+		r, err := l.stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb := fleetLBs[i]
+		t.Logf("%s (%s) under light load across the etcd restart: %d requests, %d failed (connect %d, read %d, timeout %d, non-2xx %d); switch after: %s ms",
+			lb.host, lb.driver, r.Requests, r.Failures, r.Connect, r.Read, r.Timeout, r.Non2xx, fleetMs(conv[lb.host]))
+		rows = append(rows, []string{lb.host, lb.driver, fmt.Sprint(r.Requests), fmt.Sprint(r.Failures), fleetMs(conv[lb.host])})
+		if r.Requests < 50 {
+			t.Errorf("%s: only %d requests: the load did not run", lb.host, r.Requests)
+		}
+		if r.Failures != 0 {
+			t.Errorf("%s (%s): %d of %d requests failed across the etcd restart, want 0", lb.host, lb.driver, r.Failures, r.Requests)
+		}
+	}
+	t.Logf("etcd stopped in %s, down for %s, healthy again %s after the stop; the switch after (generation %d) took %s ms",
+		stopped.Round(time.Millisecond), down.Round(time.Millisecond), back.Round(time.Millisecond), st.Generation, fleetMs(took))
+	fleetTable(fmt.Sprintf("fleet etcd restart: etcd down %s ms, healthy %s ms after the stop; then `bgd switch` (took %s ms)",
+		fleetMs(down), fleetMs(back), fleetMs(took)),
+		[]string{"host", "driver", "requests (new conn, 20 ms pacing)", "failed", "switch after: converged ms"}, rows)
+}
+
+// lockHolder is the lock-holder record in etcd.
+type lockHolder struct {
+	Host    string `json:"host"`
+	PID     int    `json:"pid"`
+	Command string `json:"command"`
+}
+
+// readLockHolder returns the lock holder recorded in etcd, or false when
+// there is none.
+func readLockHolder(t *testing.T) (lockHolder, bool) {
+	t.Helper()
+	r, err := fleetExec("etcd", "etcdctl", "get", "--print-value-only", fleetHolderKey)
+	if err != nil || r.code != 0 {
+		t.Fatalf("etcdctl get %s: exit %d, %v %s", fleetHolderKey, r.code, err, r.stderr)
+	}
+	if strings.TrimSpace(r.stdout) == "" {
+		return lockHolder{}, false
+	}
+	var h lockHolder
+	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil {
+		t.Fatalf("%s in etcd: %v\n%s", fleetHolderKey, err, r.stdout)
+	}
+	return h, true
+}
+
+// fleetKilledLockHolder: a deploy of a slow release (its slot is healthy
+// only after 5 s) holds the lock; a second operation meanwhile exits 3
+// naming the holder's host and pid. The deploy SIGKILLed, the lock goes
+// with its lease: the next operation proceeds within lease_ttl (+1.5 s).
+func fleetKilledLockHolder(t *testing.T) {
+	active := getFleetStatus(t).Active
+	rel := release("slow")
+	deploy := exec.Command("docker", "exec", fleet.ids["app"], "bgd", "deploy", "--release", rel)
+	out := &strings.Builder{}
+	deploy.Stdout, deploy.Stderr = out, out
+	if err := deploy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { deploy.Wait(); close(done) }()
+	t.Cleanup(func() { deploy.Process.Kill(); <-done })
+
+	var holder lockHolder
+	deadline := time.Now().Add(4 * time.Second)
+	for {
+		h, ok := readLockHolder(t)
+		if ok && h.PID != 0 {
+			holder = h
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lock holder in etcd 4 s after bgd deploy began: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the deploy holds the lock: %+v", holder)
+	if holder.Host != "app" || holder.Command != "deploy" {
+		t.Errorf("lock holder %+v, want host app and command deploy", holder)
+	}
+	// A second operation while the lock is held.
+	r, _ := appBgd(t, "switch", active)
+	msg := r.stdout + r.stderr
+	if r.code != 3 {
+		t.Fatalf("bgd switch while the deploy holds the lock exited %d, want 3:\n%s", r.code, msg)
+	}
+	if !strings.Contains(msg, "app") || !regexp.MustCompile(`\b`+strconv.Itoa(holder.PID)+`\b`).MatchString(msg) {
+		t.Errorf("bgd switch while locked: the message does not name the holder's host app and pid %d:\n%s", holder.PID, msg)
+	}
+	t.Logf("bgd switch while locked: exit 3: %s", strings.TrimSpace(msg))
+
+	if r, err := fleetExec("app", "kill", "-KILL", strconv.Itoa(holder.PID)); err != nil || r.code != 0 {
+		t.Fatalf("kill -KILL %d in app: exit %d, %v %s", holder.PID, r.code, err, r.stderr)
+	}
+	killed := time.Now()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("docker exec of the killed deploy did not end")
+	}
+	if code := deploy.ProcessState.ExitCode(); code != 137 {
+		t.Fatalf("the killed deploy exited %d, want 137 (SIGKILL): %s", code, out)
+	}
+
+	// The next operation: a deploy, tried until it is not refused for the
+	// lock. Each refusal must still name the dead holder.
+	next := release("v")
+	var refusals int
+	var proceeded time.Duration
+	for {
+		at := time.Since(killed)
+		r, _ := appBgd(t, "deploy", "--release", next)
+		if r.code == 3 {
+			refusals++
+			if !regexp.MustCompile(`\b` + strconv.Itoa(holder.PID) + `\b`).MatchString(r.stdout + r.stderr) {
+				t.Fatalf("bgd deploy %s after the kill exited 3 naming another holder than pid %d:\n%s%s", next, holder.PID, r.stdout, r.stderr)
+			}
+			if time.Since(killed) > fleetLeaseTTL+10*time.Second {
+				t.Fatalf("the lock of the killed deploy is still held %s after the kill (lease_ttl %s):\n%s%s", time.Since(killed), fleetLeaseTTL, r.stdout, r.stderr)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if r.code != 0 {
+			t.Fatalf("bgd deploy %s after the kill exited %d, want 0:\n%s%s", next, r.code, r.stdout, r.stderr)
+		}
+		proceeded = at
+		break
+	}
+	t.Logf("after the SIGKILL: %d refusals (exit 3), the next deploy got the lock %s ms after the kill (lease_ttl %s)",
+		refusals, fleetMs(proceeded), fleetLeaseTTL)
+	if limit := fleetLeaseTTL + 1500*time.Millisecond; proceeded > limit {
+		t.Errorf("the next operation proceeded %s after the holder was killed, want within lease_ttl + 1.5 s (%s)", proceeded, limit)
+	}
+	st := waitAgents(t, 0, 10*time.Second)
+	if st.Active != other(active) {
+		t.Fatalf("after the deploy of %s: %s active, want %s", next, st.Active, other(active))
+	}
+	for _, lb := range fleetLBs {
+		c, rel, err := fleetAnswer("client", lb.url)
+		if err != nil || c != st.Active || rel != next {
+			t.Fatalf("%s after the deploy of %s: %s release %s (%v), want %s release %s", lb.host, next, c, rel, err, st.Active, next)
+		}
+	}
+	fleetTable("fleet lock: deploy holding the lock SIGKILLed",
+		[]string{"measure", "value"}, [][]string{
+			{"second operation while held: exit code", strconv.Itoa(r.code)},
+			{"refusals (exit 3) after the kill", strconv.Itoa(refusals)},
+			{"kill → next operation got the lock, ms", fleetMs(proceeded)},
+			{"lease_ttl, ms", fleetMs(fleetLeaseTTL)},
+		})
+}
