@@ -50,6 +50,9 @@ type Config struct {
 	Runner string `yaml:"runner"`
 	// Metrics is where bgd leaves its Prometheus metrics.
 	Metrics Metrics `yaml:"metrics"`
+	// State is where services' states and locks live: files (default) or
+	// etcd, for several load-balancer hosts.
+	State StateBackend `yaml:"state"`
 
 	// Path is the file the config came from; "" for the embedded default.
 	Path string `yaml:"-"`
@@ -149,8 +152,14 @@ type Service struct {
 
 // Slot is one colour's settings.
 type Slot struct {
-	// Port the slot listens on (loopback). Required, 1-65535.
+	// Port the slot listens on. Required, 1-65535.
 	Port int `yaml:"port"`
+	// Host is where the load balancers and the health checks reach the
+	// slot: a host name, an IPv4 address or a bracketed IPv6 address.
+	// Default 127.0.0.1. bgd starts the slot on the host it runs on, so
+	// another host fits an app host where the operator runs bgd while the
+	// load balancers run elsewhere (the etcd backend and `bgd agent`).
+	Host string `yaml:"host"`
 }
 
 // Health configures probing of a slot.

@@ -293,6 +293,7 @@ func (c *Config) fillDefaults() {
 	if c.StateDir == "" {
 		c.StateDir = ".local_context"
 	}
+	c.State.fillDefaults()
 	for name, s := range c.Services {
 		h := &s.Health
 		if h.Path == "" {

@@ -52,6 +52,7 @@ func (c *Config) Validate() error {
 	if hasNUL(c.Metrics.TextfileDir) {
 		add("metrics.textfile_dir %q contains a NUL byte, which no path can hold", c.Metrics.TextfileDir)
 	}
+	c.State.validate(add)
 	addrs := newAddrIndex()
 	ck := newChecker()
 	cookies := map[string]string{} // sticky cookie name: service
@@ -65,6 +66,7 @@ func (c *Config) Validate() error {
 		s.validateAnalysis(name, add)
 		s.validateSlot(name, add, ck)
 		s.validatePorts(name, addrs, add)
+		s.validateHosts(name, add)
 		s.validateDurations(name, add)
 		s.validateHealth(name, add)
 		s.validateSmoke(name, add)

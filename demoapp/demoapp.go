@@ -12,6 +12,7 @@
 package demoapp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,8 +28,11 @@ import (
 
 // Options configure the app. Zero values are the defaults.
 type Options struct {
-	// Port to listen on, on all loopback addresses (127.0.0.1). Required.
+	// Port to listen on. Required.
 	Port int
+	// Host is the address to listen on. Default "127.0.0.1"; "0.0.0.0"
+	// serves every address, for load balancers on other hosts.
+	Host string
 	// Color and Release are reported by / and /health. Default "" each.
 	Color, Release string
 	// ReadyAfter: /health answers 503 until this long after start. Default 0.
@@ -155,7 +159,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := o.check(); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(cmp.Or(o.Host, "127.0.0.1"), strconv.Itoa(o.Port)))
 	if err != nil {
 		return fmt.Errorf("demo-app: %w", err)
 	}

@@ -274,14 +274,24 @@ type Capable interface {
 	Capabilities() Capabilities
 }
 
-// Supports checks r against b before anything is changed: b's
-// Capabilities().Check(r), or, for a Balancer that declares none, the zero
+// Supports checks r against b before anything is changed: b's CheckRoute
+// (a RouteChecker), else its Capabilities().Check(r), or, for a Balancer that declares none, the zero
 // Capabilities (today's routes only).
 func Supports(b Balancer, r Route) error {
+	if rc, ok := b.(RouteChecker); ok {
+		return rc.CheckRoute(r)
+	}
 	if c, ok := b.(Capable); ok {
 		return c.Capabilities().Check(r)
 	}
 	return Capabilities{Driver: fmt.Sprintf("%T", b)}.Check(r)
+}
+
+// RouteChecker is a driver that refuses more than its Capabilities say (the
+// builtin proxy: slots on a host other than its own upstream host).
+// CheckRoute includes the Capabilities' check.
+type RouteChecker interface {
+	CheckRoute(Route) error
 }
 
 // Balancer is one service's load balancer.

@@ -65,7 +65,7 @@ func (p *op) watch(ctx context.Context, color config.Color, window time.Duration
 	}
 	a := o.svc.Analysis
 	up := func(c config.Color) lb.Upstream {
-		return lb.Upstream{Color: c, Host: slotHost, Port: p.st.Slot(c).Port}
+		return lb.Upstream{Color: c, Host: p.o.svc.Host(c), Port: p.st.Slot(c).Port}
 	}
 	began := time.Now()
 	start, err := ob.Observe(ctx, up(color))
@@ -233,7 +233,7 @@ func (p *op) recordWatch(ctx context.Context, color config.Color, release string
 	if err != nil || o.svc.LB.Driver == "nginx" {
 		return nil
 	}
-	cur, err := ob.Observe(ctx, lb.Upstream{Color: color, Host: slotHost, Port: p.st.Slot(color).Port})
+	cur, err := ob.Observe(ctx, lb.Upstream{Color: color, Host: p.o.svc.Host(color), Port: p.st.Slot(color).Port})
 	if err != nil {
 		return nil // the watch itself will say so
 	}
@@ -261,7 +261,7 @@ func (p *op) enforceWatch(ctx context.Context) string {
 	if err != nil {
 		return ""
 	}
-	cur, err := ob.Observe(ctx, lb.Upstream{Color: w.Color, Host: slotHost, Port: st.Slot(w.Color).Port})
+	cur, err := ob.Observe(ctx, lb.Upstream{Color: w.Color, Host: o.svc.Host(w.Color), Port: st.Slot(w.Color).Port})
 	if err != nil {
 		o.log.Warn("analysis: the load balancer could not be asked", "slot", w.Color, "err", err)
 		return ""

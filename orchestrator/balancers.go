@@ -14,7 +14,8 @@ import (
 func newBalancer(cfg *config.Config, svc *config.Service, opts Options) (lb.Balancer, error) {
 	switch svc.LB.Driver {
 	case "builtin":
-		return &builtin.Balancer{Listen: svc.LB.Builtin.Listen, Admin: cfg.AdminListen(svc.Name), StatePath: cfg.StatePath(svc.Name), Spawn: opts.SpawnProxy}, nil
+		return &builtin.Balancer{Listen: svc.LB.Builtin.Listen, Admin: cfg.AdminListen(svc.Name), StatePath: cfg.StatePath(svc.Name), Spawn: opts.SpawnProxy,
+			UpstreamHost: svc.Host(config.Blue)}, nil
 	case "nginx":
 		b, err := nginx.New(svc.Name, svc.LB.Nginx, nginx.Options{Logger: opts.Logger})
 		if err != nil {

@@ -96,7 +96,7 @@ func (p *op) drain(ctx context.Context, color config.Color) *Drain {
 	if timeout <= 0 || !ok || !p.servedTraffic(color) {
 		return nil
 	}
-	u := lb.Upstream{Color: color, Host: slotHost, Port: p.st.Slot(color).Port}
+	u := lb.Upstream{Color: color, Host: p.o.svc.Host(color), Port: p.st.Slot(color).Port}
 	p.phase("draining", color, fmt.Sprintf("up to %s", timeout))
 	res := waitDrained(ctx, d, u, timeout, drainPoll)
 	o.log.Info("drain", "slot", color, "in_flight", res.InFlight, "waited", res.Waited, "drained", res.Drained,

@@ -72,7 +72,7 @@ func RunProxy(ctx context.Context, cfg *config.Config, service string, logger *s
 		return fmt.Errorf("proxy: state directory: %w", err)
 	}
 	p := &builtin.Proxy{Service: svc.Name, Listen: svc.LB.Builtin.Listen, AdminListen: cfg.AdminListen(svc.Name), StatePath: path,
-		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, Logger: logger,
+		BluePort: svc.Blue.Port, GreenPort: svc.Green.Port, UpstreamHost: svc.Host(config.Blue), Logger: logger,
 		// Under a Type=notify unit (bgd-proxy@), systemd counts the unit
 		// started only now, so what is ordered after it finds it serving.
 		Ready: func() {

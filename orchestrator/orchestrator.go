@@ -95,7 +95,7 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	}
 	checker := &slots.Checker{Path: svc.Health.Path, Expect: svc.Health.ExpectStatus,
 		RequestTimeout: svc.Health.RequestTimeout.D()}
-	sys := realOS(checker)
+	sys := realOS(checker, svc.HostOfPort)
 	var units *slots.Systemd
 	if svc.Runner == config.RunnerSystemd {
 		units = &slots.Systemd{StopGrace: svc.StopGrace.D()}
@@ -123,8 +123,6 @@ func (o *Orchestrator) StatePath() string { return o.statePath }
 
 // Balancer is the service's load balancer driver.
 func (o *Orchestrator) Balancer() lb.Balancer { return o.lb }
-
-const slotHost = "127.0.0.1"
 
 // phase tells Options.Progress that the operation reached step.
 func (p *op) phase(step string, color config.Color, detail string) {
@@ -232,8 +230,8 @@ func (o *Orchestrator) route(st *state.State, color config.Color) lb.Route {
 	other := color.Other()
 	r := lb.Route{
 		Service:    o.svc.Name,
-		Active:     lb.Upstream{Color: color, Host: slotHost, Port: st.Slot(color).Port},
-		Standby:    lb.Upstream{Color: other, Host: slotHost, Port: st.Slot(other).Port},
+		Active:     lb.Upstream{Color: color, Host: o.svc.Host(color), Port: st.Slot(color).Port},
+		Standby:    lb.Upstream{Color: other, Host: o.svc.Host(other), Port: st.Slot(other).Port},
 		HealthPath: o.svc.Health.Path,
 		Generation: st.Generation + 1,
 		Shadow:     st.Shadow,

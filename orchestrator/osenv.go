@@ -54,8 +54,9 @@ type osEnv struct {
 	mainPID func(unit string) int
 }
 
-// realOS is the host itself, probing slots with checker.
-func realOS(checker *slots.Checker) osEnv {
+// realOS is the host itself, probing slots with checker on the host that
+// hostOf names for a slot's port (where the load balancers reach it).
+func realOS(checker *slots.Checker, hostOf func(port int) string) osEnv {
 	return osEnv{
 		startProcess: slots.StartProcess,
 		stop:         slots.Stop,
@@ -74,9 +75,9 @@ func realOS(checker *slots.Checker) osEnv {
 			fi, err := os.Stat(path)
 			return err == nil && fi.IsDir()
 		},
-		probe: func(ctx context.Context, port int) error { return checker.Probe(ctx, slotHost, port) },
+		probe: func(ctx context.Context, port int) error { return checker.Probe(ctx, hostOf(port), port) },
 		waitHealthy: func(ctx context.Context, port int, w slots.Wait) error {
-			return checker.WaitHealthy(ctx, slotHost, port, w)
+			return checker.WaitHealthy(ctx, hostOf(port), port, w)
 		},
 	}
 }

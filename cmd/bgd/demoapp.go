@@ -21,6 +21,8 @@ func demoAppCommand() *cli.Command {
 		}),
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "port", Destination: &o.Port},
+			&cli.StringFlag{Name: "host", Destination: &o.Host, EnvVars: []string{"DEMO_HOST"}, Value: "127.0.0.1",
+				Usage: "the address to listen on (0.0.0.0: every address, for load balancers on other hosts)"},
 			&cli.StringFlag{Name: "color", Destination: &o.Color},
 			&cli.StringFlag{Name: "release", Destination: &o.Release},
 			&cli.DurationFlag{Name: "ready-after", Destination: &o.ReadyAfter, Usage: "answer 503 on /health until this long after start"},

@@ -33,6 +33,9 @@ type Balancer struct {
 	// ConfirmTimeout bounds the wait for the proxy to serve a new
 	// generation. Default 3s.
 	ConfirmTimeout time.Duration
+	// UpstreamHost is where the proxy dials both slots (its
+	// Proxy.UpstreamHost). Default "": 127.0.0.1.
+	UpstreamHost string
 	// Client asks the proxy on a TCP admin address. Default: a client with
 	// a 1 s timeout (a unix socket always gets its own such client).
 	Client *http.Client
@@ -47,10 +50,28 @@ var _ lb.Capable = (*Balancer)(nil)
 // state file says so, it copies each request to the standby slot (shadow
 // traffic, shadow.go), holds new requests (a pause, pause.go) or answers
 // 503 (maintenance, maintenance.go). It dials slots on 127.0.0.1 with the
-// state file's ports: a route's Host is never read, so any other host is
-// refused rather than ignored.
+// state file's ports on UpstreamHost (127.0.0.1 by default): a route's
+// Host is not read, so Flip refuses any other host rather than ignore it.
 func (b *Balancer) Capabilities() lb.Capabilities {
-	return lb.Capabilities{Driver: "builtin", Weights: true, Shadow: true, Pause: true, Maintenance: true}
+	return lb.Capabilities{Driver: "builtin", Weights: true, Shadow: true, Pause: true, Maintenance: true,
+		RemoteHosts: b.upstreamHost() != lb.LocalHost}
+}
+
+func (b *Balancer) upstreamHost() string { return cmp.Or(b.UpstreamHost, lb.LocalHost) }
+
+// CheckRoute refuses a route the proxy cannot serve as asked: beyond the
+// capabilities, a slot on a host other than UpstreamHost.
+func (b *Balancer) CheckRoute(r lb.Route) error {
+	if err := b.Capabilities().Check(r); err != nil {
+		return err
+	}
+	for _, u := range []lb.Upstream{r.Active, r.Standby} {
+		if u.Host != b.upstreamHost() {
+			return &lb.UnsupportedError{Driver: "builtin", Feature: lb.FeatureRemoteHosts, Service: r.Service,
+				Detail: fmt.Sprintf("the %s slot is on %s: this proxy dials slots on %s only", u.Color, u.Host, b.upstreamHost())}
+		}
+	}
+	return nil
 }
 
 var _ lb.Drainer = (*Balancer)(nil)
@@ -149,7 +170,7 @@ func (b *Balancer) Ensure(ctx context.Context) (int, error) {
 // split otherwise (a promote or an abort ends the split). The state file
 // already says so; the proxy picks it up through fsnotify.
 func (b *Balancer) Flip(ctx context.Context, r lb.Route) error {
-	if err := b.Capabilities().Check(r); err != nil {
+	if err := b.CheckRoute(r); err != nil {
 		return err
 	}
 	timeout := b.ConfirmTimeout
@@ -264,7 +285,7 @@ func (b *Balancer) Active(ctx context.Context) (config.Color, error) {
 
 // Render describes what the proxy serves after a flip to r.
 func (b *Balancer) Render(r lb.Route) ([]byte, error) {
-	if err := b.Capabilities().Check(r); err != nil {
+	if err := b.CheckRoute(r); err != nil {
 		return nil, err
 	}
 	hold := ""
