@@ -424,7 +424,7 @@ func fleetKilledLockHolder(t *testing.T) {
 	if r.code != 3 {
 		t.Fatalf("bgd switch while the deploy holds the lock exited %d, want 3:\n%s", r.code, msg)
 	}
-	if !strings.Contains(msg, "app") || !regexp.MustCompile(`\b`+strconv.Itoa(holder.PID)+`\b`).MatchString(msg) {
+	if !regexp.MustCompile(`\bapp\b`).MatchString(msg) || !regexp.MustCompile(`\b`+strconv.Itoa(holder.PID)+`\b`).MatchString(msg) {
 		t.Errorf("bgd switch while locked: the message does not name the holder's host app and pid %d:\n%s", holder.PID, msg)
 	}
 	t.Logf("bgd switch while locked: exit 3: %s", strings.TrimSpace(msg))
