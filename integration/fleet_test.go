@@ -45,8 +45,15 @@ func newFleetRig(t *testing.T) *fleetRig {
 	}
 	r.stateBlock = fmt.Sprintf("state: {backend: etcd, endpoints: [%q], prefix: /test, lease_ttl: 2s, agents_timeout: 4s}\n", r.etcd.Endpoint)
 	r.appCfg = r.writeConfig("app", "lb: {driver: builtin, builtin: {listen: \"127.0.0.1:1\"}}")
-	t.Cleanup(func() {
-		bgd(t, r.dir, nil, "--config", r.appCfg, "stop", "--all", "--force")
+	t.Cleanup(func() { // before etcd stops (cleanups run last first)
+		out, _, _ := r.app("--json", "status")
+		var st orchestrator.Status
+		json.Unmarshal([]byte(out), &st)
+		for _, pid := range []int{st.Blue.PID, st.Green.PID} {
+			if pid > 0 {
+				killGroup(pid)
+			}
+		}
 	})
 	return r
 }
@@ -114,9 +121,9 @@ func (r *fleetRig) startAgent(host, cfg string) {
 			out, _ := os.ReadFile(logf.Name())
 			r.t.Logf("agent %s log:\n%s", host, tailLines(string(out), 30))
 		}
-		// The builtin proxy the agent started follows host's state file.
-		bgd(r.t, r.dir, nil, "--config", cfg, "stop", "--all", "--force")
 	})
+	// A builtin proxy the agent started is recorded in host's state file.
+	stopAll(r.t, filepath.Join(r.dir, host, "bg_state.json"))
 	waitFor(r.t, 10*time.Second, "agent "+host+" to report", func() bool {
 		st := r.status()
 		return slices.ContainsFunc(st.Agents, func(a fleet.Agent) bool { return a.Host == host && a.Live })

@@ -209,8 +209,11 @@ func (a *agent) flipLocal(ctx context.Context, st *state.State, r lb.Route) erro
 		if err != nil && !errors.Is(err, state.ErrCorrupt) {
 			return err
 		}
+		// The slots' processes are on the app host, not here: their pids
+		// would name unrelated processes of this host.
 		copyOf := st.Clone()
 		copyOf.InProgress = nil
+		copyOf.BluePID, copyOf.BluePIDStart, copyOf.GreenPID, copyOf.GreenPIDStart = 0, 0, 0, 0
 		if mine != nil {
 			copyOf.ProxyPID, copyOf.ProxyPIDStart = mine.ProxyPID, mine.ProxyPIDStart
 		}
