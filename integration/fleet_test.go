@@ -192,8 +192,9 @@ func (r *fleetRig) servedBy(host string) string {
 // every switch is applied by both under load with no failed request, a
 // host cut off from etcd makes the switch exit 1 naming it while it keeps
 // its routing, and converges when it is back; an agent that leaves is no
-// longer waited for; etcd's restart loses no request; and a second
-// operation while one holds the lock exits 3 naming the holder.
+// longer waited for; etcd's restart loses no request; a second operation
+// while one holds the lock exits 3 naming the holder; and a canary splits
+// on every host by its weight.
 func TestFleetOnEtcd(t *testing.T) {
 	r := newFleetRig(t)
 	r.addBuiltin("lb-builtin")
@@ -317,6 +318,32 @@ func TestFleetOnEtcd(t *testing.T) {
 		l.Unlock()
 		if code != 3 || !strings.Contains(errOut, "ops-host") || !strings.Contains(errOut, fmt.Sprint(os.Getpid())) {
 			t.Errorf("switch while the lock is held: exit %d, %s; want exit 3 naming ops-host and pid %d", code, errOut, os.Getpid())
+		}
+	})
+
+	t.Run("a canary on every host", func(t *testing.T) {
+		was := r.status().ActiveVersion
+		canary := was.Other().String()
+		r.mustApp("deploy", "--release", "v2", "--canary", "30")
+		st := r.status()
+		for _, a := range st.Agents {
+			if a.Generation != st.Generation || a.CanaryWeight != 30 || a.Active != was {
+				t.Errorf("%s reports %s with canary %d%% at generation %d; want %s with 30%% at %d", a.Host, a.Active, a.CanaryWeight, a.Generation, was, st.Generation)
+			}
+		}
+		for host, url := range r.lbURLs {
+			c := testsupport.CountSlots(url, 1000, 4)
+			share := c.Share(canary) // a percentage
+			t.Logf("%s: canary share %.1f%% of %d (%d failed)", host, share, c.Requests, c.Failures)
+			if c.Failures != 0 || share < 25 || share > 35 {
+				t.Errorf("%s: canary %s got %.1f%% of 1000 requests (%d failed), want 30%% ± 5", host, canary, share, c.Failures)
+			}
+		}
+		r.mustApp("promote")
+		for host := range r.lbURLs {
+			if got := r.servedBy(host); got != canary {
+				t.Errorf("after promote, %s serves %s, want %s", host, got, canary)
+			}
 		}
 	})
 
