@@ -12,6 +12,7 @@ import (
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/fleet"
+	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 	"github.com/bgd-dev/bgd/state/etcdstore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -123,4 +124,14 @@ func fleetBalancer(cfg *config.Config, agents *fleet.Registry, opts Options) *fl
 		b.Notify = func(h fleet.HostResult) { opts.Progress(Phase{Step: "agent", Detail: h.Host + ": " + h.Line()}) }
 	}
 	return b
+}
+
+// driverName names the load balancer the workflows drive, for messages:
+// the config's driver, or "agents" (the load-balancer hosts' agents) when
+// the etcd backend's commands wait for them.
+func (o *Orchestrator) driverName() string {
+	if c, ok := o.lb.(lb.Capable); ok {
+		return c.Capabilities().Driver
+	}
+	return o.svc.LB.Driver
 }
