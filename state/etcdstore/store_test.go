@@ -300,15 +300,22 @@ func TestLockWait(t *testing.T) {
 		took < 400*time.Millisecond || took > 1500*time.Millisecond {
 		t.Fatalf("Lock with 400ms while held = %v after %s, want ErrLocked naming host app1 after 400ms", err, took)
 	}
-	time.AfterFunc(300*time.Millisecond, l.Unlock)
+	// A wait longer than the lease's TTL: the waiter's lease lives on.
+	hold := b.LeaseTTL + 300*time.Millisecond
+	time.AfterFunc(hold, l.Unlock)
 	start = time.Now()
 	l2, err := b.Lock(ctx, "switch green", 5*time.Second)
 	if err != nil {
 		t.Fatalf("Lock waiting for the holder: %v", err)
 	}
 	defer l2.Unlock()
-	if took := time.Since(start); took < 250*time.Millisecond || took > 2*time.Second {
-		t.Errorf("Lock took %s, want it to wait for the Unlock after 300ms", took)
+	if took := time.Since(start); took < hold-50*time.Millisecond || took > hold+2*time.Second {
+		t.Errorf("Lock took %s, want it to wait for the Unlock after %s", took, hold)
+	}
+	select {
+	case <-l2.Lost():
+		t.Errorf("Lost was closed on a lock taken after a wait longer than the lease's TTL %s", b.LeaseTTL)
+	case <-time.After(300 * time.Millisecond):
 	}
 	if h := raw(t, b, "/bgd/app/lock-holder"); !strings.Contains(h, `"host":"app2"`) || !strings.Contains(h, `"command":"switch green"`) {
 		t.Errorf("holder record %s, want host app2 and command switch green", h)
