@@ -472,3 +472,53 @@ func TestDial(t *testing.T) {
 		t.Errorf("Dial of a dead endpoint = %v after %s, want ErrUnreachable naming %s within 500ms", err, took, e.Endpoint)
 	}
 }
+
+// TestDialAuth: with etcd's auth on, a wrong password is refused with a
+// message naming the user and what to check, and a user whose role may
+// read only bgd's prefix connects and uses the store.
+func TestDialAuth(t *testing.T) {
+	e := testsupport.StartEtcd(t)
+	root := dial(t, e)
+	ctx := context.Background()
+	for _, step := range []func() error{
+		func() error { _, err := root.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := root.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := root.RoleAdd(ctx, "bgd"); return err },
+		func() error {
+			_, err := root.RoleGrantPermission(ctx, "bgd", "/bgd/", clientv3.GetPrefixRangeEnd("/bgd/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := root.UserAdd(ctx, "lb1", "s3cret"); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "lb1", "bgd"); return err },
+		func() error { _, err := root.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("setting up etcd auth: %v", err)
+		}
+	}
+
+	_, err := Dial(Options{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Username: "lb1", Password: "wrong"})
+	if err == nil || !strings.Contains(err.Error(), `refused user "lb1"`) || !strings.Contains(err.Error(), "state.password_file") {
+		t.Errorf("Dial with a wrong password = %v, want a refusal naming the user and state.password_file", err)
+	}
+
+	c, err := Dial(Options{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Username: "lb1", Password: "s3cret"})
+	if err != nil {
+		t.Fatalf("Dial as a user who may use only /bgd/: %v", err)
+	}
+	defer c.Close()
+	s := &Store{Client: c, Service: "app", BluePort: 1, GreenPort: 2, Host: "lb1", LeaseTTL: time.Second, Timeout: time.Second}
+	st, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Lock(ctx, "deploy", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	if err := s.Save(st); err != nil {
+		t.Errorf("Save as lb1: %v", err)
+	}
+}
