@@ -57,7 +57,6 @@ func (s *Store) leaseSeconds() int64 {
 func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration) (*Lock, error) {
 	what := "lock etcd key " + s.Key("lock")
 	rctx, cancel := s.request(ctx)
-	granted := time.Now() // the lease lives at least TTL from here
 	grant, err := s.Client.Grant(rctx, s.leaseSeconds())
 	cancel()
 	if err != nil {
@@ -96,8 +95,17 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 		l.release()
 		return nil, s.fail(what, err)
 	}
-	// A channel of its own on the session's keep-alive: the renewals tell
-	// when the lease can have expired.
+	// The lease may have run for a long wait: renew it now, so that its
+	// expiry is known from here on. A channel of its own on the session's
+	// keep-alive then tells of each later renewal.
+	rctx, cancel = s.request(ctx)
+	renewed := time.Now() // etcd renews it at this moment or later
+	once, err := s.Client.KeepAliveOnce(rctx, grant.ID)
+	cancel()
+	if err != nil {
+		l.release()
+		return nil, s.fail(what, err)
+	}
 	kctx, kcancel := context.WithCancel(context.Background())
 	renewals, err := s.Client.KeepAlive(kctx, grant.ID)
 	if err != nil {
@@ -105,7 +113,7 @@ func (s *Store) Lock(ctx context.Context, command string, timeout time.Duration)
 		l.release()
 		return nil, s.fail(what, err)
 	}
-	go l.watch(renewals, kcancel, granted.Add(time.Duration(grant.TTL)*time.Second))
+	go l.watch(renewals, kcancel, renewed.Add(time.Duration(once.TTL)*time.Second))
 	return l, nil
 }
 

@@ -230,6 +230,7 @@ func TestLoadCorrupt(t *testing.T) {
 func TestLockBusy(t *testing.T) {
 	e := testsupport.StartEtcd(t)
 	a, b := store(t, e, "app1"), store(t, e, "app2")
+	a.LeaseTTL = 2 * time.Second
 	ctx := context.Background()
 	l, err := a.Lock(ctx, "deploy --release v2", 0)
 	if err != nil {
@@ -252,10 +253,14 @@ func TestLockBusy(t *testing.T) {
 	if took > 500*time.Millisecond {
 		t.Errorf("Lock with timeout 0 took %s, want an immediate failure", took)
 	}
+	// Held past its lease's TTL, the lock lives on its renewals.
 	select {
 	case <-l.Lost():
-		t.Error("Lost is closed while the lock is held")
-	default:
+		t.Errorf("Lost was closed while the lock was held with etcd up (lease TTL %s)", a.LeaseTTL)
+	case <-time.After(a.LeaseTTL + 500*time.Millisecond):
+	}
+	if _, err := b.Lock(ctx, "switch green", 0); !errors.Is(err, state.ErrLocked) {
+		t.Errorf("Lock past the holder's lease TTL = %v, want ErrLocked: the lease was not renewed", err)
 	}
 	l.RemoveStaleTemps()
 	l.Unlock()
@@ -295,15 +300,22 @@ func TestLockWait(t *testing.T) {
 		took < 400*time.Millisecond || took > 1500*time.Millisecond {
 		t.Fatalf("Lock with 400ms while held = %v after %s, want ErrLocked naming host app1 after 400ms", err, took)
 	}
-	time.AfterFunc(300*time.Millisecond, l.Unlock)
+	// A wait longer than the lease's TTL: the waiter's lease lives on.
+	hold := b.LeaseTTL + 300*time.Millisecond
+	time.AfterFunc(hold, l.Unlock)
 	start = time.Now()
 	l2, err := b.Lock(ctx, "switch green", 5*time.Second)
 	if err != nil {
 		t.Fatalf("Lock waiting for the holder: %v", err)
 	}
 	defer l2.Unlock()
-	if took := time.Since(start); took < 250*time.Millisecond || took > 2*time.Second {
-		t.Errorf("Lock took %s, want it to wait for the Unlock after 300ms", took)
+	if took := time.Since(start); took < hold-50*time.Millisecond || took > hold+2*time.Second {
+		t.Errorf("Lock took %s, want it to wait for the Unlock after %s", took, hold)
+	}
+	select {
+	case <-l2.Lost():
+		t.Errorf("Lost was closed on a lock taken after a wait longer than the lease's TTL %s", b.LeaseTTL)
+	case <-time.After(300 * time.Millisecond):
 	}
 	if h := raw(t, b, "/bgd/app/lock-holder"); !strings.Contains(h, `"host":"app2"`) || !strings.Contains(h, `"command":"switch green"`) {
 		t.Errorf("holder record %s, want host app2 and command switch green", h)
@@ -409,8 +421,8 @@ func TestEtcdDown(t *testing.T) {
 		if d > s.LeaseTTL+2*time.Second {
 			t.Errorf("Lost was closed %s after etcd stopped, want at most TTL %s + 2s", d, s.LeaseTTL)
 		}
-	case <-time.After(s.LeaseTTL + 3*time.Second - time.Since(stopped)):
-		t.Error("Lost was not closed while etcd was down past the lease TTL")
+	case <-time.After(time.Until(stopped.Add(s.LeaseTTL + 10*time.Second))):
+		t.Error("Lost was not closed while etcd was down 10s past the lease TTL")
 	}
 	start := time.Now()
 	held.Unlock()
@@ -458,5 +470,55 @@ func TestDial(t *testing.T) {
 	_, err := Dial(Options{Endpoints: []string{e.Endpoint}, DialTimeout: 500 * time.Millisecond})
 	if took := time.Since(start); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), e.Endpoint) || took > 1500*time.Millisecond {
 		t.Errorf("Dial of a dead endpoint = %v after %s, want ErrUnreachable naming %s within 500ms", err, took, e.Endpoint)
+	}
+}
+
+// TestDialAuth: with etcd's auth on, a wrong password is refused with a
+// message naming the user and what to check, and a user whose role may
+// read only bgd's prefix connects and uses the store.
+func TestDialAuth(t *testing.T) {
+	e := testsupport.StartEtcd(t)
+	root := dial(t, e)
+	ctx := context.Background()
+	for _, step := range []func() error{
+		func() error { _, err := root.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := root.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := root.RoleAdd(ctx, "bgd"); return err },
+		func() error {
+			_, err := root.RoleGrantPermission(ctx, "bgd", "/bgd/", clientv3.GetPrefixRangeEnd("/bgd/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := root.UserAdd(ctx, "lb1", "s3cret"); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "lb1", "bgd"); return err },
+		func() error { _, err := root.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("setting up etcd auth: %v", err)
+		}
+	}
+
+	_, err := Dial(Options{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Username: "lb1", Password: "wrong"})
+	if err == nil || !strings.Contains(err.Error(), `refused user "lb1"`) || !strings.Contains(err.Error(), "state.password_file") {
+		t.Errorf("Dial with a wrong password = %v, want a refusal naming the user and state.password_file", err)
+	}
+
+	c, err := Dial(Options{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Username: "lb1", Password: "s3cret"})
+	if err != nil {
+		t.Fatalf("Dial as a user who may use only /bgd/: %v", err)
+	}
+	defer c.Close()
+	s := &Store{Client: c, Service: "app", BluePort: 1, GreenPort: 2, Host: "lb1", LeaseTTL: time.Second, Timeout: time.Second}
+	st, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Lock(ctx, "deploy", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	if err := s.Save(st); err != nil {
+		t.Errorf("Save as lb1: %v", err)
 	}
 }
