@@ -45,7 +45,7 @@ var errAnalysisFailed = errors.New("analysis failed")
 func (o *Orchestrator) observer() (lb.Observer, error) {
 	ob, ok := o.lb.(lb.Observer)
 	if !ok {
-		return nil, usagef("analysis needs a load balancer that counts the slots' answers; the %s driver does not", o.svc.LB.Driver)
+		return nil, usagef("analysis needs a load balancer that counts the slots' answers; the %s driver does not", o.driverName())
 	}
 	if o.svc.LB.Driver == "nginx" && o.svc.LB.Nginx.AccessLog == "" {
 		return nil, usagef("analysis with nginx reads the JSON access log the default template writes: set lb.nginx.access_log (e.g. /var/log/nginx/bgd-%s.json.log)", o.svc.Name)

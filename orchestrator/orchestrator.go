@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/fleet"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/slots"
 	"github.com/bgd-dev/bgd/state"
@@ -43,6 +44,15 @@ type Options struct {
 	SpawnProxy func() (int, error)
 	// Balancer replaces the driver chosen by the config (tests). Default nil.
 	Balancer lb.Balancer
+	// Agent builds the orchestrator of `bgd agent`: with the etcd backend,
+	// it drives the local load balancer of the config rather than waiting
+	// for the agents. Default false.
+	Agent bool
+	// NoWaitAgents: with the etcd backend, a change of routing returns once
+	// the state is written, without waiting for the agents. Default false.
+	NoWaitAgents bool
+	// AgentsTimeout overrides state.agents_timeout. Default 0: the config's.
+	AgentsTimeout time.Duration
 }
 
 // Phase is one step of a workflow, for progress display.
@@ -71,6 +81,8 @@ type Orchestrator struct {
 	// units runs the slots as systemd units (runner: systemd); nil: bgd
 	// runs them as detached processes itself.
 	units *slots.Systemd
+	// etcd is the state backend in etcd, nil with the file backend.
+	etcd *etcdState
 }
 
 // New returns the orchestrator of the named service ("" for the only one).
@@ -79,9 +91,23 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 	if err != nil {
 		return nil, err
 	}
+	var store stateStore = fileStore{&state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port}}
+	var etcd *etcdState
 	bal := opts.Balancer
+	if cfg.State.Etcd() {
+		if etcd, err = dialEtcd(cfg.State, svc); err != nil {
+			return nil, err
+		}
+		store = etcdStore{etcd.store}
+		if bal == nil && !opts.Agent {
+			bal = fleetBalancer(cfg, etcd.agents, opts)
+		}
+	}
 	if bal == nil {
 		if bal, err = newBalancer(cfg, svc, opts); err != nil {
+			if etcd != nil {
+				etcd.client.Close()
+			}
 			return nil, err
 		}
 	}
@@ -107,7 +133,8 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 		cfg:       cfg,
 		svc:       svc,
 		statePath: cfg.StatePath(svc.Name),
-		store:     fileStore{&state.Store{Path: cfg.StatePath(svc.Name), BluePort: svc.Blue.Port, GreenPort: svc.Green.Port}},
+		store:     store,
+		etcd:      etcd,
 		lb:        bal,
 		sys:       sys,
 		opts:      opts,
@@ -150,6 +177,18 @@ type op struct {
 	drained *Drain
 	// analysis is the last watch of a new slot (a canary step), nil if none.
 	analysis *Analysis
+	// agents is what the load-balancer hosts did with the last flip (the
+	// etcd backend), nil if none; lagging is the flip's error when some
+	// did not apply it, which end returns.
+	agents  *fleet.Convergence
+	lagging error
+}
+
+// noteAgents keeps what the agents did with the flip just made.
+func (p *op) noteAgents() {
+	if fb, ok := p.o.lb.(*fleet.Balancer); ok {
+		p.agents = fb.Last()
+	}
 }
 
 // begin takes the lock, loads the state, records a previous operation that
@@ -210,6 +249,9 @@ func (p *op) save() error { return p.o.store.Save(p.st) }
 // error is told in the message, while err alone decides what the error
 // matches (the exit code is the operation's).
 func (p *op) end(err error) error {
+	if err == nil && p.lagging != nil {
+		err = failure(p.lagging)
+	}
 	p.st.InProgress = nil
 	serr := p.o.store.Save(p.st)
 	p.lock.Unlock()

@@ -81,7 +81,7 @@ func (p *op) smoke(ctx context.Context, color config.Color) error {
 func (o *Orchestrator) previewer() (lb.Previewer, error) {
 	pv, ok := o.lb.(lb.Previewer)
 	if !ok {
-		return nil, &lb.UnsupportedError{Driver: fmt.Sprintf("%T", o.lb), Feature: lb.FeaturePreview, Service: o.svc.Name,
+		return nil, &lb.UnsupportedError{Driver: o.driverName(), Feature: lb.FeaturePreview, Service: o.svc.Name,
 			Detail: "it cannot send a request to the standby slot before a flip: leave health.smoke out"}
 	}
 	for _, path := range o.svc.Health.Smoke {

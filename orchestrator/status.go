@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/fleet"
 	"github.com/bgd-dev/bgd/lb/builtin"
 	"github.com/bgd-dev/bgd/lb/haproxy"
 	"github.com/bgd-dev/bgd/slots"
@@ -73,6 +74,14 @@ type Status struct {
 	// MaintenancePage ("" : the load balancer's own text).
 	Maintenance     bool   `json:"maintenance,omitempty"`
 	MaintenancePage string `json:"maintenance_page,omitempty"`
+	// Generation is the state's flip count, which each agent reports
+	// applying (the etcd backend).
+	Generation uint64 `json:"generation"`
+	// Agents are the load-balancer hosts that joined (the etcd backend),
+	// with what each serves; absent with a state file. AgentsError says
+	// why they could not be read.
+	Agents      []fleet.Agent `json:"agents,omitempty"`
+	AgentsError string        `json:"agents_error,omitempty"`
 }
 
 // ProxyStatus is the builtin proxy of a service, checked against reality.
@@ -189,6 +198,14 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 		s.LBActive = st.ActiveVersion // 50/50: either colour; the split is the state's
 	} else {
 		s.LBError = err.Error()
+	}
+	s.Generation = st.Generation
+	if o.etcd != nil {
+		if s.Agents, err = o.Agents(ctx); err != nil {
+			s.AgentsError = err.Error()
+		} else if s.Agents == nil {
+			s.Agents = []fleet.Agent{}
+		}
 	}
 	return s, nil
 }

@@ -2,10 +2,12 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/fleet"
 	"github.com/bgd-dev/bgd/lb"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -33,6 +35,9 @@ type Result struct {
 	// Analysis is what a deploy's watch saw of the new slot; absent when
 	// it was not watched.
 	Analysis *Analysis `json:"analysis,omitempty"`
+	// Agents is what each load-balancer host did with the last flip (the
+	// etcd backend); absent otherwise.
+	Agents []fleet.HostResult `json:"agents,omitempty"`
 }
 
 // result is what the operation did, with color's slot as recorded now, and
@@ -44,6 +49,9 @@ func (p *op) result(action string, color config.Color, changed bool, msg string)
 	}
 	r := &Result{Service: p.o.svc.Name, Action: action, Active: st.ActiveVersion, Slot: color, Changed: changed,
 		Duration: time.Since(p.began), Message: msg, Drain: p.drained, Canary: st.Canary, Analysis: p.analysis}
+	if p.agents != nil {
+		r.Agents = p.agents.Hosts
+	}
 	if color != "" {
 		s := st.Slot(color)
 		r.Port, r.PID, r.Release = s.Port, s.PID, s.Release
@@ -522,7 +530,18 @@ func (p *op) flipTo(ctx context.Context, color config.Color, canary *state.Canar
 			restore()
 			return err
 		}
-		if err := o.lb.Flip(ctx, route); err != nil {
+		err := o.lb.Flip(ctx, route)
+		p.noteAgents()
+		if errors.Is(err, fleet.ErrLagging) {
+			// The routing is written and live on the hosts that applied
+			// it; the others converge when they can. Rolling it back
+			// would move the hosts that did: the operation goes on, and
+			// its end fails naming the hosts (end).
+			p.lagging = err
+			countFlip(st, prev.ActiveVersion)
+			return nil
+		}
+		if err != nil {
 			// Route back under a new generation, so the proxy takes it.
 			restore()
 			st.Generation++

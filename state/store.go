@@ -30,15 +30,23 @@ var (
 
 // LockedError says who holds the lock.
 type LockedError struct {
+	// Path is what is locked: the state file, or the etcd key of a shared
+	// state's lock.
 	Path    string
 	PID     int
 	Command string
+	// Host is the holder's host when the lock is shared between hosts;
+	// empty for a state file's lock (always this host's).
+	Host string
 }
 
 func (e *LockedError) Error() string {
 	holder := "an unknown process"
 	if e.PID > 0 {
 		holder = fmt.Sprintf("pid %d (%s)", e.PID, e.Command)
+	}
+	if e.Host != "" {
+		holder += " on host " + e.Host
 	}
 	return fmt.Sprintf("%s is locked by %s: wait for it to finish, or retry with --lock-timeout", e.Path, holder)
 }

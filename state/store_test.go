@@ -262,6 +262,32 @@ func TestUpdateErrorSavesNothing(t *testing.T) {
 	}
 }
 
+// TestLockedErrorMessage: the message names the holder, and its host only
+// when the lock is shared between hosts (a state file's message is as it
+// always was).
+func TestLockedErrorMessage(t *testing.T) {
+	for _, c := range []struct {
+		err  LockedError
+		want string
+	}{
+		{LockedError{Path: "/var/lib/bgd/app.json", PID: 123, Command: "deploy"},
+			"/var/lib/bgd/app.json is locked by pid 123 (deploy): wait for it to finish, or retry with --lock-timeout"},
+		{LockedError{Path: "/var/lib/bgd/app.json"},
+			"/var/lib/bgd/app.json is locked by an unknown process: wait for it to finish, or retry with --lock-timeout"},
+		{LockedError{Path: "etcd key /bgd/app/lock", PID: 123, Command: "deploy --release v2", Host: "app1"},
+			"etcd key /bgd/app/lock is locked by pid 123 (deploy --release v2) on host app1: wait for it to finish, or retry with --lock-timeout"},
+		{LockedError{Path: "etcd key /bgd/app/lock", Host: "app1"},
+			"etcd key /bgd/app/lock is locked by an unknown process on host app1: wait for it to finish, or retry with --lock-timeout"},
+	} {
+		if got := c.err.Error(); got != c.want {
+			t.Errorf("%+v:\n got %q\nwant %q", c.err, got, c.want)
+		}
+		if !errors.Is(&c.err, ErrLocked) {
+			t.Errorf("%+v does not match ErrLocked", c.err)
+		}
+	}
+}
+
 // TestLockContention: a second lock fails at once with a *LockedError naming
 // the holder's pid and command, waits when given a timeout, and is free as
 // soon as the holder is gone, even when it was SIGKILLed.

@@ -119,6 +119,10 @@ type options struct {
 	stateFile   string
 	lockTimeout time.Duration
 	verbose     bool
+	// waitAgents and agentsTimeout: the etcd backend's wait for the
+	// load-balancer hosts' agents after a change of routing.
+	waitAgents    bool
+	agentsTimeout time.Duration
 }
 
 // flags are the global flags, bound to o.
@@ -130,6 +134,9 @@ func (o *options) flags() []cli.Flag {
 		&cli.StringFlag{Name: "state-file", Destination: &o.stateFile, Usage: "state file when a single service is configured (default: $BG_STATE_FILE, else <state_dir>/bg_state.json)"},
 		&cli.DurationFlag{Name: "lock-timeout", Destination: &o.lockTimeout, Usage: "wait this long for another operation's lock before exiting 3 (0: fail at once)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Destination: &o.verbose, Usage: "log each step on stderr"},
+		&cli.BoolFlag{Name: "wait-agents", Value: true, Destination: &o.waitAgents,
+			Usage: "with state.backend etcd: after a change of routing, wait until every load-balancer host's agent applied it (--wait-agents=false: do not)"},
+		&cli.DurationFlag{Name: "agents-timeout", Destination: &o.agentsTimeout, Usage: "with state.backend etcd: how long to wait for the agents (default: state.agents_timeout)"},
 	}
 }
 
@@ -398,10 +405,12 @@ func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (
 	}
 	out := newPrinter(e)
 	return orchestrator.New(cfg, svc.Name, orchestrator.Options{
-		LockTimeout: e.opts.lockTimeout,
-		Command:     strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
-		Logger:      e.commandLogger(),
-		Progress:    out.progress,
-		SpawnProxy:  func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
+		LockTimeout:   e.opts.lockTimeout,
+		NoWaitAgents:  !e.opts.waitAgents,
+		AgentsTimeout: e.opts.agentsTimeout,
+		Command:       strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
+		Logger:        e.commandLogger(),
+		Progress:      out.progress,
+		SpawnProxy:    func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
 	})
 }

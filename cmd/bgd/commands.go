@@ -160,6 +160,16 @@ func commands(e *env) []*cli.Command {
 			Action:      e.proxy,
 		},
 		{
+			Name:        "agent",
+			Usage:       "apply the service's routing from etcd to this host's load balancer, in the foreground (state.backend: etcd; for systemd)",
+			Description: agentDescription,
+			Before:      noArgs,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "host", Usage: "this host's name in etcd and in messages (default: the host name)"},
+			},
+			Action: e.agent,
+		},
+		{
 			Name:        "reconcile",
 			Usage:       "rebuild the state from what really runs and what the load balancer really routes to",
 			Description: "Example: bgd reconcile",
@@ -406,6 +416,32 @@ func (e *env) proxy(c *cli.Context) error {
 		return err
 	}
 	return orchestrator.RunProxy(c.Context, cfg, e.opts.service, e.logger())
+}
+
+const agentDescription = "On each load-balancer host: it watches the service's state in etcd, applies its routing to the load balancer of lb.driver\n" +
+	"(with the driver's own confirmation) and reports what it serves under <prefix>/<service>/agents/<host>. Without etcd it keeps\n" +
+	"the routing it last applied. SIGTERM: it leaves (commands stop waiting for it) and exits 0.\n" +
+	"Example: bgd --config /etc/bgd/bluegreen.yml -s web agent --host lb1"
+
+func (e *env) agent(c *cli.Context) error {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	svc, err := cfg.Service(e.opts.service)
+	if err != nil {
+		return err
+	}
+	o, err := orchestrator.New(cfg, svc.Name, orchestrator.Options{
+		Agent:      true,
+		Logger:     e.logger(),
+		SpawnProxy: func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
+	})
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	return o.RunAgent(c.Context, c.String("host"))
 }
 
 func (e *env) reconcile(c *cli.Context) error {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bgd-dev/bgd/fleet"
 	"github.com/bgd-dev/bgd/orchestrator"
 	"github.com/bgd-dev/bgd/state"
 )
@@ -61,6 +62,8 @@ func (p *printer) showPhase(ph orchestrator.Phase) {
 		line = fmt.Sprintf("💚 %s is healthy (%.1fs)", ph.Color, ph.Elapsed.Seconds())
 	case "switching":
 		line = fmt.Sprintf("🔀 switching traffic to %s", ph.Color)
+	case "agent":
+		line = "🛰️ " + ph.Detail
 	case "draining":
 		line = fmt.Sprintf("🚰 draining %s before it stops (%s)", ph.Color, ph.Detail)
 	case "done":
@@ -119,10 +122,14 @@ func (p *printer) icon(s string) string {
 }
 
 func (p *printer) result(r *orchestrator.Result) error {
+	text := p.icon("✅") + r.Message + "\n"
+	for _, h := range r.Agents {
+		text += "   " + h.Host + ": " + h.Line() + "\n"
+	}
 	return p.emit(struct {
 		OK bool `json:"ok"`
 		*orchestrator.Result
-	}{true, r}, p.icon("✅")+r.Message+"\n")
+	}{true, r}, text)
 }
 
 func (p *printer) version() error {
@@ -165,6 +172,17 @@ func (p *printer) status(s *orchestrator.Status) error {
 		}
 		if r := sl.Restarts; r != nil {
 			fmt.Fprintf(&b, "   Restarts: %d by health sweeps since %s\n", r.Count, r.Since.Format(time.RFC3339))
+		}
+	}
+	if s.Agents != nil || s.AgentsError != "" {
+		fmt.Fprintf(&b, "\n%sLoad-balancer hosts (generation %d):\n", p.icon("🛰️"), s.Generation)
+		if s.AgentsError != "" {
+			fmt.Fprintf(&b, "   %s\n", s.AgentsError)
+		} else if len(s.Agents) == 0 {
+			b.WriteString("   none has joined: run `bgd agent` on each load-balancer host\n")
+		}
+		for _, a := range s.Agents {
+			b.WriteString("   " + agentLine(a, s.Generation) + "\n")
 		}
 	}
 	if op := s.InProgress; op != nil {
@@ -342,4 +360,22 @@ func (p *printer) ups(results []*orchestrator.UpResult, err error) error {
 	}
 	p.errorShown = p.json && err != nil
 	return p.emit(v, b.String())
+}
+
+// agentLine is one load-balancer host of the etcd backend in `bgd status`.
+func agentLine(a fleet.Agent, gen uint64) string {
+	line := fmt.Sprintf("%s (%s): routes to %s, generation %d", a.Host, a.Driver, a.Active, a.Generation)
+	if a.CanaryWeight > 0 {
+		line += fmt.Sprintf(" (canary %s %d%%)", a.Active.Other(), a.CanaryWeight)
+	}
+	switch {
+	case !a.Live:
+		line += fmt.Sprintf("; no agent report since %s (stopped, or cut off from etcd)", a.Reported.Local().Format(time.RFC3339))
+	case a.Generation < gen:
+		line += fmt.Sprintf("; lagging (want %d)", gen)
+	}
+	if a.Error != "" {
+		line += fmt.Sprintf("; could not apply generation %d: %s", a.FailedGeneration, a.Error)
+	}
+	return line
 }

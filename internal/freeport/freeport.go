@@ -12,6 +12,7 @@
 //	cmd/bgd (CLI scripts)  28000-29999
 //	orchestrator           30000-31999
 //	internal/testsupport   32000-32767
+//	etcd fixtures          17000-19999 (testsupport.StartEtcd, any package)
 //	integration/bench      20000-31999 (never beside the tests)
 package freeport
 
