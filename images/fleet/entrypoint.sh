@@ -17,8 +17,10 @@ set -eu
 
 case $FLEET_ROLE in
 app)
-	# A failure is logged and the host stays up, so `docker-compose exec` can look.
-	bgd up || echo "fleet-entrypoint: bringing the service up failed (see above); the container stays up" >&2
+	# The LB hosts' agents start after this host, so up does not wait for
+	# them. A failure is logged and the host stays up, so `docker-compose
+	# exec` can look.
+	bgd --wait-agents=false up || echo "fleet-entrypoint: bringing the service up failed (see above); the container stays up" >&2
 	echo "fleet-entrypoint: app ready"
 	exec sleep infinity
 	;;
@@ -42,7 +44,11 @@ haproxy)
 	# HAProxy will not start without the map; the agent sets the recorded
 	# colour in it through the admin socket.
 	[ -s /etc/haproxy/bgd.map ] || echo "app app_blue" >/etc/haproxy/bgd.map
-	bgd render >/etc/haproxy/bgd.cfg
+	# With the etcd backend `bgd render` prints the fleet's routing (a
+	# comment), not this host's HAProxy snippet: render the snippet from
+	# this host's config without its state: section (the file backend).
+	awk '/^state:/ { skip = 1; next } skip && /^[^ #]/ { skip = 0 } !skip' "$BG_CONFIG" >/tmp/bgd-render.yml
+	BG_CONFIG=/tmp/bgd-render.yml bgd render >/etc/haproxy/bgd.cfg
 	haproxy -W -D -p /run/haproxy.pid -f /etc/bgd/haproxy.cfg -f /etc/haproxy/bgd.cfg
 	;;
 builtin)

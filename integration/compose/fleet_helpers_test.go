@@ -131,6 +131,11 @@ func startFleet(t *testing.T) {
 		fleet.ids[svc] = id
 	}
 	st := waitAgents(t, 0, time.Minute)
+	// The app host's `bgd up` started the active slot; the switches need
+	// the standby too.
+	if standby := other(st.Active); !st.slot(standby).Healthy {
+		mustAppBgd(t, "start", standby)
+	}
 	for _, lb := range fleetLBs {
 		if err := waitFleetColour(lb, st.Active, 30*time.Second); err != nil {
 			t.Fatalf("fleet: not serving after up: %v", err)
@@ -250,10 +255,18 @@ func (a fleetAgent) appliedAt() (time.Time, error) {
 // tests read, with the generation of the state in etcd.
 type fleetStatus struct {
 	Active     string       `json:"active_version"`
+	Blue       slot         `json:"blue"`
+	Green      slot         `json:"green"`
 	LastSwitch *time.Time   `json:"last_switch"`
+	Generation uint64       `json:"generation"`
 	Agents     []fleetAgent `json:"agents"`
-	// Generation is the state's, read from etcd (fleetStateKey).
-	Generation uint64 `json:"-"`
+}
+
+func (s fleetStatus) slot(colour string) slot {
+	if colour == "green" {
+		return s.Green
+	}
+	return s.Blue
 }
 
 // agent returns the host's agent in the status, or false.
@@ -310,8 +323,9 @@ func readEtcdState() (etcdState, error) {
 	return st, nil
 }
 
-// getFleetStatus is `bgd --json status` on the app host with the state's
-// generation from etcd; the two must agree on the active colour.
+// getFleetStatus is `bgd --json status` on the app host, checked against
+// the state in etcd: the two must agree on the active colour and the
+// generation.
 func getFleetStatus(t *testing.T) fleetStatus {
 	t.Helper()
 	st, err := tryFleetStatus()
@@ -334,10 +348,10 @@ func tryFleetStatus() (fleetStatus, error) {
 	if err != nil {
 		return fleetStatus{}, err
 	}
-	if es.Active != st.Active {
-		return fleetStatus{}, fmt.Errorf("bgd status shows %s active, the state in etcd %s", st.Active, es.Active)
+	if es.Active != st.Active || es.Generation != st.Generation {
+		return fleetStatus{}, fmt.Errorf("bgd status shows %s active at generation %d, the state in etcd %s at %d",
+			st.Active, st.Generation, es.Active, es.Generation)
 	}
-	st.Generation = es.Generation
 	return st, nil
 }
 

@@ -32,15 +32,15 @@ func TestFleet(t *testing.T) {
 // fleetConvergenceSwitches is how many switches the convergence test makes.
 const fleetConvergenceSwitches = 20
 
-// fleetSwitch runs `bgd switch to` on the app host, which must exit 0
+// fleetSwitch runs `bgd GLOBAL... switch to` on the app host, which must exit 0
 // having waited for every agent, and checks that the status then shows
 // every agent live on the new generation and colour, and that the command
 // printed a line for each. It returns the status and how long each agent
 // took: its applied time minus the state's last_switch.
-func fleetSwitch(t *testing.T, to string, args ...string) (fleetStatus, map[string]time.Duration, time.Duration) {
+func fleetSwitch(t *testing.T, to string, global ...string) (fleetStatus, map[string]time.Duration, time.Duration) {
 	t.Helper()
 	before := getFleetStatus(t)
-	r, took := mustAppBgd(t, append([]string{"switch", to}, args...)...)
+	r, took := mustAppBgd(t, append(global, "switch", to)...)
 	st := getFleetStatus(t)
 	if st.Active != to || st.Generation <= before.Generation {
 		t.Fatalf("after bgd switch %s: %s active at generation %d (before: generation %d), want %s at a newer one",
