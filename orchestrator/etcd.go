@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -43,6 +46,9 @@ func dialEtcd(b config.StateBackend, svc *config.Service) (*etcdState, error) {
 	opts.TLS = tlsConfig
 	client, err := etcdstore.Dial(opts)
 	if err != nil {
+		if why := tlsProblem(b.Endpoints, tlsConfig, b.DialTimeout.D()); why != "" {
+			return nil, fmt.Errorf("%w; %s", err, why)
+		}
 		return nil, err
 	}
 	return &etcdState{
@@ -82,6 +88,38 @@ func etcdTLS(b config.StateBackend) (*tls.Config, error) {
 		c.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
+}
+
+// tlsProblem says why a TLS handshake with the https endpoints fails, ""
+// when one succeeds or none is https: etcd's client only says that nothing
+// answered, where the cause is often a certificate.
+func tlsProblem(endpoints []string, c *tls.Config, timeout time.Duration) string {
+	var problems []string
+	for _, e := range endpoints {
+		u, err := url.Parse(e)
+		if err != nil || u.Scheme != "https" {
+			continue
+		}
+		cfg := c.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		cfg.ServerName = u.Hostname()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", u.Host, cfg)
+		if err == nil {
+			// The server asks for a client certificate after the handshake
+			// in TLS 1.3: a read shows whether it refused ours.
+			conn.SetReadDeadline(time.Now().Add(timeout))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+			var ne net.Error
+			if err == nil || errors.As(err, &ne) && ne.Timeout() {
+				return ""
+			}
+		}
+		problems = append(problems, fmt.Sprintf("TLS with %s fails: %v (check state.ca_file, cert_file and key_file)", e, err))
+	}
+	return strings.Join(problems, "; ")
 }
 
 // etcdStore is the etcd store as the workflows use it (stateStore).

@@ -80,7 +80,7 @@ type Status struct {
 	// Agents are the load-balancer hosts that joined (the etcd backend),
 	// with what each serves; absent with a state file. AgentsError says
 	// why they could not be read.
-	Agents      []fleet.Agent `json:"agents,omitempty"`
+	Agents      []fleet.Agent `json:"agents,omitzero"`
 	AgentsError string        `json:"agents_error,omitempty"`
 }
 
@@ -201,6 +201,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	}
 	s.Generation = st.Generation
 	if o.etcd != nil {
+		s.StateFile = "etcd:" + o.etcd.store.Key("state")
 		if s.Agents, err = o.Agents(ctx); err != nil {
 			s.AgentsError = err.Error()
 		} else if s.Agents == nil {

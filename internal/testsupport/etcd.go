@@ -39,8 +39,21 @@ type Etcd struct {
 	// ClientPort and PeerPort are the loopback ports etcd listens on.
 	ClientPort, PeerPort int
 
+	// TLS, when set, makes etcd serve its clients over https only and
+	// require a client certificate signed by TLS.CAFile.
+	TLS *EtcdTLS
+
 	mu   sync.Mutex
 	proc *Proc
+}
+
+// EtcdTLS is the certificates of an etcd that serves https (WriteTestCerts
+// makes a set).
+type EtcdTLS struct {
+	CAFile            string // signs the server's and the clients' certificates
+	CertFile, KeyFile string // the server's, for 127.0.0.1
+	ClientCertFile    string // a client certificate signed by CAFile
+	ClientKeyFile     string
 }
 
 // StartEtcd runs etcd for the test and stops it in t.Cleanup. Without
@@ -59,17 +72,35 @@ func StartEtcd(t testing.TB) *Etcd {
 
 // NewEtcd starts etcd with its data and log in dir. A port another process
 // took between the pick and etcd's bind costs a retry with new ports.
-func NewEtcd(bin, dir string) (*Etcd, error) {
+func NewEtcd(bin, dir string) (*Etcd, error) { return newEtcd(bin, dir, nil) }
+
+// StartEtcdTLS is StartEtcd with https and client certificates (tlsFiles).
+func StartEtcdTLS(t testing.TB, tlsFiles *EtcdTLS) *Etcd {
+	t.Helper()
+	bin := RequireBinary(t, "etcd")
+	e, err := newEtcd(bin, t.TempDir(), tlsFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
+}
+
+func newEtcd(bin, dir string, tlsFiles *EtcdTLS) (*Etcd, error) {
 	var err error
 	for range 3 {
-		e := &Etcd{Bin: bin, Dir: dir}
+		e := &Etcd{Bin: bin, Dir: dir, TLS: tlsFiles}
 		if e.ClientPort, err = freeport.Pick(etcdPortLo, etcdPortHi); err != nil {
 			return nil, err
 		}
 		if e.PeerPort, err = freeport.Pick(etcdPortLo, etcdPortHi); err != nil {
 			return nil, err
 		}
-		e.Endpoint = "http://127.0.0.1:" + strconv.Itoa(e.ClientPort)
+		scheme := "http"
+		if tlsFiles != nil {
+			scheme = "https"
+		}
+		e.Endpoint = scheme + "://127.0.0.1:" + strconv.Itoa(e.ClientPort)
 		if err = e.Start(); err == nil {
 			return e, nil
 		}
@@ -97,20 +128,23 @@ func (e *Etcd) Start() error {
 	}
 	defer logf.Close()
 	peer := "http://127.0.0.1:" + strconv.Itoa(e.PeerPort)
-	cmd := exec.Command(e.Bin,
-		"--name", "bgd-test",
+	args := []string{"--name", "bgd-test",
 		"--data-dir", filepath.Join(e.Dir, "data"),
 		"--listen-client-urls", e.Endpoint,
 		"--advertise-client-urls", e.Endpoint,
 		"--listen-peer-urls", peer,
 		"--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "bgd-test="+peer,
+		"--initial-cluster", "bgd-test=" + peer,
 		"--initial-cluster-state", "new",
 		// Short ticks: a restarted member elects itself sooner, and the
 		// server's minimum lease TTL (1.5 election timeouts) stays below 1 s.
 		"--heartbeat-interval", "50",
 		"--election-timeout", "500",
-		"--logger", "zap", "--log-outputs", "stderr")
+		"--logger", "zap", "--log-outputs", "stderr"}
+	if t := e.TLS; t != nil {
+		args = append(args, "--cert-file", t.CertFile, "--key-file", t.KeyFile, "--trusted-ca-file", t.CAFile, "--client-cert-auth")
+	}
+	cmd := exec.Command(e.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// etcd reads ETCD_* variables as flags: none of the caller's may leak in.
 	for _, kv := range os.Environ() {
@@ -119,6 +153,13 @@ func (e *Etcd) Start() error {
 		}
 	}
 	client := &http.Client{Timeout: 500 * time.Millisecond}
+	if e.TLS != nil {
+		tc, err := e.TLS.ClientConfig()
+		if err != nil {
+			return err
+		}
+		client.Transport = &http.Transport{TLSClientConfig: tc}
+	}
 	p, err := StartReady("etcd", cmd, 15*time.Second, func(*Proc) bool { return e.healthy(client) })
 	if err != nil {
 		return fmt.Errorf("%w (%s, data in %s); its log:\n%s", err, e.Endpoint, e.Dir, tail(e.Output(), 30))
