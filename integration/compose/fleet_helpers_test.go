@@ -68,7 +68,10 @@ var fleetImages = []string{"bgd/etcd:dev", "bgd/lb-nginx:dev", "bgd/lb-haproxy:d
 // fleet is the fleet topology of this run, brought up by startFleet.
 var fleet struct {
 	project, file string
-	ids           map[string]string // compose service -> container id
+	// mu guards ids against the interrupt guard, which may read them while
+	// startFleet sets them.
+	mu  sync.Mutex
+	ids map[string]string // compose service -> container id
 }
 
 // needFleet fails the test when the fleet cannot run: a loud skip on a
@@ -121,15 +124,18 @@ func startFleet(t *testing.T) {
 	if out, err := fleetCompose("up", "-d", "--no-build"); err != nil {
 		t.Fatalf("fleet: docker-compose up: %v\n%s", err, out)
 	}
-	fleet.ids = map[string]string{}
+	ids := map[string]string{}
 	for _, svc := range []string{"etcd", "app", "lb1", "lb2", "lb3", "client"} {
 		out, err := fleetCompose("ps", "-q", svc)
 		id := strings.TrimSpace(out)
 		if err != nil || id == "" {
 			t.Fatalf("fleet: docker-compose ps -q %s: %v %s", svc, err, out)
 		}
-		fleet.ids[svc] = id
+		ids[svc] = id
 	}
+	fleet.mu.Lock()
+	fleet.ids = ids
+	fleet.mu.Unlock()
 	st := waitAgents(t, 0, time.Minute)
 	// The app host's `bgd up` started the active slot; the switches need
 	// the standby too.
@@ -168,11 +174,29 @@ func fleetDownOnTimeoutOrSignal() func() {
 		case <-stop:
 			return
 		}
-		// No logs first: TestMain's guard exits the binary once its own
-		// project is down, and this one must be down by then.
-		fleetCompose("down", "-v", "--remove-orphans", "-t", "5")
+		// TestMain's guard exits the binary once its own project is down:
+		// remove the fleet's containers and networks at once (docker rm -f,
+		// no grace), then let compose sweep what is left.
+		fleetRemoveNow()
+		fleetCompose("down", "-v", "--remove-orphans", "-t", "1")
 	}()
 	return func() { signal.Stop(sigs); close(stop) }
+}
+
+// fleetRemoveNow removes the fleet's containers (SIGKILL) and networks
+// with plain docker commands, which take a second where compose's down
+// takes several.
+func fleetRemoveNow() {
+	args := []string{"rm", "-f", "-v"}
+	fleet.mu.Lock()
+	for _, id := range fleet.ids {
+		args = append(args, id)
+	}
+	fleet.mu.Unlock()
+	if len(args) > 3 {
+		exec.Command("docker", args...).Run()
+	}
+	exec.Command("docker", "network", "rm", fleetNetwork("control"), fleetNetwork("data")).Run()
 }
 
 // fleetCompose runs docker-compose on the fleet's project and returns its
