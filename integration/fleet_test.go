@@ -321,6 +321,17 @@ func TestFleetOnEtcd(t *testing.T) {
 		}
 	})
 
+	t.Run("a second agent with the same name", func(t *testing.T) {
+		cfg := filepath.Join(r.dir, "lb-haproxy.yml")
+		_, errOut, code := bgd(t, r.dir, nil, "--config", cfg, "agent", "--host", "lb-haproxy")
+		if code != 2 || !strings.Contains(errOut, `another agent reports as host "lb-haproxy"`) {
+			t.Errorf("a second agent as lb-haproxy: exit %d, %s; want exit 2 naming the other", code, errOut)
+		}
+		if st := r.status(); len(st.Agents) != 2 || !st.Agents[1].Live {
+			t.Errorf("the refused agent changed the first one's keys: %+v", st.Agents)
+		}
+	})
+
 	t.Run("a canary on every host", func(t *testing.T) {
 		was := r.status().ActiveVersion
 		canary := was.Other().String()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/bgd-dev/bgd/fleet"
@@ -49,6 +50,9 @@ func (o *Orchestrator) RunAgent(ctx context.Context, host string) error {
 		}
 		host = h
 	}
+	if err := o.waitHostFree(ctx, host); err != nil {
+		return err
+	}
 	a := &agent{o: o, host: host, rep: fleet.Report{Host: host, PID: os.Getpid(), Driver: o.svc.LB.Driver}}
 	o.log.Info("agent: started", "host", host, "driver", a.rep.Driver, "key", o.etcd.store.Key("state"))
 	err := a.run(ctx)
@@ -61,6 +65,34 @@ func (o *Orchestrator) RunAgent(ctx context.Context, host string) error {
 		o.etcd.client.Revoke(leave, a.lease)
 	}
 	return err
+}
+
+// waitHostFree waits until no live agent reports as host: one killed a
+// moment ago (a restart) is gone once its lease ends. One still reporting
+// after that is another agent with the same name, and two would overwrite
+// each other's reports: refused.
+func (o *Orchestrator) waitHostFree(ctx context.Context, host string) error {
+	deadline := time.Now().Add(o.cfg.State.LeaseTTL.D() + 2*time.Second)
+	for {
+		agents, err := o.Agents(ctx)
+		if err != nil {
+			return nil // etcd away: the agent starts, keeps the routing, and reports once it can
+		}
+		i := slices.IndexFunc(agents, func(a fleet.Agent) bool { return a.Host == host && a.Live })
+		if i < 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			a := agents[i]
+			return usagef("another agent reports as host %q (pid %d, last report %s): give this one another name with --host",
+				host, a.PID, a.Reported.Local().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (a *agent) run(ctx context.Context) error {
