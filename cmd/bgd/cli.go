@@ -408,6 +408,9 @@ func (e *env) orchestrator(c *cli.Context, cfg *config.Config, service string) (
 		LockTimeout:   e.opts.lockTimeout,
 		NoWaitAgents:  !e.opts.waitAgents,
 		AgentsTimeout: e.opts.agentsTimeout,
+		// With the etcd backend, `bgd render` prints this host's load
+		// balancer configuration (what its agent applies), not the fleet's.
+		LocalBalancer: c.Command.Name == "render",
 		Command:       strings.TrimSpace(c.Command.Name + " " + strings.Join(c.Args().Slice(), " ")),
 		Logger:        e.commandLogger(),
 		Progress:      out.progress,

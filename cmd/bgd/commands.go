@@ -433,9 +433,9 @@ func (e *env) agent(c *cli.Context) error {
 		return err
 	}
 	o, err := orchestrator.New(cfg, svc.Name, orchestrator.Options{
-		Agent:      true,
-		Logger:     e.logger(),
-		SpawnProxy: func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
+		LocalBalancer: true,
+		Logger:        e.logger(),
+		SpawnProxy:    func() (int, error) { return orchestrator.SpawnProxy(cfg, svc.Name, selfPath()) },
 	})
 	if err != nil {
 		return err

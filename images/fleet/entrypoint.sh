@@ -44,11 +44,8 @@ haproxy)
 	# HAProxy will not start without the map; the agent sets the recorded
 	# colour in it through the admin socket.
 	[ -s /etc/haproxy/bgd.map ] || echo "app app_blue" >/etc/haproxy/bgd.map
-	# With the etcd backend `bgd render` prints the fleet's routing (a
-	# comment), not this host's HAProxy snippet: render the snippet from
-	# this host's config without its state: section (the file backend).
-	awk '/^state:/ { skip = 1; next } skip && /^[^ #]/ { skip = 0 } !skip' "$BG_CONFIG" >/tmp/bgd-render.yml
-	BG_CONFIG=/tmp/bgd-render.yml bgd render >/etc/haproxy/bgd.cfg
+	# This host's HAProxy snippet for the routing recorded in etcd.
+	bgd render >/etc/haproxy/bgd.cfg
 	haproxy -W -D -p /run/haproxy.pid -f /etc/bgd/haproxy.cfg -f /etc/haproxy/bgd.cfg
 	;;
 builtin)
