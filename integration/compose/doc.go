@@ -2,7 +2,12 @@
 // root (docker-compose.yml): three LB hosts, one per driver (nginx, HAProxy,
 // builtin), each running its load balancer, bgd and the demo service's two
 // slots, and a client container with wrk and curl that loads them over the
-// compose network by service name.
+// compose network by service name. fleet_test.go tests the second
+// topology, docker-compose.fleet.yml: one service shared by three LB hosts
+// (nginx, HAProxy, builtin), each running `bgd agent`, with its state in an
+// etcd container and its slots on an app host; a control network joins etcd,
+// app and the LB hosts, a data network joins the LB hosts, the slots and the
+// client, so that cutting an LB host off etcd leaves it serving.
 //
 // The tests are behind the build tag compose, so `go test ./...` never
 // builds them; `make compose-test` (after `make images`) runs them:
