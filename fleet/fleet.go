@@ -202,7 +202,7 @@ type LaggingError struct{ *Convergence }
 
 func (e *LaggingError) Error() string {
 	if len(e.Hosts) == 0 {
-		return fmt.Sprintf("the new routing (generation %d) is in etcd, but no load-balancer host has joined: run `bgd agent` on each one", e.Generation)
+		return fmt.Sprintf("the new routing (generation %d) is in etcd, but no load-balancer host has joined: run `bgd agent` on each one (they apply it when they start; --wait-agents=false does not wait for them)", e.Generation)
 	}
 	lag := e.Lagging()
 	return fmt.Sprintf("the new routing (generation %d) is in etcd, but %d of %d load-balancer hosts have not applied it: %s; they keep their routing and apply it when they can",
