@@ -44,10 +44,11 @@ type Options struct {
 	SpawnProxy func() (int, error)
 	// Balancer replaces the driver chosen by the config (tests). Default nil.
 	Balancer lb.Balancer
-	// Agent builds the orchestrator of `bgd agent`: with the etcd backend,
-	// it drives the local load balancer of the config rather than waiting
-	// for the agents. Default false.
-	Agent bool
+	// LocalBalancer: with the etcd backend, drive this host's load balancer
+	// (the config's lb.driver) rather than wait for the agents of every
+	// load-balancer host: what `bgd agent` and `bgd render` do there.
+	// Default false. Without etcd the local one is the only one.
+	LocalBalancer bool
 	// NoWaitAgents: with the etcd backend, a change of routing returns once
 	// the state is written, without waiting for the agents. Default false.
 	NoWaitAgents bool
@@ -99,7 +100,7 @@ func New(cfg *config.Config, service string, opts Options) (*Orchestrator, error
 			return nil, err
 		}
 		store = etcdStore{etcd.store}
-		if bal == nil && !opts.Agent {
+		if bal == nil && !opts.LocalBalancer {
 			bal = fleetBalancer(cfg, etcd.agents, opts)
 		}
 	}
