@@ -128,6 +128,15 @@ func startFleet(t *testing.T) {
 			fmt.Printf("fleet: the containers' last log lines:\n%s\n", logs)
 		}
 		began := time.Now()
+		// The hosts first, while etcd lets the agents leave cleanly; then
+		// the etcd cluster in order (stopped together, its leader would
+		// wait for a follower to take over until the grace period's end).
+		fleetCompose("stop", "-t", "5", "client", "lb1", "lb2", "lb3", "app")
+		if len(runningEtcdMembers()) == len(fleetEtcdMembers) {
+			if err := stopEtcdCluster(); err != nil {
+				t.Logf("fleet: stopping the etcd cluster in order: %v", err)
+			}
+		}
 		if out, err := fleetCompose("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 			t.Errorf("fleet: docker-compose down: %v\n%s", err, out)
 		}

@@ -17,16 +17,22 @@ import (
 
 // TestFleet brings up docker-compose.fleet.yml (three LB hosts sharing one
 // state in a three-member etcd cluster, each applying it with `bgd agent`)
-// and runs, in order: switch convergence, zero downtime under load, an LB
-// host cut from every etcd member, the etcd leader stopped under load, the
-// whole etcd cluster restarted, and a CLI SIGKILLed while it holds the
+// and runs, in order: switch convergence, zero downtime under load, the
+// etcd leader stopped under load, an LB host cut from every etcd member,
+// the whole etcd cluster restarted, and a CLI SIGKILLed while it holds the
 // lock. Every measured number is logged and printed as a Markdown table.
+//
+// The member loss runs before the partition: an agent cut off and connected
+// again may keep TCP connections to etcd that stall until the kernel's
+// retransmission backoff resends (seconds), while the loss of a member
+// must be measured on healthy connections. The cluster restart, after the
+// partition, ends every connection.
 func TestFleet(t *testing.T) {
 	startFleet(t)
 	t.Run("convergence", fleetConvergence)
 	t.Run("zero-downtime", fleetZeroDowntime)
-	t.Run("partition", fleetPartition)
 	t.Run("member-lost", fleetMemberLost)
+	t.Run("partition", fleetPartition)
 	t.Run("cluster-restart", fleetClusterRestart)
 	t.Run("killed-lock-holder", fleetKilledLockHolder)
 }
@@ -526,7 +532,8 @@ func readLockHolder(t *testing.T) (lockHolder, bool) {
 // fleetKilledLockHolder: a deploy of a slow release (its slot is healthy
 // only after 5 s) holds the lock; a second operation meanwhile exits 3
 // naming the holder's host and pid. The deploy SIGKILLed, the lock goes
-// with its lease: the next operation proceeds within lease_ttl (+1.5 s).
+// with its lease: within lease_ttl (+1.5 s) an attempt is no longer
+// refused for the dead holder, and the next operation proceeds.
 func fleetKilledLockHolder(t *testing.T) {
 	active := getFleetStatus(t).Active
 	rel := release("slow")
@@ -582,17 +589,30 @@ func fleetKilledLockHolder(t *testing.T) {
 	}
 
 	// The next operation: a deploy, tried until it is not refused for the
-	// lock. Each refusal must still name the dead holder.
+	// lock. Each refusal must still name the dead holder, except one: the
+	// lease may run out between an attempt's try of the lock and its read
+	// of the holder's record, which goes with the lease. That attempt
+	// names no holder ("an unknown process"), and the next must get the
+	// lock.
 	next := release("v")
-	var refusals int
-	var proceeded time.Duration
+	var refusals, unnamed int
+	var freed, proceeded time.Duration
 	for {
 		at := time.Since(killed)
 		r, _ := appBgd(t, "deploy", "--release", next)
 		if r.code == 3 {
 			refusals++
-			if !regexp.MustCompile(`\b` + strconv.Itoa(holder.PID) + `\b`).MatchString(r.stdout + r.stderr) {
-				t.Fatalf("bgd deploy %s after the kill exited 3 naming another holder than pid %d:\n%s%s", next, holder.PID, r.stdout, r.stderr)
+			msg := r.stdout + r.stderr
+			switch {
+			case unnamed > 0:
+				t.Fatalf("bgd deploy %s after the kill exited 3 again after a refusal that named no holder (the lease had run out):\n%s", next, msg)
+			case regexp.MustCompile(`\b` + strconv.Itoa(holder.PID) + `\b`).MatchString(msg):
+			case strings.Contains(msg, "locked by an unknown process"):
+				unnamed++
+				freed = at
+				t.Logf("bgd deploy %s %s ms after the kill: exit 3 naming no holder: the lease ran out during this attempt: %s", next, fleetMs(at), strings.TrimSpace(msg))
+			default:
+				t.Fatalf("bgd deploy %s after the kill exited 3 naming another holder than pid %d:\n%s", next, holder.PID, msg)
 			}
 			if time.Since(killed) > fleetLeaseTTL+10*time.Second {
 				t.Fatalf("the lock of the killed deploy is still held %s after the kill (lease_ttl %s):\n%s%s", time.Since(killed), fleetLeaseTTL, r.stdout, r.stderr)
@@ -604,12 +624,15 @@ func fleetKilledLockHolder(t *testing.T) {
 			t.Fatalf("bgd deploy %s after the kill exited %d, want 0:\n%s%s", next, r.code, r.stdout, r.stderr)
 		}
 		proceeded = at
+		if unnamed == 0 {
+			freed = at
+		}
 		break
 	}
-	t.Logf("after the SIGKILL: %d refusals (exit 3), the next deploy got the lock %s ms after the kill (lease_ttl %s)",
-		refusals, fleetMs(proceeded), fleetLeaseTTL)
-	if limit := fleetLeaseTTL + 1500*time.Millisecond; proceeded > limit {
-		t.Errorf("the next operation proceeded %s after the holder was killed, want within lease_ttl + 1.5 s (%s)", proceeded, limit)
+	t.Logf("after the SIGKILL: %d refusals (exit 3, %d naming no holder); the first attempt not refused for the dead holder began %s ms after the kill, the deploy that got the lock %s ms after it (lease_ttl %s)",
+		refusals, unnamed, fleetMs(freed), fleetMs(proceeded), fleetLeaseTTL)
+	if limit := fleetLeaseTTL + 1500*time.Millisecond; freed > limit {
+		t.Errorf("attempts were refused for the killed holder until %s after the kill, want within lease_ttl + 1.5 s (%s)", freed, limit)
 	}
 	st := waitAgents(t, 0, 10*time.Second)
 	if st.Active != other(active) {
@@ -625,6 +648,8 @@ func fleetKilledLockHolder(t *testing.T) {
 		[]string{"measure", "value"}, [][]string{
 			{"second operation while held: exit code", strconv.Itoa(r.code)},
 			{"refusals (exit 3) after the kill", strconv.Itoa(refusals)},
+			{"of which naming no holder (the lease ran out during the attempt)", strconv.Itoa(unnamed)},
+			{"kill → first attempt not refused for the dead holder, ms", fleetMs(freed)},
 			{"kill → next operation got the lock, ms", fleetMs(proceeded)},
 			{"lease_ttl, ms", fleetMs(fleetLeaseTTL)},
 		})
