@@ -407,10 +407,11 @@ func stopEtcdMembers(members ...string) error {
 	return nil
 }
 
-// stopEtcdCluster stops every member: the followers, then the leader. A
-// leader stopped with its followers would try to hand its leadership over
-// to a member that is stopping too, and be killed at the grace period's
-// end; with no follower left it stops at once.
+// stopEtcdCluster stops every member: the followers, then the leader once
+// it has stepped down. A leader that stops tries to hand its leadership
+// over first, and with its followers stopping too it waits for that until
+// the grace period's end; a leader without a quorum steps down after an
+// election timeout, and then stops at once.
 func stopEtcdCluster() error {
 	leader, err := etcdLeader()
 	if err != nil {
@@ -419,6 +420,15 @@ func stopEtcdCluster() error {
 	followers := slices.DeleteFunc(slices.Clone(fleetEtcdMembers), func(m string) bool { return m == leader })
 	if err := stopEtcdMembers(followers...); err != nil {
 		return err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		r, err := fleetEtcdctl("--command-timeout", "1s", "endpoint", "status", "-w", "json")
+		var sts []etcdEndpointStatus
+		if err == nil && json.Unmarshal([]byte(r.stdout), &sts) == nil &&
+			len(sts) == 1 && sts[0].Status.Leader != sts[0].Status.Header.MemberID {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	return stopEtcdMembers(leader)
 }
