@@ -132,15 +132,18 @@ func startFleet(t *testing.T) {
 		// the etcd cluster in order (stopped together, its leader would
 		// wait for a follower to take over until the grace period's end).
 		fleetCompose("stop", "-t", "5", "client", "lb1", "lb2", "lb3", "app")
+		hosts := time.Since(began)
 		if len(runningEtcdMembers()) == len(fleetEtcdMembers) {
 			if err := stopEtcdCluster(); err != nil {
 				t.Logf("fleet: stopping the etcd cluster in order: %v", err)
 			}
 		}
+		etcd := time.Since(began) - hosts
 		if out, err := fleetCompose("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 			t.Errorf("fleet: docker-compose down: %v\n%s", err, out)
 		}
-		t.Logf("fleet: project %s down in %s", fleet.project, time.Since(began).Round(time.Millisecond))
+		t.Logf("fleet: project %s down in %s (hosts stopped in %s, etcd in %s)", fleet.project,
+			time.Since(began).Round(time.Millisecond), hosts.Round(time.Millisecond), etcd.Round(time.Millisecond))
 	})
 	began := time.Now()
 	if out, err := fleetCompose("up", "-d", "--no-build"); err != nil {
