@@ -133,6 +133,16 @@ func startFleet(t *testing.T) {
 		// wait for a follower to take over until the grace period's end).
 		fleetCompose("stop", "-t", "5", "client", "lb1", "lb2", "lb3", "app")
 		hosts := time.Since(began)
+		var killed []string
+		for _, svc := range []string{"client", "lb1", "lb2", "lb3", "app"} {
+			out, _ := exec.Command("docker", "inspect", "-f", "{{.State.ExitCode}}", fleet.ids[svc]).Output()
+			if code := strings.TrimSpace(string(out)); code != "0" {
+				killed = append(killed, svc+" (exit "+code+")")
+			}
+		}
+		if len(killed) > 0 {
+			t.Logf("fleet: stopped, not with exit 0: %s", strings.Join(killed, ", "))
+		}
 		if len(runningEtcdMembers()) == len(fleetEtcdMembers) {
 			if err := stopEtcdCluster(); err != nil {
 				t.Logf("fleet: stopping the etcd cluster in order: %v", err)
