@@ -129,8 +129,9 @@ func startFleet(t *testing.T) {
 		}
 		began := time.Now()
 		// The hosts first, while etcd lets the agents leave cleanly; then
-		// the etcd cluster in order (stopped together, its leader would
-		// wait for a follower to take over until the grace period's end).
+		// the etcd cluster, killed: its data goes with it, and stopped
+		// together its leader would wait for a follower to take over until
+		// the grace period's end.
 		fleetCompose("stop", "-t", "5", "client", "lb1", "lb2", "lb3", "app")
 		hosts := time.Since(began)
 		var killed []string
@@ -143,11 +144,7 @@ func startFleet(t *testing.T) {
 		if len(killed) > 0 {
 			t.Logf("fleet: stopped, not with exit 0: %s", strings.Join(killed, ", "))
 		}
-		if len(runningEtcdMembers()) == len(fleetEtcdMembers) {
-			if err := stopEtcdCluster(); err != nil {
-				t.Logf("fleet: stopping the etcd cluster in order: %v", err)
-			}
-		}
+		fleetCompose(append([]string{"kill"}, fleetEtcdMembers...)...)
 		etcd := time.Since(began) - hosts
 		if out, err := fleetCompose("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 			t.Errorf("fleet: docker-compose down: %v\n%s", err, out)
