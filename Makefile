@@ -44,7 +44,7 @@ images:
 compose-images:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o images/bin/bgd ./cmd/bgd
 	docker-compose build --parallel -q
-	docker-compose -f docker-compose.fleet.yml build -q etcd
+	docker-compose -f docker-compose.fleet.yml build -q etcd1
 
 ## compose-test: the docker-compose topology under load and faults, per driver (after make images, which makes the base; CI=1: no skip)
 compose-test: compose-images

@@ -25,7 +25,8 @@ import (
 	"github.com/bgd-dev/bgd/internal/testsupport"
 )
 
-// The fleet topology (docker-compose.fleet.yml): etcd, the app host where
+// The fleet topology (docker-compose.fleet.yml): a three-member etcd
+// cluster, the app host where
 // the slots and the operator's CLI run, three LB hosts each running its load
 // balancer and `bgd agent`, and a client. It is brought up by TestFleet
 // under a project name of its own, beside the topology of TestMain.
@@ -61,6 +62,14 @@ const (
 	fleetHolderKey = "/bgd/app/lock-holder"
 )
 
+// fleetEtcdMembers are the members of the fleet's etcd cluster: each is a
+// compose service, the container's hostname and the member's name in etcd,
+// and every host's state.endpoints lists them all.
+var fleetEtcdMembers = []string{"etcd1", "etcd2", "etcd3"}
+
+// etcdClientURL is a member's client URL on the control network.
+func etcdClientURL(member string) string { return "http://" + member + ":2379" }
+
 // fleetImages are the images docker-compose.fleet.yml runs (`make images`
 // builds them).
 var fleetImages = []string{"bgd/etcd:dev", "bgd/lb-nginx:dev", "bgd/lb-haproxy:dev", "bgd/lb-builtin:dev", "bgd/client:dev"}
@@ -72,6 +81,8 @@ var fleet struct {
 	// startFleet sets them.
 	mu  sync.Mutex
 	ids map[string]string // compose service -> container id
+	// down are the etcd members a test has stopped (guarded by mu).
+	down map[string]bool
 }
 
 // needFleet fails the test when the fleet cannot run: a loud skip on a
@@ -116,16 +127,37 @@ func startFleet(t *testing.T) {
 			logs, _ := fleetCompose("logs", "--no-color", "--tail", "60")
 			fmt.Printf("fleet: the containers' last log lines:\n%s\n", logs)
 		}
+		began := time.Now()
+		// The hosts first, while etcd lets the agents leave cleanly; then
+		// the etcd cluster, killed: its data goes with it, and stopped
+		// together its leader would wait for a follower to take over until
+		// the grace period's end.
+		fleetCompose("stop", "-t", "5", "client", "lb1", "lb2", "lb3", "app")
+		hosts := time.Since(began)
+		var killed []string
+		for _, svc := range []string{"client", "lb1", "lb2", "lb3", "app"} {
+			out, _ := exec.Command("docker", "inspect", "-f", "{{.State.ExitCode}}", fleet.ids[svc]).Output()
+			if strings.TrimSpace(string(out)) == "137" {
+				killed = append(killed, svc)
+			}
+		}
+		if len(killed) > 0 {
+			t.Logf("fleet: killed at the end of the 5 s grace period: %s", strings.Join(killed, ", "))
+		}
+		fleetCompose(append([]string{"kill"}, fleetEtcdMembers...)...)
+		etcd := time.Since(began) - hosts
 		if out, err := fleetCompose("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 			t.Errorf("fleet: docker-compose down: %v\n%s", err, out)
 		}
+		t.Logf("fleet: project %s down in %s (hosts stopped in %s, etcd in %s)", fleet.project,
+			time.Since(began).Round(time.Millisecond), hosts.Round(time.Millisecond), etcd.Round(time.Millisecond))
 	})
 	began := time.Now()
 	if out, err := fleetCompose("up", "-d", "--no-build"); err != nil {
 		t.Fatalf("fleet: docker-compose up: %v\n%s", err, out)
 	}
 	ids := map[string]string{}
-	for _, svc := range []string{"etcd", "app", "lb1", "lb2", "lb3", "client"} {
+	for _, svc := range append(slices.Clone(fleetEtcdMembers), "app", "lb1", "lb2", "lb3", "client") {
 		out, err := fleetCompose("ps", "-q", svc)
 		id := strings.TrimSpace(out)
 		if err != nil || id == "" {
@@ -135,6 +167,7 @@ func startFleet(t *testing.T) {
 	}
 	fleet.mu.Lock()
 	fleet.ids = ids
+	fleet.down = map[string]bool{}
 	fleet.mu.Unlock()
 	st := waitAgents(t, 0, time.Minute)
 	// The app host's `bgd up` started the active slot; the switches need
@@ -217,9 +250,20 @@ func fleetNetwork(name string) string { return fleet.project + "_" + name }
 // shell of ours) and returns what it printed and its exit code; the error
 // is for a docker exec that could not run it.
 func fleetExec(service string, argv ...string) (run, error) {
+	return fleetExecEnv(service, nil, argv...)
+}
+
+// fleetExecEnv is fleetExec with environment variables (NAME=value) set
+// for argv.
+func fleetExecEnv(service string, env []string, argv ...string) (run, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", append([]string{"exec", fleet.ids[service]}, argv...)...)
+	args := []string{"exec"}
+	for _, e := range env {
+		args = append(args, "-e", e)
+	}
+	args = append(args, fleet.ids[service])
+	cmd := exec.CommandContext(ctx, "docker", append(args, argv...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -330,10 +374,193 @@ type etcdState struct {
 	LastSwitch *time.Time `json:"last_switch"`
 }
 
-// readEtcdState reads the service's state from etcd itself (etcdctl in the
-// etcd container).
+// runningEtcdMembers are the members no test has stopped.
+func runningEtcdMembers() []string {
+	fleet.mu.Lock()
+	defer fleet.mu.Unlock()
+	var up []string
+	for _, m := range fleetEtcdMembers {
+		if !fleet.down[m] {
+			up = append(up, m)
+		}
+	}
+	return up
+}
+
+// fleetEtcdctl runs etcdctl ARGS in the first running member's container,
+// against the running members' client URLs.
+func fleetEtcdctl(args ...string) (run, error) {
+	up := runningEtcdMembers()
+	if len(up) == 0 {
+		return run{}, errors.New("etcdctl: every etcd member is stopped")
+	}
+	var eps []string
+	for _, m := range up {
+		eps = append(eps, etcdClientURL(m))
+	}
+	// etcdctl refuses --endpoints beside the image's ETCDCTL_ENDPOINTS:
+	// the endpoints go in the environment.
+	return fleetExecEnv(up[0], []string{"ETCDCTL_ENDPOINTS=" + strings.Join(eps, ",")}, append([]string{"etcdctl"}, args...)...)
+}
+
+// stopEtcdMembers stops the members (docker-compose stop: SIGTERM, so a
+// leader hands its leadership over) and records them as down.
+func stopEtcdMembers(members ...string) error {
+	fleet.mu.Lock()
+	for _, m := range members {
+		fleet.down[m] = true
+	}
+	fleet.mu.Unlock()
+	if out, err := fleetCompose(append([]string{"stop", "-t", "10"}, members...)...); err != nil {
+		return fmt.Errorf("docker-compose stop %s: %w\n%s", strings.Join(members, " "), err, out)
+	}
+	return nil
+}
+
+// stopEtcdCluster stops every member: the followers, then the leader once
+// it has stepped down. A leader that stops tries to hand its leadership
+// over first, and with its followers stopping too it waits for that until
+// the grace period's end; a leader without a quorum steps down after an
+// election timeout, and then stops at once.
+func stopEtcdCluster() error {
+	leader, err := etcdLeader()
+	if err != nil {
+		return fmt.Errorf("before stopping the etcd cluster: %w", err)
+	}
+	followers := slices.DeleteFunc(slices.Clone(fleetEtcdMembers), func(m string) bool { return m == leader })
+	if err := stopEtcdMembers(followers...); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		r, err := fleetEtcdctl("--command-timeout", "1s", "endpoint", "status", "-w", "json")
+		var sts []etcdEndpointStatus
+		if err == nil && json.Unmarshal([]byte(r.stdout), &sts) == nil &&
+			len(sts) == 1 && sts[0].Status.Leader != sts[0].Status.Header.MemberID {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return stopEtcdMembers(leader)
+}
+
+// startEtcdMembers starts stopped members again (their data is kept in
+// their containers) and records them as running.
+func startEtcdMembers(members ...string) error {
+	if out, err := fleetCompose(append([]string{"start"}, members...)...); err != nil {
+		return fmt.Errorf("docker-compose start %s: %w\n%s", strings.Join(members, " "), err, out)
+	}
+	fleet.mu.Lock()
+	for _, m := range members {
+		delete(fleet.down, m)
+	}
+	fleet.mu.Unlock()
+	return nil
+}
+
+// startStoppedEtcdMembers is a cleanup: it starts every member a test
+// stopped and left down.
+func startStoppedEtcdMembers(t *testing.T) {
+	fleet.mu.Lock()
+	var down []string
+	for _, m := range fleetEtcdMembers {
+		if fleet.down[m] {
+			down = append(down, m)
+		}
+	}
+	fleet.mu.Unlock()
+	if len(down) > 0 {
+		if err := startEtcdMembers(down...); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// etcdClusterHealthy reports whether every member of the cluster (etcd's
+// member list) answers a read through the cluster's leader.
+func etcdClusterHealthy() bool {
+	r, err := fleetEtcdctl("--command-timeout", "1s", "endpoint", "health", "--cluster")
+	return err == nil && r.code == 0
+}
+
+// waitEtcdClusterHealthy waits until etcdClusterHealthy and returns how
+// long it took.
+func waitEtcdClusterHealthy(within time.Duration) (time.Duration, error) {
+	began := time.Now()
+	for !etcdClusterHealthy() {
+		if time.Since(began) > within {
+			r, _ := fleetEtcdctl("--command-timeout", "1s", "endpoint", "health", "--cluster")
+			return 0, fmt.Errorf("the etcd cluster is not healthy within %s: %s%s", within, r.stdout, r.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(began), nil
+}
+
+// etcdEndpointStatus is one member in `etcdctl endpoint status -w json`.
+type etcdEndpointStatus struct {
+	Endpoint string `json:"Endpoint"`
+	Status   struct {
+		Header struct {
+			MemberID uint64 `json:"member_id"`
+		} `json:"header"`
+		Leader uint64 `json:"leader"`
+	} `json:"Status"`
+}
+
+// etcdLeader returns the running member that leads the cluster, asking
+// every running member; they must agree.
+func etcdLeader() (string, error) {
+	r, err := fleetEtcdctl("--command-timeout", "1s", "endpoint", "status", "-w", "json")
+	if err != nil || r.code != 0 {
+		return "", fmt.Errorf("etcdctl endpoint status: exit %d, %v %s", r.code, err, r.stderr)
+	}
+	var sts []etcdEndpointStatus
+	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
+		return "", fmt.Errorf("etcdctl endpoint status -w json: %w\n%s", err, r.stdout)
+	}
+	leader := ""
+	for _, s := range sts {
+		if s.Status.Leader == 0 || s.Status.Leader != sts[0].Status.Leader {
+			return "", fmt.Errorf("the running members do not agree on a leader: %s", r.stdout)
+		}
+		if s.Status.Header.MemberID == s.Status.Leader {
+			leader = strings.TrimSuffix(strings.TrimPrefix(s.Endpoint, "http://"), ":2379")
+		}
+	}
+	if leader == "" {
+		return "", fmt.Errorf("no running member is the leader: %s", r.stdout)
+	}
+	return leader, nil
+}
+
+// etcdReachableFrom returns the members whose client port answers an
+// HTTP request (etcd's /health, whatever its answer) from the service's
+// container.
+func etcdReachableFrom(service string) []string {
+	ok := make([]bool, len(fleetEtcdMembers))
+	var wg sync.WaitGroup
+	for i, m := range fleetEtcdMembers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := fleetExec(service, "curl", "-sS", "-m", "2", "-o", "/dev/null", etcdClientURL(m)+"/health")
+			ok[i] = err == nil && r.code == 0
+		}()
+	}
+	wg.Wait()
+	var reached []string
+	for i, m := range fleetEtcdMembers {
+		if ok[i] {
+			reached = append(reached, m)
+		}
+	}
+	return reached
+}
+
+// readEtcdState reads the service's state from etcd itself (etcdctl in a
+// member's container).
 func readEtcdState() (etcdState, error) {
-	r, err := fleetExec("etcd", "etcdctl", "get", "--print-value-only", fleetStateKey)
+	r, err := fleetEtcdctl("get", "--print-value-only", fleetStateKey)
 	if err != nil || r.code != 0 {
 		return etcdState{}, fmt.Errorf("etcdctl get %s: exit %d, %v %s", fleetStateKey, r.code, err, r.stderr)
 	}
