@@ -131,7 +131,19 @@ func (l *Lock) acquire(ctx context.Context, what string, timeout time.Duration) 
 		return s.fail(what, err)
 	}
 	if timeout <= 0 {
-		return s.busy(ctx, what)
+		err := s.busy(ctx, what)
+		var held *state.LockedError
+		if errors.As(err, &held) && held.PID == 0 {
+			// No holder's record: the holder's lease may have ended
+			// between the try and the read. One more try decides.
+			rctx, cancel := s.request(ctx)
+			terr := l.mutex.TryLock(rctx)
+			cancel()
+			if terr == nil {
+				return nil
+			}
+		}
+		return err
 	}
 	wctx, wcancel := context.WithTimeout(ctx, timeout)
 	defer wcancel()

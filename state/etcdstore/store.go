@@ -75,6 +75,15 @@ func Dial(o Options) (*clientv3.Client, error) {
 		// bgd's own errors say what failed; the client's log would only
 		// repeat its retries on stderr.
 		Logger: zap.NewNop(),
+		// A connection that died with the network (a partition, a host
+		// cut off) sends nothing back: without pings the client would
+		// keep it, its requests waiting on TCP's growing retransmission
+		// backoff for tens of seconds after the network is back. A ping
+		// unanswered within 2 s closes it, and the client dials anew.
+		// 5 s is etcd's default --grpc-keepalive-min-time: more frequent
+		// pings would be refused (too_many_pings).
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
 		// gRPC's reconnect backoff grows to 2 minutes by default: an agent
 		// would stay that long on old routing after etcd came back.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
