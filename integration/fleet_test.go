@@ -330,6 +330,12 @@ func TestFleetOnEtcd(t *testing.T) {
 		if st := r.status(); len(st.Agents) != 2 || !st.Agents[1].Live {
 			t.Errorf("the refused agent changed the first one's keys: %+v", st.Agents)
 		}
+		for _, bad := range []string{"lb/../x", "lb 1", "-lb", "lb\x1b[2J"} {
+			_, errOut, code := bgd(t, r.dir, nil, "--config", cfg, "agent", "--host", bad)
+			if code != 2 || !strings.Contains(errOut, "agent host name") {
+				t.Errorf("agent --host %q: exit %d, %s; want exit 2 refusing the name", bad, code, errOut)
+			}
+		}
 	})
 
 	t.Run("a canary on every host", func(t *testing.T) {

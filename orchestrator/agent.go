@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"time"
 
@@ -18,6 +19,10 @@ import (
 // event: it retries a routing it failed to apply, and notices etcd again
 // after losing it.
 const agentResync = 2 * time.Second
+
+// agentName is what an agent's host name may be: it ends the etcd key of
+// its report and shows in messages.
+var agentName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 
 // agent is `bgd agent` on one load-balancer host: it applies the service's
 // state in etcd to the local load balancer and reports what it serves.
@@ -49,6 +54,9 @@ func (o *Orchestrator) RunAgent(ctx context.Context, host string) error {
 			return fmt.Errorf("agent: host name: %w (give one with --host)", err)
 		}
 		host = h
+	}
+	if !agentName.MatchString(host) {
+		return usagef("agent host name %q: use letters, digits, '.', '_' or '-' (at most 253, starting with a letter or digit); it names the host's key in etcd and the host in messages", host)
 	}
 	if err := o.waitHostFree(ctx, host); err != nil {
 		return err
