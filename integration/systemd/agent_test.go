@@ -90,3 +90,42 @@ func TestAgentUnit(t *testing.T) {
 		t.Errorf("the proxy keeps its routing without the agent: %q, %v", by, err)
 	}
 }
+
+// TestAnsibleRoleAgent installs a load-balancer host of the etcd backend
+// with the Ansible role: bgd_agent_services enables bgd-agent@ (and
+// bgd_services: [] no bgd-up@, the health timer off), the agent routes what
+// a command writes to etcd, and a second run changes nothing.
+func TestAnsibleRoleAgent(t *testing.T) {
+	h := newHost(t)
+	h.must("systemctl", "enable", "--now", "etcd.service")
+	p := newPlaybooks(t, h, etcdState+config(""))
+	vars := []string{"-e", `{"bgd_services": [], "bgd_agent_services": ["app"], "bgd_proxy_services": ["app"], "bgd_health_timer": false}`}
+	if r := p.must("site.yml", vars...); r.changed == 0 {
+		t.Fatalf("the first site.yml changed nothing: %+v", r)
+	}
+	for unit, want := range map[string]string{"bgd-agent@app.service": "enabled", "bgd-proxy@app.service": "enabled",
+		"bgd-up@app.service": "disabled", "bgd-health.timer": "disabled"} {
+		if got, _ := h.exec("systemctl", "is-enabled", unit); got != want { // exit 1 when disabled
+			t.Errorf("%s is %q after site.yml, want %s", unit, got, want)
+		}
+	}
+	h.waitFor(10*time.Second, "the agent to join", func() bool {
+		_, agents := h.agentsOf()
+		return len(agents) == 1 && strings.HasPrefix(agents[0], "bgd-lb live=true")
+	})
+	// The operator's command (here on the same host) writes etcd; the
+	// agent the role installed routes it.
+	if res := h.mustJSON("start", "blue"); res["active_version"] != "blue" {
+		t.Fatalf("start blue: %v", res)
+	}
+	res := h.mustJSON("deploy", "--release", "v2")
+	if agents, _ := res["agents"].([]any); len(agents) != 1 || !strings.Contains(fmt.Sprint(agents[0]), "applied") {
+		t.Fatalf("deploy: the role's agent did not apply it: %v", res)
+	}
+	if by, err := h.answer(); by != "green" || err != nil {
+		t.Fatalf("through the proxy after the deploy: %q, %v", by, err)
+	}
+	if r := p.must("site.yml", vars...); r.changed != 0 {
+		t.Fatalf("the second site.yml changed %d tasks, want 0", r.changed)
+	}
+}
