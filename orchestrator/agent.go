@@ -122,17 +122,23 @@ func (a *agent) run(ctx context.Context) error {
 		if err := a.sync(ctx); err != nil {
 			o.log.Warn("agent: keeping the routing last applied", "host", a.host, "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-events:
-			if !ok { // lost (no leader, compaction): read afresh and watch again
-				watch()
-			}
-		case <-tick.C:
-		case _, ok := <-a.alive:
-			if !ok {
-				a.lease, a.alive = 0, nil // expired: granted again by the next sync
+	wait: // until the state changes, the resync is due, or the lease is lost
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case _, ok := <-events:
+				if !ok { // lost (no leader, compaction): read afresh and watch again
+					watch()
+				}
+				break wait
+			case <-tick.C:
+				break wait
+			case _, ok := <-a.alive:
+				if !ok { // expired: granted again by the next sync
+					a.lease, a.alive = 0, nil
+					break wait
+				}
 			}
 		}
 	}
