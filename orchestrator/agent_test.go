@@ -214,6 +214,30 @@ func TestEtcdBackendWiring(t *testing.T) {
 	if st, _ := o.store.Load(); st.ActiveVersion != config.Green || st.Generation != 1 {
 		t.Errorf("the desired routing was not kept: %s at %d", st.ActiveVersion, st.Generation)
 	}
+
+	// A corrupt value: commands refuse it, reconcile keeps it aside in etcd
+	// (never deleted) and rebuilds the state.
+	garbage := `{"active_version": "purple"`
+	if _, err := o.etcd.client.Put(context.Background(), "/t/app/state", garbage); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Status(context.Background()); !errors.Is(err, state.ErrCorrupt) || !strings.Contains(err.Error(), "bgd reconcile") {
+		t.Fatalf("status of a corrupt state: %v", err)
+	}
+	rec, err := o.Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	aside := strings.TrimPrefix(rec.KeptCorrupt, "etcd:")
+	kept, err := o.etcd.client.Get(context.Background(), aside)
+	if err != nil || len(kept.Kvs) != 1 || string(kept.Kvs[0].Value) != garbage || !strings.HasPrefix(aside, "/t/app/state.corrupt-") {
+		t.Fatalf("the corrupt value was not kept aside at %q: %v %v", rec.KeptCorrupt, kept, err)
+	}
+	if st, err := o.Status(context.Background()); err != nil {
+		t.Errorf("status after reconcile: %v", err)
+	} else if st.Driver != "agents" {
+		t.Errorf("status names the driver %q, want the agents", st.Driver)
+	}
 }
 
 func TestEtcdTLSSettings(t *testing.T) {

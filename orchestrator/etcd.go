@@ -122,6 +122,27 @@ func tlsProblem(endpoints []string, c *tls.Config, timeout time.Duration) string
 	return strings.Join(problems, "; ")
 }
 
+// keepAside copies the state's value, as it is, to the key
+// <state key>.corrupt-<stamp> (reconcile, before it rebuilds a corrupt
+// state), and names that key.
+func (e *etcdState) keepAside(stamp string) (string, error) {
+	key := e.store.Key("state")
+	ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(e.store.Timeout, 5*time.Second))
+	defer cancel()
+	resp, err := e.client.Get(ctx, key)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("%s is gone", key)
+	}
+	aside := key + ".corrupt-" + stamp
+	if _, err := e.client.Put(ctx, aside, string(resp.Kvs[0].Value)); err != nil {
+		return "", fmt.Errorf("write %s: %w", aside, err)
+	}
+	return "etcd:" + aside, nil
+}
+
 // etcdStore is the etcd store as the workflows use it (stateStore).
 type etcdStore struct{ s *etcdstore.Store }
 

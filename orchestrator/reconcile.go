@@ -76,7 +76,17 @@ func (o *Orchestrator) loadOrRebuild(rec *Reconciliation) (*state.State, error) 
 	// Copy, not rename: the state path must never go missing, or the
 	// builtin proxy would read "no file" as a new state routing to blue.
 	// The rebuilt state replaces the corrupt file atomically.
-	rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.statePath, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	stamp := time.Now().UTC().Format("20060102T150405.000000000Z")
+	if o.etcd != nil {
+		where, rerr := o.etcd.keepAside(stamp)
+		if rerr != nil {
+			return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
+		}
+		rec.KeptCorrupt = where
+		rec.fix("state in etcd was corrupt: copied to %s and rebuilt", where)
+		return state.New(o.svc.Blue.Port, o.svc.Green.Port), nil
+	}
+	rec.KeptCorrupt = fmt.Sprintf("%s.corrupt-%s", o.statePath, stamp)
 	if rerr := copyAside(o.statePath, rec.KeptCorrupt); rerr != nil {
 		return nil, fmt.Errorf("keep the corrupt state aside: %w", rerr)
 	}

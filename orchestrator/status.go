@@ -202,6 +202,9 @@ func (o *Orchestrator) Status(ctx context.Context) (*Status, error) {
 	s.Generation = st.Generation
 	if o.etcd != nil {
 		s.StateFile = "etcd:" + o.etcd.store.Key("state")
+		if _, ok := o.lb.(*fleet.Balancer); ok {
+			s.Driver = "agents" // what LBActive and LBError are about
+		}
 		if s.Agents, err = o.Agents(ctx); err != nil {
 			s.AgentsError = err.Error()
 		} else if s.Agents == nil {
