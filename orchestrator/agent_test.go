@@ -264,3 +264,43 @@ func TestEtcdTLSSettings(t *testing.T) {
 		t.Errorf("an http endpoint has no TLS problem: %q", why)
 	}
 }
+
+// TestImportState: a state file's routing, releases and history move into
+// etcd once; a second import, or one into a service etcd already holds, is
+// refused, as is an import without the etcd backend.
+func TestImportState(t *testing.T) {
+	e := testsupport.StartEtcd(t)
+	cfg := etcdConfig(t, e.Endpoint)
+	o, err := New(cfg, "app", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	file := &state.Store{Path: filepath.Join(t.TempDir(), "old.json"), BluePort: o.svc.Blue.Port, GreenPort: o.svc.Green.Port}
+	old := state.New(o.svc.Blue.Port, o.svc.Green.Port)
+	old.ActiveVersion, old.Generation, old.GreenRelease, old.ProxyPID = config.Green, 7, "v2", 4242
+	old.Record(state.Event{Timestamp: state.Now(), From: config.Blue, To: config.Green, Status: state.StatusSuccess, Action: "deploy", Release: "v2"})
+	if err := file.Save(old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.ImportState(context.Background(), filepath.Join(t.TempDir(), "none.json")); !errors.Is(err, ErrUsage) {
+		t.Errorf("import of a missing file: %v", err)
+	}
+	if _, err := o.ImportState(context.Background(), file.Path); err != nil {
+		t.Fatal(err)
+	}
+	st, err := o.store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ActiveVersion != config.Green || st.Generation != 7 || st.GreenRelease != "v2" || len(st.History) != 1 || st.ProxyPID != 0 {
+		t.Errorf("imported: %s at %d, release %q, %d history entries, proxy pid %d", st.ActiveVersion, st.Generation, st.GreenRelease, len(st.History), st.ProxyPID)
+	}
+	if _, err := o.ImportState(context.Background(), file.Path); !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "already holds") {
+		t.Errorf("a second import: %v", err)
+	}
+	r := newRig(t, nil)
+	if _, err := r.o.ImportState(context.Background(), file.Path); !errors.Is(err, ErrUsage) {
+		t.Errorf("import on the file backend: %v", err)
+	}
+}

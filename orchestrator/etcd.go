@@ -194,3 +194,45 @@ func (o *Orchestrator) driverName() string {
 	}
 	return o.svc.LB.Driver
 }
+
+// ImportState copies a state file (path; "": the one the config names) into
+// etcd, history included: how a service that ran on the file backend keeps
+// its active colour, releases and history when it moves to etcd. It
+// refuses when etcd already holds a state for the service, and leaves out
+// the builtin proxy's pid, a process of the host the file was on.
+func (o *Orchestrator) ImportState(ctx context.Context, path string) (*state.State, error) {
+	if o.etcd == nil {
+		return nil, usagef("import-state copies a state file into etcd: set state.backend: etcd in the configuration first")
+	}
+	if path == "" {
+		path = o.statePath
+	}
+	src := &state.Store{Path: path, BluePort: o.svc.Blue.Port, GreenPort: o.svc.Green.Port}
+	if !src.Exists() {
+		return nil, usagef("no state file at %s: give the old one with --from", path)
+	}
+	st, err := src.Load()
+	if err != nil {
+		return nil, err
+	}
+	lock, err := o.store.Lock(ctx, "import-state", o.opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	key := o.etcd.store.Key("state")
+	rctx, cancel := context.WithTimeout(ctx, cmp.Or(o.etcd.store.Timeout, 5*time.Second))
+	resp, err := o.etcd.client.Get(rctx, key, clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	if resp.Count > 0 {
+		return nil, usagef("etcd already holds the state of %s (%s): nothing imported", o.svc.Name, key)
+	}
+	st.ProxyPID, st.ProxyPIDStart = 0, 0
+	if err := o.store.Save(st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}

@@ -170,6 +170,16 @@ func commands(e *env) []*cli.Command {
 			Action: e.agent,
 		},
 		{
+			Name:        "import-state",
+			Usage:       "copy a state file into etcd (state.backend: etcd), history included, when etcd holds none for the service",
+			Description: "How a service that ran with a state file moves to etcd: its active colour, releases and history come along.\nExample: bgd import-state --from .local_context/bg_state.json",
+			Before:      noArgs,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "from", Usage: "the state file (default: the one the config names)"},
+			},
+			Action: e.importState,
+		},
+		{
 			Name:        "reconcile",
 			Usage:       "rebuild the state from what really runs and what the load balancer really routes to",
 			Description: "Example: bgd reconcile",
@@ -442,6 +452,21 @@ func (e *env) agent(c *cli.Context) error {
 	}
 	defer o.Close()
 	return o.RunAgent(c.Context, c.String("host"))
+}
+
+func (e *env) importState(c *cli.Context) error {
+	o, err := e.selected(c)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	st, err := o.ImportState(c.Context, c.String("from"))
+	if err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("imported the state of %s into etcd: %s active, generation %d, %d history entries", o.Service().Name, st.ActiveVersion, st.Generation, len(st.History))
+	return newPrinter(e).emit(map[string]any{"ok": true, "service": o.Service().Name, "active_version": st.ActiveVersion,
+		"generation": st.Generation, "history": len(st.History)}, msg+"\n")
 }
 
 func (e *env) reconcile(c *cli.Context) error {
