@@ -33,28 +33,10 @@ esac
 
 : "${FLEET_HOST:?FLEET_HOST names the LB host to its agent (lb1, lb2, ...)}"
 : "${BGD_LB:?BGD_LB names the load balancer: nginx, haproxy or builtin}"
-case $BGD_LB in
-nginx)
-	# Debian's nginx.conf includes conf.d/*.conf, where the agent writes
-	# bgd-app.conf and reloads nginx.
-	nginx
-	;;
-haproxy)
-	mkdir -p /run/haproxy
-	# HAProxy will not start without the map; the agent sets the recorded
-	# colour in it through the admin socket.
-	[ -s /etc/haproxy/bgd.map ] || echo "app app_blue" >/etc/haproxy/bgd.map
-	# This host's HAProxy snippet for the routing recorded in etcd.
-	bgd render >/etc/haproxy/bgd.cfg
-	haproxy -W -D -p /run/haproxy.pid -f /etc/bgd/haproxy.cfg -f /etc/haproxy/bgd.cfg
-	;;
-builtin)
-	# The agent starts bgd's proxy on 0.0.0.0:5004 when none answers there.
-	;;
-*)
-	echo "fleet-entrypoint: unknown BGD_LB=$BGD_LB (nginx, haproxy or builtin)" >&2
-	exit 2
-	;;
-esac
+# The host's load balancer, as the LB hosts of docker-compose.yml start
+# theirs (images/lb/entrypoint.sh); with the etcd backend `bgd render`
+# gives HAProxy this host's snippet for the routing recorded in etcd, and
+# with builtin the agent starts bgd's proxy when none answers.
+/usr/local/bin/bgd-entrypoint start-lb
 echo "fleet-entrypoint: $BGD_LB started; running the agent of $FLEET_HOST"
 exec bgd agent --host "$FLEET_HOST"

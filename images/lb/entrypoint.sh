@@ -59,8 +59,14 @@ stop_lb() {
 
 # `bgd-entrypoint restart-lb` (through docker-compose exec): stop the load
 # balancer and start it again from its files; bgd is not involved.
+# `bgd-entrypoint start-lb`: start it and return (the fleet's LB hosts, whose
+# own entrypoint then runs `bgd agent`).
 case ${1:-} in
 "") ;;
+start-lb)
+	start_lb
+	exit 0
+	;;
 restart-lb)
 	stop_lb
 	start_lb
@@ -68,7 +74,7 @@ restart-lb)
 	exit 0
 	;;
 *)
-	echo "bgd-entrypoint: unknown argument \"$1\" (none starts the host; restart-lb restarts its load balancer)" >&2
+	echo "bgd-entrypoint: unknown argument \"$1\" (none starts the host; start-lb starts its load balancer only; restart-lb restarts it)" >&2
 	exit 2
 	;;
 esac

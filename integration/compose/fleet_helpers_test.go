@@ -3,7 +3,6 @@
 package compose
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -256,24 +255,7 @@ func fleetExec(service string, argv ...string) (run, error) {
 // fleetExecEnv is fleetExec with environment variables (NAME=value) set
 // for argv.
 func fleetExecEnv(service string, env []string, argv ...string) (run, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	args := []string{"exec"}
-	for _, e := range env {
-		args = append(args, "-e", e)
-	}
-	args = append(args, fleet.ids[service])
-	cmd := exec.CommandContext(ctx, "docker", append(args, argv...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := run{stdout: out.String(), stderr: errb.String()}
-	var xe *exec.ExitError
-	if errors.As(err, &xe) {
-		r.code = xe.ExitCode()
-		err = nil
-	}
-	return r, err
+	return dockerExec(fleet.ids[service], "", env, argv...)
 }
 
 // appBgd runs `bgd ARGS` on the app host and returns its run and how long it
@@ -693,74 +675,11 @@ func lbsExcept(host string) []fleetLB {
 	return slices.DeleteFunc(slices.Clone(fleetLBs), func(lb fleetLB) bool { return lb.host == host })
 }
 
-// fleetWrk is a wrk running in the fleet's client container.
-type fleetWrk struct {
-	tag     string
-	load    testsupport.WrkLoad
-	cmd     *exec.Cmd
-	out     bytes.Buffer
-	errb    bytes.Buffer
-	done    chan struct{}
-	stopped bool
-}
-
-// startFleetWrk runs wrk in the fleet's client against url with the load's
-// script (testsupport.WrkScript prints the results as JSON); the test's
-// cleanup stops it if the test did not.
-func startFleetWrk(t *testing.T, url string, l testsupport.WrkLoad) *fleetWrk {
+// startFleetWrk runs wrk in the fleet's client against url (startWrk, in
+// the fleet's client container).
+func startFleetWrk(t *testing.T, url string, l testsupport.WrkLoad) *clientWrk {
 	t.Helper()
-	wrkSeq.Lock()
-	wrkSeq.n++
-	w := &fleetWrk{tag: fmt.Sprintf("fleet-wrk-%d", wrkSeq.n), load: l, done: make(chan struct{})}
-	wrkSeq.Unlock()
-	script := "/tmp/" + w.tag + ".lua"
-	write := exec.Command("docker", "exec", "-i", fleet.ids["client"], "sh", "-c", "cat > "+script)
-	write.Stdin = strings.NewReader(testsupport.WrkScript(l))
-	if out, err := write.CombinedOutput(); err != nil {
-		t.Fatalf("writing %s in the fleet's client: %v %s", script, err, out)
-	}
-	args := fmt.Sprintf("-t1 -c%d -d600s --timeout 5s -s %s", l.Conns, script)
-	if l.NewConn {
-		args += ` -H "Connection: close"`
-	}
-	// The shell records wrk's pid (exec keeps it) so that stop can send it
-	// SIGINT: docker exec does not pass signals on.
-	w.cmd = exec.Command("docker", "exec", fleet.ids["client"], "sh", "-c",
-		fmt.Sprintf("echo $$ > /tmp/%s.pid; exec wrk %s %s", w.tag, args, url))
-	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.errb
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.cmd.Wait(); close(w.done) }()
-	t.Cleanup(func() {
-		if !w.stopped {
-			w.stop()
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if r, err := fleetExec("client", "test", "-s", "/tmp/"+w.tag+".pid"); err == nil && r.code == 0 {
-			return w
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("wrk %s did not start in the fleet's client: %s", w.tag, w.errb.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop interrupts wrk (it prints its results on SIGINT) and parses them.
-func (w *fleetWrk) stop() (testsupport.WrkResult, error) {
-	w.stopped = true
-	fleetExec("client", "sh", "-c", fmt.Sprintf("kill -INT $(cat /tmp/%s.pid)", w.tag))
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
-		w.cmd.Process.Signal(syscall.SIGKILL)
-		fleetExec("client", "sh", "-c", fmt.Sprintf("kill -KILL $(cat /tmp/%s.pid)", w.tag))
-		return testsupport.WrkResult{}, fmt.Errorf("wrk %s did not stop within 10 s of SIGINT", w.tag)
-	}
-	return testsupport.ParseWrk(w.out.String(), w.errb.String(), w.load.Delay > 0)
+	return startWrkIn(t, fleet.ids["client"], "fleet-wrk", url, l)
 }
 
 // fleetMedian and fleetMax are the median and maximum of durations (0 for none).

@@ -134,7 +134,7 @@ func fleetZeroDowntime(t *testing.T) {
 		lb    fleetLB
 		kind  string
 		clean bool
-		w     *fleetWrk
+		w     *clientWrk
 	}
 	var loads []load
 	for _, lb := range fleetLBs {
@@ -300,9 +300,9 @@ var fleetEtcdLoad = testsupport.WrkLoad{Conns: 1, NewConn: true, Delay: 20 * tim
 
 // startFleetEtcdLoads starts fleetEtcdLoad against every LB host (in
 // fleetLBs' order) and lets it run half a second.
-func startFleetEtcdLoads(t *testing.T) []*fleetWrk {
+func startFleetEtcdLoads(t *testing.T) []*clientWrk {
 	t.Helper()
-	var loads []*fleetWrk
+	var loads []*clientWrk
 	for _, lb := range fleetLBs {
 		loads = append(loads, startFleetWrk(t, lb.url, fleetEtcdLoad))
 	}
@@ -313,7 +313,7 @@ func startFleetEtcdLoads(t *testing.T) []*fleetWrk {
 // stopFleetEtcdLoads stops the loads of startFleetEtcdLoads and fails the
 // test unless each sent at least 50 requests and none failed, across what
 // happened (named by during). It returns the results in fleetLBs' order.
-func stopFleetEtcdLoads(t *testing.T, loads []*fleetWrk, during string) []testsupport.WrkResult {
+func stopFleetEtcdLoads(t *testing.T, loads []*clientWrk, during string) []testsupport.WrkResult {
 	t.Helper()
 	res := make([]testsupport.WrkResult, len(loads))
 	for i, l := range loads {

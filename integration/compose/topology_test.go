@@ -210,13 +210,23 @@ type run struct {
 
 // execIn runs argv in the service's container (docker exec, no shell of ours).
 func execIn(service string, stdin string, argv ...string) (run, error) {
+	return dockerExec(topo.ids[service], stdin, nil, argv...)
+}
+
+// dockerExec runs argv in a container (docker exec, no shell of ours) with
+// stdin ("": none) and env (NAME=value) set, and returns what it printed and
+// its exit code; the error is for a docker exec that could not run it.
+func dockerExec(container, stdin string, env []string, argv ...string) (run, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args := []string{"exec"}
 	if stdin != "" {
 		args = append(args, "-i")
 	}
-	cmd := exec.CommandContext(ctx, "docker", append(append(args, topo.ids[service]), argv...)...)
+	for _, e := range env {
+		args = append(args, "-e", e)
+	}
+	cmd := exec.CommandContext(ctx, "docker", append(append(args, container), argv...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != "" {
@@ -369,15 +379,16 @@ func expectColour(t *testing.T, d driver, colour, release, after string) {
 	}
 }
 
-// clientWrk is a wrk running in the client container, started from here.
+// clientWrk is a wrk running in a client container, started from here.
 type clientWrk struct {
-	tag     string
-	load    testsupport.WrkLoad
-	cmd     *exec.Cmd
-	out     bytes.Buffer
-	errb    bytes.Buffer
-	done    chan struct{}
-	stopped bool
+	container string // the client container's id
+	tag       string
+	load      testsupport.WrkLoad
+	cmd       *exec.Cmd
+	out       bytes.Buffer
+	errb      bytes.Buffer
+	done      chan struct{}
+	stopped   bool
 }
 
 var wrkSeq struct {
@@ -390,12 +401,19 @@ var wrkSeq struct {
 // cleanup stops it if the test did not.
 func startWrk(t *testing.T, url string, l testsupport.WrkLoad) *clientWrk {
 	t.Helper()
+	return startWrkIn(t, topo.ids["client"], "wrk", url, l)
+}
+
+// startWrkIn is startWrk in the given client container, its files named
+// after prefix.
+func startWrkIn(t *testing.T, container, prefix, url string, l testsupport.WrkLoad) *clientWrk {
+	t.Helper()
 	wrkSeq.Lock()
 	wrkSeq.n++
-	w := &clientWrk{tag: fmt.Sprintf("wrk-%d", wrkSeq.n), load: l, done: make(chan struct{})}
+	w := &clientWrk{container: container, tag: fmt.Sprintf("%s-%d", prefix, wrkSeq.n), load: l, done: make(chan struct{})}
 	wrkSeq.Unlock()
 	script := "/tmp/" + w.tag + ".lua"
-	if r, err := execIn("client", testsupport.WrkScript(l), "sh", "-c", "cat > "+script); err != nil || r.code != 0 {
+	if r, err := dockerExec(container, testsupport.WrkScript(l), nil, "sh", "-c", "cat > "+script); err != nil || r.code != 0 {
 		t.Fatalf("writing %s in the client: exit %d, %v %s", script, r.code, err, r.stderr)
 	}
 	args := fmt.Sprintf("-t1 -c%d -d600s --timeout 5s -s %s", l.Conns, script)
@@ -404,7 +422,7 @@ func startWrk(t *testing.T, url string, l testsupport.WrkLoad) *clientWrk {
 	}
 	// The shell records wrk's pid (exec keeps it) so that stop can send it
 	// SIGINT: docker exec does not pass signals on.
-	w.cmd = exec.Command("docker", "exec", topo.ids["client"], "sh", "-c",
+	w.cmd = exec.Command("docker", "exec", container, "sh", "-c",
 		fmt.Sprintf("echo $$ > /tmp/%s.pid; exec wrk %s %s", w.tag, args, url))
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.errb
 	if err := w.cmd.Start(); err != nil {
@@ -419,7 +437,7 @@ func startWrk(t *testing.T, url string, l testsupport.WrkLoad) *clientWrk {
 	// Wait until wrk runs (its pid file is there).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if r, err := execIn("client", "", "test", "-s", "/tmp/"+w.tag+".pid"); err == nil && r.code == 0 {
+		if r, err := dockerExec(container, "", nil, "test", "-s", "/tmp/"+w.tag+".pid"); err == nil && r.code == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -433,12 +451,12 @@ func startWrk(t *testing.T, url string, l testsupport.WrkLoad) *clientWrk {
 // stop interrupts wrk (it prints its results on SIGINT) and parses them.
 func (w *clientWrk) stop() (testsupport.WrkResult, error) {
 	w.stopped = true
-	execIn("client", "", "sh", "-c", fmt.Sprintf("kill -INT $(cat /tmp/%s.pid)", w.tag))
+	dockerExec(w.container, "", nil, "sh", "-c", fmt.Sprintf("kill -INT $(cat /tmp/%s.pid)", w.tag))
 	select {
 	case <-w.done:
 	case <-time.After(10 * time.Second):
 		w.cmd.Process.Signal(syscall.SIGKILL)
-		execIn("client", "", "sh", "-c", fmt.Sprintf("kill -KILL $(cat /tmp/%s.pid)", w.tag))
+		dockerExec(w.container, "", nil, "sh", "-c", fmt.Sprintf("kill -KILL $(cat /tmp/%s.pid)", w.tag))
 		return testsupport.WrkResult{}, fmt.Errorf("wrk %s did not stop within 10 s of SIGINT", w.tag)
 	}
 	return testsupport.ParseWrk(w.out.String(), w.errb.String(), w.load.Delay > 0)
