@@ -141,6 +141,9 @@ type side struct {
 	port  int
 	pid   int
 	proxy *httputil.ReverseProxy
+	// trans carries the side's requests: proxy's transport, and the
+	// fast path's (fastpath.go) connections.
+	trans *slotTransport
 	// cookie is the sticky cookie's name and setCookie the Set-Cookie
 	// value that keeps a client on this side; both "" unless the
 	// generation is a sticky split.
@@ -288,9 +291,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.Ready != nil {
 		p.Ready()
 	}
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: frontIdleTimeout}
+	front := newFront(p, ln, srv)
 	if adminLn == nil {
-		return serve.Until(ctx, srv, ln, 10*time.Second)
+		return front.serve(ctx, 10*time.Second)
 	}
 	// Both servers stop together: when one fails, the other is shut down.
 	sctx, stop := context.WithCancel(ctx)
@@ -302,7 +306,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		stop()
 		aerr <- err
 	}()
-	err = serve.Until(sctx, srv, ln, 10*time.Second)
+	err = front.serve(sctx, 10*time.Second)
 	stop()
 	if e := <-aerr; err == nil && !errors.Is(e, http.ErrServerClosed) {
 		err = e
@@ -384,10 +388,10 @@ func (p *Proxy) reload() error {
 		return nil
 	}
 	for _, s := range next.sides() {
-		s.proxy = p.reverseProxy(*s)
+		s.proxy, s.trans = p.reverseProxy(*s)
 	}
 	if next.preview != nil {
-		next.preview.proxy = p.reverseProxy(*next.preview)
+		next.preview.proxy, next.preview.trans = p.reverseProxy(*next.preview)
 	}
 	p.route.Store(next)
 	p.metrics.setRouting(next)
@@ -429,7 +433,7 @@ func (p *Proxy) reload() error {
 // reverseProxy builds the proxy of one side. Transports are kept per
 // (port, pid): when a slot is restarted, its idle connections to the old
 // process are closed rather than reused.
-func (p *Proxy) reverseProxy(u side) *httputil.ReverseProxy {
+func (p *Proxy) reverseProxy(u side) (*httputil.ReverseProxy, *slotTransport) {
 	key := transportKey(u.port, u.pid)
 	for k, t := range p.trans {
 		if port, _, _ := strings.Cut(k, "/"); port == strconv.Itoa(u.port) && k != key {
@@ -491,7 +495,7 @@ func (p *Proxy) reverseProxy(u side) *httputil.ReverseProxy {
 			p.Logger.Warn("proxy upstream error", "service", p.Service, "slot", u.color, "port", u.port, "err", err)
 			w.WriteHeader(http.StatusBadGateway)
 		},
-	}
+	}, t
 }
 
 // connectionNames reports whether the Connection header of h lists name,
