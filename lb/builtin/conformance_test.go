@@ -22,8 +22,8 @@ import (
 	"time"
 )
 
-// frontConn is a raw client connection to the proxy.
-type frontConn struct {
+// rawClient is a raw client connection to the proxy.
+type rawClient struct {
 	t  *testing.T
 	c  net.Conn
 	br *bufio.Reader
@@ -31,7 +31,7 @@ type frontConn struct {
 
 // dialFront opens a raw connection to addr, closed when the test ends; every
 // read and write on it fails after 10 s.
-func dialFront(t *testing.T, addr string) *frontConn {
+func dialFront(t *testing.T, addr string) *rawClient {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -39,10 +39,10 @@ func dialFront(t *testing.T, addr string) *frontConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	return &frontConn{t: t, c: c, br: bufio.NewReader(c)}
+	return &rawClient{t: t, c: c, br: bufio.NewReader(c)}
 }
 
-func (f *frontConn) send(s string) {
+func (f *rawClient) send(s string) {
 	f.t.Helper()
 	if _, err := io.WriteString(f.c, s); err != nil {
 		f.t.Fatalf("writing %q: %v", s, err)
@@ -50,7 +50,7 @@ func (f *frontConn) send(s string) {
 }
 
 // read reads one answer to a request of method and its whole body.
-func (f *frontConn) read(method string) (*http.Response, string) {
+func (f *rawClient) read(method string) (*http.Response, string) {
 	f.t.Helper()
 	resp, err := http.ReadResponse(f.br, &http.Request{Method: method})
 	if err != nil {
@@ -66,7 +66,7 @@ func (f *frontConn) read(method string) (*http.Response, string) {
 
 // closed asserts that the proxy closes the connection with nothing more to
 // say (an end of stream or a reset, not a timeout).
-func (f *frontConn) closed() {
+func (f *rawClient) closed() {
 	f.t.Helper()
 	f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	rest, err := io.ReadAll(f.br)

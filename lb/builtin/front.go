@@ -243,6 +243,16 @@ type handedConn struct {
 
 func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// CloseWrite lets net/http half-close the connection before it closes it
+// after an error answer (431, 400), so that a client still sending gets
+// the answer rather than a reset.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
 // handoffListener is the net/http server's listener: it accepts the
 // connections the front end hands over.
 type handoffListener struct {

@@ -1,0 +1,247 @@
+package builtin
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
+)
+
+func TestParseHeadTakesOnlyPlainRequests(t *testing.T) {
+	const host = "Host: app\r\n"
+	cases := []struct {
+		name, head string
+		plain      bool
+	}{
+		{"GET", "GET / HTTP/1.1\r\n" + host, true},
+		{"HEAD", "HEAD /x HTTP/1.1\r\n" + host, true},
+		{"query and escapes", "GET /a%2Fb?x=%20y&z=1 HTTP/1.1\r\n" + host, true},
+		{"keep-alive and close", "GET / HTTP/1.1\r\n" + host + "Connection: keep-alive, close\r\n", true},
+		{"lower-case names", "GET / HTTP/1.1\r\nhost: app\r\nx-thing: v\r\n", true},
+		{"no blank after colon", "GET / HTTP/1.1\r\nHost:app\r\n", true},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\n" + host, false},
+		{"POST", "POST / HTTP/1.1\r\n" + host, false},
+		{"lower-case method", "get / HTTP/1.1\r\n" + host, false},
+		{"Content-Length", "GET / HTTP/1.1\r\n" + host + "Content-Length: 0\r\n", false},
+		{"Transfer-Encoding", "GET / HTTP/1.1\r\n" + host + "transfer-encoding: chunked\r\n", false},
+		{"Upgrade", "GET / HTTP/1.1\r\n" + host + "Connection: Upgrade\r\nUpgrade: websocket\r\n", false},
+		{"Expect", "GET / HTTP/1.1\r\n" + host + "Expect: 100-continue\r\n", false},
+		{"preview", "GET / HTTP/1.1\r\n" + host + lb.PreviewHeader + ": 1\r\n", false},
+		{"Connection names a header", "GET / HTTP/1.1\r\n" + host + "Connection: X-Forwarded-For\r\n", false},
+		{"no Host", "GET / HTTP/1.1\r\nX-A: b\r\n", false},
+		{"two Hosts", "GET / HTTP/1.1\r\n" + host + host, false},
+		{"Host with a slash", "GET / HTTP/1.1\r\nHost: a/b\r\n", false},
+		{"empty Host", "GET / HTTP/1.1\r\nHost:\r\n", false},
+		{"absolute form", "GET http://app/ HTTP/1.1\r\n" + host, false},
+		{"asterisk", "GET * HTTP/1.1\r\n" + host, false},
+		{"a character net/http escapes", "GET /a|b HTTP/1.1\r\n" + host, false},
+		{"a bad escape", "GET /a%zz HTTP/1.1\r\n" + host, false},
+		{"a cut escape", "GET /a% HTTP/1.1\r\n" + host, false},
+		{"admin path", "GET " + MetricsPath + " HTTP/1.1\r\n" + host, false},
+		{"route path", "GET " + RoutePath + "?x HTTP/1.1\r\n" + host, false},
+		{"escaped admin path", "GET /%5Fbgd/route HTTP/1.1\r\n" + host, false},
+		{"escape in the query only", "GET /metrics2?a=%5F HTTP/1.1\r\n" + host, true},
+		{"obs-fold", "GET / HTTP/1.1\r\n" + host + "X-A: a\r\n b\r\n", false},
+		{"bare LF", "GET / HTTP/1.1\r\n" + host + "X-A: a\nX-B: b\r\n", false},
+		{"space in a name", "GET / HTTP/1.1\r\n" + host + "X A: a\r\n", false},
+		{"space before the colon", "GET / HTTP/1.1\r\n" + host + "X-A : a\r\n", false},
+		{"no colon", "GET / HTTP/1.1\r\n" + host + "X-A\r\n", false},
+		{"NUL in a value", "GET / HTTP/1.1\r\n" + host + "X-A: a\x00b\r\n", false},
+		{"two spaces", "GET  / HTTP/1.1\r\n" + host, false},
+		{"leading blank line", "\r\nGET / HTTP/1.1\r\n" + host, false},
+	}
+	for _, c := range cases {
+		var h reqHead
+		raw := []byte(c.head + "\r\n")
+		if got := parseHead(&h, raw); got != c.plain {
+			t.Errorf("%s: plain %v, want %v (%q)", c.name, got, c.plain, raw)
+		}
+	}
+}
+
+func TestParseHeadFacts(t *testing.T) {
+	var h reqHead
+	raw := []byte("HEAD /x HTTP/1.1\r\nHost: app\r\nConnection: close\r\nTE: trailers, gzip\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+	if !parseHead(&h, raw) {
+		t.Fatal("not plain")
+	}
+	if !h.isHead || !h.close || !h.teTrailers || !h.xff {
+		t.Errorf("facts: %+v", h)
+	}
+	if string(h.line) != "HEAD /x HTTP/1.1" || len(h.raw) != len(raw) {
+		t.Errorf("line %q, raw %d of %d", h.line, len(h.raw), len(raw))
+	}
+}
+
+// TestWriteRequestForwardsWhatServeHTTPForwards: the headers the slot gets
+// are the client's less the hop-by-hop and forwarding ones, with the
+// X-Forwarded-For chain extended, as the ReverseProxy's Rewrite does.
+func TestWriteRequestForwardsWhatServeHTTPForwards(t *testing.T) {
+	head := "GET /p?q=1 HTTP/1.1\r\nHost: app.example:8080\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive\r\n" +
+		"Keep-Alive: 300\r\nTE: trailers\r\nProxy-Authorization: secret\r\nForwarded: for=evil\r\n" +
+		"X-Forwarded-Host: evil\r\nx-forwarded-proto: https\r\n" + ShadowHeader + ": 1\r\nX-Forwarded-For: 10.0.0.2\r\n" +
+		"Cookie: a=b\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
+	var h reqHead
+	if !parseHead(&h, []byte(head)) {
+		t.Fatal("not plain")
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	(&Proxy{}).writeRequest(w, &frontConn{clientIP: []byte("127.0.0.9")}, &h)
+	w.Flush()
+	want := "GET /p?q=1 HTTP/1.1\r\nHost: app.example:8080\r\nCookie: a=b\r\nUpgrade-Insecure-Requests: 1\r\n" +
+		"Te: trailers\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 127.0.0.9\r\nX-Forwarded-Host: app.example:8080\r\n" +
+		"X-Forwarded-Proto: http\r\n\r\n"
+	if out.String() != want {
+		t.Errorf("forwarded:\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestDropRequestHeaderKnowsTheProxysHeaders(t *testing.T) {
+	for _, n := range []string{ShadowHeader, "Connection", "keep-alive", "TE", "Trailer", "Transfer-Encoding",
+		"Upgrade", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Forwarded",
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if !dropRequestHeader([]byte(n)) {
+			t.Errorf("%s is forwarded", n)
+		}
+	}
+	for _, n := range []string{"Host", "Cookie", "Upgrade-Insecure-Requests", "X-Forwarded", "Te2"} {
+		if dropRequestHeader([]byte(n)) {
+			t.Errorf("%s is dropped", n)
+		}
+	}
+}
+
+func TestAnswerParse(t *testing.T) {
+	cases := []struct {
+		name, head     string
+		isHead         bool
+		err            bool
+		code           int
+		length         int64
+		chunked, close bool
+		noBody         bool
+	}{
+		{name: "length", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", code: 200, length: 5},
+		{name: "same length twice", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n", code: 200, length: 5},
+		{name: "two lengths", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n", err: true},
+		{name: "negative length", head: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n", err: true},
+		{name: "chunked", head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n", code: 200, length: -1, chunked: true},
+		{name: "chunked wins over a length", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n", code: 200, length: -1, chunked: true},
+		{name: "gzip coding", head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n", err: true},
+		{name: "until close", head: "HTTP/1.1 200 OK\r\n", code: 200, length: -1, close: true},
+		{name: "HTTP/1.0", head: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n", code: 200, length: 1, close: true},
+		{name: "Connection: close", head: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n", code: 200, length: 1, close: true},
+		{name: "no reason", head: "HTTP/1.1 204\r\n", code: 204, length: -1, noBody: true},
+		{name: "304", head: "HTTP/1.1 304 Not Modified\r\n", code: 304, length: -1, noBody: true},
+		{name: "HEAD", head: "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n", isHead: true, code: 200, length: 9, noBody: true},
+		{name: "103", head: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n", code: 103, length: -1, noBody: true},
+		{name: "LF only", head: "HTTP/1.1 200 OK\nContent-Length: 2\n", code: 200, length: 2},
+		{name: "HTTP/2", head: "HTTP/2 200\r\n", err: true},
+		{name: "short code", head: "HTTP/1.1 20 OK\r\n", err: true},
+		{name: "code glued to reason", head: "HTTP/1.1 200OK\r\n", err: true},
+		{name: "bad header", head: "HTTP/1.1 200 OK\r\nX A: b\r\n", err: true},
+	}
+	for _, c := range cases {
+		var a answer
+		err := a.parse([]byte(c.head+"\r\n"), c.isHead)
+		if c.err {
+			if !errors.Is(err, errBadAnswer) {
+				t.Errorf("%s: err %v, want a malformed answer", c.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if a.code != c.code || a.length != c.length || a.chunked != c.chunked || a.close != c.close || a.noBody != c.noBody {
+			t.Errorf("%s: code %d length %d chunked %v close %v noBody %v", c.name, a.code, a.length, a.chunked, a.close, a.noBody)
+		}
+	}
+}
+
+// TestWriteHeadRelaysWhatServeHTTPRelays: hop-by-hop headers (and those
+// the slot's Connection names) are dropped, X-Bgd-Slot is the proxy's, a
+// body of unknown length is sent chunked.
+func TestWriteHeadRelaysWhatServeHTTPRelays(t *testing.T) {
+	head := "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\n" +
+		"X-Bgd-Slot: forged\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTrailer: X-Sum\r\n\r\n"
+	var a answer
+	if err := a.parse([]byte(head), false); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	a.writeHead(w, &side{color: config.Green}, true)
+	w.Flush()
+	want := "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTrailer: X-Sum\r\nX-Bgd-Slot: green\r\n" +
+		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+	if out.String() != want {
+		t.Errorf("relayed:\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestChunkSize(t *testing.T) {
+	for line, want := range map[string]int64{"1a\r\n": 26, "0\r\n": 0, "0;ext=1\r\n": 0, "FF \r\n": 255, "7fffffffffffffff\r\n": -1,
+		"\r\n": -1, "zz\r\n": -1, "-1\r\n": -1} {
+		n, err := chunkSize([]byte(line))
+		if want < 0 {
+			if err == nil {
+				t.Errorf("%q: %d, want an error", line, n)
+			}
+			continue
+		}
+		if err != nil || n != want {
+			t.Errorf("%q: %d, %v, want %d", line, n, err, want)
+		}
+	}
+}
+
+func TestReadResponseHeadFindsTheBlankLine(t *testing.T) {
+	long := strings.Repeat("v", 300)
+	in := "HTTP/1.1 200 OK\r\nX-Long: " + long + "\r\n\r\nbody"
+	br := bufio.NewReaderSize(strings.NewReader(in), 16) // lines longer than the buffer
+	got, err := readResponseHead(br, nil)
+	if err != nil || string(got) != strings.TrimSuffix(in, "body") {
+		t.Fatalf("head %q, %v", got, err)
+	}
+	if _, err := readResponseHead(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\n")), nil); err == nil {
+		t.Error("a head cut short is not an error")
+	}
+}
+
+// FuzzParseHead: any bytes the fast path takes are a GET or HEAD with one
+// Host and no framing header, and parsing never panics.
+func FuzzParseHead(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("HEAD /x?y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+	f.Add([]byte("GET /%41 HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		i := bytes.Index(b, crlfcrlf)
+		if i < 0 {
+			return
+		}
+		raw := b[:i+4]
+		var h reqHead
+		if !parseHead(&h, raw) {
+			return
+		}
+		lower := strings.ToLower(string(raw))
+		if !strings.HasPrefix(string(raw), "GET /") && !strings.HasPrefix(string(raw), "HEAD /") {
+			t.Fatalf("plain but not GET/HEAD: %q", raw)
+		}
+		for _, bad := range []string{"\ncontent-length:", "\ntransfer-encoding:", "\nupgrade:", "\nexpect:"} {
+			if strings.Contains(lower, bad) {
+				t.Fatalf("plain with %s: %q", bad, raw)
+			}
+		}
+		if strings.Count(lower, "\nhost:") != 1 {
+			t.Fatalf("plain without one Host: %q", raw)
+		}
+	})
+}
