@@ -14,12 +14,18 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/bgd-dev/bgd/config"
+	"github.com/bgd-dev/bgd/lb"
 )
 
 // The fast path (see front.go): a plain request forwarded as bytes.
 //
 // What it does is what Proxy.ServeHTTP does for the same request, with
 // the same answers, headers, metrics, in-flight counts and logs:
+//   - maintenance answers 503 with the page; a pause holds the request
+//     until it ends (or the client leaves); the side is chosen as
+//     upstream.choose says (a canary split, its sticky cookie);
 //   - the request line and header lines go to the slot as the client sent
 //     them, less the hop-by-hop ones (Connection, Keep-Alive, TE but
 //     "TE: trailers", Upgrade, Proxy-*, ...), the client's Forwarded and
@@ -257,28 +263,93 @@ func dropRequestHeader(name []byte) bool {
 	return false
 }
 
-// plainRouting reports whether u and the proxy's state leave requests to
-// the fast path: one colour, no shadow, no pause, no maintenance.
-func (p *Proxy) plainRouting(u *upstream) bool {
-	return u.canary == nil && u.shadow == nil && p.gate.Load() == nil && p.maint.Load() == nil
-}
-
-// serveFast forwards the plain request h of c to u's active side and
-// relays the answer; it reports whether c may serve another request.
-func (p *Proxy) serveFast(c *frontConn, u *upstream, h *reqHead) bool {
-	s := &u.side
+// serveFast serves the plain request h of c as Proxy.ServeHTTP would:
+// the maintenance answer, or else held while the proxy is paused, then
+// forwarded to the side that the routing (upstream.choose) picks. keep:
+// c may serve another request. handoff: the routing copies requests
+// (shadow traffic), which net/http's path does; h is still unread then,
+// for net/http to read.
+func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
+	if m := p.maint.Load(); m != nil {
+		return p.fastMaintenance(c, h, m), false
+	}
+	if g := p.gate.Load(); g != nil && !p.fastHold(c, g) {
+		return false, false // the client left while held
+	}
+	u := p.route.Load()
+	if u.shadow != nil {
+		return false, true
+	}
+	var cookie config.Color
+	if u.sticky {
+		cookie = stickyColor(h.cookies(), u.cookie)
+	}
+	s := u.choose(cookie)
+	setCookie := ""
+	if cookie == "" {
+		setCookie = s.setCookie
+	}
 	start := time.Now()
 	n := &p.inFlight[colorIndex(s.color)]
 	n.Add(1)
-	code, keep := p.forward(c, s, h)
+	code, keep := p.forward(c, s, h, setCookie)
 	n.Add(-1)
 	p.metrics.observe(s.color, code, time.Since(start))
-	return keep
+	return keep, false
+}
+
+// cookies are the values of h's Cookie headers.
+func (h *reqHead) cookies() []string {
+	var values []string
+	for rest := h.headers; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i-1]
+		rest = rest[i+1:]
+		if name, value, _ := splitHeader(line); eqFold(name, "cookie") {
+			values = append(values, string(value))
+		}
+	}
+	return values
+}
+
+// fastMaintenance answers h with the maintenance page (see
+// Proxy.serveMaintenance); it reports whether c may serve another request.
+func (p *Proxy) fastMaintenance(c *frontConn, h *reqHead, m *maintenance) bool {
+	w := c.bw
+	w.WriteString("HTTP/1.1 503 Service Unavailable\r\nContent-Type: ")
+	w.WriteString(m.contentType)
+	w.WriteString("\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(m.body)))
+	w.WriteString("\r\nRetry-After: " + lb.MaintenanceRetryAfter + "\r\nCache-Control: no-store\r\n")
+	if h.close {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	if !h.isHead {
+		w.Write(m.body)
+	}
+	c.br.Discard(len(h.raw))
+	return w.Flush() == nil && !h.close
+}
+
+// fastHold holds the request while the pause g lasts (see Proxy.hold); it
+// reports false when the client left meanwhile.
+func (p *Proxy) fastHold(c *frontConn, g *gate) bool {
+	p.held.Add(1)
+	defer p.held.Add(-1)
+	c.watch.start()
+	defer c.watch.stop()
+	select {
+	case <-g.released:
+		return true
+	case <-c.watch.left:
+		return false
+	}
 }
 
 // forward sends h to s's slot (again on a new connection when a kept one
 // turns out closed before any answer) and relays the answer.
-func (p *Proxy) forward(c *frontConn, s *side, h *reqHead) (code int, keep bool) {
+func (p *Proxy) forward(c *frontConn, s *side, h *reqHead, setCookie string) (code int, keep bool) {
 	c.watch.start()
 	defer c.watch.stop()
 	defer c.br.Discard(len(h.raw))
@@ -287,7 +358,7 @@ func (p *Proxy) forward(c *frontConn, s *side, h *reqHead) (code int, keep bool)
 		if err == nil {
 			c.watch.cut(kc.conn)
 			var retry bool
-			code, keep, retry, err = p.exchange(c, kc, s, h)
+			code, keep, retry, err = p.exchange(c, kc, s, h, setCookie)
 			if err == nil {
 				return code, keep
 			}
@@ -327,7 +398,7 @@ const http502 = 502
 // nothing (the request may be sent again). code is the answer's status
 // once its head was written to the client (0 before). On error kc is
 // closed; on success it is kept or closed as the answer says.
-func (p *Proxy) exchange(c *frontConn, kc *keptConn, s *side, h *reqHead) (code int, keep, retry bool, err error) {
+func (p *Proxy) exchange(c *frontConn, kc *keptConn, s *side, h *reqHead, setCookie string) (code int, keep, retry bool, err error) {
 	ok := false
 	defer func() {
 		if !ok {
@@ -358,14 +429,14 @@ func (p *Proxy) exchange(c *frontConn, kc *keptConn, s *side, h *reqHead) (code 
 			return 0, false, false, errors.New("slot switched protocols without an upgrade request")
 		}
 		if a.code != 100 {
-			a.writeHead(c.bw, s, false)
+			a.writeHead(c.bw, s, "", false)
 			if err := c.bw.Flush(); err != nil {
 				c.watch.gone.Store(true)
 				return 0, false, false, err
 			}
 		}
 	}
-	a.writeHead(c.bw, s, h.close)
+	a.writeHead(c.bw, s, setCookie, h.close)
 	code = a.code
 	if err := a.relayBody(c, kc); err != nil {
 		return code, false, false, err
@@ -548,8 +619,9 @@ func (a *answer) dropAnswerHeader(name []byte) bool {
 	return false
 }
 
-// writeHead writes the answer's head as the client gets it.
-func (a *answer) writeHead(w *bufio.Writer, s *side, closing bool) {
+// writeHead writes the answer's head as the client gets it; setCookie is
+// a sticky split's Set-Cookie value for a final answer, or "".
+func (a *answer) writeHead(w *bufio.Writer, s *side, setCookie string, closing bool) {
 	w.WriteString("HTTP/1.1 ")
 	w.Write(a.status)
 	w.Write(crlf)
@@ -570,6 +642,11 @@ func (a *answer) writeHead(w *bufio.Writer, s *side, closing bool) {
 		w.WriteString("X-Bgd-Slot: ")
 		w.WriteString(s.color.String())
 		w.Write(crlf)
+		if setCookie != "" {
+			w.WriteString("Set-Cookie: ")
+			w.WriteString(setCookie)
+			w.Write(crlf)
+		}
 	}
 	if a.code >= 200 && !a.noBody && a.length < 0 {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
@@ -747,8 +824,10 @@ type clientWatch struct {
 	c     *frontConn
 	timer *time.Timer
 	raw   syscall.RawConn
-	// gone: the client left (or a write to it failed).
+	// gone: the client left (or a write to it failed); left gets a value
+	// when the watch sees it leave.
 	gone atomic.Bool
+	left chan struct{}
 
 	mu      sync.Mutex
 	active  bool          // a request is being served
@@ -761,6 +840,7 @@ func (w *clientWatch) init(c *frontConn) {
 	if sc, ok := c.conn.(syscall.Conn); ok {
 		w.raw, _ = sc.SyscallConn()
 	}
+	w.left = make(chan struct{}, 1)
 	w.timer = time.AfterFunc(time.Hour, w.run)
 	w.timer.Stop()
 }
@@ -768,6 +848,10 @@ func (w *clientWatch) init(c *frontConn) {
 // start arms the watch for a new request.
 func (w *clientWatch) start() {
 	w.gone.Store(false)
+	select {
+	case <-w.left:
+	default:
+	}
 	w.mu.Lock()
 	w.active, w.up, w.running = true, nil, nil
 	w.mu.Unlock()
@@ -824,6 +908,7 @@ func (w *clientWatch) run() {
 		return
 	}
 	w.gone.Store(true)
+	w.left <- struct{}{}
 	w.mu.Lock()
 	if w.up != nil {
 		w.up.SetDeadline(aLongTimeAgo)

@@ -177,7 +177,7 @@ func TestWriteHeadRelaysWhatServeHTTPRelays(t *testing.T) {
 	}
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
-	a.writeHead(w, &side{color: config.Green}, true)
+	a.writeHead(w, &side{color: config.Green}, "", true)
 	w.Flush()
 	want := "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTrailer: X-Sum\r\nX-Bgd-Slot: green\r\n" +
 		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"

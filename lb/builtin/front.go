@@ -22,12 +22,12 @@ import (
 // request), which is what kept the proxy well below nginx's throughput.
 //
 // Any other request (a body, an upgrade, Expect, HTTP/1.0, an admin path,
-// a preview, a head that does not fit the read buffer, anything unusual)
-// and every request while the routing is not a plain one (a canary split,
-// shadow traffic, a pause or maintenance), is handed with its connection
-// to net/http, which serves that connection from then on with
-// Proxy.ServeHTTP and everything it does. The request's bytes are handed
-// over unread: net/http parses them as if it had accepted the connection.
+// a preview, a head that does not fit the read buffer, anything unusual),
+// and every request while the proxy copies requests to the standby
+// (shadow traffic), is handed with its connection to net/http, which
+// serves that connection from then on with Proxy.ServeHTTP and everything
+// it does. The request's bytes are handed over unread: net/http parses
+// them as if it had accepted the connection.
 
 const (
 	// headBufSize bounds a request head the fast path reads; a longer
@@ -203,13 +203,16 @@ func (c *frontConn) serve() {
 			return // a slow or cut head: as net/http, close
 		}
 		c.conn.SetReadDeadline(time.Time{})
-		u := c.f.p.route.Load()
-		if !plain || !c.f.p.plainRouting(u) {
+		keep, handoff := !plain, !plain
+		if plain {
+			keep, handoff = c.f.p.serveFast(c, &c.head)
+		}
+		if handoff {
 			handed = true
 			c.f.handoff.push(&handedConn{Conn: c.conn, r: c.br})
 			return
 		}
-		if !c.f.p.serveFast(c, u, &c.head) || c.f.closing.Load() {
+		if !keep || c.f.closing.Load() {
 			return
 		}
 	}

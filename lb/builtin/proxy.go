@@ -192,19 +192,31 @@ func (u *upstream) sides() []*side {
 	return []*side{&u.side}
 }
 
-// pick chooses the side that serves r. Without a split it is the active
-// side. In a split, a sticky client whose cookie names one of the split's
-// colours gets that colour; any other request goes to the canary with
-// probability weight/100 (math/rand/v2's IntN is unbiased and lock-free)
-// and to the active side otherwise. In a sticky split, the answer to a
-// client without a valid cookie gets the cookie of the chosen side (its
-// ModifyResponse adds it).
+// pick chooses the side that serves r (see choose).
 func (u *upstream) pick(r *http.Request) *side {
 	if u.canary == nil {
 		return &u.side
 	}
+	var cookie config.Color
 	if u.sticky {
-		switch stickyColor(r, u.cookie) {
+		cookie = stickyColor(r.Header["Cookie"], u.cookie)
+	}
+	return u.choose(cookie)
+}
+
+// choose chooses the side that serves a request whose sticky cookie names
+// cookie ("" for none). Without a split it is the active side. In a
+// split, a sticky client whose cookie names one of the split's colours
+// gets that colour; any other request goes to the canary with probability
+// weight/100 (math/rand/v2's IntN is unbiased and lock-free) and to the
+// active side otherwise. In a sticky split, the answer to a client
+// without a valid cookie gets the cookie of the chosen side (side.setCookie).
+func (u *upstream) choose(cookie config.Color) *side {
+	if u.canary == nil {
+		return &u.side
+	}
+	if u.sticky {
+		switch cookie {
 		case u.color:
 			return &u.side
 		case u.canary.color:
@@ -217,12 +229,13 @@ func (u *upstream) pick(r *http.Request) *side {
 	return &u.side
 }
 
-// stickyColor is the colour that r's cookie name names, "" when r has no
-// such cookie or none of them names blue or green (a value in double
-// quotes counts without its quotes, as net/http reads it). It scans the
-// Cookie headers itself rather than parse every cookie into a value.
-func stickyColor(r *http.Request, name string) config.Color {
-	for _, line := range r.Header["Cookie"] {
+// stickyColor is the colour that the cookie name names in the Cookie
+// header values lines, "" when there is no such cookie or none of them
+// names blue or green (a value in double quotes counts without its
+// quotes, as net/http reads it). It scans the values itself rather than
+// parse every cookie into a value.
+func stickyColor(lines []string, name string) config.Color {
+	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
 			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 			if !ok || k != name {
@@ -477,7 +490,7 @@ func (p *Proxy) reverseProxy(u side) (*httputil.ReverseProxy, *slotTransport) {
 			// the slot carry the cookie: the proxy's own 502 and 499 do
 			// not, so a client is never pinned to a side that failed it,
 			// and its next request draws again.
-			if u.setCookie != "" && stickyColor(resp.Request, u.cookie) == "" {
+			if u.setCookie != "" && stickyColor(resp.Request.Header["Cookie"], u.cookie) == "" {
 				resp.Header.Add("Set-Cookie", u.setCookie)
 			}
 			return nil
