@@ -4,8 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bgd-dev/bgd/config"
 	"github.com/bgd-dev/bgd/lb"
@@ -244,4 +249,50 @@ func FuzzParseHead(f *testing.F) {
 			t.Fatalf("plain without one Host: %q", raw)
 		}
 	})
+}
+
+// TestFastPathServesPlainRequestsAndHandsOverTheRest: keep-alive GETs stay
+// on the fast path; a connection whose next request has a body goes to
+// net/http with that request unread, and its pipelined requests are
+// answered in order.
+func TestFastPathServesPlainRequestsAndHandsOverTheRest(t *testing.T) {
+	slot := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
+	})
+	p, _, _ := startProxy(t, slot, backend(t, "green", nil))
+	handed := p.handedOff.Load() // the start-up's route probes
+	for i := range 20 {
+		code, body := get(t, p.Listen, fmt.Sprintf("/get%d", i))
+		if code != http.StatusOK || body != fmt.Sprintf("GET /get%d ", i) {
+			t.Fatalf("GET %d: %d %q", i, code, body)
+		}
+	}
+	if n := p.handedOff.Load() - handed; n != 0 {
+		t.Fatalf("%d connections of plain GETs went to net/http", n)
+	}
+
+	c, err := net.Dial("tcp", p.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: app\r\n\r\n"+
+		"POST /b HTTP/1.1\r\nHost: app\r\nContent-Length: 4\r\n\r\nbody"+
+		"GET /c HTTP/1.1\r\nHost: app\r\n\r\n")
+	br := bufio.NewReader(c)
+	for _, want := range []string{"GET /a ", "POST /b body", "GET /c "} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to %q: %v", want, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != want {
+			t.Fatalf("answer %q, %v, want %q", b, err, want)
+		}
+	}
+	if n := p.handedOff.Load() - handed; n != 1 {
+		t.Errorf("%d connections handed to net/http, want 1", n)
+	}
 }

@@ -209,6 +209,7 @@ func (c *frontConn) serve() {
 		}
 		if handoff {
 			handed = true
+			c.f.p.handedOff.Add(1)
 			c.f.handoff.push(&handedConn{Conn: c.conn, r: c.br})
 			return
 		}

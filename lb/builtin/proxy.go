@@ -125,6 +125,9 @@ type Proxy struct {
 	maint atomic.Pointer[maintenance]
 	// monitor is the /monitoring dashboard (monitoring.go).
 	monitor *monitor
+	// handedOff counts the connections the front end handed to net/http
+	// (front.go).
+	handedOff atomic.Int64
 }
 
 // colorIndex is color's slot in Proxy.inFlight.
