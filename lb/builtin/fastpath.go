@@ -293,8 +293,13 @@ func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 	n := &p.inFlight[colorIndex(s.color)]
 	n.Add(1)
 	code, keep := p.forward(c, s, h, setCookie)
-	n.Add(-1)
 	p.metrics.observe(s.color, code, time.Since(start))
+	n.Add(-1)
+	// The end of the answer leaves last, as with net/http's server: once
+	// the client has it, the metrics and in-flight counts say so.
+	if c.bw.Flush() != nil {
+		return false, false
+	}
 	return keep, false
 }
 
@@ -385,9 +390,6 @@ func (p *Proxy) forward(c *frontConn, s *side, h *reqHead, setCookie string) (co
 			c.bw.WriteString("Connection: close\r\n")
 		}
 		c.bw.WriteString("\r\n")
-		if c.bw.Flush() != nil {
-			return http502, false
-		}
 		return http502, !h.close
 	}
 }
@@ -439,10 +441,6 @@ func (p *Proxy) exchange(c *frontConn, kc *keptConn, s *side, h *reqHead, setCoo
 	a.writeHead(c.bw, s, setCookie, h.close)
 	code = a.code
 	if err := a.relayBody(c, kc); err != nil {
-		return code, false, false, err
-	}
-	if err := c.bw.Flush(); err != nil {
-		c.watch.gone.Store(true)
 		return code, false, false, err
 	}
 	ok = true
