@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,14 +34,6 @@ type GoodWatch struct {
 	WallMs   float64 `json:"wall_ms"`
 }
 
-// analysisYAML is what figure 9's services add: a judgement every 200 ms
-// once 20 requests were answered, above 5% errors rolls back; the demo app
-// answers 20% of requests 500 for the release "bad" only.
-func analysisSettings(svc map[string]any) {
-	svc["analysis"] = map[string]any{"interval": "200ms", "min_requests": 20, "max_error_rate": 0.05}
-	svc["env"] = map[string]string{"DEMO_ERROR_RATE": `{{if eq .Release "bad"}}0.2{{else}}0{{end}}`}
-}
-
 // autoRollbacks: figure 9. Bad releases deployed with --watch under load
 // must be rolled back by bgd itself; good ones must never be.
 func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult) error {
@@ -50,8 +41,13 @@ func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult)
 	if b.o.short {
 		bad, good, watch = 1, 2, "1s"
 	}
-	cfg := filepath.Join(s.dir, "bgd-analysis.yml")
-	if err := b.writeAnalysisConfig(s, cfg); err != nil {
+	// A judgement every 200 ms once 20 requests were answered, above 5%
+	// errors rolls back; the demo app answers 20% of requests 500 for the
+	// release "bad" only.
+	cfg, err := s.variant("bgd-analysis.yml", map[string]any{
+		"analysis": map[string]any{"interval": "200ms", "min_requests": 20, "max_error_rate": 0.05},
+		"env":      map[string]string{"DEMO_ERROR_RATE": `{{if eq .Release "bad"}}0.2{{else}}0{{end}}`}})
+	if err != nil {
 		return err
 	}
 	for i := range good {
@@ -72,15 +68,6 @@ func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult)
 		}
 	}
 	return nil
-}
-
-func (b *bench) writeAnalysisConfig(s *service, path string) error {
-	svc, err := readService(s.cfg)
-	if err != nil {
-		return err
-	}
-	analysisSettings(svc)
-	return writeConfig(path, filepath.Join(s.dir, "state"), map[string]any{"app": svc})
 }
 
 // badDeploy deploys the bad release with --watch 20s while 4 keep-alive

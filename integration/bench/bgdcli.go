@@ -59,25 +59,6 @@ func writeConfig(path, stateDir string, services map[string]any) error {
 	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
-// readService reads service "app" back from a config writeConfig wrote.
-func readService(path string) (map[string]any, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var cfg struct {
-		Services map[string]map[string]any `json:"services"`
-	}
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	svc := cfg.Services["app"]
-	if svc == nil {
-		return nil, fmt.Errorf("%s: no service app", path)
-	}
-	return svc, nil
-}
-
 // serviceConfig is one service of a bench config.
 func serviceConfig(command []string, blue, green int, lb map[string]any) map[string]any {
 	return map[string]any{

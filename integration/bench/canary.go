@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -48,54 +47,22 @@ func (b *bench) canaries(ctx context.Context, s *service, dr *DriverResult) erro
 		n = 1000
 	}
 	for i, w := range canaryWeights {
-		args := []string{"--json", "--config", s.cfg, "canary", strconv.Itoa(w)}
+		args := []string{"canary", strconv.Itoa(w)}
 		switch {
 		case i == 0:
-			args = []string{"--json", "--config", s.cfg, "deploy", "--release", "canary", "--canary", strconv.Itoa(w)}
+			args = []string{"deploy", "--release", "canary", "--canary", strconv.Itoa(w)}
 		case w == 100:
-			args = []string{"--json", "--config", s.cfg, "promote"}
+			args = []string{"promote"}
 		}
-		step, err := b.loadedCommand(ctx, s, args)
+		r, nc, ka, err := b.loaded(ctx, s, append([]string{"--json", "--config", s.cfg}, args...)...)
 		if err != nil {
 			return fmt.Errorf("weight %d: %w", w, err)
 		}
-		step.Weight, step.Canary = w, canary
 		c := ts.CountSlots(s.url, n, 8)
-		step.Counted, step.Failures, step.Slots, step.Share = c.Requests, c.Failures, c.Slots, c.Share(canary)
-		dr.Canary = append(dr.Canary, step)
+		dr.Canary = append(dr.Canary, CanaryStep{Weight: w, Command: strings.Join(args, " "), WallMs: ms(r.Wall),
+			NewConn: nc, KeepAlive: ka, Counted: c.Requests, Failures: c.Failures, Slots: c.Slots, Canary: canary, Share: c.Share(canary)})
 	}
 	return nil
-}
-
-// loadedCommand runs one bgd command between two windows of wrk load
-// (both client kinds), as a loaded flip does.
-func (b *bench) loadedCommand(ctx context.Context, s *service, args []string) (CanaryStep, error) {
-	var step CanaryStep
-	nc, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: true, Delay: b.o.loadDelay})
-	if err != nil {
-		return step, err
-	}
-	ka, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, Delay: b.o.loadDelay})
-	if err != nil {
-		nc.Stop()
-		return step, err
-	}
-	var r *ts.Run
-	werr := sleepCtx(ctx, b.o.pre)
-	if werr == nil {
-		r, werr = b.expect(ctx, s.dir, 0, args...)
-	}
-	if werr == nil {
-		werr = sleepCtx(ctx, b.o.post)
-	}
-	ncRes, err1 := nc.Stop()
-	kaRes, err2 := ka.Stop()
-	if err := errors.Join(werr, err1, err2); err != nil {
-		return step, err
-	}
-	step.Command = strings.Join(args[3:], " ")
-	step.WallMs, step.NewConn, step.KeepAlive = ms(r.Wall), ncRes, kaRes
-	return step, nil
 }
 
 // canaryTable renders figure 8.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,15 +15,51 @@ import (
 	"github.com/bgd-dev/bgd/slots"
 )
 
-// service is one bench service ("app") behind one driver, run by bgd as a
-// user would: bgd starts its slots and, for builtin, its proxy.
+// service is one bench service run by bgd as a user would: bgd starts its
+// slots and, for builtin, its proxy.
 type service struct {
-	dir       string // working directory of every bgd command
-	cfg       string // the demo app with --ready-after
-	crashCfg  string // the same service whose slot command exits at once
-	stamps    string // where the crashing app writes the moment it exits
-	url       string // where clients reach the service
+	name, dir string
+	cfg       string         // dir/bgd.yml: the demo app
+	svc       map[string]any // the service's settings in cfg
+	url       string         // where clients reach the service
 	stateFile string
+	late      time.Duration // how long after `bgd start` the balancer answered from blue
+}
+
+// startService writes dir/bgd.yml, service name (the demo app with extra
+// flags) on the ports blue and green behind lb, and starts its slots: blue
+// active and routed, green a healthy standby. bgd said blue is routed, so
+// the balancer should answer from it at once; HAProxy may still run its own
+// checks (a `start` that finds the map right does not wait for them): wait,
+// and record how long in late, rather than fail the run.
+func (b *bench) startService(ctx context.Context, dir, name string, port, blue, green int, lb map[string]any, extra ...string) (*service, error) {
+	s := &service{name: name, dir: dir, cfg: filepath.Join(dir, "bgd.yml"), url: loopURL(port),
+		stateFile: filepath.Join(dir, "state", "bg_state.json"), svc: serviceConfig(demoCommand(b.bgd, extra...), blue, green, lb)}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := writeConfig(s.cfg, filepath.Join(dir, "state"), map[string]any{name: s.svc}); err != nil {
+		return nil, err
+	}
+	for _, c := range []string{"blue", "green"} {
+		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
+		return nil, fmt.Errorf("after start, %w", err)
+	}
+	s.late = time.Since(t0)
+	return s, nil
+}
+
+// variant writes dir/file: the same service with some settings changed.
+func (s *service) variant(file string, set map[string]any) (string, error) {
+	svc := maps.Clone(s.svc)
+	maps.Copy(svc, set)
+	path := filepath.Join(s.dir, file)
+	return path, writeConfig(path, filepath.Join(s.dir, "state"), map[string]any{s.name: svc})
 }
 
 // crashAppArg makes this harness the crashing slot: it records the moment
@@ -39,75 +76,51 @@ func crashApp(args []string) int {
 	return 3
 }
 
-// setupService writes the configs of the driver's service and starts its
-// slots (blue active, green healthy standby). It returns a nil service, and
-// says why in dr, when the driver's load balancer is not installed.
-func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, error) {
-	driver := dr.Driver
-	if why := b.lbErr[driver]; why != "" {
+// driverPhases measures figures 1-4, 8, 9 and the status process's memory
+// on one driver's service "app", then stops its slots. A driver whose load
+// balancer is missing is left out, dr saying why.
+func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
+	d := dr.Driver
+	if why := b.lbErr[d]; why != "" {
 		dr.Unavailable = why
-		b.log.Warn("driver not measured", "driver", driver, "why", why)
-		return nil, nil
-	}
-	dir := filepath.Join(b.work, driver)
-	s := &service{dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
-		stamps: filepath.Join(dir, "stamps"), stateFile: filepath.Join(dir, "state", "bg_state.json")}
-	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
-		return nil, err
+		b.log.Warn("driver not measured", "driver", d, "why", why)
+		return nil
 	}
 	var blue, green int
-	if driver == "haproxy" {
+	if d == "haproxy" {
 		blue, green = b.haApp.blue, b.haApp.grn
 	} else if err := freePorts(&blue, &green); err != nil {
-		return nil, err
+		return err
 	}
-	lb, port, err := b.front(driver, "app")
+	lb, port, err := b.front(d, "app")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s.url = loopURL(port)
-	cfg := func(path string, command ...string) error {
-		return writeConfig(path, filepath.Join(dir, "state"), map[string]any{"app": serviceConfig(command, blue, green, lb)})
-	}
-	if err := errors.Join(cfg(s.cfg, demoCommand(b.bgd, "--ready-after", b.o.readyAfter.String())...),
-		cfg(s.crashCfg, b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}"))); err != nil {
-		return nil, err
-	}
-	for _, c := range []string{"blue", "green"} {
-		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
-			return nil, err
-		}
-	}
-	// bgd said blue is running and healthy and routed: the load balancer
-	// should answer from it at once. HAProxy may still be running its own
-	// checks (a `start` that finds the map already right does not wait for
-	// them): wait, and record how long, rather than fail the whole run.
-	t0 := time.Now()
-	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
-		return nil, fmt.Errorf("after start, %w", err)
-	}
-	if w := time.Since(t0); w > 50*time.Millisecond {
-		b.log.Warn("the load balancer did not serve blue at once after `bgd start blue`", "driver", driver, "waited", w.Round(time.Millisecond))
-		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
-			w.Round(time.Millisecond)))
-	}
-	return s, nil
-}
-
-// driverPhases measures figures 1-4, 8 and 9 (and the status process's memory) on
-// one driver, then stops its slots.
-func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
-	s, err := b.setupService(ctx, dr)
-	if s == nil {
+	dir := filepath.Join(b.work, d)
+	s, err := b.startService(ctx, dir, "app", port, blue, green, lb, "--ready-after", b.o.readyAfter.String())
+	if err != nil {
 		return err
 	}
 	defer b.reaper.killState(s.stateFile)
-	// runs times n bgd processes, each of which must exit code; keep (when
-	// not nil) adds to what is kept of run i.
+	if s.late > 50*time.Millisecond {
+		w := s.late.Round(time.Millisecond)
+		b.log.Warn("the load balancer did not serve blue at once after `bgd start blue`", "driver", d, "waited", w)
+		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later", w))
+	}
+	stamps := filepath.Join(dir, "stamps")
+	if err := os.MkdirAll(stamps, 0o755); err != nil {
+		return err
+	}
+	crashCfg, err := s.variant("bgd-crash.yml", map[string]any{"command": []string{b.exe, crashAppArg, filepath.Join(stamps, "{{.Release}}")}})
+	if err != nil {
+		return err
+	}
+	// runs times n bgd processes (args of the i-th), each of which must exit
+	// code; keep (when not nil) adds to what is kept of the i-th.
 	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *ts.Run, *Timed) error) func() error {
 		return func() error {
 			for i := range n {
-				r, err := b.expect(ctx, s.dir, code, args(i)...)
+				r, err := b.expect(ctx, dir, code, args(i)...)
 				if err != nil {
 					return err
 				}
@@ -123,7 +136,8 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		}
 	}
 	release := func(prefix string, i int) string { return fmt.Sprintf("%s%02d", prefix, i+1) }
-	steps := []struct {
+	var errs []error
+	for _, st := range []struct {
 		name string
 		f    func() error
 	}{
@@ -149,9 +163,9 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		{"crashing deploys", func() error {
 			before, _ := ts.AnsweredBy(s.url)
 			err := runs(&dr.Crashes, b.o.crashes, 1, func(i int) []string {
-				return []string{"--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release("c", i)}
+				return []string{"--json", "--verbose", "--config", crashCfg, "deploy", "--release", release("c", i)}
 			}, func(i int, r *ts.Run, t *Timed) error {
-				data, err := os.ReadFile(filepath.Join(s.stamps, release("c", i)))
+				data, err := os.ReadFile(filepath.Join(stamps, release("c", i)))
 				if err != nil {
 					return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
 				}
@@ -168,32 +182,22 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		{"canary", func() error { return b.canaries(ctx, s, dr) }},
 		// Figure 9: bad releases rolled back by the analysis, good ones kept.
 		{"automatic rollback", func() error { return b.autoRollbacks(ctx, s, dr) }},
-	}
-	var errs []error
-	for _, st := range steps {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		b.log.Info("measuring", "driver", dr.Driver, "what", st.name)
-		if err := st.f(); err != nil {
+	} {
+		if err := b.step(ctx, st.name, &dr.Errors, st.f); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", st.name, err))
-			dr.Errors = append(dr.Errors, st.name+": "+err.Error())
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// flipsUnderLoad: figure 1. For each flip a fresh pair of wrk processes
-// (new-connection and keep-alive clients) loads the service for pre, then
-// `bgd switch` runs, then the load goes on for post; the failures of that
-// window belong to that flip.
+// flipsUnderLoad: figure 1, a loadedFlip after the other.
 func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
 	for i := range b.o.flips {
-		f, err := b.oneLoadedFlip(ctx, s, flipTo(i))
+		f, err := b.loadedFlip(ctx, s, flipTo(i))
 		if err != nil {
 			return fmt.Errorf("flip %d to %s: %w", i+1, flipTo(i), err)
 		}
-		dr.Flips = append(dr.Flips, *f)
+		dr.Flips = append(dr.Flips, f)
 	}
 	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
@@ -212,34 +216,44 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 // flipTo is the colour the i-th of a series of flips from blue goes to.
 func flipTo(i int) string { return []string{"green", "blue"}[i%2] }
 
-func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip, error) {
-	nc, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: true, Delay: b.o.loadDelay})
+// loadedFlip is one `bgd switch` in a loaded window.
+func (b *bench) loadedFlip(ctx context.Context, s *service, to string) (Flip, error) {
+	r, nc, ka, err := b.loaded(ctx, s, "--json", "--config", s.cfg, "switch", to)
 	if err != nil {
-		return nil, err
+		return Flip{}, err
 	}
-	ka, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, Delay: b.o.loadDelay})
-	if err != nil {
-		nc.Stop()
-		return nil, err
+	if by, err := ts.AnsweredBy(s.url); err != nil || by != to {
+		return Flip{}, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
 	}
-	var r *ts.Run
-	werr := sleepCtx(ctx, b.o.pre)
-	if werr == nil {
-		r, werr = b.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)
+	return Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: nc, KeepAlive: ka}, nil
+}
+
+// loaded runs one bgd command in a window of load: a fresh pair of wrk
+// processes (new-connection and keep-alive clients) loads the service for
+// pre, then the command runs, then the load goes on for post; the failures
+// of the window belong to that command.
+func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.Run, nc, ka ts.WrkResult, err error) {
+	var ws []*ts.Wrk
+	for _, newConn := range []bool{true, false} {
+		w, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: newConn, Delay: b.o.loadDelay})
+		if err != nil {
+			for _, w := range ws {
+				w.Stop()
+			}
+			return nil, nc, ka, err
+		}
+		ws = append(ws, w)
 	}
-	if werr == nil {
-		werr = sleepCtx(ctx, b.o.post)
+	err = sleepCtx(ctx, b.o.pre)
+	if err == nil {
+		r, err = b.expect(ctx, s.dir, 0, args...)
 	}
-	ncRes, err1 := nc.Stop()
-	kaRes, err2 := ka.Stop()
-	if err := errors.Join(werr, err1, err2); err != nil {
-		return nil, err
+	if err == nil {
+		err = sleepCtx(ctx, b.o.post)
 	}
-	by, err := ts.AnsweredBy(s.url)
-	if err != nil || by != to {
-		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
-	}
-	return &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}, nil
+	nc, err1 := ws[0].Stop()
+	ka, err2 := ws[1].Stop()
+	return r, nc, ka, errors.Join(err, err1, err2)
 }
 
 // waitAnswer waits up to 10 s, asking every so often on a new
@@ -271,12 +285,10 @@ func (b *bench) startWrk(url string, l ts.WrkLoad) (*ts.Wrk, error) {
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-time.After(d):
 		return nil
 	}
 }

@@ -17,12 +17,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -243,37 +243,43 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 
 // runAll runs every phase; a failing phase is recorded and the next runs.
 func (b *bench) runAll(ctx context.Context) {
-	step := func(name string, f func() error) {
-		if ctx.Err() != nil {
-			return
-		}
-		b.log.Info("phase", "name", name)
-		t0 := time.Now()
-		if err := f(); err != nil && ctx.Err() == nil {
-			b.log.Error("phase failed", "name", name, "err", err)
-			b.res.Errors = append(b.res.Errors, name+": "+err.Error())
-		}
-		b.log.Info("phase done", "name", name, "took", time.Since(t0).Round(time.Millisecond))
-	}
+	phase := func(name string, f func() error) { b.step(ctx, name, &b.res.Errors, f) }
 	if b.o.phases["drivers"] || b.o.phases["dataplane"] {
-		step("balancers", b.startBalancers)
+		phase("balancers", b.startBalancers)
 	}
 	if b.o.phases["drivers"] {
 		for _, d := range b.o.drivers {
 			dr := &DriverResult{Driver: d}
 			b.res.Drivers[d] = dr
-			step("driver "+d, func() error { return b.driverPhases(ctx, dr) })
+			phase("driver "+d, func() error { return b.driverPhases(ctx, dr) })
 		}
 	}
 	if b.o.phases["dataplane"] {
-		step("data plane", func() error { return b.dataPlane(ctx) })
+		phase("data plane", func() error { return b.dataPlane(ctx) })
 	}
 	if b.o.phases["sweep"] {
-		step("health sweep", func() error { return b.healthSweep(ctx) })
+		phase("health sweep", func() error { return b.healthSweep(ctx) })
 	}
 	if b.o.phases["nginxmodes"] && b.wants("nginx") {
-		step("nginx modes", func() error { return b.nginxRuntime(ctx) })
+		phase("nginx modes", func() error { return b.nginxRuntime(ctx) })
 	}
+}
+
+// step runs one measurement (unless interrupted), logs it and records its
+// error, "name: error", in errs.
+func (b *bench) step(ctx context.Context, name string, errs *[]string, f func() error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	b.log.Info("measuring", "what", name)
+	t0 := time.Now()
+	err := f()
+	if err != nil && ctx.Err() == nil {
+		b.log.Error("failed", "what", name, "err", err)
+		*errs = append(*errs, name+": "+err.Error())
+	}
+	b.log.Info("done", "what", name, "took", time.Since(t0).Round(time.Millisecond))
+	return err
 }
 
 // front is the lb: section of a bench service behind driver, and the port
@@ -291,14 +297,21 @@ func (b *bench) front(driver, service string) (map[string]any, int, error) {
 	if driver == "builtin" {
 		return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}, port, nil
 	}
-	return map[string]any{"driver": "nginx", "nginx": map[string]any{
-		"file":       filepath.Join(b.nginx.Prefix, "conf.d", "bgd-"+service+".conf"),
-		"listen":     "127.0.0.1:" + strconv.Itoa(port),
-		"test":       b.nginx.Command("-t", "-q"),
-		"reload":     b.nginx.Command("-s", "reload"),
+	return nginxLB(b.nginx, service, port, map[string]any{"access_log": filepath.Join(b.work, "nginx-"+service+".json.log")}), port, nil
+}
+
+// nginxLB is the lb: section of service behind ng, listening on port,
+// with more nginx settings.
+func nginxLB(ng *ts.Nginx, service string, port int, more map[string]any) map[string]any {
+	n := map[string]any{
+		"file":       filepath.Join(ng.Prefix, "conf.d", "bgd-"+service+".conf"),
+		"listen":     fmt.Sprintf("127.0.0.1:%d", port),
+		"test":       ng.Command("-t", "-q"),
+		"reload":     ng.Command("-s", "reload"),
 		"verify_url": loopURL(port),
-		"access_log": filepath.Join(b.work, "nginx-"+service+".json.log"),
-	}}, port, nil
+	}
+	maps.Copy(n, more)
+	return map[string]any{"driver": "nginx", "nginx": n}
 }
 
 func loopURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
@@ -333,7 +346,7 @@ func (b *bench) startHAProxy() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	var o ts.HAProxyOptions
+	o := ts.HAProxyOptions{MaxConn: 4000, ConnectTimeout: 5 * time.Second}
 	var fronts []*haFrontend
 	for _, svc := range []string{"app", "dp"} {
 		f := &haFrontend{service: svc, dir: dir}
@@ -341,30 +354,26 @@ func (b *bench) startHAProxy() error {
 			return err
 		}
 		// HAProxy will not start without the map file (bgd render says so).
-		if err := os.WriteFile(f.path(".map"), []byte(svc+" "+svc+"_blue\n"), 0o644); err != nil {
-			return err
-		}
 		cfg := filepath.Join(dir, "render-"+svc+".yml")
-		svcCfg := serviceConfig(demoCommand(b.bgd), f.blue, f.grn, f.lb())
-		if err := writeConfig(cfg, filepath.Join(dir, "render-state"), map[string]any{svc: svcCfg}); err != nil {
+		err := errors.Join(os.WriteFile(f.path(".map"), []byte(svc+" "+svc+"_blue\n"), 0o644),
+			writeConfig(cfg, filepath.Join(dir, "render-state"), map[string]any{svc: serviceConfig(demoCommand(b.bgd), f.blue, f.grn, f.lb())}))
+		if err != nil {
 			return err
 		}
 		r, err := b.expect(context.Background(), dir, 0, "--config", cfg, "render")
 		if err != nil {
 			return err
 		}
-		snippet := r.Stdout
-		if !strings.Contains(snippet, "bind :80\n") {
-			return fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", svc, snippet)
+		if !strings.Contains(r.Stdout, "bind :80\n") {
+			return fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", svc, r.Stdout)
 		}
-		snippet = strings.Replace(snippet, "bind :80\n", fmt.Sprintf("bind 127.0.0.1:%d\n", f.port), 1)
+		snippet := strings.Replace(r.Stdout, "bind :80\n", fmt.Sprintf("bind 127.0.0.1:%d\n", f.port), 1)
 		if err := os.WriteFile(f.path(".cfg"), []byte(snippet), 0o644); err != nil {
 			return err
 		}
 		o.Files, o.Sockets = append(o.Files, f.path(".cfg")), append(o.Sockets, f.path(".sock"))
 		fronts = append(fronts, f)
 	}
-	o.MaxConn, o.ConnectTimeout = 4000, 5*time.Second
 	h, err := ts.StartHAProxy(b.haproxyBin, dir, o)
 	if err != nil {
 		return err
