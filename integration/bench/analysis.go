@@ -132,33 +132,29 @@ func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRoll
 // analysisTable renders figure 9.
 func (r *Results) analysisTable(b *strings.Builder) {
 	var rows [][]string
-	for _, d := range driverOrder {
-		dr := r.Drivers[d]
-		if dr == nil || len(dr.AutoRollbacks)+len(dr.GoodWatches) == 0 {
+	for d, dr := range r.drivers {
+		ar := dr.AutoRollbacks
+		if len(ar)+len(dr.GoodWatches) == 0 {
 			continue
 		}
-		kept := 0
-		for _, g := range dr.GoodWatches {
-			if g.ExitCode == 0 {
-				kept++
-			}
-		}
-		rolled := 0
-		for _, a := range dr.AutoRollbacks {
-			if a.ExitCode == 1 {
-				rolled++
-			}
-		}
 		rows = append(rows, []string{d,
-			fmt.Sprintf("%d of %d", rolled, len(dr.AutoRollbacks)),
-			medMax(pick(dr.AutoRollbacks, func(a AutoRollback) float64 { return a.FirstToLastMs }), " ms"),
-			medMax(pick(dr.AutoRollbacks, func(a AutoRollback) float64 { return float64(a.BadAnswers) }), ""),
-			medMax(pick(dr.AutoRollbacks, func(a AutoRollback) float64 { return a.WallMs }), " ms"),
-			fmt.Sprintf("%d of %d", kept, len(dr.GoodWatches))})
+			fmt.Sprintf("%d of %d", count(ar, func(a AutoRollback) bool { return a.ExitCode == 1 }), len(ar)),
+			medMax(pick(ar, func(a AutoRollback) float64 { return a.FirstToLastMs }), " ms"),
+			medMax(pick(ar, func(a AutoRollback) float64 { return float64(a.BadAnswers) }), ""),
+			medMax(pick(ar, func(a AutoRollback) float64 { return a.WallMs }), " ms"),
+			fmt.Sprintf("%d of %d", count(dr.GoodWatches, func(g GoodWatch) bool { return g.ExitCode == 0 }), len(dr.GoodWatches))})
 	}
-	if len(rows) == 0 {
-		return
+	if len(rows) > 0 {
+		table(b, "Automatic rollback (figure 9): a release answering 20% of requests 500, `deploy --watch 20s`, 4 keep-alive clients; analysis every 200 ms, over 5% errors after 20 requests rolls back",
+			[]string{"driver", "bad releases rolled back", "first to last bad answer", "bad answers", "deploy wall time", "good releases kept (--watch)"}, rows)
 	}
-	b.WriteString("### Automatic rollback (figure 9): a release answering 20% of requests 500, `deploy --watch 20s`, 4 keep-alive clients; analysis every 200 ms, over 5% errors after 20 requests rolls back\n\n")
-	table(b, []string{"driver", "bad releases rolled back", "first to last bad answer", "bad answers", "deploy wall time", "good releases kept (--watch)"}, rows...)
+}
+
+func count[T any](xs []T, f func(T) bool) (n int) {
+	for _, x := range xs {
+		if f(x) {
+			n++
+		}
+	}
+	return n
 }

@@ -68,25 +68,17 @@ func (b *bench) canaries(ctx context.Context, s *service, dr *DriverResult) erro
 // canaryTable renders figure 8.
 func (r *Results) canaryTable(b *strings.Builder) {
 	var rows [][]string
-	for _, d := range driverOrder {
-		dr := r.Drivers[d]
-		if dr == nil || len(dr.Canary) == 0 {
-			continue
-		}
+	for d, dr := range r.drivers {
 		for _, s := range dr.Canary {
 			rows = append(rows, []string{d, "`" + s.Command + "`", fmt.Sprintf("%d%%", s.Weight),
 				fmt.Sprintf("%.2f%% (%d of %d)", s.Share, s.Slots[s.Canary], s.Counted),
-				fmt.Sprintf("%.2f", math.Abs(s.Share-float64(s.Weight))),
-				num(float64(s.Failures)),
+				fmt.Sprintf("%.2f", math.Abs(s.Share-float64(s.Weight))), num(float64(s.Failures)),
 				fmt.Sprintf("%d of %d", s.NewConn.Failures, s.NewConn.Requests),
-				fmt.Sprintf("%d of %d", s.KeepAlive.Failures, s.KeepAlive.Requests),
-				num(s.WallMs) + " ms"})
+				fmt.Sprintf("%d of %d", s.KeepAlive.Failures, s.KeepAlive.Requests), num(s.WallMs) + " ms"})
 		}
 	}
-	if len(rows) == 0 {
-		return
+	if len(rows) > 0 {
+		table(b, "Canary (figure 8): split accuracy after each weight, and the load while it was set", []string{"driver", "command", "weight",
+			"canary's share", "off by (points)", "failed (counting)", "failed, new-conn clients", "failed, keep-alive clients", "command wall time"}, rows)
 	}
-	b.WriteString("### Canary (figure 8): split accuracy after each weight, and the load while it was set\n\n")
-	table(b, []string{"driver", "command", "weight", "canary's share", "off by (points)", "failed (counting)",
-		"failed, new-conn clients", "failed, keep-alive clients", "command wall time"}, rows...)
 }

@@ -118,16 +118,23 @@ type Target struct {
 	Verdict string `json:"verdict"`
 }
 
+// drivers yields the drivers measured (or not: see Unavailable), in order.
+func (r *Results) drivers(yield func(string, *DriverResult) bool) {
+	for _, d := range driverOrder {
+		if dr := r.Drivers[d]; dr != nil && !yield(d, dr) {
+			return
+		}
+	}
+}
+
+var driverOrder = []string{"builtin", "nginx", "haproxy"}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	s := slices.Sorted(slices.Values(xs))
+	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
 }
 
 func pick[T any](xs []T, f func(T) float64) []float64 {
@@ -138,8 +145,7 @@ func pick[T any](xs []T, f func(T) float64) []float64 {
 	return out
 }
 
-func sum(xs []float64) float64 {
-	t := 0.0
+func sum(xs []float64) (t float64) {
 	for _, x := range xs {
 		t += x
 	}
@@ -167,29 +173,35 @@ func num(x float64) string {
 	}
 }
 
-var driverOrder = []string{"builtin", "nginx", "haproxy"}
+// ratio formats a/b, "–" when either is missing.
+func ratio(a, b float64) string {
+	if a == 0 || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
 
 // The figures the tables take from each sample.
 func wallMs(t Timed) float64     { return t.WallMs }
 func overheadMs(t Timed) float64 { return t.OverheadMs }
 func detectMs(t Timed) float64   { return t.DetectMs }
-func cpuMs(t Timed) float64      { return t.CPUMs }
 func switchMs(f Flip) float64    { return f.SwitchMs }
 func ncFailed(f Flip) float64    { return float64(f.NewConn.Failures) }
 func kaFailed(f Flip) float64    { return float64(f.KeepAlive.Failures) }
 func rps(w ts.WrkResult) float64 { return w.RPS }
 func p99(w ts.WrkResult) float64 { return w.P99Ms }
 
-// table renders a Markdown table: the header, its rule, a line per row.
-func table(b *strings.Builder, header []string, rows ...[]string) {
-	b.WriteString("| " + strings.Join(header, " | ") + " |\n|" + strings.Repeat("---|", len(header)) + "\n")
+// table renders a Markdown table: its title, the header, its rule, a line
+// per row (an empty cell is "| |").
+func table(b *strings.Builder, title string, header []string, rows [][]string) {
+	b.WriteString("### " + title + "\n\n| " + strings.Join(header, " | ") + " |\n|" + strings.Repeat("---|", len(header)) + "\n")
 	for _, cells := range rows {
 		b.WriteString("|")
 		for _, c := range cells {
 			if c != "" {
-				b.WriteString(" " + c)
+				c = " " + c
 			}
-			b.WriteString(" |")
+			b.WriteString(c + " |")
 		}
 		b.WriteString("\n")
 	}
@@ -220,13 +232,8 @@ func (r *Results) markdown() string {
 		m.Command, m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, orNA(m.Nginx), orNA(m.HAProxy), m.Wrk, m.BgdVersion, m.DurationS,
 		strings.Join(m.LoadAvg, " → "))
 
-	b.WriteString("### Flips, deploys, crashes (figures 1-4), median / max per flip or run\n\n")
 	var rows [][]string
-	for _, d := range driverOrder {
-		dr := r.Drivers[d]
-		if dr == nil {
-			continue
-		}
+	for d, dr := range r.drivers {
 		if dr.Unavailable != "" {
 			rows = append(rows, unavailableRow(d, dr.Unavailable, 8))
 			continue
@@ -244,22 +251,14 @@ func (r *Results) markdown() string {
 			medMax(pick(dr.Deploys, overheadMs), " ms"),
 			medMax(pick(dr.Crashes, detectMs), " ms")})
 	}
-	table(&b, []string{"driver", "failed, new-conn clients", "failed, keep-alive clients", "load req/s (new-conn + keep-alive)",
-		"flip, idle", "flip, under load", "deploy overhead", "crash detection"}, rows...)
+	table(&b, "Flips, deploys, crashes (figures 1-4), median / max per flip or run", []string{"driver", "failed, new-conn clients",
+		"failed, keep-alive clients", "load req/s (new-conn + keep-alive)", "flip, idle", "flip, under load", "deploy overhead", "crash detection"}, rows)
 
 	r.canaryTable(&b)
 	r.nginxRuntimeTable(&b)
 	r.analysisTable(&b)
 
 	if dp := r.DataPlane; dp != nil && len(dp.Runs) > 0 {
-		fmt.Fprintf(&b, "### Data plane (figure 5): one demo-app backend, wrk 1 thread, %v keep-alive connections, median of %v rounds\n\n",
-			m.Settings["dp_conns"], m.Settings["dp_rounds"])
-		ratio := func(a, b float64) string {
-			if b == 0 || a == 0 {
-				return "–"
-			}
-			return fmt.Sprintf("%.2f×", a/b)
-		}
 		rows = nil
 		for _, t := range []string{"direct", "builtin", "httputil", "nginx", "haproxy"} {
 			runs, ok := dp.Runs[t]
@@ -275,11 +274,12 @@ func (r *Results) markdown() string {
 				ratio(dp.median(t, rps), dp.median("nginx", rps)), ratio(dp.median(t, p99), dp.median("nginx", p99)),
 				ratio(dp.median(t, rps), dp.median("direct", rps))})
 		}
-		table(&b, []string{"target", "req/s", "p50", "p99", "failed", "req/s vs nginx", "p99 vs nginx", "req/s vs direct"}, rows...)
+		table(&b, fmt.Sprintf("Data plane (figure 5): one demo-app backend, wrk 1 thread, %v keep-alive connections, median of %v rounds",
+			m.Settings["dp_conns"], m.Settings["dp_rounds"]),
+			[]string{"target", "req/s", "p50", "p99", "failed", "req/s vs nginx", "p99 vs nginx", "req/s vs direct"}, rows)
 	}
 
 	if sw := r.Sweep; sw != nil && len(sw.All) > 0 {
-		b.WriteString("### Health sweep (figure 6): `bgd health-check`, whole process, median / max\n\n")
 		one := median(pick(sw.One, wallMs))
 		rows = nil
 		for _, row := range []struct {
@@ -292,48 +292,45 @@ func (r *Results) markdown() string {
 			{fmt.Sprintf("--service svc000 of the %d", sw.Services), 2, sw.OneOfMany},
 		} {
 			w := pick(row.runs, wallMs)
-			rows = append(rows, []string{row.name, fmt.Sprint(row.slots), medMax(w, " ms"), medMax(pick(row.runs, cpuMs), " ms"),
-				num(median(pick(row.runs, func(t Timed) float64 { return float64(t.RSSKB) / 1024 }))) + " MB",
+			rows = append(rows, []string{row.name, fmt.Sprint(row.slots), medMax(w, " ms"),
+				medMax(pick(row.runs, func(t Timed) float64 { return t.CPUMs }), " ms"),
+				num(median(pick(row.runs, func(t Timed) float64 { return mb(t.RSSKB) }))) + " MB",
 				fmt.Sprintf("%.2f×", median(w)/one)})
 		}
 		if len(sw.ProbeFloorMs) > 0 {
 			rows = append(rows, []string{fmt.Sprintf("floor: the %d HTTP probes alone, from the harness (no process, no state)", sw.Slots),
 				fmt.Sprint(sw.Slots), medMax(sw.ProbeFloorMs, " ms"), "", "", fmt.Sprintf("%.2f×", median(sw.ProbeFloorMs)/one)})
 		}
-		table(&b, []string{"sweep", "slots", "time", "CPU (user+sys)", "peak RSS", "vs 1 service"}, rows...)
+		table(&b, "Health sweep (figure 6): `bgd health-check`, whole process, median / max",
+			[]string{"sweep", "slots", "time", "CPU (user+sys)", "peak RSS", "vs 1 service"}, rows)
 	}
 
-	b.WriteString("### Memory (figure 7)\n\n")
 	rows = nil
 	if dp := r.DataPlane; dp != nil && dp.ProxyHWMKB > 0 {
 		rows = append(rows, []string{"`bgd proxy` after the figure-5 load", fmt.Sprintf("%.1f MB (RSS at the end %.1f MB)", mb(dp.ProxyHWMKB), mb(dp.ProxyRSSKB))})
 	}
-	for _, d := range driverOrder {
-		if dr := r.Drivers[d]; dr != nil && dr.ProxyHWMKB > 0 {
+	for d, dr := range r.drivers {
+		if dr.ProxyHWMKB > 0 {
 			rows = append(rows, []string{fmt.Sprintf("`bgd proxy` spawned by `bgd start`, after the %s flips under load", d), fmt.Sprintf("%.1f MB", mb(dr.ProxyHWMKB))})
 		}
 	}
-	for _, d := range driverOrder {
-		if dr := r.Drivers[d]; dr != nil && len(dr.Status) > 0 {
-			rss := pick(dr.Status, func(t Timed) float64 { return mb(t.RSSKB) })
+	for d, dr := range r.drivers {
+		if rss := pick(dr.Status, func(t Timed) float64 { return mb(t.RSSKB) }); len(rss) > 0 {
 			rows = append(rows, []string{fmt.Sprintf("one `bgd status` process (%s), median / max of %d", d, len(rss)), medMax(rss, "") + " MB"})
 		}
 	}
-	table(&b, []string{"process", "peak RSS (VmHWM / ru_maxrss)"}, rows...)
+	table(&b, "Memory (figure 7)", []string{"process", "peak RSS (VmHWM / ru_maxrss)"}, rows)
 
 	r.Targets = r.targets()
-	b.WriteString("### Targets (issue 5), judged on medians\n\n")
 	rows = nil
 	for _, t := range r.Targets {
 		rows = append(rows, []string{t.Name, t.Goal, t.Measured, t.Verdict})
 	}
-	table(&b, []string{"target", "goal", "measured", "verdict"}, rows...)
+	table(&b, "Targets (issue 5), judged on medians", []string{"target", "goal", "measured", "verdict"}, rows)
 	var notes []string
-	for _, d := range driverOrder {
-		if dr := r.Drivers[d]; dr != nil {
-			for _, n := range dr.Notes {
-				notes = append(notes, d+": "+n)
-			}
+	for d, dr := range r.drivers {
+		for _, n := range dr.Notes {
+			notes = append(notes, d+": "+n)
 		}
 	}
 	list(&b, "Driver notes", notes)

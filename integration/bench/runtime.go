@@ -294,13 +294,6 @@ func (r *Results) nginxRuntimeTable(b *strings.Builder) {
 	if nr == nil {
 		return
 	}
-	fmt.Fprintf(b, "### nginx modes (figure 10): reload vs runtime (Lua balancer), one nginx, flips and rounds interleaved\n\n")
-	instr := func(mode string) string {
-		if n := nr.InstrPerReq[mode]; n > 0 {
-			return num(n)
-		}
-		return "–"
-	}
 	var rows [][]string
 	for _, mode := range nginxModes {
 		if nr.Unavailable != "" {
@@ -317,30 +310,21 @@ func (r *Results) nginxRuntimeTable(b *strings.Builder) {
 			medMax(pick(fl, switchMs), " ms"),
 			num(median(pick(nr.Runs[mode], rps))),
 			fmt.Sprintf("%.2f ms", median(pick(nr.Runs[mode], p99))),
-			fmt.Sprintf("%.1f µs", median(nr.CPUPerReqUs[mode])), instr(mode)})
+			fmt.Sprintf("%.1f µs", median(nr.CPUPerReqUs[mode])), "–"})
+		if n := nr.InstrPerReq[mode]; n > 0 {
+			rows[len(rows)-1][8] = num(n)
+		}
 	}
 	if nr.Unavailable == "" {
 		rt, rl := nginxModes[1], nginxModes[0]
-		ratio := func(f func(ts.WrkResult) float64) string {
-			a, c := median(pick(nr.Runs[rt], f)), median(pick(nr.Runs[rl], f))
-			if c == 0 {
-				return "–"
-			}
-			return fmt.Sprintf("%.2f×", a/c)
-		}
-		cpu := "–"
-		if c := median(nr.CPUPerReqUs[rl]); c > 0 {
-			cpu = fmt.Sprintf("%.2f×", median(nr.CPUPerReqUs[rt])/c)
-		}
-		in := "–"
-		if c := nr.InstrPerReq[rl]; c > 0 && nr.InstrPerReq[rt] > 0 {
-			in = fmt.Sprintf("%.2f×", nr.InstrPerReq[rt]/c)
-		}
-		rows = append(rows, []string{"runtime / reload", "", "", "", "", ratio(rps), ratio(p99), cpu, in})
+		of := func(mode string, f func(ts.WrkResult) float64) float64 { return median(pick(nr.Runs[mode], f)) }
+		rows = append(rows, []string{"runtime / reload", "", "", "", "", ratio(of(rt, rps), of(rl, rps)), ratio(of(rt, p99), of(rl, p99)),
+			ratio(median(nr.CPUPerReqUs[rt]), median(nr.CPUPerReqUs[rl])), ratio(nr.InstrPerReq[rt], nr.InstrPerReq[rl])})
 	}
-	table(b, []string{"mode", "failed keep-alive requests per flip", "failed new-conn requests per flip",
-		"flip in bgd (in-process)", "`bgd switch` (whole process)", "data plane req/s", "data plane p99", "nginx CPU per request",
-		"nginx instructions per request (callgrind)"}, rows...)
+	table(b, "nginx modes (figure 10): reload vs runtime (Lua balancer), one nginx, flips and rounds interleaved",
+		[]string{"mode", "failed keep-alive requests per flip", "failed new-conn requests per flip", "flip in bgd (in-process)",
+			"`bgd switch` (whole process)", "data plane req/s", "data plane p99", "nginx CPU per request",
+			"nginx instructions per request (callgrind)"}, rows)
 	if nr.InstrUnavailable != "" {
 		fmt.Fprintf(b, "(instructions per request: %s)\n\n", nr.InstrUnavailable)
 	}
