@@ -51,7 +51,7 @@ func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult)
 		return err
 	}
 	for i := range good {
-		r, err := b.run(ctx, s.dir, "--json", "--config", cfg, "deploy", "--release", fmt.Sprintf("good%02d", i+1), "--watch", watch)
+		r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", fmt.Sprintf("good%02d", i+1), "--watch", watch)
 		if err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRoll
 			}
 		}()
 	}
-	r, err := b.run(ctx, s.dir, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
+	r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()

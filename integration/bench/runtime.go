@@ -263,29 +263,29 @@ func callgrindTotal(dump string) (float64, error) {
 // workersCPU is the user + system CPU time of the children of nginx's
 // master (its workers), from /proc/<pid>/stat.
 func workersCPU(master int) (time.Duration, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
+	files, err := filepath.Glob("/proc/[0-9]*/stat")
 	var ticks int64
-	for _, e := range ents {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
+	for _, f := range files {
+		data, _ := os.ReadFile(f) // empty when the process is gone
+		if ppid, t, ok := statCPU(string(data)); ok && ppid == master {
+			ticks += t
 		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone
-		}
-		_, rest, ok := strings.Cut(string(data), ") ")
-		f := strings.Fields(rest)
-		if !ok || len(f) < 13 || f[1] != strconv.Itoa(master) {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
 	}
-	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ is 100 on Linux
+	return time.Duration(ticks) * time.Second / 100, err // USER_HZ is 100 on Linux
+}
+
+// statCPU reads the parent pid and the user + system time in ticks (utime
+// + stime) of a /proc/<pid>/stat line.
+func statCPU(stat string) (ppid int, ticks int64, ok bool) {
+	i := strings.LastIndex(stat, ") ") // the command, in parentheses, may hold anything
+	f := strings.Fields(stat[i+1:])
+	if i < 0 || len(f) < 13 {
+		return 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return ppid, u + s, true
 }
 
 // nginxRuntimeTable renders figure 10.
