@@ -84,7 +84,7 @@ func (b *bench) dataPlane(ctx context.Context) error {
 		targets = append(targets, dpTarget{d, loopURL(port)})
 	}
 	for _, t := range targets {
-		if err := waitAnswer(t.url, "blue", 50*time.Millisecond); err != nil {
+		if err := ts.WaitAnswer(t.url, "blue", 10*time.Second, 50*time.Millisecond); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}

@@ -47,7 +47,7 @@ func (b *bench) startService(ctx context.Context, dir, name string, port, blue, 
 		}
 	}
 	t0 := time.Now()
-	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
+	if err := ts.WaitAnswer(s.url, "blue", 10*time.Second, 10*time.Millisecond); err != nil {
 		return nil, fmt.Errorf("after start, %w", err)
 	}
 	s.late = time.Since(t0)
@@ -254,23 +254,6 @@ func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.R
 	nc, err1 := ws[0].Stop()
 	ka, err2 := ws[1].Stop()
 	return r, nc, ka, errors.Join(err, err1, err2)
-}
-
-// waitAnswer waits up to 10 s, asking every so often on a new
-// connection, until the colour answers at url. HAProxy's own checks, for
-// one, see a backend UP only a few checks after its app started.
-func waitAnswer(url, color string, every time.Duration) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		by, err := ts.AnsweredBy(url)
-		if err == nil && by == color {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s answers from %q (%v), want %s", url, by, err, color)
-		}
-		time.Sleep(every)
-	}
 }
 
 // startWrk runs wrk with its script in the work directory, until stopped
