@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
@@ -142,34 +144,33 @@ func (b *bench) fixedLoad(ctx context.Context, url string, round int) (ts.WrkRes
 	return res, cmp.Or(serr, err)
 }
 
-func (b *bench) wants(driver string) bool { return slices.Contains(b.o.drivers, driver) }
+// plainProxyArg makes this harness a plain net/http/httputil.ReverseProxy
+// to one backend: the data-plane figure's "httputil" row, what Go's own
+// reverse proxy costs, so that the builtin proxy's row shows what bgd adds
+// to it. Its transport keeps as many idle connections per host as the
+// builtin proxy's (256); everything else is Go's default.
+const plainProxyArg = "plain-proxy"
 
-// demoApp is the argv of `bgd demo-app` as the harness's own process.
-func demoApp(bgd string, port int, color, release string) []string {
-	return []string{bgd, "demo-app", "--port", strconv.Itoa(port), "--color", color, "--release", release}
-}
-
-// startOwn runs argv in dir as the harness's own process, with bgd's
-// environment, its output in dir/logFile ("": discarded), tracked for the
-// end of the run; with a port, it waits up to 5 s until argv listens there.
-func (b *bench) startOwn(dir, name, logFile string, port int, argv ...string) (*ts.Proc, error) {
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir, cmd.Env = dir, b.env
-	if logFile != "" {
-		log, err := os.Create(filepath.Join(dir, logFile))
-		if err != nil {
-			return nil, err
-		}
-		defer log.Close()
-		cmd.Stdout, cmd.Stderr = log, log
+func plainProxy(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench plain-proxy LISTEN BACKEND-URL")
+		return 2
 	}
-	p, err := ts.Start(name, cmd)
+	target, err := url.Parse(args[1])
 	if err != nil {
-		return nil, err
+		fmt.Fprintln(os.Stderr, "plain-proxy:", err)
+		return 2
 	}
-	b.reaper.track(p)
-	if port == 0 {
-		return p, nil
+	ln, err := net.Listen("tcp", args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "plain-proxy:", err)
+		return 1
 	}
-	return p, ts.WaitListening(port, 5*time.Second, p)
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(target); r.SetXForwarded() },
+		Transport: &http.Transport{Proxy: nil, MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 30 * time.Second}
+	fmt.Fprintln(os.Stderr, "plain-proxy:", srv.Serve(ln))
+	return 1
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
@@ -256,35 +260,133 @@ func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.R
 	return r, nc, ka, errors.Join(err, err1, err2)
 }
 
-// startWrk runs wrk with its script in the work directory, until stopped
-// (or stopAll).
-func (b *bench) startWrk(url string, l ts.WrkLoad) (*ts.Wrk, error) {
-	w, err := ts.StartWrk(b.wrk, b.work, url, l)
+// canaryWeights are the steps of figure 8: a canary deploy at the first,
+// `bgd canary` for the others, `bgd promote` for 100.
+var canaryWeights = []int{10, 50, 90, 100}
+
+// canaries: figure 8. A canary deploy of the idle colour goes through
+// canaryWeights, each set under wrk load; after each, CountSlots counts who
+// answers (the share of the canary, against the weight).
+func (b *bench) canaries(ctx context.Context, s *service, dr *DriverResult) error {
+	by, err := ts.AnsweredBy(s.url)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	b.reaper.track(w.Proc)
-	return w, nil
+	canary := map[string]string{"blue": "green", "green": "blue"}[by]
+	n := 10000
+	if b.o.short {
+		n = 1000
+	}
+	for i, w := range canaryWeights {
+		args := []string{"canary", strconv.Itoa(w)}
+		switch {
+		case i == 0:
+			args = []string{"deploy", "--release", "canary", "--canary", strconv.Itoa(w)}
+		case w == 100:
+			args = []string{"promote"}
+		}
+		r, nc, ka, err := b.loaded(ctx, s, append([]string{"--json", "--config", s.cfg}, args...)...)
+		if err != nil {
+			return fmt.Errorf("weight %d: %w", w, err)
+		}
+		c := ts.CountSlots(s.url, n, 8)
+		dr.Canary = append(dr.Canary, CanaryStep{Weight: w, Command: strings.Join(args, " "), WallMs: ms(r.Wall),
+			NewConn: nc, KeepAlive: ka, Counted: c.Requests, Failures: c.Failures, Slots: c.Slots, Canary: canary, Share: c.Share(canary)})
+	}
+	return nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
+// autoRollbacks: figure 9. Bad releases deployed with --watch under load
+// must be rolled back by bgd itself; good ones must never be.
+func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult) error {
+	bad, good, watch := 5, 20, "2s"
+	if b.o.short {
+		bad, good, watch = 1, 2, "1s"
 	}
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// logLines keeps bgd's verbose log without the line of every failed probe.
-func logLines(stderr string) []string {
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
-		if l != "" && !strings.Contains(l, "not healthy yet") {
-			out = append(out, l)
+	// A judgement every 200 ms once 20 requests were answered, above 5%
+	// errors rolls back; the demo app answers 20% of requests 500 for the
+	// release "bad" only.
+	cfg, err := s.variant("bgd-analysis.yml", map[string]any{
+		"analysis": map[string]any{"interval": "200ms", "min_requests": 20, "max_error_rate": 0.05},
+		"env":      map[string]string{"DEMO_ERROR_RATE": `{{if eq .Release "bad"}}0.2{{else}}0{{end}}`}})
+	if err != nil {
+		return err
+	}
+	for i := range good {
+		r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", fmt.Sprintf("good%02d", i+1), "--watch", watch)
+		if err != nil {
+			return err
+		}
+		dr.GoodWatches = append(dr.GoodWatches, GoodWatch{ExitCode: r.Code, WallMs: ms(r.Wall)})
+		if r.Code != 0 {
+			dr.Notes = append(dr.Notes, "a good release was not kept: "+strings.TrimSpace(r.Stderr))
+		}
+		if i%2 == 0 && i < bad*2 {
+			ar, err := b.badDeploy(ctx, s, cfg)
+			if err != nil {
+				return err
+			}
+			dr.AutoRollbacks = append(dr.AutoRollbacks, ar)
 		}
 	}
-	return out
+	return nil
+}
+
+// badDeploy deploys the bad release with --watch 20s while 4 keep-alive
+// clients count the 500s they get.
+func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRollback, error) {
+	var (
+		mu          sync.Mutex
+		first, last time.Time
+		bad         int
+		requests    atomic.Int64
+		stop        = make(chan struct{})
+		wg          sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}}
+	defer client.CloseIdleConnections()
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get(s.url)
+				requests.Add(1)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode >= 500 {
+					now := time.Now()
+					mu.Lock()
+					if bad == 0 {
+						first = now
+					}
+					bad, last = bad+1, now
+					mu.Unlock()
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return AutoRollback{}, err
+	}
+	ar := AutoRollback{ExitCode: r.Code, BadAnswers: bad, Requests: int(requests.Load()), WallMs: ms(r.Wall)}
+	if bad > 0 {
+		ar.FirstToLastMs = ms(last.Sub(first))
+	}
+	if by, err := ts.AnsweredBy(s.url); r.Code != 1 || err != nil || by == "" {
+		return ar, fmt.Errorf("the bad release was not rolled back (exit %d, answered by %q, %v): %s", r.Code, by, err, strings.TrimSpace(r.Stderr))
+	}
+	return ar, nil
 }

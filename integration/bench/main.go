@@ -281,6 +281,8 @@ func (b *bench) step(ctx context.Context, name string, errs *[]string, f func() 
 	return err
 }
 
+func (b *bench) wants(driver string) bool { return slices.Contains(b.o.drivers, driver) }
+
 // meta describes the run and the machine (an absent program or file leaves
 // its field empty).
 func meta(b *bench) Meta {

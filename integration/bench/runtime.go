@@ -19,27 +19,6 @@ import (
 	"github.com/bgd-dev/bgd/lb/nginx"
 )
 
-// NginxRuntime is figure 10: nginx's two modes (lb.nginx.mode reload and
-// runtime) side by side on one nginx that loads the Lua module, each mode
-// a service (named after it) with its own slots: flips under load (the windows of figure 1)
-// and data-plane load, the modes interleaved flip by flip and round by
-// round.
-type NginxRuntime struct {
-	Unavailable string                    `json:"unavailable,omitempty"`
-	Flips       map[string][]Flip         `json:"flips_under_load"` // mode -> flips
-	Runs        map[string][]ts.WrkResult `json:"data_plane"`       // mode -> rounds
-	// CPUPerReqUs is the CPU time (user + system) nginx's workers spent per
-	// request of each round: the Lua balancer's cost, which other work on
-	// the host disturbs far less than req/s and p99.
-	CPUPerReqUs map[string][]float64 `json:"nginx_cpu_per_request_us"`
-	// InstrPerReq is the instructions nginx executed per request of each
-	// mode, counted by valgrind's callgrind (nginxInstructions): unlike CPU
-	// time, the count does not move with other work on the host.
-	InstrPerReq map[string]float64 `json:"nginx_instructions_per_request,omitempty"`
-	// InstrUnavailable says why InstrPerReq is missing (no valgrind).
-	InstrUnavailable string `json:"instructions_unavailable,omitempty"`
-}
-
 var nginxModes = []string{config.NginxReload, config.NginxRuntime}
 
 // luaModuleLines are the load_module lines of Debian's Lua module (and the
@@ -286,46 +265,4 @@ func statCPU(stat string) (ppid int, ticks int64, ok bool) {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return ppid, u + s, true
-}
-
-// nginxRuntimeTable renders figure 10.
-func (r *Results) nginxRuntimeTable(b *strings.Builder) {
-	nr := r.NginxRuntime
-	if nr == nil {
-		return
-	}
-	var rows [][]string
-	for _, mode := range nginxModes {
-		if nr.Unavailable != "" {
-			rows = append(rows, unavailableRow(mode, nr.Unavailable, 9))
-			continue
-		}
-		fl := nr.Flips[mode]
-		ka, nc := pick(fl, kaFailed), pick(fl, ncFailed)
-		kaReq := pick(fl, func(f Flip) float64 { return float64(f.KeepAlive.Requests) })
-		rows = append(rows, []string{mode,
-			fmt.Sprintf("%s (%s of %s in %d flips)", medMax(ka, ""), num(sum(ka)), num(sum(kaReq)), len(fl)),
-			fmt.Sprintf("%s (%s)", medMax(nc, ""), num(sum(nc))),
-			medMax(pick(fl, func(f Flip) float64 { return f.InProcessMs }), " ms"),
-			medMax(pick(fl, switchMs), " ms"),
-			num(median(pick(nr.Runs[mode], rps))),
-			fmt.Sprintf("%.2f ms", median(pick(nr.Runs[mode], p99))),
-			fmt.Sprintf("%.1f µs", median(nr.CPUPerReqUs[mode])), "–"})
-		if n := nr.InstrPerReq[mode]; n > 0 {
-			rows[len(rows)-1][8] = num(n)
-		}
-	}
-	if nr.Unavailable == "" {
-		rt, rl := nginxModes[1], nginxModes[0]
-		of := func(mode string, f func(ts.WrkResult) float64) float64 { return median(pick(nr.Runs[mode], f)) }
-		rows = append(rows, []string{"runtime / reload", "", "", "", "", ratio(of(rt, rps), of(rl, rps)), ratio(of(rt, p99), of(rl, p99)),
-			ratio(median(nr.CPUPerReqUs[rt]), median(nr.CPUPerReqUs[rl])), ratio(nr.InstrPerReq[rt], nr.InstrPerReq[rl])})
-	}
-	table(b, "nginx modes (figure 10): reload vs runtime (Lua balancer), one nginx, flips and rounds interleaved",
-		[]string{"mode", "failed keep-alive requests per flip", "failed new-conn requests per flip", "flip in bgd (in-process)",
-			"`bgd switch` (whole process)", "data plane req/s", "data plane p99", "nginx CPU per request",
-			"nginx instructions per request (callgrind)"}, rows)
-	if nr.InstrUnavailable != "" {
-		fmt.Fprintf(b, "(instructions per request: %s)\n\n", nr.InstrUnavailable)
-	}
 }
