@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
@@ -222,31 +221,29 @@ func flipTo(i int) string { return []string{"green", "blue"}[i%2] }
 
 // loadedFlip is one `bgd switch` in a loaded window.
 func (b *bench) loadedFlip(ctx context.Context, s *service, to string) (Flip, error) {
-	r, nc, ka, err := b.loaded(ctx, s, "--json", "--config", s.cfg, "switch", to)
+	r, w, err := b.loaded(ctx, s, "--json", "--config", s.cfg, "switch", to)
 	if err != nil {
 		return Flip{}, err
 	}
 	if by, err := ts.AnsweredBy(s.url); err != nil || by != to {
 		return Flip{}, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
 	}
-	return Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: nc, KeepAlive: ka}, nil
+	return Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), Window: w}, nil
 }
 
 // loaded runs one bgd command in a window of load: a fresh pair of wrk
 // processes (new-connection and keep-alive clients) loads the service for
 // pre, then the command runs, then the load goes on for post; the failures
 // of the window belong to that command.
-func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.Run, nc, ka ts.WrkResult, err error) {
-	var ws []*ts.Wrk
-	for _, newConn := range []bool{true, false} {
-		w, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: newConn, Delay: b.o.loadDelay})
-		if err != nil {
-			for _, w := range ws {
-				w.Stop()
-			}
-			return nil, nc, ka, err
-		}
-		ws = append(ws, w)
+func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.Run, w Window, err error) {
+	nc, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: true, Delay: b.o.loadDelay})
+	if err != nil {
+		return nil, w, err
+	}
+	ka, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, Delay: b.o.loadDelay})
+	if err != nil {
+		nc.Stop()
+		return nil, w, err
 	}
 	err = sleepCtx(ctx, b.o.pre)
 	if err == nil {
@@ -255,9 +252,10 @@ func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.R
 	if err == nil {
 		err = sleepCtx(ctx, b.o.post)
 	}
-	nc, err1 := ws[0].Stop()
-	ka, err2 := ws[1].Stop()
-	return r, nc, ka, errors.Join(err, err1, err2)
+	var err1, err2 error
+	w.NewConn, err1 = nc.Stop()
+	w.KeepAlive, err2 = ka.Stop()
+	return r, w, errors.Join(err, err1, err2)
 }
 
 // canaryWeights are the steps of figure 8: a canary deploy at the first,
@@ -285,13 +283,13 @@ func (b *bench) canaries(ctx context.Context, s *service, dr *DriverResult) erro
 		case w == 100:
 			args = []string{"promote"}
 		}
-		r, nc, ka, err := b.loaded(ctx, s, append([]string{"--json", "--config", s.cfg}, args...)...)
+		r, win, err := b.loaded(ctx, s, append([]string{"--json", "--config", s.cfg}, args...)...)
 		if err != nil {
 			return fmt.Errorf("weight %d: %w", w, err)
 		}
 		c := ts.CountSlots(s.url, n, 8)
 		dr.Canary = append(dr.Canary, CanaryStep{Weight: w, Command: strings.Join(args, " "), WallMs: ms(r.Wall),
-			NewConn: nc, KeepAlive: ka, Counted: c.Requests, Failures: c.Failures, Slots: c.Slots, Canary: canary, Share: c.Share(canary)})
+			Window: win, Counted: c.Requests, Failures: c.Failures, Slots: c.Slots, Canary: canary, Share: c.Share(canary)})
 	}
 	return nil
 }
@@ -336,19 +334,16 @@ func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult)
 // clients count the 500s they get.
 func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRollback, error) {
 	var (
-		mu          sync.Mutex
-		first, last time.Time
-		bad         int
-		requests    atomic.Int64
-		stop        = make(chan struct{})
-		wg          sync.WaitGroup
+		mu            sync.Mutex
+		first, last   time.Time
+		bad, requests int
+		stop          = make(chan struct{})
+		wg            sync.WaitGroup
 	)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}}
 	defer client.CloseIdleConnections()
 	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
@@ -356,23 +351,22 @@ func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRoll
 				default:
 				}
 				resp, err := client.Get(s.url)
-				requests.Add(1)
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
-				if err != nil || resp.StatusCode >= 500 {
-					now := time.Now()
-					mu.Lock()
+				now := time.Now()
+				mu.Lock()
+				if requests++; err != nil || resp.StatusCode >= 500 {
 					if bad == 0 {
 						first = now
 					}
 					bad, last = bad+1, now
-					mu.Unlock()
 				}
+				mu.Unlock()
 				time.Sleep(time.Millisecond)
 			}
-		}()
+		})
 	}
 	r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
 	time.Sleep(300 * time.Millisecond)
@@ -381,7 +375,7 @@ func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRoll
 	if err != nil {
 		return AutoRollback{}, err
 	}
-	ar := AutoRollback{ExitCode: r.Code, BadAnswers: bad, Requests: int(requests.Load()), WallMs: ms(r.Wall)}
+	ar := AutoRollback{ExitCode: r.Code, BadAnswers: bad, Requests: requests, WallMs: ms(r.Wall)}
 	if bad > 0 {
 		ar.FirstToLastMs = ms(last.Sub(first))
 	}

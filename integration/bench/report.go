@@ -70,11 +70,16 @@ type DriverResult struct {
 
 // Flip is one `bgd switch` under load, with the load of its window.
 type Flip struct {
-	To          string       `json:"to"`
-	SwitchMs    float64      `json:"switch_ms"`
-	InProcessMs float64      `json:"in_process_ms"`
-	NewConn     ts.WrkResult `json:"new_connection"`
-	KeepAlive   ts.WrkResult `json:"keep_alive"`
+	To          string  `json:"to"`
+	SwitchMs    float64 `json:"switch_ms"`
+	InProcessMs float64 `json:"in_process_ms"`
+	Window
+}
+
+// Window is what the load of a window around one bgd command saw (loaded).
+type Window struct {
+	NewConn   ts.WrkResult `json:"new_connection"`
+	KeepAlive ts.WrkResult `json:"keep_alive"`
 }
 
 // Timed is one bgd process: its wall time and what else was measured.
@@ -94,11 +99,10 @@ type Timed struct {
 // set it under load, what the load saw meanwhile, and the split measured
 // afterwards.
 type CanaryStep struct {
-	Weight    int          `json:"weight"`
-	Command   string       `json:"command"`
-	WallMs    float64      `json:"wall_ms"`
-	NewConn   ts.WrkResult `json:"new_connection"`
-	KeepAlive ts.WrkResult `json:"keep_alive"`
+	Weight  int     `json:"weight"`
+	Command string  `json:"command"`
+	WallMs  float64 `json:"wall_ms"`
+	Window
 	// Requests answered by each colour when the split was counted, and how
 	// many failed.
 	Counted  int            `json:"counted"`

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -71,5 +73,27 @@ func TestCanaryTable(t *testing.T) {
 	(&Results{Drivers: map[string]*DriverResult{"nginx": {Driver: "nginx"}}}).canaryTable(&none)
 	if none.Len() != 0 {
 		t.Errorf("canaryTable without canary steps = %q, want nothing", none.String())
+	}
+}
+
+// TestResultsJSON: the raw results of a run before the result types were
+// reorganised (testdata/short-run.json) decode and encode again to the same
+// JSON: no key renamed, lost or added.
+func TestResultsJSON(t *testing.T) {
+	data := readTestdata(t, "short-run.json")
+	var r Results
+	if err := json.Unmarshal([]byte(data), &r); err != nil {
+		t.Fatal(err)
+	}
+	again, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	if err := errors.Join(json.Unmarshal([]byte(data), &want), json.Unmarshal(again, &got)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the results JSON changed:\n%s", again)
 	}
 }
