@@ -88,12 +88,12 @@ func parseFlags(args []string) (options, error) {
 		return o, err
 	}
 	phaseList, err := parseList("-phases", "phase", *phases, []string{"drivers", "dataplane", "sweep", "nginxmodes"})
+	if err != nil {
+		return o, err
+	}
 	o.phases = map[string]bool{}
 	for _, p := range phaseList {
 		o.phases[p] = true
-	}
-	if err != nil {
-		return o, err
 	}
 	if o.services < 1 || o.services > 5000 {
 		return o, fmt.Errorf("-services %d: use 1 to 5000", o.services)

@@ -32,10 +32,7 @@ type reaper struct {
 }
 
 // track registers a process the harness started for stopAll.
-func (r *reaper) track(p *ts.Proc) *ts.Proc {
-	r.procs = append(r.procs, p)
-	return p
-}
+func (r *reaper) track(p *ts.Proc) { r.procs = append(r.procs, p) }
 
 // killState stops the processes bgd started with these state files, as
 // `bgd stop` does (slots.Stop: SIGTERM to the group, SIGKILL after 5 s,
