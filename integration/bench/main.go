@@ -1,7 +1,8 @@
 // Command bench measures what users choose a deployment tool on, for the
 // three data planes side by side in one run: requests lost during flips
 // under load, flip latency, deploy overhead, crash detection, data-plane
-// cost, health-sweep scaling and memory (issue 5, docs/BENCHMARKS.md).
+// cost, health-sweep scaling, memory, canary splits, automatic rollbacks
+// and nginx's two modes (issue 5, docs/BENCHMARKS.md).
 //
 // It starts everything itself on loopback (demo-app slots, bgd, a real
 // nginx and a real HAProxy with their own prefix and socket, wrk), stops
