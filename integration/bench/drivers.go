@@ -4,25 +4,65 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
 	"github.com/bgd-dev/bgd/slots"
 )
 
-// service is one bench service ("app") behind one driver, run by bgd as a
-// user would: bgd starts its slots and, for builtin, its proxy.
+// service is one bench service run by bgd as a user would: bgd starts its
+// slots and, for builtin, its proxy.
 type service struct {
-	dir       string // working directory of every bgd command
-	cfg       string // the demo app with --ready-after
-	crashCfg  string // the same service whose slot command exits at once
-	stamps    string // where the crashing app writes the moment it exits
-	url       string // where clients reach the service
+	name, dir string
+	cfg       string         // dir/bgd.yml: the demo app
+	svc       map[string]any // the service's settings in cfg
+	url       string         // where clients reach the service
 	stateFile string
+	late      time.Duration // how long after `bgd start` the balancer answered from blue
+}
+
+// startService writes dir/bgd.yml, service name (the demo app with extra
+// flags) on the ports blue and green behind lb, and starts its slots: blue
+// active and routed, green a healthy standby. bgd said blue is routed, so
+// the balancer should answer from it at once; HAProxy may still run its own
+// checks (a `start` that finds the map right does not wait for them): wait,
+// and record how long in late, rather than fail the run.
+func (b *bench) startService(ctx context.Context, dir, name string, port, blue, green int, lb map[string]any, extra ...string) (*service, error) {
+	s := &service{name: name, dir: dir, cfg: filepath.Join(dir, "bgd.yml"), url: loopURL(port),
+		stateFile: filepath.Join(dir, "state", "bg_state.json"), svc: serviceConfig(demoCommand(b.bgd, extra...), blue, green, lb)}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := writeConfig(s.cfg, filepath.Join(dir, "state"), map[string]any{name: s.svc}); err != nil {
+		return nil, err
+	}
+	for _, c := range []string{"blue", "green"} {
+		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	if err := ts.WaitAnswer(s.url, "blue", 10*time.Second, 10*time.Millisecond); err != nil {
+		return nil, fmt.Errorf("after start, %w", err)
+	}
+	s.late = time.Since(t0)
+	return s, nil
+}
+
+// variant writes dir/file: the same service with some settings changed.
+func (s *service) variant(file string, set map[string]any) (string, error) {
+	svc := maps.Clone(s.svc)
+	maps.Copy(svc, set)
+	path := filepath.Join(s.dir, file)
+	return path, writeConfig(path, filepath.Join(s.dir, "state"), map[string]any{s.name: svc})
 }
 
 // crashAppArg makes this harness the crashing slot: it records the moment
@@ -39,75 +79,51 @@ func crashApp(args []string) int {
 	return 3
 }
 
-// setupService writes the configs of the driver's service and starts its
-// slots (blue active, green healthy standby). It returns a nil service, and
-// says why in dr, when the driver's load balancer is not installed.
-func (b *bench) setupService(ctx context.Context, dr *DriverResult) (*service, error) {
-	driver := dr.Driver
-	if why := b.lbErr[driver]; why != "" {
+// driverPhases measures figures 1-4, 8, 9 and the status process's memory
+// on one driver's service "app", then stops its slots. A driver whose load
+// balancer is missing is left out, dr saying why.
+func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
+	d := dr.Driver
+	if why := b.lbErr[d]; why != "" {
 		dr.Unavailable = why
-		b.log.Warn("driver not measured", "driver", driver, "why", why)
-		return nil, nil
-	}
-	dir := filepath.Join(b.work, driver)
-	s := &service{dir: dir, cfg: filepath.Join(dir, "bgd.yml"), crashCfg: filepath.Join(dir, "bgd-crash.yml"),
-		stamps: filepath.Join(dir, "stamps"), stateFile: filepath.Join(dir, "state", "bg_state.json")}
-	if err := os.MkdirAll(s.stamps, 0o755); err != nil {
-		return nil, err
+		b.log.Warn("driver not measured", "driver", d, "why", why)
+		return nil
 	}
 	var blue, green int
-	if driver == "haproxy" {
+	if d == "haproxy" {
 		blue, green = b.haApp.blue, b.haApp.grn
 	} else if err := freePorts(&blue, &green); err != nil {
-		return nil, err
+		return err
 	}
-	lb, port, err := b.front(driver, "app")
+	lb, port, err := b.front(d, "app")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s.url = loopURL(port)
-	cfg := func(path string, command ...string) error {
-		return writeConfig(path, filepath.Join(dir, "state"), map[string]any{"app": serviceConfig(command, blue, green, lb)})
-	}
-	if err := errors.Join(cfg(s.cfg, demoCommand(b.bgd, "--ready-after", b.o.readyAfter.String())...),
-		cfg(s.crashCfg, b.exe, crashAppArg, filepath.Join(s.stamps, "{{.Release}}"))); err != nil {
-		return nil, err
-	}
-	for _, c := range []string{"blue", "green"} {
-		if _, err := b.expect(ctx, dir, 0, "--config", s.cfg, "start", c); err != nil {
-			return nil, err
-		}
-	}
-	// bgd said blue is running and healthy and routed: the load balancer
-	// should answer from it at once. HAProxy may still be running its own
-	// checks (a `start` that finds the map already right does not wait for
-	// them): wait, and record how long, rather than fail the whole run.
-	t0 := time.Now()
-	if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
-		return nil, fmt.Errorf("after start, %w", err)
-	}
-	if w := time.Since(t0); w > 50*time.Millisecond {
-		b.log.Warn("the load balancer did not serve blue at once after `bgd start blue`", "driver", driver, "waited", w.Round(time.Millisecond))
-		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later",
-			w.Round(time.Millisecond)))
-	}
-	return s, nil
-}
-
-// driverPhases measures figures 1-4, 8 and 9 (and the status process's memory) on
-// one driver, then stops its slots.
-func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
-	s, err := b.setupService(ctx, dr)
-	if s == nil {
+	dir := filepath.Join(b.work, d)
+	s, err := b.startService(ctx, dir, "app", port, blue, green, lb, "--ready-after", b.o.readyAfter.String())
+	if err != nil {
 		return err
 	}
 	defer b.reaper.killState(s.stateFile)
-	// runs times n bgd processes, each of which must exit code; keep (when
-	// not nil) adds to what is kept of run i.
+	if s.late > 50*time.Millisecond {
+		w := s.late.Round(time.Millisecond)
+		b.log.Warn("the load balancer did not serve blue at once after `bgd start blue`", "driver", d, "waited", w)
+		dr.Notes = append(dr.Notes, fmt.Sprintf("after `bgd start blue` returned, the load balancer answered from blue only %s later", w))
+	}
+	stamps := filepath.Join(dir, "stamps")
+	if err := os.MkdirAll(stamps, 0o755); err != nil {
+		return err
+	}
+	crashCfg, err := s.variant("bgd-crash.yml", map[string]any{"command": []string{b.exe, crashAppArg, filepath.Join(stamps, "{{.Release}}")}})
+	if err != nil {
+		return err
+	}
+	// runs times n bgd processes (args of the i-th), each of which must exit
+	// code; keep (when not nil) adds to what is kept of the i-th.
 	runs := func(into *[]Timed, n, code int, args func(i int) []string, keep func(int, *ts.Run, *Timed) error) func() error {
 		return func() error {
 			for i := range n {
-				r, err := b.expect(ctx, s.dir, code, args(i)...)
+				r, err := b.expect(ctx, dir, code, args(i)...)
 				if err != nil {
 					return err
 				}
@@ -123,7 +139,8 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		}
 	}
 	release := func(prefix string, i int) string { return fmt.Sprintf("%s%02d", prefix, i+1) }
-	steps := []struct {
+	var errs []error
+	for _, st := range []struct {
 		name string
 		f    func() error
 	}{
@@ -149,9 +166,9 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		{"crashing deploys", func() error {
 			before, _ := ts.AnsweredBy(s.url)
 			err := runs(&dr.Crashes, b.o.crashes, 1, func(i int) []string {
-				return []string{"--json", "--verbose", "--config", s.crashCfg, "deploy", "--release", release("c", i)}
+				return []string{"--json", "--verbose", "--config", crashCfg, "deploy", "--release", release("c", i)}
 			}, func(i int, r *ts.Run, t *Timed) error {
-				data, err := os.ReadFile(filepath.Join(s.stamps, release("c", i)))
+				data, err := os.ReadFile(filepath.Join(stamps, release("c", i)))
 				if err != nil {
 					return fmt.Errorf("the crashing slot never ran: %w; bgd said: %s", err, strings.TrimSpace(r.Stderr))
 				}
@@ -168,32 +185,22 @@ func (b *bench) driverPhases(ctx context.Context, dr *DriverResult) error {
 		{"canary", func() error { return b.canaries(ctx, s, dr) }},
 		// Figure 9: bad releases rolled back by the analysis, good ones kept.
 		{"automatic rollback", func() error { return b.autoRollbacks(ctx, s, dr) }},
-	}
-	var errs []error
-	for _, st := range steps {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		b.log.Info("measuring", "driver", dr.Driver, "what", st.name)
-		if err := st.f(); err != nil {
+	} {
+		if err := b.step(ctx, st.name, &dr.Errors, st.f); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", st.name, err))
-			dr.Errors = append(dr.Errors, st.name+": "+err.Error())
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// flipsUnderLoad: figure 1. For each flip a fresh pair of wrk processes
-// (new-connection and keep-alive clients) loads the service for pre, then
-// `bgd switch` runs, then the load goes on for post; the failures of that
-// window belong to that flip.
+// flipsUnderLoad: figure 1, a loadedFlip after the other.
 func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult) error {
 	for i := range b.o.flips {
-		f, err := b.oneLoadedFlip(ctx, s, flipTo(i))
+		f, err := b.loadedFlip(ctx, s, flipTo(i))
 		if err != nil {
 			return fmt.Errorf("flip %d to %s: %w", i+1, flipTo(i), err)
 		}
-		dr.Flips = append(dr.Flips, *f)
+		dr.Flips = append(dr.Flips, f)
 	}
 	if b.o.flips%2 == 1 {
 		// Leave blue active for the idle flips.
@@ -212,84 +219,168 @@ func (b *bench) flipsUnderLoad(ctx context.Context, s *service, dr *DriverResult
 // flipTo is the colour the i-th of a series of flips from blue goes to.
 func flipTo(i int) string { return []string{"green", "blue"}[i%2] }
 
-func (b *bench) oneLoadedFlip(ctx context.Context, s *service, to string) (*Flip, error) {
+// loadedFlip is one `bgd switch` in a loaded window.
+func (b *bench) loadedFlip(ctx context.Context, s *service, to string) (Flip, error) {
+	r, w, err := b.loaded(ctx, s, "--json", "--config", s.cfg, "switch", to)
+	if err != nil {
+		return Flip{}, err
+	}
+	if by, err := ts.AnsweredBy(s.url); err != nil || by != to {
+		return Flip{}, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
+	}
+	return Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), Window: w}, nil
+}
+
+// loaded runs one bgd command in a window of load: a fresh pair of wrk
+// processes (new-connection and keep-alive clients) loads the service for
+// pre, then the command runs, then the load goes on for post; the failures
+// of the window belong to that command.
+func (b *bench) loaded(ctx context.Context, s *service, args ...string) (r *ts.Run, w Window, err error) {
 	nc, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, NewConn: true, Delay: b.o.loadDelay})
 	if err != nil {
-		return nil, err
+		return nil, w, err
 	}
 	ka, err := b.startWrk(s.url, ts.WrkLoad{Conns: b.o.loadConns, Delay: b.o.loadDelay})
 	if err != nil {
 		nc.Stop()
-		return nil, err
+		return nil, w, err
 	}
-	var r *ts.Run
-	werr := sleepCtx(ctx, b.o.pre)
-	if werr == nil {
-		r, werr = b.expect(ctx, s.dir, 0, "--json", "--config", s.cfg, "switch", to)
+	err = sleepCtx(ctx, b.o.pre)
+	if err == nil {
+		r, err = b.expect(ctx, s.dir, 0, args...)
 	}
-	if werr == nil {
-		werr = sleepCtx(ctx, b.o.post)
+	if err == nil {
+		err = sleepCtx(ctx, b.o.post)
 	}
-	ncRes, err1 := nc.Stop()
-	kaRes, err2 := ka.Stop()
-	if err := errors.Join(werr, err1, err2); err != nil {
-		return nil, err
-	}
+	var err1, err2 error
+	w.NewConn, err1 = nc.Stop()
+	w.KeepAlive, err2 = ka.Stop()
+	return r, w, errors.Join(err, err1, err2)
+}
+
+// canaryWeights are the steps of figure 8: a canary deploy at the first,
+// `bgd canary` for the others, `bgd promote` for 100.
+var canaryWeights = []int{10, 50, 90, 100}
+
+// canaries: figure 8. A canary deploy of the idle colour goes through
+// canaryWeights, each set under wrk load; after each, CountSlots counts who
+// answers (the share of the canary, against the weight).
+func (b *bench) canaries(ctx context.Context, s *service, dr *DriverResult) error {
 	by, err := ts.AnsweredBy(s.url)
-	if err != nil || by != to {
-		return nil, fmt.Errorf("after the flip to %s, a new connection is answered by %q (%v)", to, by, err)
-	}
-	return &Flip{To: to, SwitchMs: ms(r.Wall), InProcessMs: ms(jsonDuration(r.Stdout)), NewConn: ncRes, KeepAlive: kaRes}, nil
-}
-
-// waitAnswer waits up to 10 s, asking every so often on a new
-// connection, until the colour answers at url. HAProxy's own checks, for
-// one, see a backend UP only a few checks after its app started.
-func waitAnswer(url, color string, every time.Duration) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		by, err := ts.AnsweredBy(url)
-		if err == nil && by == color {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s answers from %q (%v), want %s", url, by, err, color)
-		}
-		time.Sleep(every)
-	}
-}
-
-// startWrk runs wrk with its script in the work directory, until stopped
-// (or stopAll).
-func (b *bench) startWrk(url string, l ts.WrkLoad) (*ts.Wrk, error) {
-	w, err := ts.StartWrk(b.wrk, b.work, url, l)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	b.reaper.track(w.Proc)
-	return w, nil
+	canary := map[string]string{"blue": "green", "green": "blue"}[by]
+	n := 10000
+	if b.o.short {
+		n = 1000
+	}
+	for i, w := range canaryWeights {
+		args := []string{"canary", strconv.Itoa(w)}
+		switch {
+		case i == 0:
+			args = []string{"deploy", "--release", "canary", "--canary", strconv.Itoa(w)}
+		case w == 100:
+			args = []string{"promote"}
+		}
+		r, win, err := b.loaded(ctx, s, append([]string{"--json", "--config", s.cfg}, args...)...)
+		if err != nil {
+			return fmt.Errorf("weight %d: %w", w, err)
+		}
+		c := ts.CountSlots(s.url, n, 8)
+		dr.Canary = append(dr.Canary, CanaryStep{Weight: w, Command: strings.Join(args, " "), WallMs: ms(r.Wall),
+			Window: win, Counted: c.Requests, Failures: c.Failures, Slots: c.Slots, Canary: canary, Share: c.Share(canary)})
+	}
+	return nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// autoRollbacks: figure 9. Bad releases deployed with --watch under load
+// must be rolled back by bgd itself; good ones must never be.
+func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult) error {
+	bad, good, watch := 5, 20, "2s"
+	if b.o.short {
+		bad, good, watch = 1, 2, "1s"
 	}
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// logLines keeps bgd's verbose log without the line of every failed probe.
-func logLines(stderr string) []string {
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
-		if l != "" && !strings.Contains(l, "not healthy yet") {
-			out = append(out, l)
+	// A judgement every 200 ms once 20 requests were answered, above 5%
+	// errors rolls back; the demo app answers 20% of requests 500 for the
+	// release "bad" only.
+	cfg, err := s.variant("bgd-analysis.yml", map[string]any{
+		"analysis": map[string]any{"interval": "200ms", "min_requests": 20, "max_error_rate": 0.05},
+		"env":      map[string]string{"DEMO_ERROR_RATE": `{{if eq .Release "bad"}}0.2{{else}}0{{end}}`}})
+	if err != nil {
+		return err
+	}
+	for i := range good {
+		r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", fmt.Sprintf("good%02d", i+1), "--watch", watch)
+		if err != nil {
+			return err
+		}
+		dr.GoodWatches = append(dr.GoodWatches, GoodWatch{ExitCode: r.Code, WallMs: ms(r.Wall)})
+		if r.Code != 0 {
+			dr.Notes = append(dr.Notes, "a good release was not kept: "+strings.TrimSpace(r.Stderr))
+		}
+		if i%2 == 0 && i < bad*2 {
+			ar, err := b.badDeploy(ctx, s, cfg)
+			if err != nil {
+				return err
+			}
+			dr.AutoRollbacks = append(dr.AutoRollbacks, ar)
 		}
 	}
-	return out
+	return nil
+}
+
+// badDeploy deploys the bad release with --watch 20s while 4 keep-alive
+// clients count the 500s they get.
+func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRollback, error) {
+	var (
+		mu            sync.Mutex
+		first, last   time.Time
+		bad, requests int
+		stop          = make(chan struct{})
+		wg            sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}}
+	defer client.CloseIdleConnections()
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get(s.url)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				now := time.Now()
+				mu.Lock()
+				if requests++; err != nil || resp.StatusCode >= 500 {
+					if bad == 0 {
+						first = now
+					}
+					bad, last = bad+1, now
+				}
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return AutoRollback{}, err
+	}
+	ar := AutoRollback{ExitCode: r.Code, BadAnswers: bad, Requests: requests, WallMs: ms(r.Wall)}
+	if bad > 0 {
+		ar.FirstToLastMs = ms(last.Sub(first))
+	}
+	if by, err := ts.AnsweredBy(s.url); r.Code != 1 || err != nil || by == "" {
+		return ar, fmt.Errorf("the bad release was not rolled back (exit %d, answered by %q, %v): %s", r.Code, by, err, strings.TrimSpace(r.Stderr))
+	}
+	return ar, nil
 }

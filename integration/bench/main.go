@@ -1,7 +1,8 @@
 // Command bench measures what users choose a deployment tool on, for the
 // three data planes side by side in one run: requests lost during flips
 // under load, flip latency, deploy overhead, crash detection, data-plane
-// cost, health-sweep scaling and memory (issue 5, docs/BENCHMARKS.md).
+// cost, health-sweep scaling, memory, canary splits, automatic rollbacks
+// and nginx's two modes (issue 5, docs/BENCHMARKS.md).
 //
 // It starts everything itself on loopback (demo-app slots, bgd, a real
 // nginx and a real HAProxy with their own prefix and socket, wrk), stops
@@ -22,7 +23,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -243,167 +243,46 @@ func newBench(o options, log *slog.Logger) (*bench, error) {
 
 // runAll runs every phase; a failing phase is recorded and the next runs.
 func (b *bench) runAll(ctx context.Context) {
-	step := func(name string, f func() error) {
-		if ctx.Err() != nil {
-			return
-		}
-		b.log.Info("phase", "name", name)
-		t0 := time.Now()
-		if err := f(); err != nil && ctx.Err() == nil {
-			b.log.Error("phase failed", "name", name, "err", err)
-			b.res.Errors = append(b.res.Errors, name+": "+err.Error())
-		}
-		b.log.Info("phase done", "name", name, "took", time.Since(t0).Round(time.Millisecond))
-	}
+	phase := func(name string, f func() error) { b.step(ctx, name, &b.res.Errors, f) }
 	if b.o.phases["drivers"] || b.o.phases["dataplane"] {
-		step("balancers", b.startBalancers)
+		phase("balancers", b.startBalancers)
 	}
 	if b.o.phases["drivers"] {
 		for _, d := range b.o.drivers {
 			dr := &DriverResult{Driver: d}
 			b.res.Drivers[d] = dr
-			step("driver "+d, func() error { return b.driverPhases(ctx, dr) })
+			phase("driver "+d, func() error { return b.driverPhases(ctx, dr) })
 		}
 	}
 	if b.o.phases["dataplane"] {
-		step("data plane", func() error { return b.dataPlane(ctx) })
+		phase("data plane", func() error { return b.dataPlane(ctx) })
 	}
 	if b.o.phases["sweep"] {
-		step("health sweep", func() error { return b.healthSweep(ctx) })
+		phase("health sweep", func() error { return b.healthSweep(ctx) })
 	}
 	if b.o.phases["nginxmodes"] && b.wants("nginx") {
-		step("nginx modes", func() error { return b.nginxRuntime(ctx) })
+		phase("nginx modes", func() error { return b.nginxRuntime(ctx) })
 	}
 }
 
-// front is the lb: section of a bench service behind driver, and the port
-// its clients reach: one of HAProxy's frontends, or a free port nginx or
-// the builtin proxy will listen on.
-func (b *bench) front(driver, service string) (map[string]any, int, error) {
-	if driver == "haproxy" {
-		f := map[string]*haFrontend{"app": b.haApp, "dp": b.haDP}[service]
-		return f.lb(), f.port, nil
+// step runs one measurement (unless interrupted), logs it and records its
+// error, "name: error", in errs.
+func (b *bench) step(ctx context.Context, name string, errs *[]string, f func() error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	var port int
-	if err := freePorts(&port); err != nil {
-		return nil, 0, err
+	b.log.Info("measuring", "what", name)
+	t0 := time.Now()
+	err := f()
+	if err != nil && ctx.Err() == nil {
+		b.log.Error("failed", "what", name, "err", err)
+		*errs = append(*errs, name+": "+err.Error())
 	}
-	if driver == "builtin" {
-		return map[string]any{"driver": "builtin", "builtin": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}}, port, nil
-	}
-	return map[string]any{"driver": "nginx", "nginx": map[string]any{
-		"file":       filepath.Join(b.nginx.Prefix, "conf.d", "bgd-"+service+".conf"),
-		"listen":     "127.0.0.1:" + strconv.Itoa(port),
-		"test":       b.nginx.Command("-t", "-q"),
-		"reload":     b.nginx.Command("-s", "reload"),
-		"verify_url": loopURL(port),
-		"access_log": filepath.Join(b.work, "nginx-"+service+".json.log"),
-	}}, port, nil
+	b.log.Info("done", "what", name, "took", time.Since(t0).Round(time.Millisecond))
+	return err
 }
 
-func loopURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
-
-// haFrontend is one service behind HAProxy, configured as a user would:
-// HAProxy loads a small base configuration plus, for each service, the
-// snippet `bgd render` prints (its admin socket, a frontend whose backend
-// one map entry picks, one backend per colour with HAProxy's own checks),
-// with the snippet's "bind :80" pointed at a loopback port.
-type haFrontend struct {
-	service   string
-	port      int    // the frontend
-	blue, grn int    // the slots' ports
-	dir       string // where its socket, map file and snippet live
-}
-
-func (f *haFrontend) path(ext string) string { return filepath.Join(f.dir, f.service+ext) }
-
-// lb is the lb: section of the service.
-func (f *haFrontend) lb() map[string]any {
-	return map[string]any{"driver": "haproxy", "haproxy": map[string]any{
-		"socket":   f.path(".sock"),
-		"map_file": f.path(".map"),
-		"backends": map[string]string{"blue": f.service + "_blue", "green": f.service + "_green"},
-	}}
-}
-
-// startHAProxy renders the snippets of the "app" and "dp" services with
-// `bgd render` and starts HAProxy on them.
-func (b *bench) startHAProxy() error {
-	dir := filepath.Join(b.work, "haproxy")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	var o ts.HAProxyOptions
-	var fronts []*haFrontend
-	for _, svc := range []string{"app", "dp"} {
-		f := &haFrontend{service: svc, dir: dir}
-		if err := freePorts(&f.port, &f.blue, &f.grn); err != nil {
-			return err
-		}
-		// HAProxy will not start without the map file (bgd render says so).
-		if err := os.WriteFile(f.path(".map"), []byte(svc+" "+svc+"_blue\n"), 0o644); err != nil {
-			return err
-		}
-		cfg := filepath.Join(dir, "render-"+svc+".yml")
-		svcCfg := serviceConfig(demoCommand(b.bgd), f.blue, f.grn, f.lb())
-		if err := writeConfig(cfg, filepath.Join(dir, "render-state"), map[string]any{svc: svcCfg}); err != nil {
-			return err
-		}
-		r, err := b.expect(context.Background(), dir, 0, "--config", cfg, "render")
-		if err != nil {
-			return err
-		}
-		snippet := r.Stdout
-		if !strings.Contains(snippet, "bind :80\n") {
-			return fmt.Errorf("bgd render for %s has no \"bind :80\" line to point at the bench port:\n%s", svc, snippet)
-		}
-		snippet = strings.Replace(snippet, "bind :80\n", fmt.Sprintf("bind 127.0.0.1:%d\n", f.port), 1)
-		if err := os.WriteFile(f.path(".cfg"), []byte(snippet), 0o644); err != nil {
-			return err
-		}
-		o.Files, o.Sockets = append(o.Files, f.path(".cfg")), append(o.Sockets, f.path(".sock"))
-		fronts = append(fronts, f)
-	}
-	o.MaxConn, o.ConnectTimeout = 4000, 5*time.Second
-	h, err := ts.StartHAProxy(b.haproxyBin, dir, o)
-	if err != nil {
-		return err
-	}
-	b.reaper.track(h.Proc())
-	b.haApp, b.haDP = fronts[0], fronts[1]
-	return nil
-}
-
-// startBalancers starts the one nginx and the one HAProxy the run uses,
-// each serving two services: "app" (flips, deploys) and "dp" (data plane).
-// One that is not installed is left out of the tables (a failure in CI).
-func (b *bench) startBalancers() error {
-	var errs []error
-	for _, d := range []string{"nginx", "haproxy"} {
-		if !b.wants(d) {
-			continue
-		}
-		var err error
-		switch bin := map[string]string{"nginx": b.nginxBin, "haproxy": b.haproxyBin}[d]; {
-		case bin == "" && ts.InCI():
-			err = fmt.Errorf("%s is not installed, and CI must not skip: install it (see .ci/run)", d)
-		case bin == "":
-			b.lbErr[d] = d + " is not installed"
-			continue
-		case d == "nginx":
-			if b.nginx, err = ts.StartNginx(bin, filepath.Join(b.work, "nginx"), ts.NginxOptions{WorkerConnections: 4096}); err == nil {
-				b.reaper.track(b.nginx.Proc())
-			}
-		default:
-			err = b.startHAProxy()
-		}
-		if err != nil {
-			b.lbErr[d] = err.Error()
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
+func (b *bench) wants(driver string) bool { return slices.Contains(b.o.drivers, driver) }
 
 // meta describes the run and the machine (an absent program or file leaves
 // its field empty).
@@ -421,7 +300,7 @@ func meta(b *bench) Meta {
 			"flip_window_post": o.post.String(), "dp_conns": o.dpConns, "dp_rounds": o.dpRounds,
 			"dp_duration": o.dpDuration.String(), "sweep_services": o.services, "sweeps": o.sweeps, "wrk_threads": 1,
 		}}
-	if r, err := b.run(context.Background(), b.work, "version"); err == nil {
+	if r, err := b.expect(context.Background(), b.work, 0, "version"); err == nil {
 		m.BgdVersion = strings.TrimSpace(r.Stdout)
 	}
 	return m
@@ -445,9 +324,8 @@ func loadAvg() string {
 
 // firstFields is the first n fields of s, or "" when it has fewer.
 func firstFields(s string, n int) string {
-	f := strings.Fields(s)
-	if len(f) < n {
-		return ""
+	if f := strings.Fields(s); len(f) >= n {
+		return strings.Join(f[:n], " ")
 	}
-	return strings.Join(f[:n], " ")
+	return ""
 }

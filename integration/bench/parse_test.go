@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -103,5 +105,60 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}
+	}
+}
+
+// TestStatCPU reads /proc/<pid>/stat lines: a real one, and one whose
+// command holds ") " itself.
+func TestStatCPU(t *testing.T) {
+	real := "24709 (nginx) S 24645 24645 2712 0 -1 4194304 100 0 0 0 731 212 0 0 20 0 1 0 47504 3133440 380 18446744073709551615 0 0 0\n"
+	if ppid, ticks, ok := statCPU(real); !ok || ppid != 24645 || ticks != 943 {
+		t.Errorf("statCPU = %d, %d, %v; want 24645, 943 (731 + 212), true", ppid, ticks, ok)
+	}
+	odd := "7 (a) b (c) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 1 1\n"
+	if ppid, ticks, ok := statCPU(odd); !ok || ppid != 1 || ticks != 11 {
+		t.Errorf("statCPU of an odd command = %d, %d, %v", ppid, ticks, ok)
+	}
+	for _, bad := range []string{"", "7 (gone) S 1 2 3"} {
+		if _, _, ok := statCPU(bad); ok {
+			t.Errorf("statCPU(%q) ok", bad)
+		}
+	}
+}
+
+// TestCallgrindTotal reads the totals line of a callgrind dump (the head
+// and tail of one that callgrind_control -d wrote).
+func TestCallgrindTotal(t *testing.T) {
+	dump := "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\npid: 4242\ncmd:  /usr/sbin/nginx -p /tmp/x\npart: 1\n\n" +
+		"positions: line\nevents: Ir\nsummary: 58096311\n\nob=(1) /usr/sbin/nginx\nfl=(1) ???\nfn=(1) 0x0000000000012345\n0 12\n\ntotals: 58096311\n"
+	if got, err := callgrindTotal(dump); err != nil || got != 58096311 {
+		t.Errorf("callgrindTotal = %v, %v", got, err)
+	}
+	if _, err := callgrindTotal("events: Ir\n"); err == nil {
+		t.Error("callgrindTotal of a dump without totals: no error")
+	}
+}
+
+// TestRounds: round 0 and n more, every target in each; abba reverses the
+// order every other round (round 0 first); an error names target and round.
+func TestRounds(t *testing.T) {
+	var got []string
+	err := rounds(2, []string{"a", "b"}, true, func(s string, round int) error {
+		got = append(got, fmt.Sprint(s, round))
+		return nil
+	})
+	if want := "b0 a0 a1 b1 b2 a2"; err != nil || strings.Join(got, " ") != want {
+		t.Errorf("abba rounds: %v, %v; want %s", got, err, want)
+	}
+	got = nil
+	err = rounds(3, []string{"a", "b"}, false, func(s string, round int) error {
+		got = append(got, fmt.Sprint(s, round))
+		if round == 1 && s == "b" {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	if err == nil || err.Error() != "b round 1: boom" || strings.Join(got, " ") != "a0 b0 a1 b1" {
+		t.Errorf("rounds stopping at an error: %v, %v", got, err)
 	}
 }

@@ -2,41 +2,36 @@ package main
 
 import (
 	"encoding/json"
-	"os"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
 
-// TestMarkdownGolden renders a run's results (every table, an unavailable
-// driver and target, notes, errors) and compares them with what the bench
-// printed for the same results before its tables were rendered by table():
-// testdata/results.md comes from that earlier renderer.
+// TestMarkdownGolden renders recorded results and compares them with what
+// the bench printed for them: testdata/results.md (every table but 8-10, an
+// unavailable driver and target, notes, errors) comes from an earlier
+// renderer, testdata/short-run.md (every table, all drivers) from a
+// `-short` run of the bench before its tables were rendered by table().
 func TestMarkdownGolden(t *testing.T) {
-	data, err := os.ReadFile("testdata/results.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r Results
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile("testdata/results.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := r.markdown(); got != string(want) {
-		os.WriteFile(t.TempDir()+"/got.md", []byte(got), 0o644)
-		t.Errorf("markdown differs from testdata/results.md:\n%s", got)
-	}
-	if len(r.Targets) != 19 {
-		t.Errorf("%d targets, want 19", len(r.Targets))
+	for name, targets := range map[string]int{"results": 19, "short-run": 19} {
+		var r Results
+		if err := json.Unmarshal([]byte(readTestdata(t, name+".json")), &r); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r.markdown(), readTestdata(t, name+".md"); got != want {
+			t.Errorf("markdown differs from testdata/%s.md:\n%s", name, got)
+		}
+		if len(r.Targets) != targets {
+			t.Errorf("%s: %d targets, want %d", name, len(r.Targets), targets)
+		}
 	}
 }
 
 func TestTable(t *testing.T) {
 	var b strings.Builder
-	table(&b, []string{"a", "b", "c"}, []string{"x", "", "z"}, unavailableRow("n", "why\nsecond | line", 3))
-	want := "| a | b | c |\n|---|---|---|\n| x | | z |\n| n | why | |\n\n"
+	table(&b, "T", []string{"a", "b", "c"}, [][]string{{"x", "", "z"}, unavailableRow("n", "why\nsecond | line", 3)})
+	want := "### T\n\n| a | b | c |\n|---|---|---|\n| x | | z |\n| n | why | |\n\n"
 	if b.String() != want {
 		t.Errorf("table:\n%q\nwant\n%q", b.String(), want)
 	}
@@ -78,5 +73,27 @@ func TestCanaryTable(t *testing.T) {
 	(&Results{Drivers: map[string]*DriverResult{"nginx": {Driver: "nginx"}}}).canaryTable(&none)
 	if none.Len() != 0 {
 		t.Errorf("canaryTable without canary steps = %q, want nothing", none.String())
+	}
+}
+
+// TestResultsJSON: the raw results of a run before the result types were
+// reorganised (testdata/short-run.json) decode and encode again to the same
+// JSON: no key renamed, lost or added.
+func TestResultsJSON(t *testing.T) {
+	data := readTestdata(t, "short-run.json")
+	var r Results
+	if err := json.Unmarshal([]byte(data), &r); err != nil {
+		t.Fatal(err)
+	}
+	again, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	if err := errors.Join(json.Unmarshal([]byte(data), &want), json.Unmarshal(again, &got)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the results JSON changed:\n%s", again)
 	}
 }

@@ -19,27 +19,6 @@ import (
 	"github.com/bgd-dev/bgd/lb/nginx"
 )
 
-// NginxRuntime is figure 10: nginx's two modes (lb.nginx.mode reload and
-// runtime) side by side on one nginx that loads the Lua module, each mode
-// a service (named after it) with its own slots: flips under load (the windows of figure 1)
-// and data-plane load, the modes interleaved flip by flip and round by
-// round.
-type NginxRuntime struct {
-	Unavailable string                    `json:"unavailable,omitempty"`
-	Flips       map[string][]Flip         `json:"flips_under_load"` // mode -> flips
-	Runs        map[string][]ts.WrkResult `json:"data_plane"`       // mode -> rounds
-	// CPUPerReqUs is the CPU time (user + system) nginx's workers spent per
-	// request of each round: the Lua balancer's cost, which other work on
-	// the host disturbs far less than req/s and p99.
-	CPUPerReqUs map[string][]float64 `json:"nginx_cpu_per_request_us"`
-	// InstrPerReq is the instructions nginx executed per request of each
-	// mode, counted by valgrind's callgrind (nginxInstructions): unlike CPU
-	// time, the count does not move with other work on the host.
-	InstrPerReq map[string]float64 `json:"nginx_instructions_per_request,omitempty"`
-	// InstrUnavailable says why InstrPerReq is missing (no valgrind).
-	InstrUnavailable string `json:"instructions_unavailable,omitempty"`
-}
-
 var nginxModes = []string{config.NginxReload, config.NginxRuntime}
 
 // luaModuleLines are the load_module lines of Debian's Lua module (and the
@@ -77,50 +56,29 @@ func (b *bench) nginxRuntime(ctx context.Context) error {
 		return err
 	}
 	b.reaper.track(ng.Proc())
-	svcs := map[string]*service{}
+	svcs, states := map[string]*service{}, []string{}
+	defer func() { b.reaper.killState(states...) }()
+	var targets []dpTarget
 	for _, mode := range nginxModes {
-		s := &service{dir: filepath.Join(dir, mode), cfg: filepath.Join(dir, mode, "bgd.yml"), stateFile: filepath.Join(dir, mode, "state", "bg_state.json")}
-		if err := os.MkdirAll(s.dir, 0o755); err != nil {
-			return err
-		}
 		var port, blue, green int
 		if err := freePorts(&port, &blue, &green); err != nil {
 			return err
 		}
-		s.url = loopURL(port)
-		lb := map[string]any{"driver": "nginx", "nginx": map[string]any{
-			"file":       filepath.Join(ng.Prefix, "conf.d", "bgd-"+mode+".conf"),
-			"listen":     fmt.Sprintf("127.0.0.1:%d", port),
-			"test":       ng.Command("-t", "-q"),
-			"reload":     ng.Command("-s", "reload"),
-			"verify_url": s.url,
-			"mode":       mode,
-		}}
-		if err := writeConfig(s.cfg, filepath.Join(s.dir, "state"), map[string]any{mode: serviceConfig(demoCommand(b.bgd), blue, green, lb)}); err != nil {
-			return err
-		}
-		for _, c := range []string{"green", "blue"} {
-			if _, err := b.expect(ctx, s.dir, 0, "--config", s.cfg, "start", c); err != nil {
-				return fmt.Errorf("mode %s: %w", mode, err)
-			}
-		}
-		if err := waitAnswer(s.url, "blue", 10*time.Millisecond); err != nil {
+		lb := nginxLB(ng, mode, port, map[string]any{"mode": mode})
+		s, err := b.startService(ctx, filepath.Join(dir, mode), mode, port, blue, green, lb)
+		if err != nil {
 			return fmt.Errorf("mode %s: %w", mode, err)
 		}
-		svcs[mode] = s
+		svcs[mode], states = s, append(states, s.stateFile)
+		targets = append(targets, dpTarget{mode, s.url})
 	}
-	defer func() {
-		for _, s := range svcs {
-			b.reaper.killState(s.stateFile)
-		}
-	}()
 	for i := range b.o.flips {
 		for _, mode := range nginxModes {
-			f, err := b.oneLoadedFlip(ctx, svcs[mode], flipTo(i))
+			f, err := b.loadedFlip(ctx, svcs[mode], flipTo(i))
 			if err != nil {
 				return fmt.Errorf("mode %s, flip %d: %w", mode, i+1, err)
 			}
-			nr.Flips[mode] = append(nr.Flips[mode], *f)
+			nr.Flips[mode] = append(nr.Flips[mode], f)
 			b.log.Info("nginx mode", "mode", mode, "flip", i+1, "switch_ms", f.SwitchMs, "in_process_ms", f.InProcessMs,
 				"keep_alive_failed", f.KeepAlive.Failures, "new_conn_failed", f.NewConn.Failures)
 		}
@@ -130,36 +88,29 @@ func (b *bench) nginxRuntime(ctx context.Context) error {
 		return err
 	}
 	master := ng.Proc().Pid()
-	for round := range b.o.dpRounds + 1 {
-		order := nginxModes
-		if round%2 == 0 {
-			order = []string{nginxModes[1], nginxModes[0]} // ABBA: neither mode always goes first
+	// ABBA: neither mode always goes first.
+	err = rounds(b.o.dpRounds, targets, true, func(t dpTarget, round int) error {
+		cpu0, err := workersCPU(master)
+		if err != nil {
+			return err
 		}
-		for _, mode := range order {
-			d := b.o.dpDuration
-			if round == 0 {
-				d = min(time.Second, d/2)
-			}
-			cpu0, err := workersCPU(master)
-			if err != nil {
-				return err
-			}
-			res, err := b.fixedLoad(ctx, svcs[mode].url, d)
-			if err != nil {
-				return fmt.Errorf("mode %s round %d: %w", mode, round, err)
-			}
-			cpu1, err := workersCPU(master)
-			if err != nil {
-				return err
-			}
-			if round > 0 && res.Requests > 0 {
-				us := float64((cpu1 - cpu0).Microseconds()) / float64(res.Requests)
-				nr.Runs[mode] = append(nr.Runs[mode], res)
-				nr.CPUPerReqUs[mode] = append(nr.CPUPerReqUs[mode], us)
-				b.log.Info("nginx mode data plane", "mode", mode, "round", round, "rps", int(res.RPS), "p99_ms", res.P99Ms,
-					"nginx_cpu_us_per_request", us, "failures", res.Failures)
-			}
+		res, err := b.fixedLoad(ctx, t.url, round)
+		if err != nil {
+			return err
 		}
+		cpu1, err := workersCPU(master)
+		if err != nil || round == 0 || res.Requests == 0 {
+			return err
+		}
+		us := float64((cpu1 - cpu0).Microseconds()) / float64(res.Requests)
+		nr.Runs[t.name] = append(nr.Runs[t.name], res)
+		nr.CPUPerReqUs[t.name] = append(nr.CPUPerReqUs[t.name], us)
+		b.log.Info("nginx mode data plane", "mode", t.name, "round", round, "rps", int(res.RPS), "p99_ms", res.P99Ms,
+			"nginx_cpu_us_per_request", us, "failures", res.Failures)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	ng.Stop() // it holds the ports that the counted nginx listens on
 	nr.InstrPerReq, nr.InstrUnavailable, err = b.nginxInstructions(ctx, ng, mods, svcs)
@@ -207,47 +158,15 @@ func (b *bench) nginxInstructions(ctx context.Context, ng *ts.Nginx, mods string
 
 // countInstructions is nginxInstructions for one mode.
 func (b *bench) countInstructions(ctx context.Context, valgrind string, ng *ts.Nginx, mods, mode, url string) (float64, error) {
-	dir := filepath.Join(ng.Prefix, "callgrind-"+mode)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, err
-	}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	conf := filepath.Join(dir, "nginx.conf")
-	text := fmt.Sprintf(`%[1]s
-master_process off;
-daemon off;
-error_log %[2]s/error.log notice;
-pid %[2]s/nginx.pid;
-%[3]s
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %[2]s/client_body;
-    proxy_temp_path %[2]s/proxy;
-    include %[4]s;
-}
-`, user, dir, mods, filepath.Join(ng.Prefix, "conf.d", "bgd-"+mode+".conf"))
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return 0, err
-	}
-	dump := filepath.Join(dir, "callgrind.out")
-	cmd := exec.Command(valgrind, "--tool=callgrind", "--smc-check=all-non-file", "--callgrind-out-file="+dump,
-		ng.Bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", conf)
-	logf, err := os.Create(filepath.Join(dir, "valgrind.out"))
+	n, err := ts.NewNginx(ng.Bin, filepath.Join(ng.Prefix, "callgrind-"+mode), ts.NginxOptions{MainExtra: mods + "\nmaster_process off;"})
 	if err != nil {
 		return 0, err
 	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	p, err := ts.Start("nginx", cmd)
-	if err != nil {
+	inc := "include " + filepath.Join(ng.Prefix, "conf.d", "bgd-"+mode+".conf") + ";\n"
+	if err := os.WriteFile(filepath.Join(n.Prefix, "conf.d", "mode.conf"), []byte(inc), 0o644); err != nil {
 		return 0, err
 	}
-	b.reaper.track(p)
-	defer p.Stop(syscall.SIGQUIT, 5*time.Second)
+	dump := filepath.Join(n.Prefix, "callgrind.out")
 	client := &http.Client{Timeout: 10 * time.Second}
 	get := func() error {
 		resp, err := client.Get(url)
@@ -262,11 +181,16 @@ http {
 		return nil
 	}
 	deadline := time.Now().Add(time.Minute) // valgrind starts nginx in seconds
+	p, err := b.startOwn(n.Prefix, "nginx", "valgrind.out", 0, append([]string{valgrind, "--tool=callgrind",
+		"--smc-check=all-non-file", "--callgrind-out-file=" + dump}, n.Command("-g", "daemon off;")...)...)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Stop(syscall.SIGQUIT, 5*time.Second)
 	for err := get(); err != nil; err = get() {
 		if p.Exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			out, _ := os.ReadFile(filepath.Join(dir, "valgrind.out"))
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return 0, fmt.Errorf("no answer from %s (%v); nginx's error log:\n%s\nvalgrind's output:\n%s", url, err, log, out)
+			out, _ := os.ReadFile(filepath.Join(n.Prefix, "valgrind.out"))
+			return 0, fmt.Errorf("no answer from %s (%v); nginx's error log:\n%s\nvalgrind's output:\n%s", url, err, n.ErrorLog(), out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -297,100 +221,48 @@ http {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	total, err := callgrindTotal(string(data))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", files[0], err)
+	}
+	return total / instrRequests, nil
+}
+
+// callgrindTotal is the first number of a callgrind dump's totals line.
+func callgrindTotal(dump string) (float64, error) {
+	for _, line := range strings.Split(dump, "\n") {
 		if v, ok := strings.CutPrefix(line, "totals: "); ok {
-			n, err := strconv.ParseFloat(strings.Fields(v)[0], 64)
-			if err != nil {
-				return 0, fmt.Errorf("%s: %q: %w", files[0], line, err)
-			}
-			return n / instrRequests, nil
+			n, _, _ := strings.Cut(v, " ")
+			return strconv.ParseFloat(n, 64)
 		}
 	}
-	return 0, fmt.Errorf("%s has no totals line", files[0])
+	return 0, errors.New("no totals line")
 }
 
 // workersCPU is the user + system CPU time of the children of nginx's
 // master (its workers), from /proc/<pid>/stat.
 func workersCPU(master int) (time.Duration, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
+	files, err := filepath.Glob("/proc/[0-9]*/stat")
 	var ticks int64
-	for _, e := range ents {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
+	for _, f := range files {
+		data, _ := os.ReadFile(f) // empty when the process is gone
+		if ppid, t, ok := statCPU(string(data)); ok && ppid == master {
+			ticks += t
 		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone
-		}
-		_, rest, ok := strings.Cut(string(data), ") ")
-		f := strings.Fields(rest)
-		if !ok || len(f) < 13 || f[1] != strconv.Itoa(master) {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
 	}
-	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ is 100 on Linux
+	return time.Duration(ticks) * time.Second / 100, err // USER_HZ is 100 on Linux
 }
 
-// nginxRuntimeTable renders figure 10.
-func (r *Results) nginxRuntimeTable(b *strings.Builder) {
-	nr := r.NginxRuntime
-	if nr == nil {
-		return
+// statCPU reads the parent pid and the user + system time in ticks (utime
+// + stime) of a /proc/<pid>/stat line.
+func statCPU(stat string) (ppid int, ticks int64, ok bool) {
+	i := strings.LastIndex(stat, ") ") // the command, in parentheses, may hold anything
+	f := strings.Fields(stat[i+1:])
+	if i < 0 || len(f) < 13 {
+		return 0, 0, false
 	}
-	fmt.Fprintf(b, "### nginx modes (figure 10): reload vs runtime (Lua balancer), one nginx, flips and rounds interleaved\n\n")
-	instr := func(mode string) string {
-		if n := nr.InstrPerReq[mode]; n > 0 {
-			return num(n)
-		}
-		return "–"
-	}
-	var rows [][]string
-	for _, mode := range nginxModes {
-		if nr.Unavailable != "" {
-			rows = append(rows, unavailableRow(mode, nr.Unavailable, 9))
-			continue
-		}
-		fl := nr.Flips[mode]
-		ka, nc := pick(fl, kaFailed), pick(fl, ncFailed)
-		kaReq := pick(fl, func(f Flip) float64 { return float64(f.KeepAlive.Requests) })
-		rows = append(rows, []string{mode,
-			fmt.Sprintf("%s (%s of %s in %d flips)", medMax(ka, ""), num(sum(ka)), num(sum(kaReq)), len(fl)),
-			fmt.Sprintf("%s (%s)", medMax(nc, ""), num(sum(nc))),
-			medMax(pick(fl, func(f Flip) float64 { return f.InProcessMs }), " ms"),
-			medMax(pick(fl, switchMs), " ms"),
-			num(median(pick(nr.Runs[mode], rps))),
-			fmt.Sprintf("%.2f ms", median(pick(nr.Runs[mode], p99))),
-			fmt.Sprintf("%.1f µs", median(nr.CPUPerReqUs[mode])), instr(mode)})
-	}
-	if nr.Unavailable == "" {
-		rt, rl := nginxModes[1], nginxModes[0]
-		ratio := func(f func(ts.WrkResult) float64) string {
-			a, c := median(pick(nr.Runs[rt], f)), median(pick(nr.Runs[rl], f))
-			if c == 0 {
-				return "–"
-			}
-			return fmt.Sprintf("%.2f×", a/c)
-		}
-		cpu := "–"
-		if c := median(nr.CPUPerReqUs[rl]); c > 0 {
-			cpu = fmt.Sprintf("%.2f×", median(nr.CPUPerReqUs[rt])/c)
-		}
-		in := "–"
-		if c := nr.InstrPerReq[rl]; c > 0 && nr.InstrPerReq[rt] > 0 {
-			in = fmt.Sprintf("%.2f×", nr.InstrPerReq[rt]/c)
-		}
-		rows = append(rows, []string{"runtime / reload", "", "", "", "", ratio(rps), ratio(p99), cpu, in})
-	}
-	table(b, []string{"mode", "failed keep-alive requests per flip", "failed new-conn requests per flip",
-		"flip in bgd (in-process)", "`bgd switch` (whole process)", "data plane req/s", "data plane p99", "nginx CPU per request",
-		"nginx instructions per request (callgrind)"}, rows...)
-	if nr.InstrUnavailable != "" {
-		fmt.Fprintf(b, "(instructions per request: %s)\n\n", nr.InstrUnavailable)
-	}
+	ppid, _ = strconv.Atoi(f[1])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return ppid, u + s, true
 }

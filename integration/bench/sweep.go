@@ -40,7 +40,7 @@ func (b *bench) healthSweep(ctx context.Context) error {
 			return err
 		}
 		for j, c := range []string{"blue", "green"} {
-			app, err := b.startDemoApp(dir, slot[j], c, name)
+			app, err := b.startOwn(dir, "demo-app", "", 0, demoApp(b.bgd, slot[j], c, name)...)
 			if err != nil {
 				return err
 			}
@@ -63,37 +63,40 @@ func (b *bench) healthSweep(ctx context.Context) error {
 		writeConfig(oneCfg, filepath.Join(dir, "one", "state"), map[string]any{"svc000": all["svc000"]})); err != nil {
 		return err
 	}
-	runs := []struct {
-		into *[]Timed
-		args []string
-	}{
-		{&sw.All, []string{"--json", "--config", allCfg, "health-check"}},
-		{&sw.One, []string{"--json", "--config", oneCfg, "health-check"}},
-		{&sw.OneOfMany, []string{"--json", "--config", allCfg, "--service", "svc000", "health-check"}},
+	// The three sweeps, then the floor (args nil); round 0, the first sweep
+	// of each, writes the state files and is not timed.
+	runs := []sweepRun{
+		{"all", &sw.All, []string{"--json", "--config", allCfg, "health-check"}},
+		{"one", &sw.One, []string{"--json", "--config", oneCfg, "health-check"}},
+		{"one of many", &sw.OneOfMany, []string{"--json", "--config", allCfg, "--service", "svc000", "health-check"}},
+		{name: "floor"},
 	}
-	// Round 0, the first sweep of each, writes the state files; it is not
-	// timed.
-	for round := range b.o.sweeps + 1 {
-		for _, r := range runs {
+	return rounds(b.o.sweeps, runs, false, func(r sweepRun, round int) error {
+		switch {
+		case r.args != nil:
 			res, err := b.expect(ctx, dir, 0, r.args...)
-			if err != nil {
-				return err
-			}
-			if round > 0 {
+			if err == nil && round > 0 {
 				*r.into = append(*r.into, timed(res))
 			}
-		}
-		if round == 0 {
-			continue
-		}
-		floor, err := probeFloor(ports)
-		if err != nil {
+			return err
+		case round > 0:
+			floor, err := probeFloor(ports)
+			if err == nil {
+				sw.ProbeFloorMs = append(sw.ProbeFloorMs, ms(floor))
+			}
 			return err
 		}
-		sw.ProbeFloorMs = append(sw.ProbeFloorMs, ms(floor))
-	}
-	return nil
+		return nil
+	})
 }
+
+type sweepRun struct {
+	name string
+	into *[]Timed
+	args []string
+}
+
+func (r sweepRun) String() string { return r.name }
 
 // probeFloor times the HTTP probes a sweep of these slots cannot avoid: one
 // GET /health per port, each on a new connection, 32 at a time (as bgd's

@@ -3,8 +3,10 @@ package testsupport
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestCountSlots(t *testing.T) {
@@ -27,5 +29,24 @@ func TestCountSlots(t *testing.T) {
 	}
 	if got := (SlotCount{}).Share("blue"); got != 0 {
 		t.Errorf("Share of no requests = %v", got)
+	}
+}
+
+func TestWaitAnswer(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) > 3 {
+			w.Header().Set("X-Slot", "green")
+		} else {
+			w.Header().Set("X-Slot", "blue")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	if err := WaitAnswer(srv.URL, "green", 5*time.Second, time.Millisecond); err != nil || n.Load() != 4 {
+		t.Errorf("WaitAnswer green: %v after %d requests, want nil after 4", err, n.Load())
+	}
+	err := WaitAnswer(srv.URL, "blue", 20*time.Millisecond, time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), `answers from "green"`) {
+		t.Errorf("WaitAnswer blue from a green server: %v", err)
 	}
 }

@@ -46,6 +46,23 @@ func AnsweredBy(url string) (string, error) {
 	return a.Slot, nil
 }
 
+// WaitAnswer asks url every so often, each time on a new connection, until
+// color answers (AnsweredBy), for up to within. HAProxy's own checks, for
+// one, see a backend UP only a few checks after its app started.
+func WaitAnswer(url, color string, within, every time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		by, err := AnsweredBy(url)
+		if err == nil && by == color {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s answers from %q (%v), want %s", url, by, err, color)
+		}
+		time.Sleep(every)
+	}
+}
+
 // LoadOptions say what one kind of Go client sends.
 type LoadOptions struct {
 	Clients int
