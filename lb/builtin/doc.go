@@ -1,6 +1,17 @@
 // Package builtin is bgd's own load balancer: `bgd proxy`, a reverse proxy
-// (net/http/httputil) that sends every request of one service to its active
-// slot, or splits new requests between the active slot and a canary.
+// that sends every request of one service to its active slot, or splits new
+// requests between the active slot and a canary.
+//
+// Two paths carry the requests (front.go). Plain GET and HEAD requests,
+// the bulk of a web service's traffic, take bgd's own HTTP/1 path
+// (fastpath.go): the head is checked and forwarded as bytes and the answer
+// relayed as it comes, in the client connection's goroutine, on kept
+// connections to the slot. Everything else (request bodies, upgrades,
+// 100-continue, HTTP/1.0, admin paths, previews, shadow traffic, unusual
+// heads) is handed, with its connection, to net/http and
+// net/http/httputil's ReverseProxy (proxy.go). Both give the same answers,
+// headers, metrics and counts; conformance_test.go holds them to it
+// through a real listener.
 //
 // The proxy follows the service's state file: it watches the file's
 // directory with fsnotify (the file is replaced by rename, so watching the
