@@ -608,6 +608,8 @@ func (a *answer) dropAnswerHeader(name []byte) bool {
 		eqFold(name, "te"), eqFold(name, "upgrade"), eqFold(name, "transfer-encoding"),
 		eqFold(name, "proxy-authenticate"), eqFold(name, "proxy-authorization"), eqFold(name, "x-bgd-slot"):
 		return true
+	case a.chunked && eqFold(name, "content-length"):
+		return true // the body is chunked: a length beside it would be a second framing
 	}
 	for _, n := range a.connNames {
 		if bytes.EqualFold(n, name) {

@@ -191,6 +191,22 @@ func TestWriteHeadRelaysWhatServeHTTPRelays(t *testing.T) {
 	}
 }
 
+// TestWriteHeadKeepsOneFraming: an answer that says both Content-Length
+// and chunked reaches the client chunked only.
+func TestWriteHeadKeepsOneFraming(t *testing.T) {
+	var a answer
+	if err := a.parse([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), false); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	a.writeHead(w, &side{color: config.Blue}, "", false)
+	w.Flush()
+	if want := "HTTP/1.1 200 OK\r\nX-Bgd-Slot: blue\r\nTransfer-Encoding: chunked\r\n\r\n"; out.String() != want {
+		t.Errorf("relayed %q, want %q", out.String(), want)
+	}
+}
+
 func TestChunkSize(t *testing.T) {
 	for line, want := range map[string]int64{"1a\r\n": 26, "0\r\n": 0, "0;ext=1\r\n": 0, "FF \r\n": 255, "7fffffffffffffff\r\n": -1,
 		"\r\n": -1, "zz\r\n": -1, "-1\r\n": -1} {
