@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -311,4 +313,103 @@ func TestFastPathServesPlainRequestsAndHandsOverTheRest(t *testing.T) {
 	if n := p.handedOff.Load() - handed; n != 1 {
 		t.Errorf("%d connections handed to net/http, want 1", n)
 	}
+}
+
+// TestFastPathMatchesServeHTTP sends the same requests through the fast
+// path (a real connection) and through Proxy.ServeHTTP (net/http's path,
+// the same bytes parsed by http.ReadRequest), and compares what the slot
+// saw and what the client got.
+func TestFastPathMatchesServeHTTP(t *testing.T) {
+	slot := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) {
+		var seen []string
+		for k, v := range r.Header {
+			seen = append(seen, k+": "+strings.Join(v, " | "))
+		}
+		slices.Sort(seen)
+		h := w.Header()
+		h["Set-Cookie"] = []string{"a=1", "b=2; Path=/"}
+		h.Set("Connection", "X-Private")
+		h.Set("X-Private", "hop")
+		h.Set("X-Bgd-Slot", "forged")
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case "/trailer":
+			h.Set("Trailer", "X-Sum")
+			fmt.Fprintf(w, "%s %s\n%s\n", r.Method, r.RequestURI, strings.Join(seen, "\n"))
+			h.Set("X-Sum", "42")
+			return
+		case "/stream":
+			fmt.Fprintf(w, "%s %s\n", r.Method, r.RequestURI)
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprintf(w, "%s %s\n%s\n", r.Method, r.RequestURI, strings.Join(seen, "\n"))
+	})
+	p, _, _ := startProxy(t, slot, backend(t, "green", nil))
+	heads := []string{
+		"GET /plain?q=1 HTTP/1.1\r\nHost: app\r\nUser-Agent: t\r\n\r\n",
+		"GET /trailer HTTP/1.1\r\nHost: app\r\nTE: trailers\r\n\r\n",
+		"GET /stream HTTP/1.1\r\nHost: app:8080\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n" +
+			"Forwarded: for=x\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\r\n",
+		"HEAD /head HTTP/1.1\r\nHost: app\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nProxy-Authorization: x\r\n\r\n",
+		"GET /204 HTTP/1.1\r\nHost: app\r\n" + ShadowHeader + ": 1\r\nCookie: a=1\r\nCookie: b=2\r\nX-Multi: 1\r\nx-multi: 2\r\n\r\n",
+		"GET /close HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+	}
+	for _, head := range heads {
+		var h reqHead
+		if !parseHead(&h, []byte(head)) {
+			t.Fatalf("not plain: %q", head)
+		}
+		fast, fastBody := fastAnswer(t, p.Listen, head)
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.RemoteAddr = "127.0.0.1:40000"
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		std := rec.Result()
+		stdBody, _ := io.ReadAll(std.Body)
+		if fast.StatusCode != std.StatusCode || string(fastBody) != string(stdBody) {
+			t.Errorf("%q:\nfast path %d %q\nnet/http  %d %q", head, fast.StatusCode, fastBody, std.StatusCode, stdBody)
+		}
+		for _, name := range []string{"Set-Cookie", "X-Private", "X-Bgd-Slot", "Connection", "Keep-Alive", "Content-Type", "Content-Length"} {
+			f, s := fast.Header.Values(name), std.Header.Values(name)
+			if name == "Connection" && fast.Close {
+				f = nil // the fast path says close to a client that asked for it; net/http's server does too, beyond the recorder
+			}
+			if name == "Content-Length" && std.StatusCode == http.StatusNoContent {
+				s = nil
+			}
+			if strings.Join(f, ",") != strings.Join(s, ",") {
+				t.Errorf("%q: %s: fast path %q, net/http %q", head, name, f, s)
+			}
+		}
+		if f, s := fast.Trailer.Get("X-Sum"), std.Trailer.Get("X-Sum"); f != s {
+			t.Errorf("%q: trailer X-Sum: fast path %q, net/http %q", head, f, s)
+		}
+	}
+}
+
+// fastAnswer sends head on a new connection to addr and reads the answer.
+func fastAnswer(t *testing.T, addr, head string) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, head)
+	method, _, _ := strings.Cut(head, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", head, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%q: body: %v", head, err)
+	}
+	return resp, body
 }
