@@ -694,6 +694,27 @@ func fill(c *frontConn, br *bufio.Reader) error {
 	return err
 }
 
+// toClient writes b to the client; a write that fails means it left.
+func (c *frontConn) toClient(b []byte) error {
+	if _, err := c.bw.Write(b); err != nil {
+		c.watch.gone.Store(true)
+		return errClientGone
+	}
+	return nil
+}
+
+// nextLine reads the slot's next line (what names it in an error).
+func nextLine(c *frontConn, br *bufio.Reader, what string) ([]byte, error) {
+	if err := fill(c, br); err != nil {
+		return nil, err
+	}
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errBadAnswer, what, err)
+	}
+	return line, nil
+}
+
 // relayN copies n bytes of br to the client.
 func relayN(c *frontConn, br *bufio.Reader, n int64) error {
 	for n > 0 {
@@ -701,9 +722,8 @@ func relayN(c *frontConn, br *bufio.Reader, n int64) error {
 			return err
 		}
 		b, _ := br.Peek(int(min(int64(br.Buffered()), n)))
-		if _, err := c.bw.Write(b); err != nil {
-			c.watch.gone.Store(true)
-			return errClientGone
+		if err := c.toClient(b); err != nil {
+			return err
 		}
 		br.Discard(len(b))
 		n -= int64(len(b))
@@ -714,42 +734,45 @@ func relayN(c *frontConn, br *bufio.Reader, n int64) error {
 // relayChunked copies a chunked body, its trailers included, to the client.
 func relayChunked(c *frontConn, br *bufio.Reader) error {
 	for {
-		if err := fill(c, br); err != nil {
-			return err
-		}
-		line, err := br.ReadSlice('\n')
+		line, err := nextLine(c, br, "chunk size line")
 		if err != nil {
-			return fmt.Errorf("%w: chunk size line: %v", errBadAnswer, err)
+			return err
 		}
 		size, err := chunkSize(line)
 		if err != nil {
 			return err
 		}
-		if _, err := c.bw.Write(line); err != nil {
-			c.watch.gone.Store(true)
-			return errClientGone
+		if err := c.toClient(line); err != nil {
+			return err
 		}
 		if size == 0 {
-			// The trailer section, through its blank line.
-			for {
-				if err := fill(c, br); err != nil {
-					return err
-				}
-				l, err := br.ReadSlice('\n')
-				if err != nil {
-					return fmt.Errorf("%w: trailer: %v", errBadAnswer, err)
-				}
-				if _, err := c.bw.Write(l); err != nil {
-					c.watch.gone.Store(true)
-					return errClientGone
-				}
-				if len(l) <= 2 {
-					return nil
-				}
-			}
+			break
 		}
-		if err := relayN(c, br, size+2); err != nil { // the data and its CRLF
+		if err := relayN(c, br, size); err != nil {
 			return err
+		}
+		end, err := nextLine(c, br, "chunk end")
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimRight(end, "\r\n")) != 0 {
+			return fmt.Errorf("%w: a chunk longer than its size", errBadAnswer)
+		}
+		if err := c.toClient(end); err != nil {
+			return err
+		}
+	}
+	// The trailer section, through its blank line.
+	for {
+		line, err := nextLine(c, br, "trailer")
+		if err != nil {
+			return err
+		}
+		if err := c.toClient(line); err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			return nil
 		}
 	}
 }
@@ -801,9 +824,8 @@ func relayUntilClose(c *frontConn, br *bufio.Reader) error {
 		b, _ := br.Peek(br.Buffered())
 		fmt.Fprintf(c.bw, "%x\r\n", len(b))
 		c.bw.Write(b)
-		if _, err := c.bw.Write(crlf); err != nil {
-			c.watch.gone.Store(true)
-			return errClientGone
+		if err := c.toClient(crlf); err != nil {
+			return err
 		}
 		br.Discard(len(b))
 	}

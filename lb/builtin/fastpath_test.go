@@ -413,3 +413,24 @@ func fastAnswer(t *testing.T, addr, head string) (*http.Response, []byte) {
 	}
 	return resp, body
 }
+
+func TestRelayChunked(t *testing.T) {
+	for in, ok := range map[string]bool{
+		"5\r\nhello\r\n1;ext=1\r\n \r\n0\r\nX-Sum: 42\r\n\r\n": true,
+		"A\r\n0123456789\r\n0\r\n\r\n":                         true,
+		"3\r\nhello\r\n0\r\n\r\n":                              false, // longer than its size
+		"5\r\nhel":                                             false, // cut
+		"x\r\nhello\r\n":                                       false,
+	} {
+		var out bytes.Buffer
+		c := &frontConn{bw: bufio.NewWriter(&out)}
+		err := relayChunked(c, bufio.NewReader(strings.NewReader(in)))
+		c.bw.Flush()
+		if ok && (err != nil || out.String() != in) {
+			t.Errorf("%q: relayed %q, %v", in, out.String(), err)
+		}
+		if !ok && err == nil {
+			t.Errorf("%q: relayed %q without an error", in, out.String())
+		}
+	}
+}
