@@ -569,11 +569,11 @@ func (a *answer) parse(head []byte, isHead bool) error {
 		}
 		switch {
 		case eqFold(name, "content-length"):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || a.length >= 0 && a.length != n {
+			n, err := strconv.ParseUint(string(value), 10, 63) // digits only, as net/http reads it
+			if err != nil || a.length >= 0 && a.length != int64(n) {
 				return fmt.Errorf("%w: Content-Length %q", errBadAnswer, value)
 			}
-			a.length = n
+			a.length = int64(n)
 		case eqFold(name, "transfer-encoding"):
 			if !eqFold(value, "chunked") || a.chunked {
 				return fmt.Errorf("%w: Transfer-Encoding %q", errBadAnswer, value)

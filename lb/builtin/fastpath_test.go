@@ -137,6 +137,7 @@ func TestAnswerParse(t *testing.T) {
 		{name: "same length twice", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n", code: 200, length: 5},
 		{name: "two lengths", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n", err: true},
 		{name: "negative length", head: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n", err: true},
+		{name: "signed length", head: "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n", err: true},
 		{name: "chunked", head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n", code: 200, length: -1, chunked: true},
 		{name: "chunked wins over a length", head: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n", code: 200, length: -1, chunked: true},
 		{name: "gzip coding", head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n", err: true},
