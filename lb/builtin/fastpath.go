@@ -456,13 +456,23 @@ func (p *Proxy) exchange(c *frontConn, kc *keptConn, s *side, h *reqHead, setCoo
 func (p *Proxy) writeRequest(w *bufio.Writer, c *frontConn, h *reqHead) {
 	w.Write(h.line)
 	w.Write(crlf)
+	userAgent := false
 	for rest := h.headers; len(rest) > 0; {
 		i := bytes.IndexByte(rest, '\n')
 		line := rest[:i+1]
 		rest = rest[i+1:]
-		if name, _, _ := bytes.Cut(line, colon); !dropRequestHeader(name) {
-			w.Write(line)
+		name, value, _ := bytes.Cut(line, colon)
+		if dropRequestHeader(name) {
+			continue
 		}
+		if eqFold(name, "user-agent") {
+			// net/http sends the first User-Agent, and none when it is empty.
+			if userAgent || len(bytes.TrimSpace(value)) == 0 {
+				continue
+			}
+			userAgent = true
+		}
+		w.Write(line)
 	}
 	if h.teTrailers {
 		w.WriteString("Te: trailers\r\n")

@@ -435,3 +435,48 @@ func TestRelayChunked(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFastPathMatchesNetHTTP sends each request the fast path takes both
+// to the proxy's listener (the fast path) and to a net/http server whose
+// handler is the same proxy (ServeHTTP), and requires the same answer:
+// what the slot saw, the status, X-Bgd-Slot. A request net/http refuses
+// must not be one the fast path takes. The request is a GET or HEAD of
+// target with Host host and two more headers.
+func FuzzFastPathMatchesNetHTTP(f *testing.F) {
+	slot := backend(f, "blue", func(w http.ResponseWriter, r *http.Request) {
+		var seen []string
+		for k, v := range r.Header {
+			seen = append(seen, k+": "+strings.Join(v, " | "))
+		}
+		slices.Sort(seen)
+		fmt.Fprintf(w, "%s %s %s\n%s\n", r.Method, r.RequestURI, r.Host, strings.Join(seen, "\n"))
+	})
+	p, _, _ := startProxy(f, slot, backend(f, "green", nil))
+	std := httptest.NewServer(p)
+	f.Cleanup(std.Close)
+	f.Add(false, "/plain?q=1", "app", "User-Agent", "t", "X-A", "b")
+	f.Add(false, "/a%2Fb?x=%20y", "[::1]:80", "TE", "trailers, gzip", "X-Forwarded-For", "10.0.0.1")
+	f.Add(true, "/", "app", "Connection", "keep-alive", "Keep-Alive", "5")
+	f.Add(false, "/", "app:8080", "Cookie", "a=1", "X-Bgd-Shadow", "1")
+	f.Add(false, "/", "0", "User-Agent", "", "Forwarded", "for=x")
+	f.Fuzz(func(t *testing.T, head bool, target, host, n1, v1, n2, v2 string) {
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		req := method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + n1 + ": " + v1 + "\r\n" + n2 + ": " + v2 + "\r\n\r\n"
+		if bytes.Index([]byte(req), crlfcrlf) != len(req)-4 {
+			return
+		}
+		var h reqHead
+		if !parseHead(&h, []byte(req)) {
+			return
+		}
+		fast, fastBody := fastAnswer(t, p.Listen, req)
+		slow, slowBody := fastAnswer(t, std.Listener.Addr().String(), req)
+		if slow.StatusCode != fast.StatusCode || string(slowBody) != string(fastBody) ||
+			slow.Header.Get("X-Bgd-Slot") != fast.Header.Get("X-Bgd-Slot") {
+			t.Fatalf("%q:\nfast path %d %q\nnet/http  %d %q", req, fast.StatusCode, fastBody, slow.StatusCode, slowBody)
+		}
+	})
+}
