@@ -7,8 +7,7 @@
 // (fastpath.go): the head is checked and forwarded as bytes and the answer
 // relayed as it comes, in the client connection's goroutine, on kept
 // connections to the slot. Everything else (request bodies, upgrades,
-// 100-continue, HTTP/1.0, admin paths, previews, shadow traffic, unusual
-// heads) is handed, with its connection, to net/http and
+// 100-continue, HTTP/1.0, admin paths, previews, unusual heads) is handed, with its connection, to net/http and
 // net/http/httputil's ReverseProxy (proxy.go). Both give the same answers,
 // headers, metrics and counts; conformance_test.go holds them to it
 // through a real listener.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
@@ -25,7 +26,8 @@ import (
 // the same answers, headers, metrics, in-flight counts and logs:
 //   - maintenance answers 503 with the page; a pause holds the request
 //     until it ends (or the client leaves); the side is chosen as
-//     upstream.choose says (a canary split, its sticky cookie);
+//     upstream.choose says (a canary split, its sticky cookie); shadow
+//     traffic gets its copy once the client has its answer;
 //   - the request line and header lines go to the slot as the client sent
 //     them, less the hop-by-hop ones (Connection, Keep-Alive, TE but
 //     "TE: trailers", Upgrade, Proxy-*, ...), the client's Forwarded and
@@ -265,10 +267,9 @@ func dropRequestHeader(name []byte) bool {
 
 // serveFast serves the plain request h of c as Proxy.ServeHTTP would:
 // the maintenance answer, or else held while the proxy is paused, then
-// forwarded to the side that the routing (upstream.choose) picks. keep:
-// c may serve another request. handoff: the routing copies requests
-// (shadow traffic), which net/http's path does; h is still unread then,
-// for net/http to read.
+// forwarded to the side that the routing (upstream.choose) picks, and
+// copied to the standby when shadow traffic is on. keep: c may serve
+// another request. handoff: h is for net/http after all (it is unread).
 func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 	if m := p.maint.Load(); m != nil {
 		return p.fastMaintenance(c, h, m), false
@@ -277,9 +278,6 @@ func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 		return false, false // the client left while held
 	}
 	u := p.route.Load()
-	if u.shadow != nil {
-		return false, true
-	}
 	var cookie config.Color
 	if u.sticky {
 		cookie = stickyColor(h.cookies(), u.cookie)
@@ -288,6 +286,16 @@ func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 	setCookie := ""
 	if cookie == "" {
 		setCookie = s.setCookie
+	}
+	var cp *shadowCapture
+	if u.shadow != nil {
+		// Shadow traffic copies the request as net/http reads it.
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(h.raw)))
+		if err != nil {
+			return false, true // net/http will judge it
+		}
+		r.RemoteAddr = c.conn.RemoteAddr().String()
+		cp = p.capture(u, s, r)
 	}
 	start := time.Now()
 	n := &p.inFlight[colorIndex(s.color)]
@@ -298,8 +306,9 @@ func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 	// The end of the answer leaves last, as with net/http's server: once
 	// the client has it, the metrics and in-flight counts say so.
 	if c.bw.Flush() != nil {
-		return false, false
+		keep = false
 	}
+	cp.send(code)
 	return keep, false
 }
 

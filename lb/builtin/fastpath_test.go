@@ -480,3 +480,33 @@ func FuzzFastPathMatchesNetHTTP(f *testing.F) {
 		}
 	})
 }
+
+// TestFastPathCopiesShadowTraffic: with shadow traffic on, plain GETs stay
+// on the fast path and each is copied to the standby as ServeHTTP copies it.
+func TestFastPathCopiesShadowTraffic(t *testing.T) {
+	rec := &recorder{}
+	p, store, b := startProxy(t, backend(t, "blue", nil), backend(t, "green", rec.handler))
+	setShadow(t, store, b, true)
+	handed := p.handedOff.Load()
+	const n = 10
+	for i := range n {
+		if code, body := get(t, p.Listen, fmt.Sprintf("/get/%d?q=%d", i, i)); code != http.StatusOK || body != "blue" {
+			t.Fatalf("GET %d: %d %q", i, code, body)
+		}
+	}
+	if counts := shadowCounts(t, b, n); counts[ShadowSame] != n {
+		t.Errorf("counts %v: want %d same", counts, n)
+	}
+	got := rec.got()
+	if len(got) != n {
+		t.Fatalf("the standby got %d copies of %d requests", len(got), n)
+	}
+	for _, g := range got {
+		if g.method != http.MethodGet || !strings.HasPrefix(g.uri, "/get/") || g.shadow != "1" || g.xff != "127.0.0.1" || g.host != p.Listen {
+			t.Errorf("copy %+v", g)
+		}
+	}
+	if d := p.handedOff.Load() - handed; d != 0 {
+		t.Errorf("%d connections handed to net/http under shadow traffic", d)
+	}
+}

@@ -22,9 +22,8 @@ import (
 // request), which is what kept the proxy well below nginx's throughput.
 //
 // Any other request (a body, an upgrade, Expect, HTTP/1.0, an admin path,
-// a preview, a head that does not fit the read buffer, anything unusual),
-// and every request while the proxy copies requests to the standby
-// (shadow traffic), is handed with its connection to net/http, which
+// a preview, a head that does not fit the read buffer, anything unusual)
+// is handed with its connection to net/http, which
 // serves that connection from then on with Proxy.ServeHTTP and everything
 // it does. The request's bytes are handed over unread: net/http parses
 // them as if it had accepted the connection.
