@@ -303,12 +303,13 @@ func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 	code, keep := p.forward(c, s, h, setCookie)
 	p.metrics.observe(s.color, code, time.Since(start))
 	n.Add(-1)
+	cp.send(code)
 	// The end of the answer leaves last, as with net/http's server: once
-	// the client has it, the metrics and in-flight counts say so.
+	// the client has it, the metrics, in-flight counts and shadow counts
+	// say so.
 	if c.bw.Flush() != nil {
 		keep = false
 	}
-	cp.send(code)
 	return keep, false
 }
 
