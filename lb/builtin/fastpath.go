@@ -400,11 +400,9 @@ func (p *Proxy) forward(c *frontConn, s *side, h *reqHead, setCookie string) (co
 			c.bw.WriteString("Connection: close\r\n")
 		}
 		c.bw.WriteString("\r\n")
-		return http502, !h.close
+		return http.StatusBadGateway, !h.close
 	}
 }
-
-const http502 = 502
 
 // exchange sends h on kc and relays the answer to c. retry: the slot sent
 // nothing (the request may be sent again). code is the answer's status
