@@ -1,7 +1,9 @@
 package builtin
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -79,4 +81,49 @@ func BenchmarkServeHTTPSplitStickyCookie(b *testing.B) {
 	benchServeHTTP(b, func(t testing.TB, store *state.Store, bal *Balancer) {
 		split(t, store, bal, config.Blue, 10, true)
 	}, "green")
+}
+
+// benchListener measures whole requests through the proxy's listener, as
+// clients send them: each parallel client keeps one connection and sends
+// req on it again and again (the client's own reading of each answer is
+// included). A GET takes the fast path; a POST is handed to net/http.
+func benchListener(b *testing.B, req string) {
+	p, _, _ := startProxy(b, demoSlot(b, config.Blue), demoSlot(b, config.Green))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", p.Listen)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			if _, err := io.WriteString(c, req); err != nil {
+				b.Error(err)
+				return
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkListenerGet: plain GETs, the fast path.
+func BenchmarkListenerGet(b *testing.B) {
+	benchListener(b, "GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+}
+
+// BenchmarkListenerPost: POSTs with a small body, net/http's path.
+func BenchmarkListenerPost(b *testing.B) {
+	benchListener(b, "POST / HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"order\":42}")
 }

@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"bytes"
+	"iter"
 	"net/url"
 )
 
@@ -89,6 +90,21 @@ func parseHead(h *reqHead, raw []byte) bool {
 		}
 	}
 	return hosts == 1
+}
+
+// values yields the values of h's headers named lower (a lower-case
+// name), in order. Only for a head parseHead took: its lines are well formed.
+func (h *reqHead) values(lower string) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for rest := h.headers; len(rest) > 0; {
+			i := bytes.IndexByte(rest, '\n')
+			line := rest[:i-1]
+			rest = rest[i+1:]
+			if name, value, _ := splitHeader(line); eqFold(name, lower) && !yield(value) {
+				return
+			}
+		}
+	}
 }
 
 var (

@@ -90,13 +90,8 @@ func (p *Proxy) serveFast(c *frontConn, h *reqHead) (keep, handoff bool) {
 // cookies are the values of h's Cookie headers.
 func (h *reqHead) cookies() []string {
 	var values []string
-	for rest := h.headers; len(rest) > 0; {
-		i := bytes.IndexByte(rest, '\n')
-		line := rest[:i-1]
-		rest = rest[i+1:]
-		if name, value, _ := splitHeader(line); eqFold(name, "cookie") {
-			values = append(values, string(value))
-		}
+	for v := range h.values("cookie") {
+		values = append(values, string(v))
 	}
 	return values
 }
@@ -261,26 +256,15 @@ func (p *Proxy) writeRequest(w *bufio.Writer, c *frontConn, h *reqHead) {
 	}
 	w.WriteString("X-Forwarded-For: ")
 	if h.xff {
-		for rest := h.headers; len(rest) > 0; {
-			i := bytes.IndexByte(rest, '\n')
-			line := rest[:i-1]
-			rest = rest[i+1:]
-			if name, value, _ := splitHeader(line); eqFold(name, "x-forwarded-for") {
-				w.Write(value)
-				w.WriteString(", ")
-			}
+		for v := range h.values("x-forwarded-for") {
+			w.Write(v)
+			w.WriteString(", ")
 		}
 	}
 	w.Write(c.clientIP)
 	w.WriteString("\r\nX-Forwarded-Host: ")
-	for rest := h.headers; len(rest) > 0; {
-		i := bytes.IndexByte(rest, '\n')
-		line := rest[:i-1]
-		rest = rest[i+1:]
-		if name, value, _ := splitHeader(line); eqFold(name, "host") {
-			w.Write(value)
-			break
-		}
+	for v := range h.values("host") {
+		w.Write(v)
 	}
 	w.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
 }

@@ -322,11 +322,7 @@ func TestFastPathServesPlainRequestsAndHandsOverTheRest(t *testing.T) {
 // saw and what the client got.
 func TestFastPathMatchesServeHTTP(t *testing.T) {
 	slot := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) {
-		var seen []string
-		for k, v := range r.Header {
-			seen = append(seen, k+": "+strings.Join(v, " | "))
-		}
-		slices.Sort(seen)
+		seen := seenHeaderLines(r)
 		h := w.Header()
 		h["Set-Cookie"] = []string{"a=1", "b=2; Path=/"}
 		h.Set("Connection", "X-Private")
@@ -444,12 +440,7 @@ func TestRelayChunked(t *testing.T) {
 // target with Host host and two more headers.
 func FuzzFastPathMatchesNetHTTP(f *testing.F) {
 	slot := backend(f, "blue", func(w http.ResponseWriter, r *http.Request) {
-		var seen []string
-		for k, v := range r.Header {
-			seen = append(seen, k+": "+strings.Join(v, " | "))
-		}
-		slices.Sort(seen)
-		fmt.Fprintf(w, "%s %s %s\n%s\n", r.Method, r.RequestURI, r.Host, strings.Join(seen, "\n"))
+		fmt.Fprintf(w, "%s %s %s\n%s\n", r.Method, r.RequestURI, r.Host, strings.Join(seenHeaderLines(r), "\n"))
 	})
 	p, _, _ := startProxy(f, slot, backend(f, "green", nil))
 	std := httptest.NewServer(p)
@@ -509,4 +500,15 @@ func TestFastPathCopiesShadowTraffic(t *testing.T) {
 	if d := p.handedOff.Load() - handed; d != 0 {
 		t.Errorf("%d connections handed to net/http under shadow traffic", d)
 	}
+}
+
+// seenHeaderLines are r's headers as "Name: v1 | v2" lines, sorted: what a
+// slot saw, to compare.
+func seenHeaderLines(r *http.Request) []string {
+	var seen []string
+	for k, v := range r.Header {
+		seen = append(seen, k+": "+strings.Join(v, " | "))
+	}
+	slices.Sort(seen)
+	return seen
 }
