@@ -116,8 +116,8 @@ var (
 )
 
 // plainTarget: an origin-form target ("/" and on) of characters that
-// net/http would forward unchanged, with well-formed escapes, whose path
-// is not an admin path.
+// net/http would forward unchanged, with well-formed escapes and no
+// semicolon in its query, whose path is not an admin path.
 func plainTarget(t []byte) bool {
 	if len(t) == 0 || t[0] != '/' {
 		return false
@@ -128,6 +128,10 @@ func plainTarget(t []byte) bool {
 		switch {
 		case b == '?' && len(path) == len(t):
 			path = t[:i]
+		case b == ';' && len(path) < len(t):
+			// net/http's ReverseProxy drops query parameters with a
+			// semicolon (Go 1.17 on): it judges them.
+			return false
 		case b == '%':
 			if i+2 >= len(t) || !isHex(t[i+1]) || !isHex(t[i+2]) {
 				return false
