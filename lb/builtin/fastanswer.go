@@ -99,7 +99,7 @@ func (a *answer) parse(head []byte, isHead bool) error {
 			a.chunked = true
 		case eqFold(name, "connection"):
 			for tok := range bytes.SplitSeq(value, comma) {
-				tok = bytes.TrimSpace(tok)
+				tok = trimOWS(tok)
 				switch {
 				case eqFold(tok, "close"):
 					a.close = true

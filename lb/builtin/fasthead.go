@@ -68,7 +68,7 @@ func parseHead(h *reqHead, raw []byte) bool {
 			}
 		case eqFold(name, "connection"):
 			for tok := range bytes.SplitSeq(value, comma) {
-				switch tok = bytes.TrimSpace(tok); {
+				switch tok = trimOWS(tok); {
 				case eqFold(tok, "close"):
 					h.close = true
 				case eqFold(tok, "keep-alive"), len(tok) == 0:
@@ -78,7 +78,7 @@ func parseHead(h *reqHead, raw []byte) bool {
 			}
 		case eqFold(name, "te"):
 			for tok := range bytes.SplitSeq(value, comma) {
-				if eqFold(bytes.TrimSpace(tok), "trailers") {
+				if eqFold(trimOWS(tok), "trailers") {
 					h.teTrailers = true
 				}
 			}
@@ -179,7 +179,7 @@ func splitHeader(line []byte) (name, value []byte, ok bool) {
 			return nil, nil, false
 		}
 	}
-	value = bytes.Trim(line[colon+1:], " \t")
+	value = trimOWS(line[colon+1:])
 	for _, b := range value {
 		if b < ' ' && b != '\t' || b == 0x7f {
 			return nil, nil, false
@@ -187,6 +187,10 @@ func splitHeader(line []byte) (name, value []byte, ok bool) {
 	}
 	return name, value, true
 }
+
+// trimOWS trims the blanks HTTP allows around a field value or a list
+// element: spaces and tabs (not every Unicode space, as net/http).
+func trimOWS(b []byte) []byte { return bytes.Trim(b, " \t") }
 
 // eqFold reports whether b equals lower, a lower-case ASCII string, in any case.
 func eqFold(b []byte, lower string) bool {

@@ -244,7 +244,7 @@ func (p *Proxy) writeRequest(w *bufio.Writer, c *frontConn, h *reqHead) {
 		}
 		if eqFold(name, "user-agent") {
 			// net/http sends the first User-Agent, and none when it is empty.
-			if userAgent || len(bytes.TrimSpace(value)) == 0 {
+			if userAgent || len(trimOWS(bytes.TrimSuffix(value, crlf))) == 0 {
 				continue
 			}
 			userAgent = true

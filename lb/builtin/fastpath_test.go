@@ -452,7 +452,8 @@ func FuzzFastPathMatchesNetHTTP(f *testing.F) {
 	f.Add(true, "/", "app", "Connection", "keep-alive", "Keep-Alive", "5")
 	f.Add(false, "/", "app:8080", "Cookie", "a=1", "X-Bgd-Shadow", "1")
 	f.Add(false, "/", "0", "User-Agent", "", "Forwarded", "for=x")
-	f.Add(false, "/?;", "0", "0", "0", "0", "0") // found by the fuzzer: net/http drops ";" parameters
+	f.Add(false, "/?;", "0", "0", "0", "0", "0")                                  // found by the fuzzer: net/http drops ";" parameters
+	f.Add(false, "/", "app", "User-Agent", "\u00a0", "Connection", "\u00a0close") // blanks are spaces and tabs only
 	f.Fuzz(func(t *testing.T, head bool, target, host, n1, v1, n2, v2 string) {
 		method := "GET"
 		if head {
