@@ -447,6 +447,11 @@ func FuzzFastPathMatchesNetHTTP(f *testing.F) {
 	p, _, _ := startProxy(f, slot, backend(f, "green", nil))
 	std := httptest.NewServer(p)
 	f.Cleanup(std.Close)
+	// One kept connection to each (a new one per request would run the
+	// fuzzer out of loopback ports).
+	fastConn, stdConn := &keptClient{addr: p.Listen}, &keptClient{addr: std.Listener.Addr().String()}
+	f.Cleanup(fastConn.close)
+	f.Cleanup(stdConn.close)
 	f.Add(false, "/plain?q=1", "app", "User-Agent", "t", "X-A", "b")
 	f.Add(false, "/a%2Fb?x=%20y", "[::1]:80", "TE", "trailers, gzip", "X-Forwarded-For", "10.0.0.1")
 	f.Add(true, "/", "app", "Connection", "keep-alive", "Keep-Alive", "5")
@@ -467,8 +472,8 @@ func FuzzFastPathMatchesNetHTTP(f *testing.F) {
 		if !parseHead(&h, []byte(req)) {
 			return
 		}
-		fast, fastBody := fastAnswer(t, p.Listen, req)
-		slow, slowBody := fastAnswer(t, std.Listener.Addr().String(), req)
+		fast, fastBody := fastConn.answer(t, req)
+		slow, slowBody := stdConn.answer(t, req)
 		if slow.StatusCode != fast.StatusCode || string(slowBody) != string(fastBody) ||
 			slow.Header.Get("X-Bgd-Slot") != fast.Header.Get("X-Bgd-Slot") {
 			t.Fatalf("%q:\nfast path %d %q\nnet/http  %d %q", req, fast.StatusCode, fastBody, slow.StatusCode, slowBody)
@@ -515,4 +520,47 @@ func seenHeaderLines(r *http.Request) []string {
 	}
 	slices.Sort(seen)
 	return seen
+}
+
+// keptClient sends requests on one kept connection to addr, dialing a new
+// one when the last answer closed it.
+type keptClient struct {
+	addr string
+	c    net.Conn
+	br   *bufio.Reader
+}
+
+func (k *keptClient) answer(t *testing.T, req string) (*http.Response, []byte) {
+	t.Helper()
+	if k.c == nil {
+		c, err := net.Dial("tcp", k.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.c, k.br = c, bufio.NewReader(c)
+	}
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(k.c, req); err != nil {
+		t.Fatalf("%q: %v", req, err)
+	}
+	method, _, _ := strings.Cut(req, " ")
+	resp, err := http.ReadResponse(k.br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", req, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%q: body: %v", req, err)
+	}
+	if resp.Close {
+		k.close()
+	}
+	return resp, body
+}
+
+func (k *keptClient) close() {
+	if k.c != nil {
+		k.c.Close()
+		k.c = nil
+	}
 }
