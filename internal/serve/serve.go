@@ -1,6 +1,7 @@
-// Package serve runs an HTTP server until its context ends: the one
-// shutdown path of bgd's long-running servers (the builtin proxy and the
-// demo app).
+// Package serve runs an HTTP server until its context ends: the shutdown
+// path of bgd's long-running net/http servers (the builtin proxy's admin
+// address and the demo app). The proxy's service port has a front end of
+// its own (lb/builtin/front.go) that shuts down the same way.
 package serve
 
 import (
