@@ -564,3 +564,22 @@ func (k *keptClient) close() {
 		k.c = nil
 	}
 }
+
+// TestFastPathSlotClosingKeepsTheClient: a slot that closes its connection
+// after an answer (Connection: close) costs the client nothing: its next
+// request on the same connection goes to the slot on a new one.
+func TestFastPathSlotClosingKeepsTheClient(t *testing.T) {
+	slot := backend(t, "blue", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		fmt.Fprint(w, r.URL.Path)
+	})
+	p, _, _ := startProxy(t, slot, backend(t, "green", nil))
+	k := &keptClient{addr: p.Listen}
+	defer k.close()
+	for _, path := range []string{"/one", "/two", "/three"} {
+		resp, body := k.answer(t, "GET "+path+" HTTP/1.1\r\nHost: app\r\n\r\n")
+		if resp.StatusCode != http.StatusOK || string(body) != path || resp.Close {
+			t.Fatalf("%s: %d %q, close %v", path, resp.StatusCode, body, resp.Close)
+		}
+	}
+}
