@@ -85,22 +85,7 @@ func fleetSwitch(t *testing.T, to string, global ...string) (fleetStatus, map[st
 // agent's applied time minus the state's last_switch. The median must be
 // under 1 s; after every switch every LB answers the new colour.
 func fleetConvergence(t *testing.T) {
-	colour := getFleetStatus(t).Active
-	var worst, cmd []time.Duration
-	perHost := map[string][]time.Duration{}
-	for i := 1; i <= fleetConvergenceSwitches; i++ {
-		colour = other(colour)
-		st, conv, took := fleetSwitch(t, colour)
-		var w time.Duration
-		for h, d := range conv {
-			perHost[h] = append(perHost[h], d)
-			w = max(w, d)
-		}
-		worst, cmd = append(worst, w), append(cmd, took)
-		t.Logf("switch %2d to %-5s generation %d: converged in %s ms (lb1 %s, lb2 %s, lb3 %s); the command took %s ms",
-			i, colour, st.Generation, fleetMs(w), fleetMs(conv["lb1"]), fleetMs(conv["lb2"]), fleetMs(conv["lb3"]), fleetMs(took))
-		expectFleetColours(t, fleetLBs, colour, fmt.Sprintf("switch %d to %s", i, colour))
-	}
+	worst, perHost, cmd := fleetSwitches(t, fleetConvergenceSwitches, "convergence")
 	rows := [][]string{{"all (slowest agent)", strconv.Itoa(len(worst)), fleetMs(fleetMedian(worst)), fleetMs(fleetMax(worst))}}
 	for _, lb := range fleetLBs {
 		d := perHost[lb.host]
@@ -342,12 +327,12 @@ const fleetMemberLostSwitches = 5
 // fleetSwitches makes n switches, alternating colours from the active one,
 // each exiting 0 once every agent reports it and every LB host answering
 // the new colour after it (fleetSwitch and expectFleetColours). It returns
-// each switch's convergence (its slowest agent's) and each host's.
-func fleetSwitches(t *testing.T, n int, during string) ([]time.Duration, map[string][]time.Duration) {
+// each switch's convergence (its slowest agent's), each host's, and how
+// long each `bgd switch` command took.
+func fleetSwitches(t *testing.T, n int, during string) (worst []time.Duration, perHost map[string][]time.Duration, cmd []time.Duration) {
 	t.Helper()
 	colour := getFleetStatus(t).Active
-	var worst []time.Duration
-	perHost := map[string][]time.Duration{}
+	perHost = map[string][]time.Duration{}
 	for i := 1; i <= n; i++ {
 		colour = other(colour)
 		st, conv, took := fleetSwitch(t, colour)
@@ -356,12 +341,12 @@ func fleetSwitches(t *testing.T, n int, during string) ([]time.Duration, map[str
 			perHost[h] = append(perHost[h], d)
 			w = max(w, d)
 		}
-		worst = append(worst, w)
+		worst, cmd = append(worst, w), append(cmd, took)
 		t.Logf("%s: switch %d to %-5s generation %d: converged in %s ms (lb1 %s, lb2 %s, lb3 %s); the command took %s ms",
 			during, i, colour, st.Generation, fleetMs(w), fleetMs(conv["lb1"]), fleetMs(conv["lb2"]), fleetMs(conv["lb3"]), fleetMs(took))
 		expectFleetColours(t, fleetLBs, colour, fmt.Sprintf("switch %d to %s, %s", i, colour, during))
 	}
-	return worst, perHost
+	return worst, perHost, cmd
 }
 
 // fleetMemberLost: under the light load of the cluster restart, 5
@@ -374,7 +359,7 @@ func fleetMemberLost(t *testing.T) {
 	t.Cleanup(func() { startStoppedEtcdMembers(t) })
 	loads := startFleetEtcdLoads(t)
 
-	allUp, allUpHosts := fleetSwitches(t, fleetMemberLostSwitches, "every etcd member up")
+	allUp, allUpHosts, _ := fleetSwitches(t, fleetMemberLostSwitches, "every etcd member up")
 
 	lost, err := etcdLeader()
 	if err != nil {
@@ -403,7 +388,7 @@ func fleetMemberLost(t *testing.T) {
 	}
 	t.Logf("stopped %s, the leader, in %s ms; %s leads %s ms after the stop began", lost, fleetMs(stopped), leader, fleetMs(newLeader))
 
-	oneDown, oneDownHosts := fleetSwitches(t, fleetMemberLostSwitches, lost+" (the leader) stopped")
+	oneDown, oneDownHosts, _ := fleetSwitches(t, fleetMemberLostSwitches, lost+" (the leader) stopped")
 
 	began = time.Now()
 	if err := startEtcdMembers(lost); err != nil {
@@ -415,7 +400,7 @@ func fleetMemberLost(t *testing.T) {
 	}
 	rejoined = time.Since(began)
 	t.Logf("%s started again: every member healthy (etcdctl endpoint health --cluster) %s ms after the start began", lost, fleetMs(rejoined))
-	after, _ := fleetSwitches(t, 1, lost+" rejoined")
+	after, _, _ := fleetSwitches(t, 1, lost+" rejoined")
 
 	res := stopFleetEtcdLoads(t, loads, "the loss of "+lost)
 	phases := []struct {
@@ -546,15 +531,7 @@ func readLockHolder(t *testing.T) (lockHolder, bool) {
 func fleetKilledLockHolder(t *testing.T) {
 	active := getFleetStatus(t).Active
 	rel := release("slow")
-	deploy := exec.Command("docker", "exec", fleet.ids["app"], "bgd", "deploy", "--release", rel)
-	out := &strings.Builder{}
-	deploy.Stdout, deploy.Stderr = out, out
-	if err := deploy.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { deploy.Wait(); close(done) }()
-	t.Cleanup(func() { deploy.Process.Kill(); <-done })
+	bg := startIn(t, fleet.ids["app"], "bgd", "deploy", "--release", rel)
 
 	var holder lockHolder
 	deadline := time.Now().Add(4 * time.Second)
@@ -565,7 +542,7 @@ func fleetKilledLockHolder(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no lock holder in etcd 4 s after bgd deploy began: %s", out)
+			t.Fatalf("no lock holder in etcd 4 s after bgd deploy began: %s", bg.out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -588,14 +565,7 @@ func fleetKilledLockHolder(t *testing.T) {
 		t.Fatalf("kill -KILL %d in app: exit %d, %v %s", holder.PID, r.code, err, r.stderr)
 	}
 	killed := time.Now()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("docker exec of the killed deploy did not end")
-	}
-	if code := deploy.ProcessState.ExitCode(); code != 137 {
-		t.Fatalf("the killed deploy exited %d, want 137 (SIGKILL): %s", code, out)
-	}
+	bg.endsKilled(t)
 
 	// The next operation: a deploy, tried until it is not refused for the
 	// lock. Each refusal must still name the dead holder, except one: the
