@@ -58,12 +58,7 @@ func (b *agentLB) last() (lb.Route, int) {
 // endpoint.
 func etcdConfig(t *testing.T, endpoint string) *config.Config {
 	t.Helper()
-	env := map[string]string{"BLUE_PORT": pickPort(t), "GREEN_PORT": pickPort(t), "BG_PROXY_PORT": pickPort(t),
-		"BG_STATE_FILE": filepath.Join(t.TempDir(), "bg_state.json")}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }, Self: os.Args[0]})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := defaultConfig(t)
 	cfg.State = config.StateBackend{Backend: config.BackendEtcd, Endpoints: []string{endpoint}, Prefix: "/t",
 		DialTimeout: config.Duration(2 * time.Second), LeaseTTL: config.Duration(time.Second), AgentsTimeout: config.Duration(2 * time.Second)}
 	return cfg

@@ -341,9 +341,9 @@ func pickPort(t *testing.T) string {
 	return strconv.Itoa(p)
 }
 
-// newRig returns the embedded default service on the fake seam, with bal
-// (a *testLB when nil).
-func newRig(t *testing.T, bal lb.Balancer, edit ...func(*config.Service)) *rig {
+// defaultConfig is the embedded default config on free ports, its state
+// file in a temporary directory.
+func defaultConfig(t *testing.T) *config.Config {
 	t.Helper()
 	env := map[string]string{"BLUE_PORT": pickPort(t), "GREEN_PORT": pickPort(t), "BG_PROXY_PORT": pickPort(t),
 		"BG_STATE_FILE": filepath.Join(t.TempDir(), "bg_state.json")}
@@ -351,6 +351,14 @@ func newRig(t *testing.T, bal lb.Balancer, edit ...func(*config.Service)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// newRig returns the embedded default service on the fake seam, with bal
+// (a *testLB when nil).
+func newRig(t *testing.T, bal lb.Balancer, edit ...func(*config.Service)) *rig {
+	t.Helper()
+	cfg := defaultConfig(t)
 	for _, e := range edit {
 		e(cfg.Services["app"])
 	}

@@ -238,15 +238,7 @@ func killActiveSlot(t *testing.T, d driver) {
 func killBgdMidDeploy(t *testing.T, d driver) {
 	active := getStatus(t, d).Active
 	rel := release("slow") // its slot answers /health only after 5 s
-	deploy := exec.Command("docker", "exec", topo.ids[d.service], "bgd", "deploy", "--release", rel)
-	out := &strings.Builder{}
-	deploy.Stdout, deploy.Stderr = out, out
-	if err := deploy.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { deploy.Wait(); close(done) }()
-	t.Cleanup(func() { deploy.Process.Kill(); <-done })
+	bg := startIn(t, topo.ids[d.service], "bgd", "deploy", "--release", rel)
 
 	var pid int
 	deadline := time.Now().Add(4 * time.Second)
@@ -254,20 +246,13 @@ func killBgdMidDeploy(t *testing.T, d driver) {
 		if st := getStatus(t, d); st.InProgress != nil && st.InProgress.Command == "deploy" {
 			pid = st.InProgress.PID
 		} else if time.Now().After(deadline) {
-			t.Fatalf("no deploy in progress 4 s after it began: %s", out)
+			t.Fatalf("no deploy in progress 4 s after it began: %s", bg.out)
 		} else {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	must(t, d.service, "kill", "-KILL", strconv.Itoa(pid))
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("docker exec of the killed deploy did not end")
-	}
-	if code := deploy.ProcessState.ExitCode(); code != 137 {
-		t.Fatalf("the killed deploy exited %d, want 137 (SIGKILL): %s", code, out)
-	}
+	bg.endsKilled(t)
 
 	st := getStatus(t, d)
 	if st.InProgress == nil {

@@ -242,6 +242,44 @@ func dockerExec(container, stdin string, env []string, argv ...string) (run, err
 	return r, err
 }
 
+// background is a command running in a container (docker exec) while the
+// test goes on; done is closed when it has exited, and out holds what it
+// printed.
+type background struct {
+	cmd  *exec.Cmd
+	out  *strings.Builder
+	done chan struct{}
+}
+
+// startIn starts argv in container in the background; the test's end
+// kills it if it still runs.
+func startIn(t *testing.T, container string, argv ...string) *background {
+	t.Helper()
+	b := &background{cmd: exec.Command("docker", append([]string{"exec", container}, argv...)...),
+		out: &strings.Builder{}, done: make(chan struct{})}
+	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.cmd.Wait(); close(b.done) }()
+	t.Cleanup(func() { b.cmd.Process.Kill(); <-b.done })
+	return b
+}
+
+// endsKilled fails the test unless b ends within 10 s, killed by SIGKILL
+// (exit 137, docker exec passing on the signalled process's status).
+func (b *background) endsKilled(t *testing.T) {
+	t.Helper()
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("docker exec of the killed %q did not end", b.cmd.Args[3:])
+	}
+	if code := b.cmd.ProcessState.ExitCode(); code != 137 {
+		t.Fatalf("the killed %q exited %d, want 137 (SIGKILL): %s", b.cmd.Args[3:], code, b.out)
+	}
+}
+
 // must runs argv in the service's container and fails the test unless it
 // exits 0.
 func must(t *testing.T, service string, argv ...string) string {
