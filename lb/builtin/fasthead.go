@@ -19,6 +19,8 @@ type reqHead struct {
 	isHead bool
 	// close: the client asked to close the connection after the answer.
 	close bool
+	// host is the Host header's value.
+	host []byte
 	// xff: the client sent X-Forwarded-For; teTrailers: "TE: trailers".
 	xff, teTrailers bool
 }
@@ -63,6 +65,7 @@ func parseHead(h *reqHead, raw []byte) bool {
 		switch {
 		case eqFold(name, "host"):
 			hosts++
+			h.host = value
 			if !plainHost(value) {
 				return false
 			}

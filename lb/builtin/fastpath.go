@@ -263,9 +263,7 @@ func (p *Proxy) writeRequest(w *bufio.Writer, c *frontConn, h *reqHead) {
 	}
 	w.Write(c.clientIP)
 	w.WriteString("\r\nX-Forwarded-Host: ")
-	for v := range h.values("host") {
-		w.Write(v)
-	}
+	w.Write(h.host)
 	w.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
 }
 

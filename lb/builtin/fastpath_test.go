@@ -78,7 +78,7 @@ func TestParseHeadFacts(t *testing.T) {
 	if !parseHead(&h, raw) {
 		t.Fatal("not plain")
 	}
-	if !h.isHead || !h.close || !h.teTrailers || !h.xff {
+	if !h.isHead || !h.close || !h.teTrailers || !h.xff || string(h.host) != "app" {
 		t.Errorf("facts: %+v", h)
 	}
 	if string(h.line) != "HEAD /x HTTP/1.1" || len(h.raw) != len(raw) {
