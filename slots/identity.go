@@ -1,7 +1,6 @@
 package slots
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -73,22 +72,38 @@ func (id Identity) Running() bool { return id.Check() == nil }
 
 // StartTime reads a process's start time in clock ticks after boot.
 func StartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := ProcStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// "pid (comm) state ppid ..." where comm may hold spaces and ')': the
-	// fields after the last ')' start at field 3, so starttime (22) is the
-	// 20th of them.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the command name", pid, len(f))
-	}
 	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// ProcStat reads /proc/<pid>/stat and returns its fields from the third
+// on, field n of proc(5) at index n-3: [0] the state, [1] the parent pid,
+// [2] the process group, [11] and [12] the user and system time in clock
+// ticks, [19] the start time.
+func ProcStat(pid int) ([]string, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	return statFields(pid, string(data))
+}
+
+// statFields splits a /proc/<pid>/stat line after the command name, which
+// stands in parentheses and may hold spaces and ')' itself: the fields
+// start after its last ')'.
+func statFields(pid int, stat string) ([]string, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 20 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields after the command name", pid, len(f))
+	}
+	return f, nil
 }
 
 // Environ returns a process's initial environment ("" entries dropped).

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,5 +130,26 @@ func TestLogsNeverFollowSymlinks(t *testing.T) {
 	}
 	if tail := LogTail(target, -1); tail != "" {
 		t.Errorf("LogTail(-1) = %q, want empty", tail)
+	}
+}
+
+// TestStatFields reads /proc/<pid>/stat lines: a real one, one whose
+// command holds ") " itself, and broken ones.
+func TestStatFields(t *testing.T) {
+	real := "24709 (nginx) S 24645 24645 2712 0 -1 4194304 100 0 0 0 731 212 0 0 20 0 1 0 47504 3133440 380 18446744073709551615 0 0 0\n"
+	if f, err := statFields(24709, real); err != nil || f[0] != "S" || f[1] != "24645" || f[11] != "731" || f[12] != "212" || f[19] != "47504" {
+		t.Errorf("statFields = %q, %v", f, err)
+	}
+	odd := "7 (a) b (c) Z 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 99 1 1\n"
+	if f, err := statFields(7, odd); err != nil || f[0] != "Z" || f[2] != "7" || f[19] != "99" {
+		t.Errorf("statFields of an odd command = %q, %v", f, err)
+	}
+	for _, bad := range []string{"", "7 (gone) S 1 2 3"} {
+		if f, err := statFields(7, bad); err == nil {
+			t.Errorf("statFields(%q) = %q, want an error", bad, f)
+		}
+	}
+	if f, err := ProcStat(os.Getpid()); err != nil || f[1] != strconv.Itoa(os.Getppid()) || f[2] != strconv.Itoa(syscall.Getpgrp()) {
+		t.Errorf("ProcStat(self) = %q, %v; want parent %d, group %d", f, err, os.Getppid(), syscall.Getpgrp())
 	}
 }

@@ -136,18 +136,8 @@ func InGroup(pid, leader int) bool {
 	if pid == leader {
 		return true
 	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return false
-	}
-	// After "comm)": state ppid pgrp ...
-	f := strings.Fields(s[i+1:])
-	return len(f) >= 3 && f[2] == strconv.Itoa(leader)
+	f, err := ProcStat(pid)
+	return err == nil && f[2] == strconv.Itoa(leader)
 }
 
 // ProcessGroup returns the process group id of pid.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
@@ -134,16 +133,14 @@ func Alive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		// A process being reaped answers ESRCH rather than "not exist".
-		return !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ESRCH)
+	f, err := ProcStat(pid)
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ESRCH):
+		return false // ESRCH: a process being reaped
+	case err != nil:
+		return true // unreadable, but signalable
 	}
-	// The state follows the command name in parentheses: "pid (comm) S ...".
-	if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
-		return data[i+2] != 'Z'
-	}
-	return true
+	return f[0] != "Z"
 }
 
 // OpenLog opens a log for appending, creating it 0640. A symlink (or any

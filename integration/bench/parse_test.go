@@ -108,24 +108,6 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// TestStatCPU reads /proc/<pid>/stat lines: a real one, and one whose
-// command holds ") " itself.
-func TestStatCPU(t *testing.T) {
-	real := "24709 (nginx) S 24645 24645 2712 0 -1 4194304 100 0 0 0 731 212 0 0 20 0 1 0 47504 3133440 380 18446744073709551615 0 0 0\n"
-	if ppid, ticks, ok := statCPU(real); !ok || ppid != 24645 || ticks != 943 {
-		t.Errorf("statCPU = %d, %d, %v; want 24645, 943 (731 + 212), true", ppid, ticks, ok)
-	}
-	odd := "7 (a) b (c) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 1 1\n"
-	if ppid, ticks, ok := statCPU(odd); !ok || ppid != 1 || ticks != 11 {
-		t.Errorf("statCPU of an odd command = %d, %d, %v", ppid, ticks, ok)
-	}
-	for _, bad := range []string{"", "7 (gone) S 1 2 3"} {
-		if _, _, ok := statCPU(bad); ok {
-			t.Errorf("statCPU(%q) ok", bad)
-		}
-	}
-}
-
 // TestCallgrindTotal reads the totals line of a callgrind dump (the head
 // and tail of one that callgrind_control -d wrote).
 func TestCallgrindTotal(t *testing.T) {

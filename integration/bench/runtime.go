@@ -17,6 +17,7 @@ import (
 	"github.com/bgd-dev/bgd/config"
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
 	"github.com/bgd-dev/bgd/lb/nginx"
+	"github.com/bgd-dev/bgd/slots"
 )
 
 var nginxModes = []string{config.NginxReload, config.NginxRuntime}
@@ -240,29 +241,17 @@ func callgrindTotal(dump string) (float64, error) {
 }
 
 // workersCPU is the user + system CPU time of the children of nginx's
-// master (its workers), from /proc/<pid>/stat.
+// master (its workers).
 func workersCPU(master int) (time.Duration, error) {
-	files, err := filepath.Glob("/proc/[0-9]*/stat")
+	dirs, err := filepath.Glob("/proc/[0-9]*")
 	var ticks int64
-	for _, f := range files {
-		data, _ := os.ReadFile(f) // empty when the process is gone
-		if ppid, t, ok := statCPU(string(data)); ok && ppid == master {
-			ticks += t
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		if f, err := slots.ProcStat(pid); err == nil && f[1] == strconv.Itoa(master) { // gone: skipped
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
 		}
 	}
 	return time.Duration(ticks) * time.Second / 100, err // USER_HZ is 100 on Linux
-}
-
-// statCPU reads the parent pid and the user + system time in ticks (utime
-// + stime) of a /proc/<pid>/stat line.
-func statCPU(stat string) (ppid int, ticks int64, ok bool) {
-	i := strings.LastIndex(stat, ") ") // the command, in parentheses, may hold anything
-	f := strings.Fields(stat[i+1:])
-	if i < 0 || len(f) < 13 {
-		return 0, 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return ppid, u + s, true
 }
