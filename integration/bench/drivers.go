@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	ts "github.com/bgd-dev/bgd/internal/testsupport"
@@ -333,52 +330,15 @@ func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult)
 // badDeploy deploys the bad release with --watch 20s while 4 keep-alive
 // clients count the 500s they get.
 func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRollback, error) {
-	var (
-		mu            sync.Mutex
-		first, last   time.Time
-		bad, requests int
-		stop          = make(chan struct{})
-		wg            sync.WaitGroup
-	)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}}
-	defer client.CloseIdleConnections()
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := client.Get(s.url)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				now := time.Now()
-				mu.Lock()
-				if requests++; err != nil || resp.StatusCode >= 500 {
-					if bad == 0 {
-						first = now
-					}
-					bad, last = bad+1, now
-				}
-				mu.Unlock()
-				time.Sleep(time.Millisecond)
-			}
-		})
-	}
+	load := ts.StartLoad(s.url, ts.LoadOptions{Clients: 4, KeepAlive: true, Pause: time.Millisecond})
 	r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	c := load.Stop()
 	if err != nil {
 		return AutoRollback{}, err
 	}
-	ar := AutoRollback{ExitCode: r.Code, BadAnswers: bad, Requests: requests, WallMs: ms(r.Wall)}
-	if bad > 0 {
-		ar.FirstToLastMs = ms(last.Sub(first))
-	}
+	ar := AutoRollback{ExitCode: r.Code, BadAnswers: c.Failures, Requests: c.Requests, WallMs: ms(r.Wall),
+		FirstToLastMs: ms(c.LastFailure.Sub(c.FirstFailure))}
 	if by, err := ts.AnsweredBy(s.url); r.Code != 1 || err != nil || by == "" {
 		return ar, fmt.Errorf("the bad release was not rolled back (exit %d, answered by %q, %v): %s", r.Code, by, err, strings.TrimSpace(r.Stderr))
 	}

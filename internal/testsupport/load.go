@@ -95,6 +95,9 @@ type LoadCount struct {
 	ReusedFailures     int            // failures among them
 	Slots              map[string]int // successful answers by colour
 	Samples            []string       // the first few failures
+	// FirstFailure and LastFailure are when the first and the last failed
+	// request ended (zero without failures).
+	FirstFailure, LastFailure time.Time
 }
 
 func (c LoadCount) String() string {
@@ -177,6 +180,9 @@ func (c *LoadCount) add(slot string, err error, reused bool) {
 		return
 	}
 	c.Failures++
+	if c.LastFailure = time.Now(); c.Failures == 1 {
+		c.FirstFailure = c.LastFailure
+	}
 	if reused {
 		c.ReusedFailures++
 	}
