@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -289,96 +290,72 @@ func envPort(name, v, what string) (int, error) {
 	return p, nil
 }
 
+// fillDefaults gives every setting the file left out its default.
 func (c *Config) fillDefaults() {
-	if c.StateDir == "" {
-		c.StateDir = ".local_context"
-	}
+	c.StateDir = cmp.Or(c.StateDir, ".local_context")
 	c.State.fillDefaults()
 	for name, s := range c.Services {
-		h := &s.Health
-		if h.Path == "" {
-			h.Path = "/health"
-		}
-		s.setDur("health.interval", &h.Interval, time.Second)
-		s.setDur("health.timeout", &h.Timeout, 30*time.Second)
-		s.setDur("health.request_timeout", &h.RequestTimeout, 2*time.Second)
-		s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
-		s.setDur("drain_timeout", &s.DrainTimeout, 30*time.Second)
-		if s.PauseTimeout == 0 {
-			s.PauseTimeout = Duration(30 * time.Second)
-		}
-		s.setDur("health.restart_window", &h.RestartWindow, 10*time.Minute)
-		if s.Analysis.Interval == 0 {
-			s.Analysis.Interval = Duration(time.Second)
-		}
-		if s.Analysis.MinRequests == 0 {
-			s.Analysis.MinRequests = 50
-		}
-		if _, given := s.given["health.max_restarts"]; !given {
-			h.MaxRestarts = 3
-		}
-		if _, given := s.given["failover_after"]; !given {
-			s.FailoverAfter = 3
-		}
-		if s.Runner == "" {
-			s.Runner = c.Runner
-		}
-		if s.Runner == "" {
-			s.Runner = RunnerProcess
-		}
-		if s.LB.Driver == "" {
-			s.LB.Driver = "builtin"
-		}
-		if s.LB.Builtin.Listen == "" {
-			s.LB.Builtin.Listen = "127.0.0.1:5004"
-		}
-		if s.LB.Builtin.AdminListen == "" && s.embedded {
-			s.LB.Builtin.AdminListen = s.LB.Builtin.Listen
-		}
-		n := &s.LB.Nginx
-		if n.File == "" {
-			n.File = "/etc/nginx/conf.d/bgd-" + name + ".conf"
-		}
-		if n.Listen == "" {
-			n.Listen = "80"
-		}
-		if len(n.Test) == 0 {
-			n.Test = []string{"nginx", "-t"}
-		}
-		if len(n.Reload) == 0 {
-			n.Reload = []string{"nginx", "-s", "reload"}
-		}
-		if n.VerifyURL == "" {
-			n.VerifyURL = verifyURL(n.Listen)
-		}
-		if n.Mode == "" {
-			n.Mode = NginxReload
-		}
-		if n.LuaModule == "" {
-			n.LuaModule = DefaultLuaModule
-		}
-		hp := &s.LB.HAProxy
-		if hp.Socket == "" {
-			hp.Socket = "/run/haproxy/admin.sock"
-		}
-		if hp.MapFile == "" {
-			hp.MapFile = "/etc/haproxy/bgd.map"
-		}
-		if hp.Listen == "" {
-			hp.Listen = "80"
-		}
-		if hp.Backends == nil {
-			hp.Backends = map[Color]string{}
-		}
-		for _, col := range Colors {
-			if hp.Backends[col] == "" {
-				hp.Backends[col] = name + "_" + col.String()
-			}
-		}
-		if hp.SplitBackend == "" {
-			hp.SplitBackend = name + "_split"
-		}
+		s.fillDefaults(c.Runner)
+		s.LB.fillDefaults(name, s.embedded)
 	}
+}
+
+// fillDefaults gives the service's health checks, timings and runner
+// their defaults; runner is the file's top-level one.
+func (s *Service) fillDefaults(runner string) {
+	h := &s.Health
+	h.Path = cmp.Or(h.Path, "/health")
+	s.setDur("health.interval", &h.Interval, time.Second)
+	s.setDur("health.timeout", &h.Timeout, 30*time.Second)
+	s.setDur("health.request_timeout", &h.RequestTimeout, 2*time.Second)
+	s.setDur("health.restart_window", &h.RestartWindow, 10*time.Minute)
+	s.setDur("stop_grace", &s.StopGrace, 10*time.Second)
+	s.setDur("drain_timeout", &s.DrainTimeout, 30*time.Second)
+	s.PauseTimeout = cmp.Or(s.PauseTimeout, Duration(30*time.Second))
+	s.Analysis.Interval = cmp.Or(s.Analysis.Interval, Duration(time.Second))
+	s.Analysis.MinRequests = cmp.Or(s.Analysis.MinRequests, 50)
+	if _, given := s.given["health.max_restarts"]; !given {
+		h.MaxRestarts = 3
+	}
+	if _, given := s.given["failover_after"]; !given {
+		s.FailoverAfter = 3
+	}
+	s.Runner = cmp.Or(s.Runner, runner, RunnerProcess)
+}
+
+// fillDefaults gives every driver's settings of the service name their
+// defaults (the drivers not chosen too: status and render show them); an
+// embedded config's builtin proxy serves its admin API on its own port.
+func (l *LB) fillDefaults(name string, embedded bool) {
+	l.Driver = cmp.Or(l.Driver, "builtin")
+	b := &l.Builtin
+	b.Listen = cmp.Or(b.Listen, "127.0.0.1:5004")
+	if embedded {
+		b.AdminListen = cmp.Or(b.AdminListen, b.Listen)
+	}
+	n := &l.Nginx
+	n.File = cmp.Or(n.File, "/etc/nginx/conf.d/bgd-"+name+".conf")
+	n.Listen = cmp.Or(n.Listen, "80")
+	if len(n.Test) == 0 {
+		n.Test = []string{"nginx", "-t"}
+	}
+	if len(n.Reload) == 0 {
+		n.Reload = []string{"nginx", "-s", "reload"}
+	}
+	n.VerifyURL = cmp.Or(n.VerifyURL, verifyURL(n.Listen))
+	n.Mode = cmp.Or(n.Mode, NginxReload)
+	n.LuaModule = cmp.Or(n.LuaModule, DefaultLuaModule)
+	hp := &l.HAProxy
+	hp.Socket = cmp.Or(hp.Socket, "/run/haproxy/admin.sock")
+	hp.MapFile = cmp.Or(hp.MapFile, "/etc/haproxy/bgd.map")
+	hp.Listen = cmp.Or(hp.Listen, "80")
+	if hp.Backends == nil {
+		hp.Backends = map[Color]string{}
+	}
+	for _, col := range Colors {
+		hp.Backends[col] = cmp.Or(hp.Backends[col], name+"_"+col.String())
+	}
+	hp.SplitBackend = cmp.Or(hp.SplitBackend, name+"_split")
 }
 
 // verifyURL is where nginx's server on listen answers from this host: the
