@@ -36,12 +36,18 @@ type line struct {
 	values []float64
 }
 
+// dash is the SVG attribute of a dashed line's stroke.
+func (l line) dash() string {
+	if l.dashed {
+		return ` stroke-dasharray="5,4"`
+	}
+	return ""
+}
+
 // chart renders one time-series chart of lines over v's time range, with
 // v's markers (labelled when labels is set).
 func chart(v *View, id, title, unit string, lines []line, labels bool) template.HTML {
 	from, to := v.timeRange()
-	span := to.Sub(from).Seconds()
-	xOf := func(t time.Time) float64 { return padL + plotW*t.Sub(from).Seconds()/span }
 	top := 0.0
 	for _, l := range lines {
 		for _, y := range l.values {
@@ -50,64 +56,85 @@ func chart(v *View, id, title, unit string, lines []line, labels bool) template.
 			}
 		}
 	}
-	ymax := niceCeil(top * 1.1)
-	yOf := func(y float64) float64 { return padT + plotH*(1-y/ymax) }
-
+	p := plot{from: from, to: to, ymax: niceCeil(top * 1.1)}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg id="%s" class="chart" viewBox="0 0 %d %d" width="100%%" role="img" aria-label="%s" xmlns="http://www.w3.org/2000/svg">`,
 		id, chartW, chartH, html.EscapeString(title))
 	fmt.Fprintf(&b, `<title>%s</title>`, html.EscapeString(title))
 	fmt.Fprintf(&b, `<text class="ctitle" x="%d" y="14">%s</text>`, padL, html.EscapeString(title))
-	// Axes, grid and their labels.
-	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>`, padL, padT, plotW, plotH)
+	p.axes(&b, unit)
+	p.markers(&b, v.Markers, labels)
+	p.series(&b, v.Points, lines)
+	legend(&b, lines)
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+// plot places a chart's times and values in its plot area.
+type plot struct {
+	from, to time.Time
+	ymax     float64
+}
+
+func (p plot) x(t time.Time) float64 {
+	return padL + plotW*t.Sub(p.from).Seconds()/p.to.Sub(p.from).Seconds()
+}
+
+func (p plot) y(v float64) float64 { return padT + plotH*(1-v/p.ymax) }
+
+// axes draws the plot's frame, its grid and the labels of both axes.
+func (p plot) axes(b *strings.Builder, unit string) {
+	fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>`, padL, padT, plotW, plotH)
 	for _, f := range []float64{0, 0.5, 1} {
-		y := yOf(ymax * f)
-		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" class="grid"/><text class="ylab" x="%d" y="%.1f">%s</text>`,
-			padL, padL+plotW, y, y, padL-4, y+4, html.EscapeString(formatValue(ymax*f, unit)))
+		y := p.y(p.ymax * f)
+		fmt.Fprintf(b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" class="grid"/><text class="ylab" x="%d" y="%.1f">%s</text>`,
+			padL, padL+plotW, y, y, padL-4, y+4, html.EscapeString(formatValue(p.ymax*f, unit)))
 	}
 	for i := 0; i <= 4; i++ {
-		t := from.Add(time.Duration(float64(to.Sub(from)) * float64(i) / 4))
+		t := p.from.Add(time.Duration(float64(p.to.Sub(p.from)) * float64(i) / 4))
 		anchor := map[int]string{0: "start", 4: "end"}[i]
 		if anchor == "" {
 			anchor = "middle"
 		}
-		fmt.Fprintf(&b, `<text class="xlab" x="%.1f" y="%d" text-anchor="%s">%s</text>`, xOf(t), chartH-6, anchor, t.UTC().Format("15:04:05"))
+		fmt.Fprintf(b, `<text class="xlab" x="%.1f" y="%d" text-anchor="%s">%s</text>`, p.x(t), chartH-6, anchor, t.UTC().Format("15:04:05"))
 	}
-	// Markers under the lines. Each label takes the first of two rows
-	// where it does not overlap the one before; a marker with no room
-	// keeps its line and its tooltip.
+}
+
+// markers draws the events under the lines. Each label takes the first of
+// two rows where it does not overlap the one before; a marker with no room
+// keeps its line and its tooltip.
+func (p plot) markers(b *strings.Builder, events []state.Event, labels bool) {
 	rowEnd := [2]float64{math.Inf(-1), math.Inf(-1)}
-	for _, e := range v.Markers {
-		x := xOf(e.Timestamp)
+	for _, e := range events {
+		x := p.x(e.Timestamp)
 		cls := "marker"
 		if e.Status != state.StatusSuccess {
 			cls += " " + e.Status
 		}
-		fmt.Fprintf(&b, `<g class="%s" data-action="%s" data-status="%s" data-time="%s"><title>%s</title><line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>`,
+		fmt.Fprintf(b, `<g class="%s" data-action="%s" data-status="%s" data-time="%s"><title>%s</title><line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>`,
 			cls, html.EscapeString(e.Action), html.EscapeString(e.Status), e.Timestamp.UTC().Format(time.RFC3339Nano),
 			html.EscapeString(eventTitle(e)), x, x, padT-22, padT+plotH)
 		if labels {
 			label := markerLabel(e)
 			width := 6.0 * float64(len(label))
-			start, anchor := x+2, "start"
+			start, anchor, ax := x+2, "start", x+2
 			if x > padL+plotW*0.8 {
-				start, anchor = x-2-width, "end"
+				start, anchor, ax = x-2-width, "end", x-2
 			}
 			for row := range rowEnd {
 				if start > rowEnd[row]+4 {
 					rowEnd[row] = start + width
-					ax := x + 2
-					if anchor == "end" {
-						ax = x - 2
-					}
-					fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="%s">%s</text>`, ax, padT-14+row*9, anchor, html.EscapeString(label))
+					fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="%s">%s</text>`, ax, padT-14+row*9, anchor, html.EscapeString(label))
 					break
 				}
 			}
 		}
 		b.WriteString(`</g>`)
 	}
-	// The series.
+}
+
+// series draws each line as one path, lifting the pen over its gaps.
+func (p plot) series(b *strings.Builder, points []Point, lines []line) {
 	for _, l := range lines {
 		var d strings.Builder
 		pen := false
@@ -121,32 +148,25 @@ func chart(v *View, id, title, unit string, lines []line, labels bool) template.
 			if !pen {
 				cmd = 'M'
 			}
-			fmt.Fprintf(&d, "%c%.1f,%.1f", cmd, xOf(v.Points[i].At), yOf(y))
+			fmt.Fprintf(&d, "%c%.1f,%.1f", cmd, p.x(points[i].At), p.y(y))
 			pen = true
 			maxV, lastV = max(maxV, y), y
 		}
-		dash := ""
-		if l.dashed {
-			dash = ` stroke-dasharray="5,4"`
-		}
-		fmt.Fprintf(&b, `<path class="series %s" data-slot="%s" data-series="%s" data-max="%s" data-last="%s" stroke="%s"%s d="%s"/>`,
-			l.slot, l.slot, l.name, num(maxV), num(lastV), stroke(l.slot), dash, d.String())
+		fmt.Fprintf(b, `<path class="series %s" data-slot="%s" data-series="%s" data-max="%s" data-last="%s" stroke="%s"%s d="%s"/>`,
+			l.slot, l.slot, l.name, num(maxV), num(lastV), stroke(l.slot), l.dash(), d.String())
 	}
-	// Legend.
+}
+
+// legend names the lines at the chart's top right, the last rightmost.
+func legend(b *strings.Builder, lines []line) {
 	x := padL + plotW - 10
 	for i := len(lines) - 1; i >= 0; i-- {
 		l := lines[i]
 		label := fmt.Sprintf("%s %s", l.slot, l.name)
 		x -= 6*len(label) + 34
-		dash := ""
-		if l.dashed {
-			dash = ` stroke-dasharray="5,4"`
-		}
-		fmt.Fprintf(&b, `<g class="legend"><line x1="%d" x2="%d" y1="10" y2="10" stroke="%s"%s/><text x="%d" y="14">%s</text></g>`,
-			x, x+20, stroke(l.slot), dash, x+24, html.EscapeString(label))
+		fmt.Fprintf(b, `<g class="legend"><line x1="%d" x2="%d" y1="10" y2="10" stroke="%s"%s/><text x="%d" y="14">%s</text></g>`,
+			x, x+20, stroke(l.slot), l.dash(), x+24, html.EscapeString(label))
 	}
-	b.WriteString(`</svg>`)
-	return template.HTML(b.String())
 }
 
 // num is a data attribute's number ("" for NaN).
