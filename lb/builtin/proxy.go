@@ -269,38 +269,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := p.reload(); err != nil {
 		return err
 	}
-	// The admin listener opens first: once the service port answers, so
-	// does the admin address (a CLI that finds the port but not the admin
-	// address takes the proxy for an older one, and asks the port).
-	adminLn, adminTCP, err := p.listenAdmin()
+	l, err := p.listen()
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", p.Listen)
+	watcher, err := p.watchState()
 	if err != nil {
-		if adminLn != nil {
-			adminLn.Close()
-		}
-		return fmt.Errorf("proxy: listen on %s: %w", p.Listen, err)
-	}
-	closeAll := func() {
-		ln.Close()
-		if adminLn != nil {
-			adminLn.Close()
-		}
-	}
-	watcher, err := fsnotify.NewWatcher()
-	if err != nil {
-		closeAll()
-		return fmt.Errorf("proxy: watch state: %w", err)
+		l.close()
+		return err
 	}
 	defer watcher.Close()
-	dir := filepath.Dir(p.StatePath)
-	if err := watcher.Add(dir); err != nil {
-		closeAll()
-		return fmt.Errorf("proxy: watch %s: %w", dir, err)
-	}
-	p.Logger.Info("proxy serving", "service", p.Service, "listen", ln.Addr().String(), "admin", p.adminAddr(), "state", p.StatePath)
+	p.Logger.Info("proxy serving", "service", p.Service, "listen", l.svc.Addr().String(), "admin", p.adminAddr(), "state", p.StatePath)
 	p.startMonitoring(ctx)
 	go p.follow(ctx, watcher)
 	go p.releaseAll(ctx)
@@ -308,21 +287,74 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.Ready()
 	}
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: frontIdleTimeout}
-	front := newFront(p, ln, srv)
-	if adminLn == nil {
+	front := newFront(p, l.svc, srv)
+	if l.admin == nil {
 		return front.serve(ctx, 10*time.Second)
 	}
-	// Both servers stop together: when one fails, the other is shut down.
+	return p.serveWithAdmin(ctx, front, l)
+}
+
+// listeners are what the proxy serves on: the service's address and, when
+// it has one, the admin address (adminTCP: a TCP one, for loopback
+// clients only).
+type listeners struct {
+	svc, admin net.Listener
+	adminTCP   bool
+}
+
+func (l listeners) close() {
+	for _, ln := range []net.Listener{l.svc, l.admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// listen opens the admin listener, then the service's. The admin one
+// opens first: once the service port answers, so does the admin address
+// (a CLI that finds the port but not the admin address takes the proxy
+// for an older one, and asks the port).
+func (p *Proxy) listen() (listeners, error) {
+	var l listeners
+	var err error
+	if l.admin, l.adminTCP, err = p.listenAdmin(); err != nil {
+		return l, err
+	}
+	if l.svc, err = net.Listen("tcp", p.Listen); err != nil {
+		l.close()
+		return l, fmt.Errorf("proxy: listen on %s: %w", p.Listen, err)
+	}
+	return l, nil
+}
+
+// watchState watches the state file's directory: bgd replaces the file
+// (a rename), which a watch of the file itself would lose.
+func (p *Proxy) watchState() (*fsnotify.Watcher, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: watch state: %w", err)
+	}
+	dir := filepath.Dir(p.StatePath)
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("proxy: watch %s: %w", dir, err)
+	}
+	return w, nil
+}
+
+// serveWithAdmin serves the service's requests and the admin API until
+// ctx ends; both stop together: when one fails, the other is shut down.
+func (p *Proxy) serveWithAdmin(ctx context.Context, f *front, l listeners) error {
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	asrv := &http.Server{Handler: adminHandler{p: p, loopbackOnly: adminTCP}, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
+	asrv := &http.Server{Handler: adminHandler{p: p, loopbackOnly: l.adminTCP}, ReadHeaderTimeout: p.ReadHeaderTimeout, IdleTimeout: 120 * time.Second}
 	aerr := make(chan error, 1)
 	go func() {
-		err := serve.Until(sctx, asrv, adminLn, 10*time.Second)
+		err := serve.Until(sctx, asrv, l.admin, 10*time.Second)
 		stop()
 		aerr <- err
 	}()
-	err = front.serve(sctx, 10*time.Second)
+	err := f.serve(sctx, 10*time.Second)
 	stop()
 	if e := <-aerr; err == nil && !errors.Is(e, http.ErrServerClosed) {
 		err = e
@@ -375,23 +407,7 @@ func (p *Proxy) reload() error {
 	if err != nil {
 		return err
 	}
-	slot := st.Slot(st.ActiveVersion)
-	next := &upstream{side: side{color: st.ActiveVersion, port: slot.Port, pid: slot.PID}, generation: st.Generation}
-	if c := st.Canary; c != nil && c.Color != st.ActiveVersion && c.Weight > 0 && c.Weight < 100 {
-		cs := st.Slot(c.Color)
-		next.canary = &side{color: c.Color, port: cs.Port, pid: cs.PID}
-		next.weight, next.sticky = c.Weight, c.Sticky
-		if c.Sticky {
-			name := lb.StickyCookie(p.Service)
-			for _, s := range next.sides() {
-				s.cookie = name
-				s.setCookie = (&http.Cookie{Name: name, Value: s.color.String(), Path: "/",
-					HttpOnly: true, SameSite: http.SameSiteLaxMode}).String()
-			}
-		}
-	}
-	next.shadow = shadowSide(st)
-	next.preview = previewSide(st)
+	next := p.upstreamOf(st)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.snap = st
@@ -415,25 +431,57 @@ func (p *Proxy) reload() error {
 		if cur.color != next.color {
 			p.metrics.flips.Inc()
 		}
-		// Idle connections to a slot that just lost all traffic would only
-		// delay its stop: a Go server's graceful Shutdown waits up to 5 s
-		// for a connection that was opened but never carried a request
-		// (the transport dials ahead under load). In-flight requests keep
-		// their connections; only idle ones are closed, and only of a slot
-		// the new routing no longer sends to (a canary that stays in the
-		// split keeps its connections when the weights change).
-		kept := map[string]bool{}
-		for _, s := range next.sides() {
-			kept[transportKey(s.port, s.pid)] = true
-		}
-		for _, s := range cur.sides() {
-			if k := transportKey(s.port, s.pid); !kept[k] {
-				if t := p.trans[k]; t != nil {
-					t.CloseIdleConnections()
-				}
+		p.closeIdleLeft(cur, next)
+	}
+	p.logRoute(next)
+	return nil
+}
+
+// upstreamOf is the routing a state asks for: its active slot, its canary
+// split (with the sticky cookie), its shadow and its preview.
+func (p *Proxy) upstreamOf(st *state.State) *upstream {
+	slot := st.Slot(st.ActiveVersion)
+	next := &upstream{side: side{color: st.ActiveVersion, port: slot.Port, pid: slot.PID}, generation: st.Generation}
+	if c := st.Canary; c != nil && c.Color != st.ActiveVersion && c.Weight > 0 && c.Weight < 100 {
+		cs := st.Slot(c.Color)
+		next.canary = &side{color: c.Color, port: cs.Port, pid: cs.PID}
+		next.weight, next.sticky = c.Weight, c.Sticky
+		if c.Sticky {
+			name := lb.StickyCookie(p.Service)
+			for _, s := range next.sides() {
+				s.cookie = name
+				s.setCookie = (&http.Cookie{Name: name, Value: s.color.String(), Path: "/",
+					HttpOnly: true, SameSite: http.SameSiteLaxMode}).String()
 			}
 		}
 	}
+	next.shadow = shadowSide(st)
+	next.preview = previewSide(st)
+	return next
+}
+
+// closeIdleLeft closes the idle connections to the slots cur sent to and
+// next does not. They would only delay the slot's stop: a Go server's
+// graceful Shutdown waits up to 5 s for a connection that was opened but
+// never carried a request (the transport dials ahead under load).
+// In-flight requests keep their connections, and a canary that stays in
+// the split keeps its connections when the weights change. p.mu is held.
+func (p *Proxy) closeIdleLeft(cur, next *upstream) {
+	kept := map[string]bool{}
+	for _, s := range next.sides() {
+		kept[transportKey(s.port, s.pid)] = true
+	}
+	for _, s := range cur.sides() {
+		if k := transportKey(s.port, s.pid); !kept[k] {
+			if t := p.trans[k]; t != nil {
+				t.CloseIdleConnections()
+			}
+		}
+	}
+}
+
+// logRoute says where the proxy now sends requests.
+func (p *Proxy) logRoute(next *upstream) {
 	if next.shadow != nil {
 		p.Logger.Info("proxy copies requests", "service", p.Service, "shadow", next.shadow.color, "shadow_port", next.shadow.port)
 	}
@@ -443,7 +491,6 @@ func (p *Proxy) reload() error {
 	} else {
 		p.Logger.Info("proxy routes", "service", p.Service, "slot", next.color, "port", next.port, "generation", next.generation)
 	}
-	return nil
 }
 
 // reverseProxy builds the proxy of one side. Transports are kept per
