@@ -276,22 +276,32 @@ const maxPID = 4194304
 // validate refuses values a hostile or broken file could use against a
 // root-run bgd, and bounds the history as Record does.
 func validate(st *State) error {
-	pids := []struct {
-		name string
-		pid  int
-	}{{"blue_pid", st.BluePID}, {"green_pid", st.GreenPID}, {"proxy_pid", st.ProxyPID}}
+	for _, check := range []func(*State) error{validateSlots, validateRouting, validateTotals, validateHistory} {
+		if err := check(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// namedInt is a field of the file by its JSON name, for the checks' errors.
+type namedInt struct {
+	name string
+	n    int
+}
+
+// validateSlots checks the slots' pids, releases and counts of failed probes.
+func validateSlots(st *State) error {
+	pids := []namedInt{{"blue_pid", st.BluePID}, {"green_pid", st.GreenPID}, {"proxy_pid", st.ProxyPID}}
 	if st.InProgress != nil {
-		pids = append(pids, struct {
-			name string
-			pid  int
-		}{"in_progress.pid", st.InProgress.PID})
+		pids = append(pids, namedInt{"in_progress.pid", st.InProgress.PID})
 	}
 	for _, p := range pids {
-		if p.pid < 0 {
-			return fmt.Errorf("negative pid: %s is %d", p.name, p.pid)
+		if p.n < 0 {
+			return fmt.Errorf("negative pid: %s is %d", p.name, p.n)
 		}
-		if p.pid > maxPID {
-			return fmt.Errorf("%s is %d, above the largest pid the kernel can give (%d)", p.name, p.pid, maxPID)
+		if p.n > maxPID {
+			return fmt.Errorf("%s is %d, above the largest pid the kernel can give (%d)", p.name, p.n, maxPID)
 		}
 	}
 	// Release names select directories (workdir: releases/{{.Release}})
@@ -303,15 +313,17 @@ func validate(st *State) error {
 			}
 		}
 	}
-	for _, f := range []struct {
-		name string
-		n    int
-	}{{"blue_failed_probes", st.BlueFailedProbes}, {"green_failed_probes", st.GreenFailedProbes}} {
+	for _, f := range []namedInt{{"blue_failed_probes", st.BlueFailedProbes}, {"green_failed_probes", st.GreenFailedProbes}} {
 		if f.n < 0 {
 			// A negative count would hold a failover back for as many sweeps.
 			return fmt.Errorf("%s is %d: a count of failed probes is at least 0", f.name, f.n)
 		}
 	}
+	return nil
+}
+
+// validateRouting checks the watch's and the canary's colours and weight.
+func validateRouting(st *State) error {
 	if w := st.Watch; w != nil && !w.Color.Valid() {
 		return fmt.Errorf("watch.color is %q, not blue or green", w.Color)
 	}
@@ -325,9 +337,11 @@ func validate(st *State) error {
 			return fmt.Errorf("canary.weight is %d, not a percentage in 1-99", c.Weight)
 		}
 	}
-	if err := validateTotals(st.Totals); err != nil {
-		return err
-	}
+	return nil
+}
+
+// validateHistory checks every event and keeps the newest MaxHistory.
+func validateHistory(st *State) error {
 	for i, e := range st.History {
 		if e.Status == "" {
 			return fmt.Errorf("deployment_history[%d] has no status", i)

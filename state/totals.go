@@ -158,7 +158,8 @@ func (t *Totals) clone() *Totals {
 }
 
 // validateTotals bounds what a file's totals may hold.
-func validateTotals(t *Totals) error {
+func validateTotals(st *State) error {
+	t := st.Totals
 	if t == nil {
 		return nil
 	}
