@@ -67,9 +67,6 @@ func (id Identity) Check() error {
 	return nil
 }
 
-// Running reports whether id's process runs and is the one bgd started.
-func (id Identity) Running() bool { return id.Check() == nil }
-
 // StartTime reads a process's start time in clock ticks after boot.
 func StartTime(pid int) (uint64, error) {
 	f, err := ProcStat(pid)

@@ -140,10 +140,6 @@ func (o *options) flags() []cli.Flag {
 	}
 }
 
-// globalFlags are the global flags, bound to nothing that is read (for
-// their names and types).
-func globalFlags() []cli.Flag { return (&options{}).flags() }
-
 func init() {
 	// urfave's default version flag is `--version, -v`, but -v is --verbose.
 	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}

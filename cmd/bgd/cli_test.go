@@ -36,7 +36,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestFlagsFirst(t *testing.T) {
-	app := &cli.App{Flags: globalFlags(), Commands: commands(&env{})}
+	app := &cli.App{Flags: (&options{}).flags(), Commands: commands(&env{})}
 	for _, tc := range []struct{ in, want string }{
 		{"status", "status"},
 		{"--json status", "--json status"},
