@@ -54,7 +54,7 @@ func Load(src Source) (*Config, error) {
 	var cfg *Config
 	switch {
 	case err == nil:
-		cfg, err = Parse(data)
+		cfg, err = parse(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -122,8 +122,8 @@ var (
 	yamlPrefix   = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?`)
 )
 
-// Parse decodes YAML strictly: an unknown key is an error naming it and its line.
-func Parse(data []byte) (*Config, error) {
+// parse decodes YAML strictly: an unknown key is an error naming it and its line.
+func parse(data []byte) (*Config, error) {
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

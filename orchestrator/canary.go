@@ -32,9 +32,9 @@ func CheckWeight(w int) error {
 	return nil
 }
 
-// CheckSteps refuses canary steps that are not increasing percentages in
+// checkSteps refuses canary steps that are not increasing percentages in
 // 1-100; only the last may be 100 (it promotes the canary).
-func CheckSteps(steps []int) error {
+func checkSteps(steps []int) error {
 	for i, w := range steps {
 		if w < 1 || w > 100 {
 			return usagef("canary step %d: a percentage of new requests, 1-100", w)

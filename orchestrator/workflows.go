@@ -229,7 +229,7 @@ func (d DeployOptions) check() error {
 		}
 	}
 	if len(d.Steps) > 0 {
-		if err := CheckSteps(d.Steps); err != nil {
+		if err := checkSteps(d.Steps); err != nil {
 			return err
 		}
 		if d.Steps[0] == 100 {

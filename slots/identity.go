@@ -103,8 +103,8 @@ func statFields(pid int, stat string) ([]string, error) {
 	return f, nil
 }
 
-// Environ returns a process's initial environment ("" entries dropped).
-func Environ(pid int) ([]string, error) {
+// environ returns a process's initial environment ("" entries dropped).
+func environ(pid int) ([]string, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
 		return nil, err
@@ -121,7 +121,7 @@ func Environ(pid int) ([]string, error) {
 // HasEnv reports whether the process's environment holds every one of the
 // KEY=VALUE pairs (false when it cannot be read).
 func HasEnv(pid int, pairs ...string) bool {
-	env, err := Environ(pid)
+	env, err := environ(pid)
 	if err != nil || len(pairs) == 0 {
 		return false
 	}
@@ -140,7 +140,7 @@ func HasEnv(pid int, pairs ...string) bool {
 // Getenv returns the value of key in the process's environment ("" if unset
 // or unreadable).
 func Getenv(pid int, key string) string {
-	env, _ := Environ(pid)
+	env, _ := environ(pid)
 	for _, kv := range env {
 		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
 			return v
@@ -180,7 +180,7 @@ func ProxyMarker(statePath, service string) []string {
 func FindMarked(marker []string) []Identity {
 	var out []Identity
 	for _, pid := range FindByEnv(marker...) {
-		if pg, err := ProcessGroup(pid); err != nil || pg != pid {
+		if pg, err := syscall.Getpgid(pid); err != nil || pg != pid {
 			continue
 		}
 		if id, err := Identify(pid, marker); err == nil {

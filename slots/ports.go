@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // PortOwner is the process listening on a TCP port.
@@ -139,9 +138,6 @@ func InGroup(pid, leader int) bool {
 	f, err := ProcStat(pid)
 	return err == nil && f[2] == strconv.Itoa(leader)
 }
-
-// ProcessGroup returns the process group id of pid.
-func ProcessGroup(pid int) (int, error) { return syscall.Getpgid(pid) }
 
 // FindByEnv returns the live processes whose environment holds every one of
 // the KEY=VALUE pairs. bgd gives each slot PORT, BG_COLOR and BG_RELEASE, so

@@ -95,7 +95,7 @@ func StartProcess(spec Spec) (*Process, error) {
 	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o750); err != nil {
 		return nil, fmt.Errorf("start slot: log directory: %w", err)
 	}
-	logf, err := OpenLog(spec.LogPath)
+	logf, err := openLog(spec.LogPath)
 	if err != nil {
 		return nil, fmt.Errorf("start slot: %w", err)
 	}
@@ -143,10 +143,10 @@ func Alive(pid int) bool {
 	return f[0] != "Z"
 }
 
-// OpenLog opens a log for appending, creating it 0640. A symlink (or any
+// openLog opens a log for appending, creating it 0640. A symlink (or any
 // file that is not regular) is refused, so that a link planted in the log
 // directory can never make bgd, running as root, append to another file.
-func OpenLog(path string) (*os.File, error) {
+func openLog(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o640)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("open log %s: it is a symlink: remove it (bgd writes only to a regular file)", path)

@@ -454,8 +454,8 @@ func TestListenerOf(t *testing.T) {
 		if !ok || owner.PID != p.PID {
 			t.Fatalf("ListenerOf(%d) = %+v, %v; want the child %d", port, owner, ok, p.PID)
 		}
-		if pg, err := ProcessGroup(p.PID); err != nil || pg != p.PID {
-			t.Errorf("ProcessGroup(%d) = %d, %v; want its own group", p.PID, pg, err)
+		if pg, err := syscall.Getpgid(p.PID); err != nil || pg != p.PID {
+			t.Errorf("syscall.Getpgid(%d) = %d, %v; want its own group", p.PID, pg, err)
 		}
 		if !InGroup(owner.PID, p.PID) || InGroup(os.Getpid(), p.PID) {
 			t.Error("InGroup does not tell the slot's group from the test's")

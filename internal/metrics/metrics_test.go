@@ -104,7 +104,7 @@ func expose(t *testing.T, cs ...prometheus.Collector) []byte {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(cs...)
-	data, err := Exposition(reg)
+	data, err := exposition(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestDeployCollectorBadState(t *testing.T) {
 		{Name: "broken", State: func() (*state.State, error) { return nil, errors.New("state file corrupt") }},
 		{Name: "ok", State: stateWith(func(*state.State) {})},
 	}))
-	data, err := Exposition(reg)
+	data, err := exposition(reg)
 	if err == nil || !strings.Contains(err.Error(), "broken") {
 		t.Fatalf("err = %v, want one naming service broken", err)
 	}

@@ -33,9 +33,9 @@ func Registry(services []Service, timeout time.Duration, cumulativeOnly bool) *p
 	return reg
 }
 
-// Exposition gathers reg in Prometheus's text format. An error of one
+// exposition gathers reg in Prometheus's text format. An error of one
 // collector is returned with what the others gave.
-func Exposition(reg prometheus.Gatherer) ([]byte, error) {
+func exposition(reg prometheus.Gatherer) ([]byte, error) {
 	families, gerr := reg.Gather()
 	var buf bytes.Buffer
 	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
@@ -70,7 +70,7 @@ func WriteTextfile(dir string, s Service) (string, error) {
 	case !fi.IsDir():
 		return path, fmt.Errorf("metrics.textfile_dir %s is not a directory", dir)
 	}
-	data, err := Exposition(Registry([]Service{s}, TextfileTimeout, true))
+	data, err := exposition(Registry([]Service{s}, TextfileTimeout, true))
 	if err != nil {
 		return path, fmt.Errorf("metrics of service %s: %w", s.Name, err)
 	}

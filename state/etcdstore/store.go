@@ -227,8 +227,8 @@ func (s *Store) Load() (*state.State, error) {
 	return st, nil
 }
 
-// Encode is the state as the state file holds it (and so the etcd value).
-func Encode(st *state.State) ([]byte, error) {
+// encode is the state as the state file holds it (and so the etcd value).
+func encode(st *state.State) ([]byte, error) {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
@@ -244,7 +244,7 @@ func Encode(st *state.State) ([]byte, error) {
 // ErrUnreachable the write may or may not have happened: Load again.
 func (s *Store) Save(st *state.State) error {
 	key := s.Key("state")
-	data, err := Encode(st)
+	data, err := encode(st)
 	if err != nil {
 		return err
 	}
