@@ -20,7 +20,7 @@ type Results struct {
 	Drivers   map[string]*DriverResult `json:"drivers"`
 	DataPlane *DataPlane               `json:"data_plane,omitempty"`
 	Sweep     *SweepResult             `json:"health_sweep,omitempty"`
-	// NginxRuntime is figure 10 (runtime.go).
+	// NginxRuntime is figure 10 (nginxmodes.go).
 	NginxRuntime *NginxRuntime `json:"nginx_runtime,omitempty"`
 	Targets      []Target      `json:"targets"`
 	Errors       []string      `json:"errors,omitempty"`
