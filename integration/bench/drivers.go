@@ -328,7 +328,7 @@ func (b *bench) autoRollbacks(ctx context.Context, s *service, dr *DriverResult)
 }
 
 // badDeploy deploys the bad release with --watch 20s while 4 keep-alive
-// clients count the 500s they get.
+// clients (testsupport's Load) count the answers that failed: the 500s.
 func (b *bench) badDeploy(ctx context.Context, s *service, cfg string) (AutoRollback, error) {
 	load := ts.StartLoad(s.url, ts.LoadOptions{Clients: 4, KeepAlive: true, Pause: time.Millisecond})
 	r, err := b.expect(ctx, s.dir, anyExit, "--json", "--config", cfg, "deploy", "--release", "bad", "--watch", "20s")
