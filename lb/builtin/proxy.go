@@ -269,7 +269,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := p.reload(); err != nil {
 		return err
 	}
-	l, err := p.listen()
+	l, err := p.openListeners()
 	if err != nil {
 		return err
 	}
@@ -310,11 +310,11 @@ func (l listeners) close() {
 	}
 }
 
-// listen opens the admin listener, then the service's. The admin one
+// openListeners opens the admin listener, then the service's. The admin one
 // opens first: once the service port answers, so does the admin address
 // (a CLI that finds the port but not the admin address takes the proxy
 // for an older one, and asks the port).
-func (p *Proxy) listen() (listeners, error) {
+func (p *Proxy) openListeners() (listeners, error) {
 	var l listeners
 	var err error
 	if l.admin, l.adminTCP, err = p.listenAdmin(); err != nil {
