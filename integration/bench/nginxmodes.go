@@ -245,9 +245,10 @@ func callgrindTotal(dump string) (float64, error) {
 func workersCPU(master int) (time.Duration, error) {
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	var ticks int64
+	parent := strconv.Itoa(master)
 	for _, d := range dirs {
 		pid, _ := strconv.Atoi(filepath.Base(d))
-		if f, err := slots.ProcStat(pid); err == nil && f[1] == strconv.Itoa(master) { // gone: skipped
+		if f, err := slots.ProcStat(pid); err == nil && f[1] == parent { // gone: skipped
 			u, _ := strconv.ParseInt(f[11], 10, 64)
 			s, _ := strconv.ParseInt(f[12], 10, 64)
 			ticks += u + s
